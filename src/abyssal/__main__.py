@@ -1,0 +1,3 @@
+from abyssal.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Config, extension registries, model store, run records, devices and optional imports."""

@@ -1,0 +1,258 @@
+"""One config system: dataclasses, YAML files that mirror them, and ``key=value`` overrides.
+
+A config class is a plain (possibly nested) dataclass. Each field may carry help text in
+``field(metadata={"help": ...})`` and the class may validate itself in ``__post_init__`` by raising
+:class:`~abyssal.core.errors.ConfigError`. Unknown keys are errors that list the valid ones.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Train:
+    ...     epochs: int = 10
+    ...     lr: float = 1e-3
+    >>> cfg = load_config(Train, overrides=["epochs=3"])
+    >>> cfg.epochs
+    3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from abyssal.core.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str = "", **kwargs: Any) -> Any:
+    """``dataclasses.field`` with a ``help`` text kept in the metadata."""
+    if default is not dataclasses.MISSING:
+        kwargs["default"] = default
+    return dataclasses.field(metadata={"help": help}, **kwargs)
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "config") -> C:
+    """Build a config dataclass from a mapping, checking keys and value types.
+
+    Args:
+        cls: the dataclass type.
+        data: the mapping (from YAML or JSON); ``None`` means all defaults.
+        where: dotted path used in messages.
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ConfigError: an unknown key (valid keys are listed), a value of the wrong type, or a failed
+            validation in ``__post_init__``.
+    """
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"valid keys are: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {
+        name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The plain-dict form of a config dataclass (what YAML and JSON hold)."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(
+    cls: type, data: dict[str, Any], overrides: list[str], *, where: str = "config"
+) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a config mapping, checking each key against ``cls``.
+
+    Values are parsed as YAML scalars or flow collections (``3``, ``1e-3``, ``true``, ``[1, 2]``).
+    """
+    out = _deep_copy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        path = key.strip().split(".")
+        _check_path(cls, path, where)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from None
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config(
+    cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None
+) -> C:
+    """Load a config from an optional YAML file plus ``key=value`` overrides.
+
+    Args:
+        cls: the config dataclass.
+        path: a YAML file mirroring ``cls``; ``None`` starts from the defaults.
+        overrides: ``dotted.key=value`` strings applied after the file.
+
+    Returns:
+        The validated config.
+    """
+    data: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = loaded or {}
+    data = apply_overrides(cls, data, overrides or [], where=where)
+    return config_from_dict(cls, data, where=where)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write ``cfg`` as YAML, atomically (a temporary file renamed into place)."""
+    write_text_atomic(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def config_help(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(dotted key, default, help)`` for every leaf field of a config class."""
+    rows: list[tuple[str, str, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows.extend(config_help(hints[f.name], prefix=f"{key}."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((key, default, f.metadata.get("help", "")))
+    return rows
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_path(cls: type, path: list[str], where: str) -> None:
+    current: Any = cls
+    for depth, part in enumerate(path):
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"{where}: '{'.'.join(path[:depth])}' has no sub-keys")
+        names = [f.name for f in dataclasses.fields(current) if f.init]
+        if part not in names:
+            shown = ".".join(path[: depth + 1])
+            raise ConfigError(f"{where}: unknown key '{shown}'; valid keys are: {', '.join(names)}")
+        current = typing.get_type_hints(current)[part]
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return config_from_dict(hint, value, where=where)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: got None")
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = get_args(hint)[:1] or (Any,)
+        items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    return _coerce_scalar(value, hint, where)
+
+
+def _coerce_scalar(value: Any, hint: Any, where: str) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
