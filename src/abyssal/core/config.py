@@ -66,7 +66,8 @@ def config_from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = 
         )
     hints = typing.get_type_hints(cls)
     kwargs = {
-        name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()
+        name: _coerce(_with_field_defaults(fields[name], value), hints[name], f"{where}.{name}")
+        for name, value in data.items()
     }
     try:
         return cls(**kwargs)
@@ -252,6 +253,25 @@ def _coerce_scalar(value: Any, hint: Any, where: str) -> Any:
             return str(value)
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
+
+
+def _with_field_defaults(f: dataclasses.Field, value: Any) -> Any:
+    """A partial mapping for a nested config field starts from that field's own default (which may
+    differ from the nested class's defaults), so ``train.epochs=5`` keeps the other train keys."""
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return _deep_merge(config_to_dict(default), value)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_merge(out[key], value) if both else value
+    return out
 
 
 def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:

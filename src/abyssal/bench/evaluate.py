@@ -1,0 +1,32 @@
+"""Evaluate a registered model version on its data (or other data, through overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from abyssal.core.store import ModelStore
+from abyssal.solutions.loading import load_model
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one model version on one data set."""
+
+    ref: str
+    data: str
+    metrics: dict[str, float]
+
+
+def evaluate(
+    ref: str, overrides: list[str] | None = None, store: ModelStore | None = None
+) -> Evaluation:
+    """Evaluate the version ``ref`` on the data its config names, after ``overrides``.
+
+    Example:
+        >>> evaluate("fraud:production", ["data.path=march.csv"]).metrics["test_auprc"]  # doctest: +SKIP
+        0.91
+    """
+    loaded = load_model(ref, store, overrides)
+    data = loaded.solution.prepare(loaded.cfg)
+    metrics = loaded.solution.evaluate(loaded.cfg, loaded.model, data)
+    return Evaluation(loaded.version.ref, getattr(data, "description", ""), metrics)

@@ -1,0 +1,1 @@
+"""The ``abyssal`` command: one verb per library call; parsing and printing only."""

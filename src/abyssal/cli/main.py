@@ -1,0 +1,49 @@
+"""``abyssal``: the command line. Each verb parses, calls one library function and prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from abyssal import __version__
+from abyssal.core.errors import AbyssalError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 error, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except AbyssalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from abyssal.cli import commands
+
+    parser = argparse.ArgumentParser(
+        prog="abyssal",
+        description="Take AI models from the lab to production: train, evaluate, register, score.",
+    )
+    parser.add_argument("--version", action="version", version=f"abyssal {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands.register_all(sub)
+    return parser
+
+
+def print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""Pure torch modules: layers, losses, fusion blocks. No I/O, no config objects."""
+
+from abyssal.nn.time_encoding import TimeEncoding
+
+__all__ = ["TimeEncoding"]

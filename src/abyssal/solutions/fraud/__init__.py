@@ -1,0 +1,1 @@
+"""Transaction-graph fraud detection: data formats, synthetic data, Bitcoin-OTC, model and metrics."""

@@ -1,0 +1,108 @@
+"""Configuration of the fraud solution; ``configs/fraud/*.yaml`` mirror these dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from abyssal.core.config import field
+from abyssal.core.errors import ConfigError
+from abyssal.train.task import TrainConfig
+
+
+@dataclass
+class FraudDataConfig:
+    """Where the data comes from and how it is split."""
+
+    source: Literal["synthetic", "transactions", "edges", "bitcoin_otc"] = field(
+        "synthetic",
+        help="synthetic: generated in memory; transactions: a CSV/Parquet table; edges: an edge "
+        "list with a labels file; bitcoin_otc: the Bitcoin-OTC folder",
+    )
+    path: str | None = field(
+        None,
+        help="transactions or edges file, or the bitcoin_otc folder (default: $ABYSSAL_BITCOIN_OTC, "
+        "else ../shared/datasets/bitcoin_otc)",
+    )
+    labels_path: str | None = field(None, help="edges source: node,label file")
+    features_path: str | None = field(None, help="edges source: optional node features file")
+    split: int = field(0, help="bitcoin_otc: which of the ten fixed splits (0-9)")
+    val_frac: float = field(0.2, help="share of labelled accounts for validation")
+    test_frac: float = field(0.2, help="share of labelled accounts for testing")
+    split_seed: int = field(0, help="seed of the random split of labelled accounts")
+    windows: list[int] = field(
+        default_factory=lambda: [3600, 86400, 604800],
+        help="feature windows in seconds (counts, amounts, bursts)",
+    )
+    synthetic_users: int = field(2000, help="synthetic source: number of users")
+    synthetic_rings: int = field(12, help="synthetic source: number of planted fraud rings")
+    synthetic_days: int = field(60, help="synthetic source: days of activity")
+    synthetic_seed: int = field(0, help="synthetic source: generator seed")
+
+    def __post_init__(self) -> None:
+        if self.source in ("transactions", "edges") and self.path is None:
+            raise ConfigError(f"data.path is required for data.source={self.source}")
+        if not 0 < self.val_frac < 1 or not 0 < self.test_frac < 1:
+            raise ConfigError("data.val_frac and data.test_frac must be between 0 and 1")
+        if self.val_frac + self.test_frac >= 1:
+            raise ConfigError("data.val_frac + data.test_frac must leave accounts for training")
+        if not self.windows or min(self.windows) <= 0:
+            raise ConfigError(f"data.windows must be positive seconds, got {self.windows}")
+
+
+@dataclass
+class FraudModelConfig:
+    """The graph attention model."""
+
+    conv: Literal["gatv2", "gat"] = field("gatv2", help="attention layer type")
+    hidden: int = field(64, help="embedding size")
+    heads: int = field(4, help="attention heads (hidden must divide by it)")
+    layers: int = field(2, help="message-passing rounds")
+    time_dim: int = field(8, help="size of the edge-age encoding")
+    dropout: float = field(0.1, help="dropout on embeddings and attention")
+    transaction_loss_weight: float = field(
+        1.0, help="weight of the per-transaction loss (when transactions are labelled)"
+    )
+    max_pos_weight: float = field(20.0, help="cap on the positive-class weight (neg/pos)")
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ConfigError(f"model.hidden ({self.hidden}) must divide by model.heads")
+        if self.layers < 1:
+            raise ConfigError("model.layers must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("model.dropout must be in [0, 1)")
+
+
+@dataclass
+class FraudRingConfig:
+    """Gang detection over the risk-weighted graph."""
+
+    min_risk: float | None = field(
+        None, help="accounts at or above this risk join rings; null: the validation threshold"
+    )
+    min_size: int = field(2, help="smallest ring reported")
+
+
+@dataclass
+class FraudLiveConfig:
+    """Scoring new transactions against the live graph."""
+
+    on_unknown_account: Literal["error", "add"] = field(
+        "error", help="a new transaction from a user never seen: error, or add the account"
+    )
+
+
+@dataclass
+class FraudConfig:
+    """The fraud solution's whole config."""
+
+    data: FraudDataConfig = field(default_factory=FraudDataConfig, help="data")
+    model: FraudModelConfig = field(default_factory=FraudModelConfig, help="model")
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(early_stopping_metric="val_auprc", patience=20),
+        help="training",
+    )
+    rings: FraudRingConfig = field(default_factory=FraudRingConfig, help="rings")
+    live: FraudLiveConfig = field(default_factory=FraudLiveConfig, help="live scoring")
+    baselines: bool = field(True, help="train the gradient-boosted tree baselines in the same run")

@@ -1,0 +1,369 @@
+"""Atomic, pickle-free training checkpoints: one safetensors file plus a JSON sidecar.
+
+A checkpoint called ``name`` (``"last"``, ``"best"``) in a folder is::
+
+    <name>-<sha256[:16]>.safetensors   every tensor: model.<key>, optim.state.<param index>.<key>,
+                                       rng.torch_cpu (uint8), rng.cuda.<device index> (uint8)
+    <name>.json                        everything else, and the file name + sha256 of the tensors
+    <name>.prev.json                   the previous <name>.json, kept as a fall-back
+
+The JSON holds the training counters (:class:`TrainState`), the optimizer's ``param_groups`` and
+non-tensor state, the Python and NumPy RNG states and the ``GradScaler`` state. Saving writes the
+tensors to a temporary file, renames it into place, then writes the JSON the same way, last. A
+killed process therefore leaves the old JSON naming the old, intact tensors file. Loading checks the
+tensors against the sha256 that the JSON names; a mismatch (a torn or damaged pair) falls back to
+``<name>.prev.json`` or raises a clear error. Nothing is ever unpickled.
+
+Example:
+    >>> state = TrainState(epoch=4)
+    >>> save_checkpoint(folder, "last", model=model, optimizer=opt, state=state)  # doctest: +SKIP
+    >>> ckpt = read_checkpoint(folder, "last")  # doctest: +SKIP
+    >>> restore_checkpoint(ckpt, model=model, optimizer=opt).epoch  # doctest: +SKIP
+    4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+from torch import nn
+
+from abyssal.core.config import write_text_atomic
+from abyssal.core.errors import AbyssalError
+
+FORMAT = "abyssal-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class TrainState:
+    """The counters a resumed training run continues from.
+
+    Args:
+        epoch: the last completed epoch (0-based); ``-1`` before the first.
+        global_step: optimizer steps taken so far.
+        best_metric: the best value of the watched validation metric, if any.
+        best_epoch: the epoch that reached ``best_metric``.
+        epochs_since_improvement: completed epochs since ``best_epoch``.
+        stopped_early: whether early stopping ended the run.
+    """
+
+    epoch: int = -1
+    global_step: int = 0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    epochs_since_improvement: int = 0
+    stopped_early: bool = False
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint read from disk.
+
+    Args:
+        meta: the JSON sidecar.
+        tensors: the tensors of the safetensors file, on the CPU.
+        path: the JSON file it was read from.
+        note: set when the current checkpoint was damaged and the previous one was used instead.
+    """
+
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    path: Path
+    note: str | None = None
+
+    @property
+    def state(self) -> TrainState:
+        """The training counters saved with the checkpoint."""
+        return TrainState(**self.meta["state"])
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The model's ``state_dict`` (CPU tensors)."""
+        return {k[6:]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+
+def save_checkpoint(
+    directory: str | Path,
+    name: str,
+    *,
+    model: nn.Module,
+    state: TrainState,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    rng: bool = True,
+) -> Path:
+    """Write a checkpoint atomically (tensors first, the JSON that names them last).
+
+    Args:
+        directory: the checkpoint folder (created if missing).
+        name: the checkpoint's name, e.g. ``"last"`` or ``"best"``.
+        model: the (unwrapped) model whose ``state_dict`` is saved.
+        state: the training counters.
+        optimizer: the optimizer, or ``None`` for a weights-only checkpoint.
+        scaler: the ``GradScaler``, if mixed precision uses one.
+        rng: whether to save the Python, NumPy, torch CPU and CUDA RNG states.
+
+    Returns:
+        The path of the JSON sidecar.
+
+    Example:
+        >>> model = nn.Linear(2, 1)
+        >>> save_checkpoint(tmp, "best", model=model, state=TrainState())  # doctest: +SKIP
+        PosixPath('.../best.json')
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(directory, name)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "name": name}
+    meta["saved"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+    meta["state"] = dataclasses.asdict(state)
+    meta["optimizer"] = _flatten_optimizer(optimizer, tensors) if optimizer else None
+    meta["scaler"] = scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}
+    meta["rng"] = _flatten_rng(tensors) if rng else None
+    meta["tensors"], meta["sha256"] = _write_tensors(directory, name, tensors)
+    current = directory / f"{name}.json"
+    if current.exists():
+        write_text_atomic(directory / f"{name}.prev.json", current.read_text())
+    write_text_atomic(current, json.dumps(meta, indent=1) + "\n")
+    _prune(directory, name)
+    return current
+
+
+def read_checkpoint(directory: str | Path, name: str) -> Checkpoint:
+    """Read and verify checkpoint ``name``; fall back to its previous version if it is damaged.
+
+    Args:
+        directory: the checkpoint folder.
+        name: the checkpoint's name.
+
+    Returns:
+        The checkpoint; ``note`` says why the previous version was used, if it was.
+
+    Raises:
+        AbyssalError: there is no such checkpoint, or neither version is intact (the message says
+            what is wrong with each).
+
+    Example:
+        >>> read_checkpoint(tmp, "last").state.epoch  # doctest: +SKIP
+        4
+    """
+    directory = Path(directory)
+    problems = []
+    for candidate in (directory / f"{name}.json", directory / f"{name}.prev.json"):
+        if not candidate.exists():
+            continue
+        try:
+            ckpt = _read_verified(candidate)
+        except _DamagedCheckpoint as exc:
+            problems.append(str(exc))
+            continue
+        if problems:
+            ckpt.note = f"checkpoint '{name}' is damaged ({problems[0]}); using {candidate.name}"
+        return ckpt
+    if not problems:
+        raise AbyssalError(f"no checkpoint '{name}' in {directory}")
+    raise AbyssalError(f"checkpoint '{name}' in {directory} is damaged: {'; '.join(problems)}")
+
+
+def restore_checkpoint(
+    ckpt: Checkpoint,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    rng: bool = True,
+) -> TrainState:
+    """Load a checkpoint into a model and, optionally, an optimizer, a scaler and the RNGs.
+
+    Args:
+        ckpt: from :func:`read_checkpoint`.
+        model: the (unwrapped) model; its keys must match exactly.
+        optimizer: an optimizer over the same parameters, in the same order.
+        scaler: the ``GradScaler`` to restore, if any.
+        rng: whether to restore the RNG states saved with the checkpoint.
+
+    Returns:
+        The saved training counters.
+
+    Raises:
+        AbyssalError: an optimizer is given but the checkpoint holds weights only.
+    """
+    model.load_state_dict(ckpt.model_state())
+    if optimizer is not None:
+        if ckpt.meta.get("optimizer") is None:
+            raise AbyssalError(f"{ckpt.path} holds weights only, no optimizer state")
+        optimizer.load_state_dict(_unflatten_optimizer(ckpt))
+    if scaler is not None and ckpt.meta.get("scaler"):
+        scaler.load_state_dict(ckpt.meta["scaler"])
+    if rng and ckpt.meta.get("rng") is not None:
+        _restore_rng(ckpt)
+    return ckpt.state
+
+
+def checkpoint_exists(directory: str | Path, name: str) -> bool:
+    """Whether checkpoint ``name`` (or its previous version) exists in ``directory``."""
+    directory = Path(directory)
+    return any((directory / f"{name}{s}.json").exists() for s in ("", ".prev"))
+
+
+def peek_checkpoint(directory: str | Path, name: str) -> dict[str, Any] | None:
+    """The JSON sidecar of checkpoint ``name`` without reading or verifying the tensors.
+
+    Cheap enough to poll (e.g. to watch another process's progress); ``None`` if absent.
+
+    Example:
+        >>> peek_checkpoint(tmp, "last")["state"]["epoch"]  # doctest: +SKIP
+        4
+    """
+    path = Path(directory) / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class _DamagedCheckpoint(Exception):
+    pass
+
+
+def _read_verified(path: Path) -> Checkpoint:
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise _DamagedCheckpoint(f"{path.name} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _DamagedCheckpoint(f"{path.name} is not an abyssal checkpoint")
+    if meta.get("version") != VERSION:
+        raise _DamagedCheckpoint(f"{path.name} has format version {meta.get('version')}")
+    tensor_path = path.parent / meta["tensors"]
+    if not tensor_path.is_file():
+        raise _DamagedCheckpoint(f"{path.name} names {tensor_path.name}, which is missing")
+    data = tensor_path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta["sha256"]:
+        raise _DamagedCheckpoint(
+            f"{tensor_path.name} has sha256 {digest[:16]}..., {path.name} expects "
+            f"{meta['sha256'][:16]}... (torn or damaged pair)"
+        )
+    return Checkpoint(meta=meta, tensors=safetensors.torch.load(data), path=path)
+
+
+def _write_tensors(directory: Path, name: str, tensors: dict[str, torch.Tensor]) -> tuple[str, str]:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".safetensors.tmp")
+    os.close(fd)
+    try:
+        safetensors.torch.save_file(_storable(tensors), tmp, metadata={"format": "pt"})
+        digest = _sha256_fsync(Path(tmp))
+        filename = f"{name}-{digest[:16]}.safetensors"
+        os.replace(tmp, directory / filename)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return filename, digest
+
+
+def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses tensors that share memory (tied weights): give repeats their own copy.
+    out, seen = {}, set()
+    for key, value in tensors.items():
+        value = value.detach().cpu().contiguous()
+        ptr = value.untyped_storage().data_ptr() if value.numel() else None
+        out[key] = value.clone() if ptr in seen else value
+        if ptr is not None:
+            seen.add(ptr)
+    return out
+
+
+def _sha256_fsync(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb+") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+        os.fsync(fh.fileno())
+    return digest.hexdigest()
+
+
+def _prune(directory: Path, name: str) -> None:
+    """Delete tensor files of ``name`` that neither ``name.json`` nor ``name.prev.json`` names."""
+    keep = set()
+    for suffix in ("", ".prev"):
+        meta = peek_checkpoint(directory, f"{name}{suffix}")
+        if meta is not None:
+            keep.add(meta.get("tensors"))
+    pattern = re.compile(rf"^{re.escape(name)}-[0-9a-f]{{16}}\.safetensors$")
+    for path in directory.iterdir():
+        if pattern.match(path.name) and path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+def _remove_stale_temps(directory: Path, name: str) -> None:
+    # Temporary files of a killed writer; one process writes a run's checkpoints at a time.
+    for path in directory.glob(f".{name}.*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def _flatten_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    sd = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entries in sd["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.state.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(ckpt: Checkpoint) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in ckpt.tensors.items():
+        if key.startswith("optim.state."):
+            index, name = key[len("optim.state.") :].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    saved = ckpt.meta["optimizer"]
+    for index, entries in saved["scalars"].items():
+        state.setdefault(int(index), {}).update(entries)
+    # JSON turned tuples (AdamW's betas) into lists; give them back their type.
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+        for group in saved["param_groups"]
+    ]
+    return {"state": dict(sorted(state.items())), "param_groups": groups}
+
+
+def _flatten_rng(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    tensors["rng.torch_cpu"] = torch.get_rng_state()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    states = torch.cuda.get_rng_state_all() if cuda else []
+    for index, value in enumerate(states):
+        tensors[f"rng.cuda.{index}"] = value
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
+    return {"python": random.getstate(), "numpy": numpy_state, "cuda_devices": len(states)}
+
+
+def _restore_rng(ckpt: Checkpoint) -> None:
+    saved = ckpt.meta["rng"]
+    version, internal, gauss = saved["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(saved["numpy"])
+    torch.set_rng_state(ckpt.tensors["rng.torch_cpu"])
+    count = saved["cuda_devices"]
+    if count and torch.cuda.is_available() and torch.cuda.device_count() == count:
+        torch.cuda.set_rng_state_all([ckpt.tensors[f"rng.cuda.{i}"] for i in range(count)])
