@@ -69,7 +69,9 @@ SCRIPT = textwrap.dedent(
 
 
     mode, out = sys.argv[1], Path(sys.argv[2])
-    cfg = TrainConfig(epochs={EPOCHS}, lr=0.02, patience=0, checkpoint_every=1, progress=False)
+    cfg = TrainConfig(
+        epochs={EPOCHS}, lr=0.02, patience=0, checkpoint_every=1, progress=False, device="cpu"
+    )
     run = Run.create("train", "toy", cfg) if mode == "fresh" else Run.open(sys.argv[3])
     result = Trainer(SlowTask(), cfg, run, metric="accuracy").fit(resume=mode == "resume")
     history = [{{k: v for k, v in row.items() if k != "time"}} for row in result.history]

@@ -294,31 +294,59 @@ def test_synthetic_is_determined_by_seed():
     assert not other.transactions.equals(a.transactions)
 
 
-def test_synthetic_defaults_have_a_realistic_fraud_rate():
-    data = generate_transactions()
-    tx = data.transactions
+@pytest.fixture(scope="module")
+def defaults():
+    return generate_transactions(seed=1)
+
+
+def test_synthetic_defaults_have_a_realistic_fraud_rate(defaults):
+    tx = defaults.transactions
     assert 40_000 <= len(tx) <= 60_000
     assert 0.01 <= tx["label"].mean() <= 0.04
-    assert len(data.rings) == 12
-    members = {u for ring in data.rings for u in ring.members}
+    assert 0.02 <= defaults.user_labels["label"].mean() <= 0.05
+    assert len(defaults.rings) == 12
+    members = {u for ring in defaults.rings for u in ring.members}
     lone = set(tx.loc[tx["label"] == 1, "user_id"]) - members
     assert 5 <= len(lone) <= 15  # 0.5% of 2,000 users
-    flagged = set(data.user_labels.loc[data.user_labels["label"] == 1, "user_id"])
+    flagged = set(defaults.user_labels.loc[defaults.user_labels["label"] == 1, "user_id"])
     assert flagged == members | lone
 
 
-def test_rings_share_devices_and_send_money_in_circles():
-    data = generate_transactions(seed=1, **SMALL)
-    tx = data.transactions
-    for ring in data.rings:
+def test_rings_share_devices_or_only_money_and_send_it_in_circles(defaults):
+    tx = defaults.transactions
+    assert {len(ring.devices) > 0 for ring in defaults.rings} == {True, False}
+    for ring in defaults.rings:
         fraud = tx[tx["user_id"].isin(ring.members) & (tx["label"] == 1)]
-        assert set(fraud["device_id"]) <= set(ring.devices)
-        users_per_device = fraud.groupby("device_id")["user_id"].nunique()
-        assert users_per_device.max() >= 2
+        if ring.devices:
+            assert set(fraud["device_id"]) <= set(ring.devices)
+            assert fraud.groupby("device_id")["user_id"].nunique().max() >= 2
         transfers = fraud[fraud["counterparty_id"].isin(ring.members)]
         assert set(transfers["user_id"]) == set(ring.members)  # everyone passes money on
+        assert set(transfers["counterparty_id"]) == set(ring.members)  # and receives it
+        cash_out = fraud[fraud["counterparty_id"].str.startswith("M")]
+        assert 1 <= cash_out["counterparty_id"].nunique() <= 2  # the ring's mule merchants
         honest = tx[tx["user_id"].isin(ring.members) & (tx["label"] == 0)]
         assert len(honest) > 0  # members also shop normally
+
+
+def test_honest_users_share_devices_and_pass_money_round_too(defaults):
+    """What gives fraud away is relational: alone, each pattern is common among honest users."""
+    tx, labels = defaults.transactions, defaults.user_labels
+    honest_tx = tx[tx["user_id"].isin(labels.loc[labels["label"] == 0, "user_id"])]
+    users_per_device = honest_tx.groupby("device_id")["user_id"].nunique()
+    assert (users_per_device >= 2).sum() >= 30  # households
+    assert users_per_device.max() >= 10  # a shop's public kiosk
+    pairs = honest_tx.loc[
+        honest_tx["counterparty_id"].str.startswith("U"), ["user_id", "counterparty_id"]
+    ]
+    pairs = pairs.drop_duplicates().set_axis(["a", "b"], axis=1)
+    paths = pairs.merge(pairs.rename(columns={"a": "b", "b": "c"}), on="b")
+    triangles = paths.merge(pairs.rename(columns={"a": "c", "b": "a"}), on=["c", "a"])
+    assert len(triangles) > 0  # friends settling up A -> B -> C -> A
+    counts = tx.groupby("user_id").size()
+    members = [u for ring in defaults.rings for u in ring.members]
+    low, high = counts.drop(members).quantile([0.05, 0.95])
+    assert low <= counts[members].median() <= high
 
 
 def test_synthetic_passes_the_reader():

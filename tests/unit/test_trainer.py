@@ -134,6 +134,7 @@ def step_grads():
 
 def _cfg(**kw) -> TrainConfig:
     base = {"epochs": 3, "lr": 0.02, "patience": 0, "progress": False, "clip_grad_norm": None}
+    base["device"] = "cpu"
     return TrainConfig(**{**base, **kw})
 
 

@@ -23,7 +23,8 @@ def evaluate(
     """Evaluate the version ``ref`` on the data its config names, after ``overrides``.
 
     Example:
-        >>> evaluate("fraud:production", ["data.path=march.csv"]).metrics["test_auprc"]  # doctest: +SKIP
+        >>> ev = evaluate("fraud:production", ["data.path=march.csv"])  # doctest: +SKIP
+        >>> ev.metrics["test_auprc"]  # doctest: +SKIP
         0.91
     """
     loaded = load_model(ref, store, overrides)

@@ -13,7 +13,17 @@ from abyssal.cli.render import METRIC_HEADERS, fmt, metric_rows, table
 
 def register_all(sub: argparse._SubParsersAction) -> None:
     """Add every verb to the CLI."""
-    for add in (_solutions, _config, _generate, _train, _evaluate, _predict, _models, _runs, _version):
+    for add in (
+        _solutions,
+        _config,
+        _generate,
+        _train,
+        _evaluate,
+        _predict,
+        _models,
+        _runs,
+        _version,
+    ):
         add(sub)
 
 
@@ -119,7 +129,9 @@ def _train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("solution", help="solution name, e.g. fraud")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--config", help="YAML config file (see `abyssal config SOLUTION --yaml`)")
-    p.add_argument("--resume", metavar="RUN", help="continue run RUN (or 'latest') from its checkpoint")
+    p.add_argument(
+        "--resume", metavar="RUN", help="continue run RUN (or 'latest') from its checkpoint"
+    )
     p.add_argument("--name", help="model name in the store (default: the solution name)")
     p.add_argument("--alias", help="point this alias (e.g. candidate) at the new version")
     p.set_defaults(handler=cmd_train)
@@ -151,7 +163,9 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
 def _evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a model version on its (or other) data")
     p.add_argument("model", help="model ref: NAME, NAME:VERSION or NAME:ALIAS")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.path=")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.path="
+    )
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -173,10 +187,14 @@ def _predict(sub: argparse._SubParsersAction) -> None:
     psub = p.add_subparsers(title="solutions", metavar="SOLUTION")
     f = psub.add_parser("fraud", help="score new transactions against the live graph, find rings")
     f.add_argument("--transactions", required=True, help="new transactions (CSV or Parquet)")
-    f.add_argument("--model", help="model ref (default: fraud:production if set, else fraud:latest)")
+    f.add_argument(
+        "--model", help="model ref (default: fraud:production if set, else fraud:latest)"
+    )
     f.add_argument("--history", help="transactions for the live graph (default: the training data)")
     f.add_argument("--out", help="write per-transaction scores here (CSV or Parquet)")
-    f.add_argument("--allow-new-accounts", action="store_true", help="score users never seen before")
+    f.add_argument(
+        "--allow-new-accounts", action="store_true", help="score users never seen before"
+    )
     f.add_argument("--top", type=int, default=10, help="how many transactions and rings to print")
     f.set_defaults(handler=cmd_predict_fraud)
 
@@ -249,7 +267,14 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
     versions = ModelStore().list_versions(args.name) if args.name or ModelStore().names() else []
     rows = [
-        [v.ref, v.solution, v.created_at[:19], ",".join(v.aliases), v.metrics.get("test_auprc"), v.run_id]
+        [
+            v.ref,
+            v.solution,
+            v.created_at[:19],
+            ",".join(v.aliases),
+            v.metrics.get("test_auprc"),
+            v.run_id,
+        ]
         for v in versions
     ]
     print(table(["version", "solution", "created", "aliases", "test_auprc", "run"], rows))

@@ -56,12 +56,15 @@ def config_from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = 
     """
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
+        raise ConfigError(
+            f"{where}: expected a mapping of keys to values, got {type(data).__name__}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; "
             f"valid keys are: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(cls)

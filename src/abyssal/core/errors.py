@@ -1,7 +1,8 @@
 """The project's exception types.
 
-Every error a user can cause derives from :class:`AbyssalError`; the CLI prints its message and exits
-non-zero without a traceback. Messages name the file, row, column or field and what was expected.
+Every error a user can cause derives from :class:`AbyssalError`; the CLI prints its message and
+exits non-zero without a traceback. Messages name the file, row, column or field and what was
+expected.
 """
 
 from __future__ import annotations

@@ -40,7 +40,9 @@ class Registry(Generic[T]):
     def add_lazy(self, name: str, target: str) -> None:
         """Register ``"package.module:attribute"`` under ``name``, imported on first ``get``."""
         if ":" not in target:
-            raise RegistryError(f"lazy {self.kind} '{name}': target '{target}' is not 'module:attr'")
+            raise RegistryError(
+                f"lazy {self.kind} '{name}': target '{target}' is not 'module:attr'"
+            )
         self._check_new(name)
         self._lazy[name] = target
 

@@ -45,7 +45,7 @@ class Solution(ABC):
 
     @abstractmethod
     def task(self, cfg: Any, data: PreparedData) -> TrainTask:
-        """The :class:`~abyssal.train.task.TrainTask` that trains this solution's model on ``data``."""
+        """The :class:`~abyssal.train.task.TrainTask` that trains the model on ``data``."""
 
     @abstractmethod
     def model_spec(self, cfg: Any, data: PreparedData) -> dict[str, Any]:

@@ -60,7 +60,9 @@ def train(
     store = ModelStore(home)
     if resume is not None:
         if config_path is not None or overrides:
-            raise AbyssalError("--resume continues with the run's saved config: drop --config/overrides")
+            raise AbyssalError(
+                "--resume continues with the run's saved config: drop --config/overrides"
+            )
         run = Run.open(resume, root=home)
         if run.solution != solution.name:
             raise AbyssalError(f"run {run.id} trained '{run.solution}', not '{solution.name}'")
@@ -73,7 +75,9 @@ def train(
     task = solution.task(cfg, data)
     if resume is None:
         run = Run.create("train", solution.name, cfg, root=home)
-    fit = Trainer(task, cfg.train, run, metric=solution.default_metric).fit(resume=resume is not None)
+    fit = Trainer(task, cfg.train, run, metric=solution.default_metric).fit(
+        resume=resume is not None
+    )
     metrics = _final_metrics(solution, cfg, data, fit)
     version = store.register(
         model_name or solution.name,

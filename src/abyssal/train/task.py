@@ -18,9 +18,10 @@ from abyssal.core.errors import ConfigError
 class TrainTask(Protocol):
     """A trainable problem, independent of where and how it is trained.
 
-    The trainer calls, in order: ``build_model`` once; per epoch ``train_batches(epoch)``, and for each
-    batch ``move_batch`` then ``training_loss``; then ``validate``. Batches of one epoch must depend
-    only on the epoch number and the task's own seed, so that a resumed run sees the same batches.
+    The trainer calls, in order: ``build_model`` once; per epoch ``train_batches(epoch)``, and for
+    each batch ``move_batch`` then ``training_loss``; then ``validate``. Batches of one epoch must
+    depend only on the epoch number and the task's own seed, so that a resumed run sees the same
+    batches.
     """
 
     def build_model(self) -> Any:
@@ -71,4 +72,6 @@ class TrainConfig:
         if self.patience < 0:
             raise ConfigError(f"train.patience must be >= 0, got {self.patience}")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
-            raise ConfigError(f"train.clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}")
+            raise ConfigError(
+                f"train.clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}"
+            )

@@ -61,5 +61,7 @@ def run_baselines(data: FraudData, seed: int = 0) -> dict[str, float]:
 
 def _mean(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     total = torch.zeros_like(x).index_add_(0, dst, x[src])
-    deg = torch.zeros(x.shape[0], dtype=x.dtype).index_add_(0, dst, torch.ones_like(dst, dtype=x.dtype))
+    deg = torch.zeros(x.shape[0], dtype=x.dtype).index_add_(
+        0, dst, torch.ones_like(dst, dtype=x.dtype)
+    )
     return total / deg.clamp_min(1).unsqueeze(1)

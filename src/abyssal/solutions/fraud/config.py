@@ -21,8 +21,8 @@ class FraudDataConfig:
     )
     path: str | None = field(
         None,
-        help="transactions or edges file, or the bitcoin_otc folder (default: $ABYSSAL_BITCOIN_OTC, "
-        "else ../shared/datasets/bitcoin_otc)",
+        help="transactions or edges file, or the bitcoin_otc folder "
+        "(default: $ABYSSAL_BITCOIN_OTC, else ../shared/datasets/bitcoin_otc)",
     )
     labels_path: str | None = field(None, help="edges source: node,label file")
     features_path: str | None = field(None, help="edges source: optional node features file")

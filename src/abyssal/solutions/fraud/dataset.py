@@ -45,7 +45,9 @@ class GraphTensors:
     def from_graph(graph: FraudGraph) -> GraphTensors:
         src = torch.from_numpy(graph.edge_src)
         dst = torch.from_numpy(graph.edge_dst)
-        attr = torch.from_numpy(edge_attributes(graph.edge_value, graph.edge_kind, len(graph.kinds)))
+        attr = torch.from_numpy(
+            edge_attributes(graph.edge_value, graph.edge_kind, len(graph.kinds))
+        )
         e = len(src)
         direction = torch.cat([torch.zeros(e, 1), torch.ones(e, 1)])  # (2E, 1) 1 = reversed
         time = torch.from_numpy(graph.edge_time)

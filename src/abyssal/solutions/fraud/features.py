@@ -119,7 +119,9 @@ class ActivityStats:
         return out
 
 
-def feature_names(kinds: Sequence[str], windows: Sequence[int], node_types: Sequence[str]) -> list[str]:
+def feature_names(
+    kinds: Sequence[str], windows: Sequence[int], node_types: Sequence[str]
+) -> list[str]:
     """Names of the columns that :class:`NodeActivity` produces, in order."""
     names = [f"type_{t}" for t in node_types]
     for kind in kinds:

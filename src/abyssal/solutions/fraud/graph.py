@@ -216,7 +216,9 @@ def graph_from_edges(
         x, names = _append_features(x, names, features, index)
     y = np.full(len(keys), -1, dtype=np.int8)
     if labels is not None:
-        y[[index[n] for n in labels["node"].tolist()]] = labels["label"].to_numpy(dtype=np.int8)
+        rows = np.array([index.get(n, -1) for n in labels["node"].tolist()], dtype=np.int64)
+        known = rows >= 0  # labels of accounts with no edge (yet) carry no graph
+        y[rows[known]] = labels["label"].to_numpy(dtype=np.int8)[known]
     return FraudGraph(
         node_keys=keys,
         node_types=("user",),

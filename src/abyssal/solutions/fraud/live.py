@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from abyssal.core.errors import DataError
+from abyssal.solutions.fraud.attention import AttentionView, SoftmaxSums
 from abyssal.solutions.fraud.dataset import GraphTensors
 from abyssal.solutions.fraud.features import signed_log
 from abyssal.solutions.fraud.graph import FraudGraph, edge_attributes
@@ -72,12 +73,19 @@ class LiveScorer:
         >>> scorer.score_transaction({"transaction_id": "t1", ...})  # doctest: +SKIP
     """
 
-    def __init__(self, model: TemporalGAT, graph: FraudGraph, on_unknown_account: str = "error"):
+    def __init__(
+        self,
+        model: TemporalGAT,
+        graph: FraudGraph,
+        on_unknown_account: str = "error",
+        rescore_neighbourhood: bool = True,
+    ):
         if graph.activity is None:
             raise DataError("live scoring needs a graph built from timestamped events")
         self.model = model.eval()
         self.graph = graph
         self.on_unknown = on_unknown_account
+        self.rescore_neighbourhood = rescore_neighbourhood
         self.index = graph.node_index()
         self.keys = list(graph.node_keys)
         self.node_type = graph.node_type.tolist()
@@ -85,17 +93,33 @@ class LiveScorer:
         self.src, self.dst = _Rows(t.edge_index[0]), _Rows(t.edge_index[1])
         self.attr, self.etime = _Rows(t.edge_attr), _Rows(t.edge_time)
         self.x, self.last = _Rows(t.x), _Rows(t.last_time)
-        self.orig = [graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_value.tolist(),
-                     graph.edge_time.tolist(), graph.edge_kind.tolist()]  # fmt: skip
+        self.orig = [
+            graph.edge_src.tolist(),
+            graph.edge_dst.tolist(),
+            graph.edge_value.tolist(),
+            graph.edge_time.tolist(),
+            graph.edge_kind.tolist(),
+        ]
         self.in_edges: list[list[int]] = [[] for _ in self.keys]
-        for e, d in enumerate(t.edge_index[1].tolist()):
+        self.out_edges: list[list[int]] = [[] for _ in self.keys]
+        for e, (s, d) in enumerate(t.edge_index.t().tolist()):
             self.in_edges[d].append(e)
+            self.out_edges[s].append(e)
         self.seen_devices = {
-            (s, d) for s, d, k in zip(self.orig[0], self.orig[1], self.orig[4], strict=True) if k == 1
+            (s, d)
+            for s, d, k in zip(self.orig[0], self.orig[1], self.orig[4], strict=True)
+            if k == 1
         }
         with torch.no_grad():
             hs = model.embed(t.x, t.edge_index, t.edge_attr, t.edge_dt())
         self.hs = [_Rows(h) for h in hs[:-1]]
+        self.views = [AttentionView(conv) for conv in model.convs]
+        self.sums = [SoftmaxSums(len(self.keys), v.heads, v.channels) for v in self.views[:-1]]
+        with torch.no_grad():
+            every = torch.arange(len(self.keys))
+            for i in range(len(self.sums)):
+                eids, pos = self._edges_into(every.tolist())
+                self._rebuild(i, every, eids, pos)
         self.known_transactions: set[str] = (
             set(graph.transactions.ids.tolist()) if graph.transactions is not None else set()
         )
@@ -130,9 +154,13 @@ class LiveScorer:
                 torch.tensor([signed_log(amount)], dtype=torch.float32),
             )
         return LiveScore(
-            str(txn["transaction_id"]), float(torch.sigmoid(tl)[0]), float(risk[pos[u]]),
-            float(risk[pos[c]]), len(nodes), 1000 * (time.perf_counter() - start),
-        )  # fmt: skip
+            str(txn["transaction_id"]),
+            float(torch.sigmoid(tl)[0]),
+            float(risk[pos[u]]),
+            float(risk[pos[c]]),
+            len(nodes),
+            1000 * (time.perf_counter() - start),
+        )
 
     def score_edge(self, source: str, target: str, timestamp: int, value: float = 1.0) -> LiveScore:
         """Add one edge of an account network (edge-list graphs) and score both ends."""
@@ -145,9 +173,13 @@ class LiveScorer:
         risk = self._node_risk(nodes, h_last)
         pos = {n: i for i, n in enumerate(nodes)}
         return LiveScore(
-            f"{source}->{target}", float(risk[pos[s]]), float(risk[pos[s]]), float(risk[pos[d]]),
-            len(nodes), 1000 * (time.perf_counter() - start),
-        )  # fmt: skip
+            f"{source}->{target}",
+            float(risk[pos[s]]),
+            float(risk[pos[s]]),
+            float(risk[pos[d]]),
+            len(nodes),
+            1000 * (time.perf_counter() - start),
+        )
 
     def check_transactions(self, rows: Iterable[dict], path: str | None = None) -> None:
         """Raise :class:`DataError` for the first row that names an unknown user (when unknown
@@ -156,14 +188,18 @@ class LiveScorer:
             if str(row["transaction_id"]) in self.known_transactions:
                 raise DataError(
                     f"transaction id '{row['transaction_id']}' is already in the live graph",
-                    path=path, row=i, column="transaction_id",
-                )  # fmt: skip
+                    path=path,
+                    row=i,
+                    column="transaction_id",
+                )
             if self.on_unknown == "error" and ("user", str(row["user_id"])) not in self.index:
                 raise DataError(
                     f"unknown account '{row['user_id']}': it is not in the history graph "
                     "(set live.on_unknown_account=add to score new accounts)",
-                    path=path, row=i, column="user_id",
-                )  # fmt: skip
+                    path=path,
+                    row=i,
+                    column="user_id",
+                )
 
     def risks(self, nodes: list[int] | None = None) -> np.ndarray:
         """Current account risk of ``nodes`` (default all), exact from the cached embeddings."""
@@ -176,9 +212,12 @@ class LiveScorer:
         """The live graph as a :class:`FraudGraph` (for rings); features are the current ones."""
         g = self.graph
         return FraudGraph(
-            node_keys=list(self.keys), node_types=g.node_types,
-            node_type=np.asarray(self.node_type, dtype=np.int64), kinds=g.kinds,
-            x=self.x.data.numpy(), feature_names=g.feature_names,
+            node_keys=list(self.keys),
+            node_types=g.node_types,
+            node_type=np.asarray(self.node_type, dtype=np.int64),
+            kinds=g.kinds,
+            x=self.x.data.numpy(),
+            feature_names=g.feature_names,
             edge_src=np.asarray(self.orig[0], dtype=np.int64),
             edge_dst=np.asarray(self.orig[1], dtype=np.int64),
             edge_value=np.asarray(self.orig[2], dtype=np.float64),
@@ -186,7 +225,7 @@ class LiveScorer:
             edge_kind=np.asarray(self.orig[4], dtype=np.int64),
             y=np.concatenate([g.y, np.full(len(self.keys) - len(g.y), -1, dtype=np.int8)]),
             activity=g.activity,
-        )  # fmt: skip
+        )
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -207,6 +246,7 @@ class LiveScorer:
         self.node_type.append(type_idx)
         self.graph.activity.add_node(type_idx)
         self.in_edges.append([])
+        self.out_edges.append([])
         self.x.append(torch.zeros(1, self.x.buf.shape[1]))
         self.last.append(torch.zeros(1, dtype=self.last.buf.dtype))
         for h in self.hs:
@@ -216,7 +256,9 @@ class LiveScorer:
     def _add_edge(self, s: int, d: int, value: float, t: int, kind: int) -> None:
         for lst, v in zip(self.orig, (s, d, value, t, kind), strict=True):
             lst.append(v)
-        base = torch.from_numpy(edge_attributes(np.array([value]), np.array([kind]), len(self.graph.kinds)))
+        base = torch.from_numpy(
+            edge_attributes(np.array([value]), np.array([kind]), len(self.graph.kinds))
+        )
         e = self.src.n
         self.src.append(torch.tensor([s, d]))
         self.dst.append(torch.tensor([d, s]))
@@ -224,45 +266,106 @@ class LiveScorer:
         self.etime.append(torch.tensor([t, t]))
         self.in_edges[d].append(e)
         self.in_edges[s].append(e + 1)
+        self.out_edges[s].append(e)
+        self.out_edges[d].append(e + 1)
 
     @torch.no_grad()
     def _refresh(self, touched: list[int]) -> tuple[list[int], torch.Tensor]:
-        """Update features and cached embeddings after ``touched`` nodes changed; returns the
-        nodes rescored (touched + neighbours) and their final embeddings."""
+        """Bring features and cached embeddings up to date after ``touched`` nodes changed.
+
+        Layer-0 inputs change for the touched nodes; at each cached layer the receivers whose own
+        input changed are recomputed from all their edges, and the other receivers of changed
+        senders are updated by swapping those senders' terms in their softmax sums. Returns the
+        nodes scored (touched, plus neighbours when rescoring the neighbourhood) and their final
+        embeddings.
+        """
         act = self.graph.activity
+        touched = sorted(set(touched))
         idx = torch.tensor(touched)
         self.x.buf[idx] = torch.tensor([act.vector(n) for n in touched], dtype=torch.float32)
-        self.last.buf[idx] = torch.tensor([act.last_time(n) for n in touched], dtype=self.last.buf.dtype)
+        self.last.buf[idx] = torch.tensor(
+            [act.last_time(n) for n in touched], dtype=self.last.buf.dtype
+        )
+        changed, old = idx, self.hs[0].buf[idx].clone()
         self.hs[0].buf[idx] = self.model.encode(self.x.buf[idx])
-        frontier = set(touched)
-        for i in range(len(self.hs) - 1):
-            frontier = self._expand(frontier)
-            nodes = sorted(frontier)
-            self.hs[i + 1].buf[torch.tensor(nodes)] = self._layer(i, nodes)
-        nodes = sorted(self._expand(set(touched)))
-        return nodes, self._layer(len(self.hs) - 1, nodes)
+        for i in range(len(self.sums)):
+            changed, old = self._update_layer(i, changed, old)
+        scored = sorted(self._expand(set(touched))) if self.rescore_neighbourhood else touched
+        return scored, self._layer(len(self.hs) - 1, scored)
+
+    def _update_layer(
+        self, i: int, changed: torch.Tensor, old: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update layer ``i``'s sums and ``hs[i + 1]`` after ``hs[i]`` changed for ``changed``
+        (whose previous rows are ``old``); returns the nodes whose ``hs[i + 1]`` changed."""
+        view, sums, h = self.views[i], self.sums[i], self.hs[i].buf
+        sums.grow(self.x.n)
+        eids, dst = self._edges_into(changed.tolist())
+        self._rebuild(i, changed, eids, dst)
+        out_e = self._edges_from(changed.tolist())
+        inside = torch.zeros(self.x.n, dtype=torch.bool)
+        inside[changed] = True
+        out_e = out_e[~inside[self.dst.buf[out_e]]]
+        src, dst_nodes = self.src.buf[out_e], self.dst.buf[out_e]
+        old_rows = old[torch.searchsorted(changed, src)] if len(out_e) else h[src]
+        edge_in = self.model.edge_inputs(self.attr.buf[out_e], self._dt(out_e))
+        xr = view.receivers(h[dst_nodes])
+        xs_old, xs_new = view.senders(old_rows), view.senders(h[src])
+        sums.swap(
+            dst_nodes,
+            view.logits(xs_old, xr, edge_in),
+            xs_old,
+            view.logits(xs_new, xr, edge_in),
+            xs_new,
+        )
+        receivers = torch.unique(torch.cat([changed, dst_nodes]))
+        before = self.hs[i + 1].buf[receivers].clone()
+        message = view.finish(sums.output(receivers))
+        self.hs[i + 1].buf[receivers] = self.model.combine(i, h[receivers], message)
+        return receivers, before
+
+    def _rebuild(
+        self, i: int, nodes: torch.Tensor, eids: torch.Tensor, dst_pos: torch.Tensor
+    ) -> None:
+        view, h = self.views[i], self.hs[i].buf
+        src, dst = self.src.buf[eids], self.dst.buf[eids]
+        xs = view.senders(h[src])
+        edge_in = self.model.edge_inputs(self.attr.buf[eids], self._dt(eids))
+        self.sums[i].rebuild(nodes, dst_pos, view.logits(xs, view.receivers(h[dst]), edge_in), xs)
+
+    def _dt(self, eids: torch.Tensor) -> torch.Tensor:
+        dt = self.last.buf[self.dst.buf[eids]] - self.etime.buf[eids]
+        return dt.clamp_min(0).to(torch.float32)
+
+    def _edges_into(self, nodes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids of the edges into ``nodes`` (sorted list) and each edge's position in ``nodes``."""
+        lists = [self.in_edges[n] for n in nodes]
+        eids = torch.from_numpy(np.fromiter(chain.from_iterable(lists), dtype=np.int64))
+        pos = torch.repeat_interleave(
+            torch.arange(len(nodes)), torch.tensor([len(x) for x in lists])
+        )
+        return eids, pos
+
+    def _edges_from(self, nodes: list[int]) -> torch.Tensor:
+        lists = (self.out_edges[n] for n in nodes)
+        return torch.from_numpy(np.fromiter(chain.from_iterable(lists), dtype=np.int64))
 
     def _expand(self, nodes: set[int]) -> set[int]:
-        src = self.src.buf
         out = set(nodes)
         for n in nodes:
-            out.update(src[self.in_edges[n]].tolist())
+            out.update(self.dst.buf[self.out_edges[n]].tolist())
         return out
 
     def _layer(self, i: int, nodes: list[int]) -> torch.Tensor:
-        """Layer ``i`` output for ``nodes`` from the cached layer-``i`` embeddings."""
-        eids = torch.from_numpy(
-            np.fromiter(chain.from_iterable(self.in_edges[n] for n in nodes), dtype=np.int64)
-        )
+        """Layer ``i`` output for ``nodes`` (sorted) from the cached layer-``i`` embeddings."""
+        eids, pos = self._edges_into(nodes)
         h = self.hs[i].buf
         nodes_t = torch.tensor(nodes, dtype=torch.long)
-        src, dst = self.src.buf[eids], self.dst.buf[eids]
-        senders, sender_row = torch.unique(src, return_inverse=True)
-        pos = torch.empty(self.x.n, dtype=torch.long)
-        pos[nodes_t] = torch.arange(len(nodes))
-        dt = (self.last.buf[dst] - self.etime.buf[eids]).clamp_min(0).to(torch.float32)
-        edge_index = torch.stack([sender_row.reshape(-1), pos[dst]])
-        return self.model.layer(i, h[senders], h[nodes_t], edge_index, self.attr.buf[eids], dt)
+        senders, sender_row = torch.unique(self.src.buf[eids], return_inverse=True)
+        edge_index = torch.stack([sender_row.reshape(-1), pos])
+        return self.model.layer(
+            i, h[senders], h[nodes_t], edge_index, self.attr.buf[eids], self._dt(eids)
+        )
 
     def _node_risk(self, nodes: list[int], h_last: torch.Tensor) -> np.ndarray:
         with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Detection metrics for imbalanced fraud labels (as reported by GADBench, Tang et al., NeurIPS 2023).
+"""Detection metrics for imbalanced fraud labels, as GADBench reports them (Tang et al., 2023).
 
 - AUROC and AUPRC (average precision);
 - macro-F1 at a decision threshold chosen on the validation split (the one that maximises it);

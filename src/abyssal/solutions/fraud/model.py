@@ -97,9 +97,16 @@ class TemporalGAT(nn.Module):
 
         ``edge_index`` rows are (sender row in h_src, receiver row in h_dst).
         """
-        e = torch.cat([edge_attr, self.time_encoding(edge_dt)], dim=-1)  # (E, A + T)
-        m = self.convs[i]((h_src, h_dst), edge_index, e)  # (Nd, H)
-        return self.norms[i](h_dst + self.dropout(nn.functional.elu(m)))
+        m = self.convs[i]((h_src, h_dst), edge_index, self.edge_inputs(edge_attr, edge_dt))
+        return self.combine(i, h_dst, m)  # (Nd, H)
+
+    def edge_inputs(self, edge_attr: torch.Tensor, edge_dt: torch.Tensor) -> torch.Tensor:
+        """(E, A + T) what the attention layers see of each edge: attributes and encoded age."""
+        return torch.cat([edge_attr, self.time_encoding(edge_dt)], dim=-1)
+
+    def combine(self, i: int, h_dst: torch.Tensor, message: torch.Tensor) -> torch.Tensor:
+        """Residual update of layer ``i``: receivers (Nd, H) plus their aggregated messages."""
+        return self.norms[i](h_dst + self.dropout(nn.functional.elu(message)))
 
     def node_logits(self, h: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
         """(N, H) final and layer-0 embeddings -> (N,) account risk logits."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from abyssal.core.errors import DataError
 from abyssal.data.tables import write_table
@@ -33,6 +36,16 @@ class PredictReport:
     @property
     def flagged(self) -> int:
         return int(self.scores["flagged"].sum())
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def history_graph(cfg: FraudConfig, history: str | Path | None = None) -> FraudGraph:
@@ -91,7 +104,8 @@ def predict_transactions(
     scorer.check_transactions(rows, path=name)
     metrics = loaded.version.metrics
     threshold = float(metrics.get("threshold", 0.5))
-    scores = pd.DataFrame([vars(scorer.score_transaction(r)) for r in rows])
+    with _single_thread():  # small per-transaction ops: threads cost more than they give
+        scores = pd.DataFrame([vars(scorer.score_transaction(r)) for r in rows])
     # the transaction head's own threshold when it was trained on labelled transactions
     scores["flagged"] = scores["risk"] >= float(metrics.get("txn_threshold", threshold))
     min_risk = cfg.rings.min_risk if cfg.rings.min_risk is not None else threshold

@@ -42,7 +42,8 @@ class Ring:
         ]
         if self.internal_edges:
             lines.append(
-                f"{self.internal_edges} transactions between members, {self.internal_amount:,.2f} in total"
+                f"{self.internal_edges} transactions between members, "
+                f"{self.internal_amount:,.2f} in total"
             )
         lines += [f"circular flow {' -> '.join([*c, c[0]])}" for c in self.circular_flows]
         return lines
@@ -51,7 +52,9 @@ class Ring:
         return {**asdict(self), "size": self.size, "evidence": self.evidence()}
 
 
-def find_rings(graph: FraudGraph, risk: np.ndarray, min_risk: float, min_size: int = 2) -> list[Ring]:
+def find_rings(
+    graph: FraudGraph, risk: np.ndarray, min_risk: float, min_size: int = 2
+) -> list[Ring]:
     """Rings among accounts with ``risk >= min_risk``.
 
     Args:

@@ -56,7 +56,9 @@ class FraudSolution(Solution):
     def build_model(self, cfg: FraudConfig, spec: dict[str, Any]) -> TemporalGAT:
         return build_model(cfg, spec)
 
-    def evaluate(self, cfg: FraudConfig, model: torch.nn.Module, data: FraudData) -> dict[str, float]:
+    def evaluate(
+        self, cfg: FraudConfig, model: torch.nn.Module, data: FraudData
+    ) -> dict[str, float]:
         node_risk, txn_risk = score_graph(model, data)
         metrics = split_metrics(data.graph.y, node_risk, data.masks)
         tmasks = data.transaction_masks()

@@ -115,8 +115,12 @@ class FraudTask:
         if batch.txn is not None and self.cfg.model.transaction_loss_weight > 0:
             t = batch.txn
             tl = model.transaction_logits(hs[-1], t[:, 0], t[:, 1], t[:, 2], batch.txn_amount)
-            loss = loss + self.cfg.model.transaction_loss_weight * F.binary_cross_entropy_with_logits(
-                tl.float(), batch.txn_y, pos_weight=self.txn_pos_weight.to(tl.device)
+            loss = (
+                loss
+                + self.cfg.model.transaction_loss_weight
+                * F.binary_cross_entropy_with_logits(
+                    tl.float(), batch.txn_y, pos_weight=self.txn_pos_weight.to(tl.device)
+                )
             )
         return loss
 

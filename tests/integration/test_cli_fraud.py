@@ -1,0 +1,188 @@
+"""The fraud solution end to end through the CLI, on small synthetic data, and its bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from abyssal.cli.main import main
+from abyssal.core.runs import list_runs
+from abyssal.core.store import ModelStore
+
+TRAIN = ["train.epochs=3", "train.progress=false", "model.hidden=16", "model.heads=2"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    assert (
+        main(
+            [
+                "generate",
+                "fraud",
+                "--out",
+                str(out),
+                "--users",
+                "150",
+                "--rings",
+                "3",
+                "--days",
+                "15",
+                "--new-frac",
+                "0.03",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def _train(demo: Path, *extra: str) -> int:
+    args = ["train", "fraud", "data.source=transactions", f"data.path={demo / 'transactions.csv'}"]
+    return main([*args, *TRAIN, *extra])
+
+
+def test_generate_writes_history_new_and_rings(demo: Path) -> None:
+    history = pd.read_csv(demo / "transactions.csv")
+    new = pd.read_csv(demo / "new_transactions.csv")
+    assert "label" in history.columns and "label" not in new.columns
+    assert history["timestamp"].max() < new["timestamp"].min()
+    assert len(json.loads((demo / "planted_rings.json").read_text())) == 3
+
+
+def test_train_evaluate_alias_predict(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(demo, "--alias", "candidate") == 0
+    out = capsys.readouterr().out
+    assert "registered fraud:1" in out and "gbdt_graph" in out and "AUPRC" in out
+    store = ModelStore()
+    mv = store.resolve("fraud:candidate")
+    assert mv.version == 1 and 0.0 <= mv.metrics["test_auprc"] <= 1.0
+    assert mv.lineage["data_fingerprint"].startswith("sha256:")
+    assert main(["evaluate", "fraud:candidate", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["metrics"]["test_auprc"] == pytest.approx(mv.metrics["test_auprc"], abs=1e-6)
+    assert main(["models", "alias", "fraud:1", "production"]) == 0
+    scores = demo / "scores.csv"
+    assert (
+        main(
+            [
+                "predict",
+                "fraud",
+                "--transactions",
+                str(demo / "new_transactions.csv"),
+                "--out",
+                str(scores),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "fraud:1: scored" in out and "p99" in out and "suspected rings" in out
+    table = pd.read_csv(scores)
+    new = pd.read_csv(demo / "new_transactions.csv")
+    assert table["transaction_id"].tolist() == new["transaction_id"].tolist()
+    assert table["risk"].between(0, 1).all()
+
+
+def test_models_list_show_compare(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(demo) == 0
+    assert _train(demo, "train.seed=1") == 0
+    capsys.readouterr()
+    assert main(["models", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "fraud:1" in listing and "fraud:2" in listing
+    assert main(["models", "show", "fraud:2"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["config"]["solution_config"]["train"]["seed"] == 1
+    assert main(["models", "compare", "fraud:1", "fraud:2"]) == 0
+    assert "train.seed: 0 -> 1" in capsys.readouterr().out
+
+
+def test_unknown_config_key_lists_valid_keys(
+    demo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _train(demo, "train.epoch=3") == 1
+    err = capsys.readouterr().err
+    assert "unknown key 'train.epoch'" in err and "epochs" in err
+    assert list_runs() == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda df: df.drop(columns=["amount"]), "missing column 'amount'"),
+        (lambda df: df.rename(columns={"user_id": "usr"}), "did you mean 'usr'"),
+        (
+            lambda df: df.assign(timestamp=["yesterday", *df["timestamp"].tolist()[1:]]),
+            "row 1, column 'timestamp'",
+        ),
+        (
+            lambda df: df.assign(amount=df["amount"].astype(object).where(df.index != 2, "ten")),
+            "row 3, column 'amount'",
+        ),
+        (
+            lambda df: df.assign(amount=df["amount"].where(df.index != 1, float("nan"))),
+            "row 2, column 'amount'",
+        ),
+        (
+            lambda df: df.assign(transaction_id=["dup", "dup", *df["transaction_id"].tolist()[2:]]),
+            "duplicate",
+        ),
+        (lambda df: df.iloc[0:0], "no rows"),
+        (lambda df: df.drop(columns=["label"]), "no 'label' column"),
+    ],
+)
+def test_bad_training_input_fails_cleanly(demo, tmp_path, capsys, mutate, message) -> None:
+    bad = tmp_path / "bad.csv"
+    mutate(pd.read_csv(demo / "transactions.csv")).to_csv(bad, index=False)
+    code = main(["train", "fraud", "data.source=transactions", f"data.path={bad}", *TRAIN])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message in err and str(bad) in err
+    assert list_runs() == [] and ModelStore().names() == []
+
+
+def test_bad_predict_input_writes_nothing(demo, tmp_path, capsys) -> None:
+    assert _train(demo) == 0
+    new = pd.read_csv(demo / "new_transactions.csv")
+    out = tmp_path / "scores.csv"
+    cases = {
+        "unknown.csv": (
+            new.assign(user_id=["stranger", *new["user_id"].tolist()[1:]]),
+            "row 1, column 'user_id': unknown account 'stranger'",
+        ),
+        "empty.csv": (new.iloc[0:0], "no rows"),
+        "repeat.csv": (pd.read_csv(demo / "transactions.csv").head(2), "already in the live graph"),
+    }
+    for name, (frame, message) in cases.items():
+        frame.to_csv(tmp_path / name, index=False)
+        args = ["predict", "fraud", "--transactions", str(tmp_path / name), "--out", str(out)]
+        assert main(args) == 1
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+    path = tmp_path / "unknown.csv"
+    assert (
+        main(
+            [
+                "predict",
+                "fraud",
+                "--transactions",
+                str(path),
+                "--allow-new-accounts",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert len(pd.read_csv(out)) == len(new)
+
+
+def test_unknown_model_and_solution_are_clear(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "nothing:1"]) == 1
+    assert "unknown model" in capsys.readouterr().err.lower()
+    assert main(["train", "nosuch"]) == 1
+    assert "unknown solution 'nosuch'; choose one of: fraud" in capsys.readouterr().err

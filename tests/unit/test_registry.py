@@ -1,0 +1,181 @@
+"""The registry, optional imports, and the promise that ``import abyssal`` stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from abyssal.core.errors import MissingDependencyError, RegistryError
+from abyssal.core.optional import require
+from abyssal.core.registry import Registry
+
+MODULE = "tests_unit_registry_lazy_target"  # not a real module: lazy imports are faked below
+
+
+def test_add_and_get():
+    reg: Registry[type] = Registry("model")
+    assert reg.add("mlp", dict) is dict
+    assert reg.get("mlp") is dict
+    assert "mlp" in reg and "other" not in reg
+
+
+def test_register_decorator():
+    reg: Registry[type] = Registry("model")
+
+    @reg.register("net")
+    class Net:
+        pass
+
+    assert reg.get("net") is Net
+    assert list(reg) == ["net"]
+
+
+def test_duplicate_name_is_an_error():
+    reg: Registry[type] = Registry("model")
+    reg.add("mlp", dict)
+    with pytest.raises(RegistryError, match="^model 'mlp' is already registered$"):
+        reg.add("mlp", list)
+    with pytest.raises(RegistryError, match="^model 'mlp' is already registered$"):
+        reg.add_lazy("mlp", "collections:OrderedDict")
+    assert reg.get("mlp") is dict
+
+
+def test_duplicate_of_lazy_name_is_an_error():
+    reg: Registry[type] = Registry("exporter")
+    reg.add_lazy("onnx", "collections:OrderedDict")
+    with pytest.raises(RegistryError, match="^exporter 'onnx' is already registered$"):
+        reg.add("onnx", dict)
+
+
+@pytest.mark.parametrize("name", ["", None, 3])
+def test_name_must_be_a_non_empty_string(name):
+    reg: Registry[type] = Registry("model")
+    with pytest.raises(RegistryError, match="model name must be a non-empty string, got"):
+        reg.add(name, dict)
+
+
+def test_unknown_name_lists_sorted_choices_eager_and_lazy():
+    reg: Registry[type] = Registry("solution")
+    reg.add("zeta", dict)
+    reg.add_lazy("alpha", "collections:OrderedDict")
+    with pytest.raises(RegistryError) as info:
+        reg.get("beta")
+    assert str(info.value) == "unknown solution 'beta'; choose one of: alpha, zeta"
+    assert reg.names() == ["alpha", "zeta"]
+
+
+def test_unknown_name_in_empty_registry():
+    with pytest.raises(RegistryError) as info:
+        Registry("solution").get("x")
+    assert str(info.value) == "unknown solution 'x'; choose one of: (none registered)"
+
+
+def test_lazy_entry_imports_on_first_get_only(monkeypatch):
+    reg: Registry[type] = Registry("model")
+    calls: list[str] = []
+
+    class Fake:
+        Thing = object()
+
+    def fake_import(name: str):
+        calls.append(name)
+        return Fake
+
+    monkeypatch.setattr("importlib.import_module", fake_import)
+    reg.add_lazy("thing", f"{MODULE}:Thing")
+    assert calls == []  # registering and listing import nothing
+    assert reg.names() == ["thing"] and "thing" in reg
+    assert reg.get("thing") is Fake.Thing
+    assert reg.get("thing") is Fake.Thing
+    assert calls == [MODULE]
+
+
+def test_lazy_entry_real_import():
+    from collections import OrderedDict
+
+    reg: Registry[type] = Registry("model")
+    reg.add_lazy("od", "collections:OrderedDict")
+    assert reg.get("od") is OrderedDict
+
+
+def test_lazy_target_without_colon_is_an_error():
+    reg: Registry[type] = Registry("model")
+    with pytest.raises(RegistryError) as info:
+        reg.add_lazy("bad", "collections.OrderedDict")
+    assert str(info.value) == (
+        "lazy model 'bad': target 'collections.OrderedDict' is not 'module:attr'"
+    )
+    assert "bad" not in reg
+
+
+def test_lazy_target_missing_module_raises_import_error():
+    reg: Registry[type] = Registry("model")
+    reg.add_lazy("ghost", "abyssal_no_such_module_xyz:Thing")
+    with pytest.raises(ModuleNotFoundError, match="abyssal_no_such_module_xyz"):
+        reg.get("ghost")
+
+
+def test_lazy_target_missing_attribute_raises_attribute_error():
+    reg: Registry[type] = Registry("model")
+    reg.add_lazy("ghost", "collections:NoSuchThing")
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        reg.get("ghost")
+
+
+# --- optional imports ------------------------------------------------------------------------------
+
+
+def test_require_returns_the_module():
+    import json as json_module
+
+    assert require("json", extra="base") is json_module
+
+
+def test_require_missing_module_names_the_extra():
+    with pytest.raises(MissingDependencyError) as info:
+        require("abyssal_no_such_module_xyz", extra="fraud", purpose="ring cycles")
+    msg = str(info.value)
+    assert msg.startswith(
+        "'abyssal_no_such_module_xyz' is needed for ring cycles but is not installed: "
+        "pip install 'abyssal[fraud]' ("
+    )
+    assert isinstance(info.value, ImportError)  # callers may catch ImportError
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+def test_require_without_purpose():
+    with pytest.raises(MissingDependencyError) as info:
+        require("abyssal_no_such_module_xyz", extra="parquet")
+    assert str(info.value).startswith(
+        "'abyssal_no_such_module_xyz' is needed but is not installed: pip install 'abyssal[parquet]'"
+    )
+
+
+# --- import weight ---------------------------------------------------------------------------------
+
+HEAVY = ("torch", "pandas", "torch_geometric", "sklearn")
+
+
+def loaded_after(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter; which heavy modules it left in ``sys.modules``."""
+    probe = f"import json, sys\n{code}\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY}}}))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_abyssal_imports_no_heavy_library():
+    loaded = loaded_after("import abyssal")
+    assert loaded == dict.fromkeys(HEAVY, False)
+
+
+def test_listing_solutions_imports_no_heavy_library():
+    loaded = loaded_after(
+        "import abyssal.solutions as s\nassert 'fraud' in s.SOLUTIONS.names(), s.SOLUTIONS.names()"
+    )
+    assert loaded["torch_geometric"] is False
+    assert loaded == dict.fromkeys(HEAVY, False)
