@@ -186,3 +186,12 @@ def test_unknown_model_and_solution_are_clear(capsys: pytest.CaptureFixture[str]
     assert "unknown model" in capsys.readouterr().err.lower()
     assert main(["train", "nosuch"]) == 1
     assert "unknown solution 'nosuch'; choose one of: fraud" in capsys.readouterr().err
+
+
+def test_overrides_after_config_file(demo: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"data:\n  source: transactions\n  path: {demo / 'transactions.csv'}\n")
+    assert main(["train", "fraud", "--config", str(cfg), *TRAIN, "train.seed=4"]) == 0
+    stored = ModelStore().resolve("fraud:1").config["solution_config"]
+    assert stored["train"]["seed"] == 4 and stored["train"]["epochs"] == 3
+    assert stored["data"]["path"] == str(demo / "transactions.csv")

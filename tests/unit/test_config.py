@@ -119,7 +119,7 @@ def test_empty_yaml_file_gives_defaults(tmp_path):
     assert load_config(Toy, write_yaml(tmp_path, "")) == Toy()
 
 
-# --- nested dataclasses keep their field's own default ----------------------------------------------
+# --- nested dataclasses keep their field's own default --------------------------------------------
 
 
 def test_nested_override_keeps_field_default_factory_values():
@@ -151,7 +151,7 @@ def test_empty_nested_yaml_section_keeps_field_default_factory_values(tmp_path):
     assert (cfg.train.patience, cfg.train.early_stopping_metric) == (20, "val_auprc")
 
 
-# --- unknown keys ------------------------------------------------------------------------------------
+# --- unknown keys ---------------------------------------------------------------------------------
 
 
 def test_unknown_top_level_override_lists_valid_keys():
@@ -197,7 +197,7 @@ def test_override_with_invalid_yaml_value():
     assert msg.startswith("override 'sizes=[1, 2': value is not valid YAML")
 
 
-# --- wrong types name the dotted key ----------------------------------------------------------------
+# --- wrong types name the dotted key --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -230,7 +230,7 @@ def test_literal_choices():
     assert msg == "config.model.conv: 'gcn' is not one of 'gatv2', 'gat'"
 
 
-# --- __post_init__ validation ----------------------------------------------------------------------
+# --- __post_init__ validation ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -263,7 +263,7 @@ def test_config_from_dict_none_gives_defaults():
     assert config_from_dict(Toy, None) == Toy()
 
 
-# --- files -------------------------------------------------------------------------------------------
+# --- files ----------------------------------------------------------------------------------------
 
 
 def test_missing_file(tmp_path):
@@ -299,7 +299,7 @@ def test_apply_overrides_does_not_change_its_input():
     assert data == {"inner": {"depth": 1}}
 
 
-# --- help rows -------------------------------------------------------------------------------------
+# --- help rows ------------------------------------------------------------------------------------
 
 
 def test_config_help_rows_flatten_nested_fields():
@@ -323,7 +323,9 @@ def test_config_help_rows_flatten_nested_fields():
 def test_config_help_fraud_rows_cover_every_leaf():
     keys = [r[0] for r in config_help(FraudConfig)]
     assert len(keys) == len(set(keys))
-    assert {"data.windows", "model.conv", "train.epochs", "rings.min_size", "baselines"} <= set(keys)
+    assert {"data.windows", "model.conv", "train.epochs", "rings.min_size", "baselines"} <= set(
+        keys
+    )
     assert all(help_text for _, _, help_text in config_help(FraudConfig))
 
 
@@ -338,7 +340,7 @@ def test_config_help_shows_field_default_factory_values_for_nested():
     assert rows["train.early_stopping_metric"] == "'val_auprc'"
 
 
-# --- shipped YAML files ----------------------------------------------------------------------------
+# --- shipped YAML files ---------------------------------------------------------------------------
 
 SHIPPED = sorted(CONFIGS.glob("*/*.yaml")) + sorted(CONFIGS.glob("*/*.yml"))
 

@@ -36,9 +36,9 @@ def test_register_decorator():
 def test_duplicate_name_is_an_error():
     reg: Registry[type] = Registry("model")
     reg.add("mlp", dict)
-    with pytest.raises(RegistryError, match="^model 'mlp' is already registered$"):
+    with pytest.raises(RegistryError, match=r"^model 'mlp' is already registered$"):
         reg.add("mlp", list)
-    with pytest.raises(RegistryError, match="^model 'mlp' is already registered$"):
+    with pytest.raises(RegistryError, match=r"^model 'mlp' is already registered$"):
         reg.add_lazy("mlp", "collections:OrderedDict")
     assert reg.get("mlp") is dict
 
@@ -46,7 +46,7 @@ def test_duplicate_name_is_an_error():
 def test_duplicate_of_lazy_name_is_an_error():
     reg: Registry[type] = Registry("exporter")
     reg.add_lazy("onnx", "collections:OrderedDict")
-    with pytest.raises(RegistryError, match="^exporter 'onnx' is already registered$"):
+    with pytest.raises(RegistryError, match=r"^exporter 'onnx' is already registered$"):
         reg.add("onnx", dict)
 
 
@@ -125,7 +125,7 @@ def test_lazy_target_missing_attribute_raises_attribute_error():
         reg.get("ghost")
 
 
-# --- optional imports ------------------------------------------------------------------------------
+# --- optional imports -----------------------------------------------------------------------------
 
 
 def test_require_returns_the_module():
@@ -150,11 +150,12 @@ def test_require_without_purpose():
     with pytest.raises(MissingDependencyError) as info:
         require("abyssal_no_such_module_xyz", extra="parquet")
     assert str(info.value).startswith(
-        "'abyssal_no_such_module_xyz' is needed but is not installed: pip install 'abyssal[parquet]'"
+        "'abyssal_no_such_module_xyz' is needed but is not installed: "
+        "pip install 'abyssal[parquet]'"
     )
 
 
-# --- import weight ---------------------------------------------------------------------------------
+# --- import weight --------------------------------------------------------------------------------
 
 HEAVY = ("torch", "pandas", "torch_geometric", "sklearn")
 

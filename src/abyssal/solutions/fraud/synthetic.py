@@ -28,8 +28,8 @@ Fraud (label 1 on the fraudulent transactions only; the accounts keep their hone
 
 Where the signal lives:
 
-- own statistics (weak on purpose): a few more transfers in and out, one more burst, one more
-  device, slightly higher amounts; each overlaps heavily with honest users;
+- own statistics (weak on purpose): a few more transfers in and out, a burst more, perhaps a
+  device more, slightly higher amounts; each overlaps heavily with honest users;
 - relational (strong): a device used by several accounts within the same hour; transfers that
   close a cycle among accounts that share devices or cash-out merchants; several accounts paying
   the same merchant within an hour or two after moving money among themselves; accounts whose
