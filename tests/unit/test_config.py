@@ -140,12 +140,6 @@ def test_toy_nested_override_keeps_inner_field_default():
     assert load_config(Toy, overrides=["inner.tags=[b]"]).inner == Inner(depth=7, tags=["b"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a YAML section left empty ('train:' with its keys commented out) is null, and "
-    "config_from_dict(TrainConfig, None) uses the class defaults, not FraudConfig.train's "
-    "default_factory (patience 10 instead of 20, early_stopping_metric None)",
-)
 def test_empty_nested_yaml_section_keeps_field_default_factory_values(tmp_path):
     cfg = load_config(FraudConfig, write_yaml(tmp_path, "train:\n  # epochs: 5\n"))
     assert (cfg.train.patience, cfg.train.early_stopping_metric) == (20, "val_auprc")
@@ -329,11 +323,6 @@ def test_config_help_fraud_rows_cover_every_leaf():
     assert all(help_text for _, _, help_text in config_help(FraudConfig))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config_help recurses into the nested class and shows its class defaults, not the "
-    "field's default_factory: FraudConfig's train.patience is 20 but help says 10",
-)
 def test_config_help_shows_field_default_factory_values_for_nested():
     rows = {key: default for key, default, _ in config_help(FraudConfig)}
     assert rows["train.patience"] == "20"

@@ -332,3 +332,10 @@ def test_prepare_pyg_data_single_class():
     assert str(info.value) == (
         "torch_geometric Data: all labelled accounts have the same label; need both 0 and 1"
     )
+
+
+def test_prepare_pyg_data_needs_three_accounts_of_each_class():
+    with pytest.raises(
+        DataError, match="4 benign and 2 fraudulent labelled accounts; need at least 3"
+    ):
+        prepare_pyg_data(labelled_data([0, 0, 0, 0, 1, 1]))

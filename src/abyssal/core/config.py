@@ -150,22 +150,35 @@ def save_config(cfg: Any, path: str | Path) -> None:
     write_text_atomic(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-def config_help(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """``(dotted key, default, help)`` for every leaf field of a config class."""
+def config_help(cls: type, prefix: str = "", default: Any = None) -> list[tuple[str, str, str]]:
+    """``(dotted key, default, help)`` for every leaf field of a config class.
+
+    Defaults are read from a default instance, so a nested section shows the values its parent
+    gives it (which may differ from the nested class's own defaults).
+    """
     rows: list[tuple[str, str, str]] = []
     hints = typing.get_type_hints(cls)
+    if default is None:
+        try:
+            default = cls()
+        except TypeError:  # a class with required fields: fall back to per-field defaults
+            default = None
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
+        value = getattr(default, f.name, dataclasses.MISSING)
         if dataclasses.is_dataclass(hints[f.name]):
-            rows.extend(config_help(hints[f.name], prefix=f"{key}."))
+            nested = None if value is dataclasses.MISSING else value
+            rows.extend(config_help(hints[f.name], prefix=f"{key}.", default=nested))
             continue
-        if f.default is not dataclasses.MISSING:
-            default = repr(f.default)
+        if value is not dataclasses.MISSING:
+            shown = repr(value)
+        elif f.default is not dataclasses.MISSING:
+            shown = repr(f.default)
         elif f.default_factory is not dataclasses.MISSING:
-            default = repr(f.default_factory())
+            shown = repr(f.default_factory())
         else:
-            default = "(required)"
-        rows.append((key, default, f.metadata.get("help", "")))
+            shown = "(required)"
+        rows.append((key, shown, f.metadata.get("help", "")))
     return rows
 
 
@@ -261,12 +274,15 @@ def _coerce_scalar(value: Any, hint: Any, where: str) -> Any:
 def _with_field_defaults(f: dataclasses.Field, value: Any) -> Any:
     """A partial mapping for a nested config field starts from that field's own default (which may
     differ from the nested class's defaults), so ``train.epochs=5`` keeps the other train keys."""
-    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+    if value is not None and not isinstance(value, dict):
+        return value
+    if f.default_factory is dataclasses.MISSING:
         return value
     default = f.default_factory()
     if not dataclasses.is_dataclass(default):
         return value
-    return _deep_merge(config_to_dict(default), value)
+    # an empty YAML section (``train:`` with every key commented out) means "the defaults"
+    return _deep_merge(config_to_dict(default), value or {})
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

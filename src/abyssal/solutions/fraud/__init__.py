@@ -1,1 +1,2 @@
-"""Transaction-graph fraud detection: data formats, synthetic data, Bitcoin-OTC, model and metrics."""
+"""Transaction-graph fraud detection: data formats, synthetic and Bitcoin-OTC data, GAT plus
+temporal features, tree baselines, rings and live scoring."""

@@ -185,6 +185,12 @@ def _with_random_split(graph: FraudGraph, cfg: FraudDataConfig, fp: str, desc: s
         raise DataError(f"{desc}: the graph has no labelled accounts to train or evaluate on")
     if len(np.unique(graph.y[labelled])) < 2:
         raise DataError(f"{desc}: all labelled accounts have the same label; need both 0 and 1")
+    counts = np.bincount(graph.y[labelled], minlength=2)
+    if counts.min() < 3:
+        raise DataError(
+            f"{desc}: {counts[0]} benign and {counts[1]} fraudulent labelled accounts; need at "
+            "least 3 of each to split into train, validation and test"
+        )
     rng = np.random.default_rng(cfg.split_seed)
     masks = {k: np.zeros(graph.num_nodes, dtype=bool) for k in ("train", "val", "test")}
     for cls in (0, 1):  # stratified: each class split in the same proportions

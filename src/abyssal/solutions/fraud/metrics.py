@@ -48,7 +48,7 @@ def recall_at_k(y: np.ndarray, score: np.ndarray, k: int | None = None) -> float
 
 def best_threshold(y: np.ndarray, score: np.ndarray) -> float:
     """The score threshold that maximises macro-F1 on ``(y, score)`` (ties: the lowest)."""
-    candidates = np.unique(np.quantile(score, np.linspace(0.5, 0.999, 200)))
+    candidates = np.unique(np.quantile(score, np.linspace(0.0, 1.0, 401)))
     if len(candidates) == 0:
         return 0.5
     f1s = [macro_f1(y, score, t) for t in candidates]

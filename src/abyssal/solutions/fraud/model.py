@@ -13,6 +13,8 @@ recompute only the neighbourhood of a new transaction.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -52,7 +54,9 @@ class TemporalGAT(nn.Module):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
-        pyg = require("torch_geometric.nn", extra="fraud", purpose="graph attention layers")
+        with warnings.catch_warnings():  # torch_geometric's import-time torch.jit notices
+            warnings.simplefilter("ignore", FutureWarning)
+            pyg = require("torch_geometric.nn", extra="fraud", purpose="graph attention layers")
         conv_cls = {"gatv2": pyg.GATv2Conv, "gat": pyg.GATConv}[conv]
         self.register_buffer("feature_mean", torch.zeros(in_features))
         self.register_buffer("feature_std", torch.ones(in_features))
