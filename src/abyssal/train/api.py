@@ -11,6 +11,7 @@ from abyssal.core.errors import AbyssalError
 from abyssal.core.runs import Run
 from abyssal.core.store import ModelStore, ModelVersion
 from abyssal.solutions import get_solution
+from abyssal.solutions.base import Solution
 from abyssal.solutions.loading import version_config
 from abyssal.train.trainer import FitResult, Trainer
 
@@ -72,14 +73,46 @@ def train(
     else:
         cfg = load_config(solution.config_cls, config_path, overrides or [])
     data = solution.prepare(cfg)
-    task = solution.task(cfg, data)
     if resume is None:
-        run = Run.create("train", solution.name, cfg, root=home)
-    fit = Trainer(task, cfg.train, run, metric=solution.default_metric).fit(
-        resume=resume is not None
-    )
+        return train_prepared(solution, cfg, data, model_name=model_name, home=home)
+    task = solution.task(cfg, data)
+    return _fit_and_register(solution, cfg, data, task, run, model_name, home, resume=True)
+
+
+def train_prepared(
+    solution: Solution,
+    cfg: Any,
+    data: Any,
+    *,
+    model_name: str | None = None,
+    home: str | Path | None = None,
+) -> TrainOutcome:
+    """Train on data already prepared (e.g. a ``torch_geometric`` graph) and register the model.
+
+    Example:
+        >>> from abyssal.solutions.fraud.dataset import prepare_pyg_data
+        >>> sol = get_solution("fraud")  # doctest: +SKIP
+        >>> out = train_prepared(sol, sol.config_cls(), prepare_pyg_data(graph))  # doctest: +SKIP
+    """
+    task = solution.task(cfg, data)  # checks the data against the config before a run exists
+    run = Run.create("train", solution.name, cfg, root=home)
+    return _fit_and_register(solution, cfg, data, task, run, model_name, home, resume=False)
+
+
+def _fit_and_register(
+    solution: Solution,
+    cfg: Any,
+    data: Any,
+    task: Any,
+    run: Run,
+    model_name: str | None,
+    home: str | Path | None,
+    *,
+    resume: bool,
+) -> TrainOutcome:
+    fit = Trainer(task, cfg.train, run, metric=solution.default_metric).fit(resume=resume)
     metrics = _final_metrics(solution, cfg, data, fit)
-    version = store.register(
+    version = ModelStore(home).register(
         model_name or solution.name,
         fit.model.state_dict(),
         solution=solution.name,
