@@ -173,3 +173,14 @@ def test_graph_tensors_edge_age_is_relative_to_receiver() -> None:
     t = GraphTensors.from_graph(graph_from_edges(edges, None, WINDOWS))
     # a->b at 100, b->c at 250; reversed b->a, c->b. last times: a 100, b 250, c 250
     assert t.edge_dt().tolist() == [150.0, 0.0, 0.0, 0.0]
+
+
+def test_alerts_name_accounts_that_cross_the_threshold(stream) -> None:
+    _, history, new = stream
+    graph = graph_from_transactions(history, WINDOWS)
+    scorer = LiveScorer(_model(graph.x.shape[1], 4), graph, "add", alert_threshold=1e-9)
+    row = {**new.to_dict("records")[0], "user_id": "newcomer"}
+    score = scorer.score_transaction(row)
+    # only the new account starts below the threshold (at 0); known accounts were already above
+    assert score.alerts == "newcomer"
+    assert scorer.score_transaction(new.to_dict("records")[1]).alerts == ""

@@ -195,6 +195,11 @@ def _predict(sub: argparse._SubParsersAction) -> None:
     f.add_argument(
         "--allow-new-accounts", action="store_true", help="score users never seen before"
     )
+    f.add_argument(
+        "--no-neighbourhood",
+        action="store_true",
+        help="score only each transaction's own accounts (faster; no alerts on neighbours)",
+    )
     f.add_argument("--top", type=int, default=10, help="how many transactions and rings to print")
     f.set_defaults(handler=cmd_predict_fraud)
 
@@ -204,6 +209,8 @@ def cmd_predict_fraud(args: argparse.Namespace) -> int:
     from abyssal.solutions.loading import load_model
 
     overrides = ["live.on_unknown_account=add"] if args.allow_new_accounts else []
+    if args.no_neighbourhood:
+        overrides.append("live.rescore_neighbourhood=false")
     loaded = load_model(args.model or _default_ref("fraud"), overrides=overrides)
     rep = predict_transactions(loaded, args.transactions, history=args.history, out=args.out)
     s = rep.scores
@@ -211,6 +218,10 @@ def cmd_predict_fraud(args: argparse.Namespace) -> int:
         f"{loaded.version.ref}: scored {len(s)} new transactions, {rep.flagged} flagged; "
         f"latency per transaction p50 {rep.latency_ms(50):.2f} ms, p99 {rep.latency_ms(99):.2f} ms"
     )
+    alerted = rep.alerted_accounts
+    if alerted:
+        shown = ", ".join(alerted[: args.top]) + (" ..." if len(alerted) > args.top else "")
+        print(f"{len(alerted)} accounts crossed the risk threshold {rep.threshold:.3f}: {shown}")
     top = s.sort_values("risk", ascending=False).head(args.top)
     cols = ["transaction_id", "risk", "user_risk", "counterparty_risk", "flagged"]
     print(table(cols, top[cols].values.tolist()))

@@ -91,6 +91,11 @@ class FraudLiveConfig:
     on_unknown_account: Literal["error", "add"] = field(
         "error", help="a new transaction from a user never seen: error, or add the account"
     )
+    rescore_neighbourhood: bool = field(
+        True,
+        help="after each transaction also rescore the neighbours of its accounts (alerts on "
+        "accounts that cross the threshold); false: score only the transaction's own accounts",
+    )
 
 
 @dataclass

@@ -35,6 +35,7 @@ class LiveScore:
     counterparty_risk: float
     rescored: int  # how many nodes were rescored
     latency_ms: float
+    alerts: str = ""  # accounts whose risk crossed the alert threshold now, ";"-separated
 
 
 class _Rows:
@@ -79,6 +80,7 @@ class LiveScorer:
         graph: FraudGraph,
         on_unknown_account: str = "error",
         rescore_neighbourhood: bool = True,
+        alert_threshold: float | None = None,
     ):
         if graph.activity is None:
             raise DataError("live scoring needs a graph built from timestamped events")
@@ -86,6 +88,7 @@ class LiveScorer:
         self.graph = graph
         self.on_unknown = on_unknown_account
         self.rescore_neighbourhood = rescore_neighbourhood
+        self.alert_threshold = alert_threshold
         self.index = graph.node_index()
         self.keys = list(graph.node_keys)
         self.node_type = graph.node_type.tolist()
@@ -120,6 +123,7 @@ class LiveScorer:
             for i in range(len(self.sums)):
                 eids, pos = self._edges_into(every.tolist())
                 self._rebuild(i, every, eids, pos)
+        self.risk = _Rows(torch.from_numpy(self.risks()))  # latest known risk of every node
         self.known_transactions: set[str] = (
             set(graph.transactions.ids.tolist()) if graph.transactions is not None else set()
         )
@@ -145,6 +149,7 @@ class LiveScorer:
         nodes, h_last = self._refresh([u, c, d])
         pos = {n: i for i, n in enumerate(nodes)}
         risk = self._node_risk(nodes, h_last)
+        alerts = self._record(nodes, risk)
         with torch.no_grad():
             tl = self.model.transaction_logits(
                 h_last,
@@ -160,6 +165,7 @@ class LiveScorer:
             float(risk[pos[c]]),
             len(nodes),
             1000 * (time.perf_counter() - start),
+            alerts,
         )
 
     def score_edge(self, source: str, target: str, timestamp: int, value: float = 1.0) -> LiveScore:
@@ -171,6 +177,7 @@ class LiveScorer:
         self._add_edge(s, d, float(value), int(timestamp), 0)
         nodes, h_last = self._refresh([s, d])
         risk = self._node_risk(nodes, h_last)
+        alerts = self._record(nodes, risk)
         pos = {n: i for i, n in enumerate(nodes)}
         return LiveScore(
             f"{source}->{target}",
@@ -179,6 +186,7 @@ class LiveScorer:
             float(risk[pos[d]]),
             len(nodes),
             1000 * (time.perf_counter() - start),
+            alerts,
         )
 
     def check_transactions(self, rows: Iterable[dict], path: str | None = None) -> None:
@@ -251,6 +259,7 @@ class LiveScorer:
         self.last.append(torch.zeros(1, dtype=self.last.buf.dtype))
         for h in self.hs:
             h.append(torch.zeros(1, h.buf.shape[1]))
+        self.risk.append(torch.zeros(1, dtype=self.risk.buf.dtype))
         return node
 
     def _add_edge(self, s: int, d: int, value: float, t: int, kind: int) -> None:
@@ -365,6 +374,21 @@ class LiveScorer:
         edge_index = torch.stack([sender_row.reshape(-1), pos])
         return self.model.layer(
             i, h[senders], h[nodes_t], edge_index, self.attr.buf[eids], self._dt(eids)
+        )
+
+    def _record(self, nodes: list[int], risk: np.ndarray) -> str:
+        """Remember the new risks; accounts that crossed the alert threshold, ";"-separated."""
+        idx = torch.tensor(nodes, dtype=torch.long)
+        before = self.risk.buf[idx].numpy().copy()
+        self.risk.buf[idx] = torch.from_numpy(risk).to(self.risk.buf.dtype)
+        if self.alert_threshold is None:
+            return ""
+        t = self.alert_threshold
+        crossed = (before < t) & (risk >= t)
+        return ";".join(
+            self.keys[n][1]
+            for n, c in zip(nodes, crossed, strict=True)
+            if c and self.node_type[n] == 0
         )
 
     def _node_risk(self, nodes: list[int], h_last: torch.Tensor) -> np.ndarray:

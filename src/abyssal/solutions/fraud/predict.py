@@ -37,6 +37,12 @@ class PredictReport:
     def flagged(self) -> int:
         return int(self.scores["flagged"].sum())
 
+    @property
+    def alerted_accounts(self) -> list[str]:
+        """Accounts whose risk crossed the threshold during the stream, in order of first alert."""
+        ids = [a for cell in self.scores["alerts"] for a in cell.split(";") if a]
+        return list(dict.fromkeys(ids))
+
 
 @contextmanager
 def _single_thread() -> Iterator[None]:
@@ -99,11 +105,17 @@ def predict_transactions(
     name = str(transactions) if not isinstance(transactions, pd.DataFrame) else None
     new = read_transactions(transactions, source_name=name)
     cfg: FraudConfig = loaded.cfg
-    scorer = LiveScorer(loaded.model, history_graph(cfg, history), cfg.live.on_unknown_account)
-    rows = new.to_dict("records")
-    scorer.check_transactions(rows, path=name)
     metrics = loaded.version.metrics
     threshold = float(metrics.get("threshold", 0.5))
+    scorer = LiveScorer(
+        loaded.model,
+        history_graph(cfg, history),
+        cfg.live.on_unknown_account,
+        rescore_neighbourhood=cfg.live.rescore_neighbourhood,
+        alert_threshold=threshold,
+    )
+    rows = new.to_dict("records")
+    scorer.check_transactions(rows, path=name)
     with _single_thread():  # small per-transaction ops: threads cost more than they give
         scores = pd.DataFrame([vars(scorer.score_transaction(r)) for r in rows])
     # the transaction head's own threshold when it was trained on labelled transactions
