@@ -12,7 +12,7 @@ from abyssal.core.errors import DataError
 from abyssal.solutions.fraud.dataset import GraphTensors, edge_feature_size, prepare_pyg_data
 from abyssal.solutions.fraud.features import signed_log
 from abyssal.solutions.fraud.graph import graph_from_edges, graph_from_pyg, graph_from_transactions
-from abyssal.solutions.fraud.schema import read_transactions
+from abyssal.solutions.fraud.schema import TRANSACTION_COLUMNS, read_transactions
 
 WINDOWS = [60, 3600]
 
@@ -26,15 +26,7 @@ def transactions() -> pd.DataFrame:
         ("t4", 400, "u1", "d2", "u2", 7.0, 0),
         ("t5", 500, "u3", "d3", "m1", 1.0, 0),
     ]
-    columns = [
-        "transaction_id",
-        "timestamp",
-        "user_id",
-        "device_id",
-        "counterparty_id",
-        "amount",
-        "label",
-    ]
+    columns = [c.name for c in TRANSACTION_COLUMNS]
     return read_transactions(pd.DataFrame(rows, columns=columns), source_name="t")
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from abyssal.solutions.fraud.graph import graph_from_transactions
 from abyssal.solutions.fraud.rings import find_rings
-from abyssal.solutions.fraud.schema import read_transactions
+from abyssal.solutions.fraud.schema import TRANSACTION_COLUMNS, read_transactions
 
 ROWS = [
     ("r1", 100, "A", "dX", "B", 100.0, 1),
@@ -19,15 +19,7 @@ ROWS = [
     ("r6", 600, "A", "dX", "m1", 30.0, 1),  # money leaving the ring
     ("r7", 700, "F", "dX", "m1", 3.0, 0),  # F shares dX but moves no money with A, B, C
 ]
-COLUMNS = [
-    "transaction_id",
-    "timestamp",
-    "user_id",
-    "device_id",
-    "counterparty_id",
-    "amount",
-    "label",
-]
+COLUMNS = [c.name for c in TRANSACTION_COLUMNS]
 
 
 @pytest.fixture(scope="module")

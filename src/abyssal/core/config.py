@@ -18,8 +18,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from abyssal.core.atomic import write_text_atomic
 from abyssal.core.errors import ConfigError
 
 C = TypeVar("C")
@@ -180,21 +179,6 @@ def config_help(cls: type, prefix: str = "", default: Any = None) -> list[tuple[
             shown = "(required)"
         rows.append((key, shown, f.metadata.get("help", "")))
     return rows
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_path(cls: type, path: list[str], where: str) -> None:

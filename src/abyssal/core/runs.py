@@ -32,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from abyssal.core.config import save_config, write_text_atomic
+from abyssal.core.atomic import write_text_atomic
+from abyssal.core.config import save_config
 from abyssal.core.errors import AbyssalError
 
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")

@@ -27,16 +27,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import getpass
 import hashlib
-import json
-import math
 import os
-import re
 import socket
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -44,8 +39,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from abyssal.core.atomic import write_bytes_atomic
 from abyssal.core.errors import StoreError
 from abyssal.core.lineage import version_lineage
+from abyssal.core.versions import (
+    LATEST,
+    AliasMove,
+    ModelVersion,
+    check_alias,
+    check_metrics,
+    check_name,
+    config_changes,
+    contiguous_cpu,
+    metric_deltas,
+    parse_ref,
+    serialise,
+    to_json,
+    version_from_row,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -58,10 +69,6 @@ BUSY_TIMEOUT_S = 30.0
 
 STALE_TEMP_S = 3600.0
 """Temporary weight files older than this were left by a crash; ``gc()`` removes them."""
-
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_LATEST = "latest"
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS versions (name TEXT NOT NULL, version INTEGER NOT NULL,
@@ -84,66 +91,6 @@ _SCHEMA = (
 _VERSION_COLUMNS = (
     "name, version, solution, created_at, weights_sha256, config, metrics, lineage, run_id"
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelVersion:
-    """One immutable model version, as read from the store.
-
-    Args:
-        name: the model name (``fraud-gnn``).
-        version: 1, 2, ... per name, in registration order.
-        solution: the solution that built the model.
-        created_at: ISO-8601 UTC time of registration.
-        weights_sha256: SHA-256 of the safetensors file.
-        config: the resolved config, as saved.
-        metrics: scalar metrics, as saved.
-        lineage: code lineage merged with the caller's (``data_fingerprint``, ``parent``, ...).
-        run_id: the run that produced it, if any.
-        aliases: the aliases pointing at this version when it was read.
-
-    Example:
-        >>> store.resolve("fraud-gnn:production").ref
-        'fraud-gnn:3'
-    """
-
-    name: str
-    version: int
-    solution: str
-    created_at: str
-    weights_sha256: str
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    lineage: dict[str, Any]
-    run_id: str | None
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def ref(self) -> str:
-        """``"name:version"``, the reference that always means this version."""
-        return f"{self.name}:{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of all fields plus ``ref``."""
-        out = dataclasses.asdict(self)
-        out["aliases"] = list(self.aliases)
-        out["ref"] = self.ref
-        return out
-
-
-@dataclasses.dataclass(frozen=True)
-class AliasMove:
-    """One alias change: set (``old_version`` None), moved, or removed (``new_version`` None).
-
-    ``changed_at`` is ISO-8601 UTC; ``changed_by`` is ``user@host``.
-    """
-
-    name: str
-    alias: str
-    old_version: int | None
-    new_version: int | None
-    changed_at: str
-    changed_by: str
 
 
 class ModelStore:
@@ -209,19 +156,19 @@ class ModelStore:
             ...                metrics={"auc": 0.93}, lineage={"parent": "mlp:production"}).ref
             'mlp:4'
         """
-        _check_name(name)
+        check_name(name)
         if not isinstance(solution, str) or not solution:
             raise StoreError(f"solution must be a non-empty string, got {solution!r}")
-        tensors = _contiguous_cpu(state_dict)
+        tensors = contiguous_cpu(state_dict)
         record = {
             "name": name,
             "solution": solution,
-            "config": _to_json(config, "config"),
-            "metrics": _to_json(_check_metrics(metrics), "metrics"),
-            "lineage": _to_json(version_lineage(lineage, self._pinned_ref), "lineage"),
+            "config": to_json(config, "config"),
+            "metrics": to_json(check_metrics(metrics), "metrics"),
+            "lineage": to_json(version_lineage(lineage, self._pinned_ref), "lineage"),
             "run_id": None if run_id is None else str(run_id),
         }
-        data = _serialise(tensors)
+        data = serialise(tensors)
         record["weights_sha256"] = hashlib.sha256(data).hexdigest()
         self._write_blob(record["weights_sha256"], data)
         record["created_at"] = _now()
@@ -239,7 +186,7 @@ class ModelStore:
         Example:
             >>> store.set_alias("fraud-gnn", "production", 3)
         """
-        _check_alias(alias)
+        check_alias(alias)
         if isinstance(version, bool) or not isinstance(version, int):
             raise StoreError(f"alias version must be an integer, got {version!r}")
         with self._transaction() as conn:
@@ -305,7 +252,7 @@ class ModelStore:
         """
         if isinstance(ref, ModelVersion):
             ref = ref.ref  # re-read: checks it belongs to this store and refreshes its aliases
-        name, selector = _parse_ref(ref)
+        name, selector = parse_ref(ref)
         with self._reading() as conn:
             version = self._select_version(conn, name, selector)
             return self._fetch(conn, "name = ? AND version = ?", (name, version))[0]
@@ -418,8 +365,8 @@ class ModelStore:
         return {
             "a": a.ref,
             "b": b.ref,
-            "metrics": _metric_deltas(a.metrics, b.metrics),
-            "config_changes": _config_changes(a.config, b.config),
+            "metrics": metric_deltas(a.metrics, b.metrics),
+            "config_changes": config_changes(a.config, b.config),
             "lineage": {"a": a.lineage, "b": b.lineage},
             "same_weights": a.weights_sha256 == b.weights_sha256,
         }
@@ -458,26 +405,14 @@ class ModelStore:
         if path.is_file() and path.stat().st_size == len(data):
             return path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sha256}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            return write_bytes_atomic(path, data)
         except OSError as exc:
             raise StoreError(f"cannot write weights file '{path}': {exc}") from exc
-        _fsync_dir(path.parent)
-        return path
 
     def _select_version(self, conn: sqlite3.Connection, name: str, selector: str | None) -> int:
         """The version number ``selector`` (None, "latest", "3" or an alias) means for ``name``."""
         versions = self._versions_of(conn, name)
-        if selector is None or selector == _LATEST:
+        if selector is None or selector == LATEST:
             return versions[-1]
         if selector.isdecimal() and int(selector) in versions:
             return int(selector)
@@ -525,7 +460,7 @@ class ModelStore:
             "SELECT name, alias, version FROM aliases ORDER BY alias"
         ):
             pointed.setdefault((name, version), []).append(alias)
-        return [_version_from_row(row, pointed.get((row[0], row[1]), [])) for row in rows]
+        return [version_from_row(row, pointed.get((row[0], row[1]), [])) for row in rows]
 
     def _connect(self) -> sqlite3.Connection:
         """A new autocommit connection with the busy timeout set and the schema in place."""
@@ -587,129 +522,6 @@ class ModelStore:
         return self._session("BEGIN")
 
 
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise StoreError(
-            f"bad model name {name!r}: use 1-64 characters from A-Z a-z 0-9 _ . -, "
-            "starting with a letter or digit"
-        )
-
-
-def _check_alias(alias: str) -> None:
-    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias) or alias == _LATEST:
-        raise StoreError(
-            f"bad alias {alias!r}: use 1-64 characters from A-Z a-z 0-9 _ -, starting with a "
-            f"letter; '{_LATEST}' and version numbers are reserved"
-        )
-
-
-def _check_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metrics as plain finite scalars; 0-d tensors and numpy scalars are unwrapped."""
-    if not isinstance(metrics, dict):
-        raise StoreError(f"metrics must be a dict, got {type(metrics).__name__}")
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if not isinstance(key, str):
-            raise StoreError(f"metric name {key!r} is not a string")
-        if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
-            value = value.item()
-        if not isinstance(value, bool | int | float | str | type(None)):
-            raise StoreError(f"metric '{key}' must be a number, bool, str or None, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise StoreError(f"metric '{key}' is {value}; metrics must be finite")
-        out[key] = value
-    return out
-
-
-def _to_json(value: Any, what: str) -> str:
-    if not isinstance(value, dict):
-        raise StoreError(f"{what} must be a dict, got {type(value).__name__}")
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"{what} is not JSON-serialisable: {exc}") from None
-
-
-def _contiguous_cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each tensor copied to its own contiguous CPU memory (safetensors refuses shared storage)."""
-    import torch
-
-    if not isinstance(state_dict, dict) or not state_dict:
-        raise StoreError("state_dict must be a non-empty dict of parameter name -> tensor")
-    out = {}
-    for key, value in state_dict.items():
-        if not isinstance(key, str):
-            raise StoreError(f"state_dict key {key!r} is not a string")
-        if not isinstance(value, torch.Tensor):
-            raise StoreError(f"state_dict['{key}'] is a {type(value).__name__}, not a tensor")
-        if value.layout != torch.strided or value.is_meta:
-            raise StoreError(f"state_dict['{key}'] must be a dense tensor with data")
-        out[key] = value.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-    return out
-
-
-def _serialise(tensors: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    try:
-        return save(tensors)
-    except Exception as exc:  # safetensors raises several types for unsupported tensors
-        raise StoreError(f"cannot serialise the state dict to safetensors: {exc}") from exc
-
-
-def _metric_deltas(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for key in sorted({*a, *b}):
-        va, vb = a.get(key), b.get(key)
-        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (va, vb))
-        out[key] = {"a": va, "b": vb, "delta": vb - va if numeric else None}
-    return out
-
-
-def _config_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    flat_a, flat_b = _flatten(a), _flatten(b)
-    keys = sorted({*flat_a, *flat_b})
-    return {k: (flat_a.get(k), flat_b.get(k)) for k in keys if flat_a.get(k) != flat_b.get(k)}
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay leaves."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _parse_ref(ref: str) -> tuple[str, str | None]:
-    """``"name:sel"`` -> ``(name, sel)``; ``"name"`` -> ``(name, None)``."""
-    if not isinstance(ref, str) or not ref:
-        raise StoreError(f"a model ref must be 'name', 'name:version' or 'name:alias', got {ref!r}")
-    name, _, selector = ref.partition(":")
-    if ":" in ref and not selector:
-        raise StoreError(f"model ref '{ref}' ends with ':'; add a version, alias or 'latest'")
-    _check_name(name)
-    return name, selector if ":" in ref else None
-
-
-def _version_from_row(row: tuple, aliases: list[str]) -> ModelVersion:
-    name, version, solution, created_at, sha, config, metrics, lineage, run_id = row
-    return ModelVersion(
-        name=name,
-        version=version,
-        solution=solution,
-        created_at=created_at,
-        weights_sha256=sha,
-        config=json.loads(config),
-        metrics=json.loads(metrics),
-        lineage=json.loads(lineage),
-        run_id=run_id,
-        aliases=tuple(aliases),
-    )
-
-
 def _known_names(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
 
@@ -747,16 +559,6 @@ def _file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable where the platform allows opening a folder (not on Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _modified_before(path: Path, cutoff: float) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any, Literal, NoReturn, get_args
 import numpy as np
 import pandas as pd
 
+from abyssal.core.atomic import atomic_path
 from abyssal.core.errors import DataError
 from abyssal.core.optional import require
 
@@ -180,18 +180,11 @@ def write_table(frame: pd.DataFrame, path: PathLike) -> Path:
     fmt = table_format(path)
     if fmt == "parquet":
         require("pyarrow", extra="parquet", purpose="Parquet files")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "csv":
             frame.to_csv(tmp, index=False, compression="gzip" if path.suffix == ".gz" else None)
         else:
             frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -41,7 +41,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from abyssal.core.config import write_text_atomic
+from abyssal.core.atomic import write_text_atomic
 from abyssal.core.errors import AbyssalError
 
 FORMAT = "abyssal-checkpoint"

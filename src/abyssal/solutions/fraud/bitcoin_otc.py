@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from abyssal.core.atomic import write_bytes_atomic
 from abyssal.core.errors import DataError
 from abyssal.data.tables import ColumnSpec, check_unique, first_row, read_table, validate_columns
 from abyssal.solutions.fraud.schema import EdgeListData
@@ -312,7 +312,7 @@ def download_bitcoin_otc(
         candidates = [p.format(k=k) for p in TGBASE_PATHS["masks/masks_{k}.csv"]]
         files[f"masks/masks_{k}.csv"] = _fetch_first(tgbase_base, candidates, timeout)
     for name, content in files.items():
-        _write_bytes_atomic(dest / name, content)
+        write_bytes_atomic(dest / name, content)
     return dest
 
 
@@ -339,18 +339,6 @@ def _fetch_first(base: str, paths: tuple[str, ...] | list[str], timeout: float) 
         return _fetch(urls[-1], timeout)
     except DataError as exc:
         raise DataError(f"could not download any of {', '.join(urls)} ({exc})") from exc
-
-
-def _write_bytes_atomic(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 __all__ = [
