@@ -100,6 +100,7 @@ def _generate(sub: argparse._SubParsersAction) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from abyssal.core.atomic import write_text_atomic
     from abyssal.data.tables import write_table
     from abyssal.solutions.fraud.synthetic import generate_transactions, split_stream
 
@@ -111,7 +112,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     write_table(history, out / "transactions.csv")
     write_table(new.drop(columns=["label"]), out / "new_transactions.csv")
     rings = [{"ring_id": r.ring_id, "members": r.members, "devices": r.devices} for r in data.rings]
-    (out / "planted_rings.json").write_text(json.dumps(rings, indent=1))
+    write_text_atomic(out / "planted_rings.json", json.dumps(rings, indent=1))
     fraud = float(data.transactions["label"].mean())
     print(
         f"wrote SYNTHETIC data to {out}/: transactions.csv ({len(history)} rows, "
@@ -276,7 +277,7 @@ def _models(sub: argparse._SubParsersAction) -> None:
 def cmd_models_list(args: argparse.Namespace) -> int:
     from abyssal.core.store import ModelStore
 
-    versions = ModelStore().list_versions(args.name) if args.name or ModelStore().names() else []
+    versions = ModelStore().list_versions(args.name)
     rows = [
         [
             v.ref,

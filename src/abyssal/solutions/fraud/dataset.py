@@ -103,7 +103,7 @@ def prepare_fraud_data(cfg: FraudDataConfig) -> FraudData:
         graph = graph_from_edges(el.edges, el.labels, cfg.windows, el.features)
         fp = fingerprint_frame(el.edges) + "+" + fingerprint_frame(el.labels)
         return _with_random_split(graph, cfg, fp, f"edge list {cfg.path}")
-    df = _read_transactions(cfg)
+    df = load_transactions(cfg)
     if "label" not in df:
         raise DataError(
             "the transactions have no 'label' column, so there is nothing to train on; "
@@ -134,7 +134,8 @@ def prepare_pyg_data(data: object, seed: int = 0, val_frac=0.2, test_frac=0.2) -
     return _with_random_split(graph, cfg, fp, "torch_geometric Data")
 
 
-def _read_transactions(cfg: FraudDataConfig) -> pd.DataFrame:
+def load_transactions(cfg: FraudDataConfig) -> pd.DataFrame:
+    """The validated transactions ``cfg`` names: its file, or synthetic data generated anew."""
     from abyssal.solutions.fraud.schema import read_transactions
 
     if cfg.source == "transactions":

@@ -63,9 +63,9 @@ def history_graph(cfg: FraudConfig, history: str | Path | None = None) -> FraudG
     if history is not None:
         return graph_from_transactions(read_transactions(history), d.windows)
     if d.source in ("transactions", "synthetic"):
-        from abyssal.solutions.fraud.dataset import _read_transactions
+        from abyssal.solutions.fraud.dataset import load_transactions
 
-        return graph_from_transactions(_read_transactions(d), d.windows)
+        return graph_from_transactions(load_transactions(d), d.windows)
     if d.source == "bitcoin_otc":
         from abyssal.solutions.fraud.bitcoin_otc import load_bitcoin_otc
 
