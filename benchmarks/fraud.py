@@ -152,7 +152,12 @@ def main() -> None:
     p.add_argument("--data", default="../shared/datasets/bitcoin_otc")
     p.add_argument("--splits", default="0-9", help="e.g. 0-9 or 0,3")
     p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the latency run")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch threads for the latency run (default: torch's default, one per core)",
+    )
     p.add_argument("--out", default=str(RESULTS / "fraud_bitcoin_otc"))
     args = p.parse_args()
     splits = _parse_splits(args.splits)

@@ -45,12 +45,21 @@ class AttentionView:
 
     def logits(self, xs: torch.Tensor, xr: torch.Tensor, edge_in: torch.Tensor) -> torch.Tensor:
         """Attention logits of edges with sender values ``xs`` and receiver values ``xr``."""
+        return self.logits_from(xs, xr, self.edge_terms(edge_in))
+
+    def edge_terms(self, edge_in: torch.Tensor) -> torch.Tensor:
+        """What an edge's own inputs contribute to its logit: (E, H, C) for GATv2, (E, H) for
+        GAT. It depends on the edge alone, so callers may cache it."""
         c = self.conv
         e = c.lin_edge(edge_in).view(-1, self.heads, self.channels)  # (E, H, C)
+        return e if self.v2 else (e * c.att_edge).sum(-1)
+
+    def logits_from(self, xs: torch.Tensor, xr: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
+        """Logits from sender and receiver values and cached :meth:`edge_terms`."""
+        c = self.conv
         if self.v2:
-            z = F.leaky_relu(xs + xr + e, c.negative_slope)
-            return (z * c.att).sum(-1)
-        a = (xs * c.att_src).sum(-1) + (xr * c.att_dst).sum(-1) + (e * c.att_edge).sum(-1)
+            return (F.leaky_relu(xs + xr + terms, c.negative_slope) * c.att).sum(-1)
+        a = (xs * c.att_src).sum(-1) + (xr * c.att_dst).sum(-1) + terms
         return F.leaky_relu(a, c.negative_slope)
 
     def finish(self, aggregated: torch.Tensor) -> torch.Tensor:
@@ -127,3 +136,21 @@ class SoftmaxSums:
         z = self.z[nodes].unsqueeze(-1)
         out = torch.where(z > 0, self.num[nodes] / z.clamp_min(1e-300), torch.zeros_like(z))
         return out.float()
+
+
+def softmax_aggregate(
+    logit: torch.Tensor, value: torch.Tensor, dst: torch.Tensor, n: int
+) -> torch.Tensor:
+    """``sum_e softmax(logit)_e * value_e`` per receiver, without keeping the sums.
+
+    Shapes: logit (E, H), value (E, H, C), dst (E,) positions in 0..n-1 -> (n, H, C); receivers
+    without edges get zeros.
+    """
+    h = logit.shape[1]
+    m = torch.full((n, h), float("-inf"), dtype=logit.dtype)
+    m = m.scatter_reduce(0, dst.unsqueeze(1).expand(-1, h), logit, reduce="amax")
+    w = torch.exp(logit - m[dst])  # (E, H)
+    z = torch.zeros(n, h, dtype=logit.dtype).index_add_(0, dst, w)
+    num = torch.zeros(n, *value.shape[1:], dtype=value.dtype)
+    num.index_add_(0, dst, w.unsqueeze(-1) * value)
+    return num / z.clamp_min(1e-30).unsqueeze(-1)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from abyssal.core.errors import DataError
-from abyssal.solutions.fraud.attention import AttentionView, SoftmaxSums
+from abyssal.solutions.fraud.attention import AttentionView, SoftmaxSums, softmax_aggregate
 from abyssal.solutions.fraud.dataset import GraphTensors
 from abyssal.solutions.fraud.features import signed_log
 from abyssal.solutions.fraud.graph import FraudGraph, edge_attributes
@@ -117,6 +117,10 @@ class LiveScorer:
             hs = model.embed(t.x, t.edge_index, t.edge_attr, t.edge_dt())
         self.hs = [_Rows(h) for h in hs[:-1]]
         self.views = [AttentionView(conv) for conv in model.convs]
+        self._in_arrays: dict[int, np.ndarray] = {}
+        with torch.no_grad():  # per-edge inputs and per-node sender projections, kept current
+            self.edge_in = _Rows(model.edge_inputs(t.edge_attr, t.edge_dt()))
+            self.xs = [_Rows(v.senders(h.data)) for v, h in zip(self.views, self.hs, strict=True)]
         self.sums = [SoftmaxSums(len(self.keys), v.heads, v.channels) for v in self.views[:-1]]
         with torch.no_grad():
             every = torch.arange(len(self.keys))
@@ -259,6 +263,8 @@ class LiveScorer:
         self.last.append(torch.zeros(1, dtype=self.last.buf.dtype))
         for h in self.hs:
             h.append(torch.zeros(1, h.buf.shape[1]))
+        for xs in self.xs:
+            xs.append(torch.zeros(1, *xs.buf.shape[1:]))
         self.risk.append(torch.zeros(1, dtype=self.risk.buf.dtype))
         return node
 
@@ -273,10 +279,13 @@ class LiveScorer:
         self.dst.append(torch.tensor([d, s]))
         self.attr.append(torch.cat([torch.cat([base, base]), torch.tensor([[0.0], [1.0]])], dim=1))
         self.etime.append(torch.tensor([t, t]))
+        self.edge_in.append(torch.zeros(2, self.edge_in.buf.shape[1]))  # set by _refresh
         self.in_edges[d].append(e)
         self.in_edges[s].append(e + 1)
         self.out_edges[s].append(e)
         self.out_edges[d].append(e + 1)
+        self._in_arrays.pop(s, None)
+        self._in_arrays.pop(d, None)
 
     @torch.no_grad()
     def _refresh(self, touched: list[int]) -> tuple[list[int], torch.Tensor]:
@@ -295,8 +304,10 @@ class LiveScorer:
         self.last.buf[idx] = torch.tensor(
             [act.last_time(n) for n in touched], dtype=self.last.buf.dtype
         )
+        eids, _ = self._edges_into(touched)  # their in-edges' ages changed with their last time
+        self.edge_in.buf[eids] = self.model.edge_inputs(self.attr.buf[eids], self._dt(eids))
         changed, old = idx, self.hs[0].buf[idx].clone()
-        self.hs[0].buf[idx] = self.model.encode(self.x.buf[idx])
+        self._set_rows(0, idx, self.model.encode(self.x.buf[idx]))
         for i in range(len(self.sums)):
             changed, old = self._update_layer(i, changed, old)
         scored = sorted(self._expand(set(touched))) if self.rescore_neighbourhood else touched
@@ -317,30 +328,43 @@ class LiveScorer:
         out_e = out_e[~inside[self.dst.buf[out_e]]]
         src, dst_nodes = self.src.buf[out_e], self.dst.buf[out_e]
         old_rows = old[torch.searchsorted(changed, src)] if len(out_e) else h[src]
-        edge_in = self.model.edge_inputs(self.attr.buf[out_e], self._dt(out_e))
+        terms = view.edge_terms(self.edge_in.buf[out_e])
         xr = view.receivers(h[dst_nodes])
-        xs_old, xs_new = view.senders(old_rows), view.senders(h[src])
+        xs_old, xs_new = view.senders(old_rows), self.xs[i].buf[src]
         sums.swap(
             dst_nodes,
-            view.logits(xs_old, xr, edge_in),
+            view.logits_from(xs_old, xr, terms),
             xs_old,
-            view.logits(xs_new, xr, edge_in),
+            view.logits_from(xs_new, xr, terms),
             xs_new,
         )
         receivers = torch.unique(torch.cat([changed, dst_nodes]))
         before = self.hs[i + 1].buf[receivers].clone()
         message = view.finish(sums.output(receivers))
-        self.hs[i + 1].buf[receivers] = self.model.combine(i, h[receivers], message)
+        self._set_rows(i + 1, receivers, self.model.combine(i, h[receivers], message))
         return receivers, before
+
+    def _set_rows(self, i: int, nodes: torch.Tensor, rows: torch.Tensor) -> None:
+        """Set ``hs[i]`` rows of ``nodes`` and their sender projections for layer ``i``."""
+        self.hs[i].buf[nodes] = rows
+        self.xs[i].buf[nodes] = self.views[i].senders(rows)
 
     def _rebuild(
         self, i: int, nodes: torch.Tensor, eids: torch.Tensor, dst_pos: torch.Tensor
     ) -> None:
-        view, h = self.views[i], self.hs[i].buf
-        src, dst = self.src.buf[eids], self.dst.buf[eids]
-        xs = view.senders(h[src])
-        edge_in = self.model.edge_inputs(self.attr.buf[eids], self._dt(eids))
-        self.sums[i].rebuild(nodes, dst_pos, view.logits(xs, view.receivers(h[dst]), edge_in), xs)
+        logits, xs = self._edge_terms(i, nodes, eids, dst_pos)
+        self.sums[i].rebuild(nodes, dst_pos, logits, xs)
+
+    def _edge_terms(
+        self, i: int, nodes: torch.Tensor, eids: torch.Tensor, dst_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention logits (E, H) and sender values (E, H, C) of layer ``i`` for edges ``eids``
+        into ``nodes`` (``dst_pos``: each edge's position in ``nodes``), from the caches."""
+        view = self.views[i]
+        xs = self.xs[i].buf.index_select(0, self.src.buf.index_select(0, eids))  # (E, H, C)
+        xr = view.receivers(self.hs[i].buf.index_select(0, nodes)).index_select(0, dst_pos)
+        terms = view.edge_terms(self.edge_in.buf.index_select(0, eids))
+        return view.logits_from(xs, xr, terms), xs
 
     def _dt(self, eids: torch.Tensor) -> torch.Tensor:
         dt = self.last.buf[self.dst.buf[eids]] - self.etime.buf[eids]
@@ -348,12 +372,20 @@ class LiveScorer:
 
     def _edges_into(self, nodes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids of the edges into ``nodes`` (sorted list) and each edge's position in ``nodes``."""
-        lists = [self.in_edges[n] for n in nodes]
-        eids = torch.from_numpy(np.fromiter(chain.from_iterable(lists), dtype=np.int64))
+        arrays = [self._in_array(n) for n in nodes]
+        eids = (
+            torch.from_numpy(np.concatenate(arrays)) if arrays else torch.zeros(0, dtype=torch.long)
+        )
         pos = torch.repeat_interleave(
-            torch.arange(len(nodes)), torch.tensor([len(x) for x in lists])
+            torch.arange(len(nodes)), torch.tensor([len(a) for a in arrays], dtype=torch.long)
         )
         return eids, pos
+
+    def _in_array(self, node: int) -> np.ndarray:
+        arr = self._in_arrays.get(node)
+        if arr is None:
+            arr = self._in_arrays[node] = np.asarray(self.in_edges[node], dtype=np.int64)
+        return arr
 
     def _edges_from(self, nodes: list[int]) -> torch.Tensor:
         lists = (self.out_edges[n] for n in nodes)
@@ -368,13 +400,10 @@ class LiveScorer:
     def _layer(self, i: int, nodes: list[int]) -> torch.Tensor:
         """Layer ``i`` output for ``nodes`` (sorted) from the cached layer-``i`` embeddings."""
         eids, pos = self._edges_into(nodes)
-        h = self.hs[i].buf
         nodes_t = torch.tensor(nodes, dtype=torch.long)
-        senders, sender_row = torch.unique(self.src.buf[eids], return_inverse=True)
-        edge_index = torch.stack([sender_row.reshape(-1), pos])
-        return self.model.layer(
-            i, h[senders], h[nodes_t], edge_index, self.attr.buf[eids], self._dt(eids)
-        )
+        logits, xs = self._edge_terms(i, nodes_t, eids, pos)
+        message = self.views[i].finish(softmax_aggregate(logits, xs, pos, len(nodes)))
+        return self.model.combine(i, self.hs[i].buf[nodes_t], message)
 
     def _record(self, nodes: list[int], risk: np.ndarray) -> str:
         """Remember the new risks; accounts that crossed the alert threshold, ";"-separated."""

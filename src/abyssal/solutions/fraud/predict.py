@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from abyssal.core.errors import DataError
 from abyssal.data.tables import write_table
@@ -42,16 +39,6 @@ class PredictReport:
         """Accounts whose risk crossed the threshold during the stream, in order of first alert."""
         ids = [a for cell in self.scores["alerts"] for a in cell.split(";") if a]
         return list(dict.fromkeys(ids))
-
-
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def history_graph(cfg: FraudConfig, history: str | Path | None = None) -> FraudGraph:
@@ -116,8 +103,7 @@ def predict_transactions(
     )
     rows = new.to_dict("records")
     scorer.check_transactions(rows, path=name)
-    with _single_thread():  # small per-transaction ops: threads cost more than they give
-        scores = pd.DataFrame([vars(scorer.score_transaction(r)) for r in rows])
+    scores = pd.DataFrame([vars(scorer.score_transaction(r)) for r in rows])
     # the transaction head's own threshold when it was trained on labelled transactions
     scores["flagged"] = scores["risk"] >= float(metrics.get("txn_threshold", threshold))
     min_risk = cfg.rings.min_risk if cfg.rings.min_risk is not None else threshold
