@@ -28,7 +28,7 @@ ARGS = [
 
 
 def _cli(home: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "ABYSSAL_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "ABYSSAL_HOME": str(home)}  # default threads: resume is still exact
     return subprocess.Popen(
         [sys.executable, "-m", "abyssal", *args],
         env=env,

@@ -418,3 +418,14 @@ def test_cuda_mixed_precision_resume_matches(precision):
     assert next(resumed.model.parameters()).device.type == "cuda"
     assert _same_weights(resumed.model, straight.model)
     assert _no_time(resumed.history) == _no_time(straight.history)
+
+
+def test_deterministic_kernels_are_on_during_fit_and_restored_after() -> None:
+    from abyssal.core.devices import deterministic_kernels
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_kernels(True):
+        assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_kernels(False):
+        assert not torch.are_deterministic_algorithms_enabled()

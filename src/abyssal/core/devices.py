@@ -9,8 +9,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -126,3 +129,22 @@ def _check_cuda(device: torch.device) -> None:
         raise AbyssalError(
             f"device '{device}' does not exist: this machine has {count} CUDA devices"
         )
+
+
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool = True) -> Iterator[None]:
+    """Use deterministic kernels inside the block (restoring the previous setting after).
+
+    Multi-threaded CPU scatter reductions, as graph layers use, otherwise sum in an order that
+    varies from run to run. On CUDA, cuBLAS also needs ``CUBLAS_WORKSPACE_CONFIG``, set here when
+    absent. Operations without a deterministic kernel warn instead of failing.
+    """
+    before = torch.are_deterministic_algorithms_enabled()
+    before_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=before_warn)

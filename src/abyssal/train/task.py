@@ -62,6 +62,11 @@ class TrainConfig:
     checkpoint_every: int = field(1, help="write a checkpoint every N epochs")
     progress: bool = field(True, help="show a progress bar with ETA and live metrics")
     strategy: Literal["local"] = field("local", help="local: one process, CPU or one CUDA device")
+    deterministic: bool = field(
+        True,
+        help="deterministic kernels (torch.use_deterministic_algorithms), so that a run repeats "
+        "and resumes bit for bit on the same machine, also with several threads",
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "grad_accum_steps", "checkpoint_every"):

@@ -26,7 +26,12 @@ from torch import nn
 from torch.nn.utils import clip_grad_norm_
 from tqdm.auto import tqdm
 
-from abyssal.core.devices import autocast_dtype, derive_seed, seed_everything
+from abyssal.core.devices import (
+    autocast_dtype,
+    derive_seed,
+    deterministic_kernels,
+    seed_everything,
+)
 from abyssal.core.errors import AbyssalError, ConfigError
 from abyssal.core.runs import Run
 from abyssal.train.checkpoint import (
@@ -131,7 +136,8 @@ class Trainer:
                 has checkpoints. The run is marked ``failed`` (``interrupted`` on Ctrl-C).
         """
         try:
-            return self._fit(resume)
+            with deterministic_kernels(self.cfg.deterministic):
+                return self._fit(resume)
         except KeyboardInterrupt:
             self._mark_stopped("interrupted", "interrupted by the user (KeyboardInterrupt)")
             raise
