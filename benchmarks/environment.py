@@ -63,3 +63,13 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
+
+
+def provenance(result: dict) -> str:
+    """One markdown line: when, where, with which versions and command a result was measured."""
+    env, v = result["environment"], result["environment"]["versions"]
+    return (
+        f"Measured {env['date']} on {env['machine']['cpu']} ({env['machine']['cores']} cores), "
+        f"torch {v['torch']}, torch_geometric {v['torch_geometric']}, scikit-learn "
+        f"{v['scikit-learn']}, abyssal commit {env['git_commit']}. Command: `{result['command']}`"
+    )

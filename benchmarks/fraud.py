@@ -29,7 +29,7 @@ from abyssal.solutions.fraud.graph import graph_from_edges
 from abyssal.solutions.fraud.live import LiveScorer
 from abyssal.solutions.loading import load_model
 from abyssal.train.api import train
-from environment import environment
+from environment import environment, provenance
 
 METRICS = ("auroc", "auprc", "macro_f1", "recall_at_k")
 MODELS = {
@@ -105,14 +105,10 @@ def latency(data: str, ref: str, home: str, new_frac: float, threads: int) -> di
 
 
 def markdown(result: dict) -> str:
-    env = result["environment"]
     lines = [
         "# Fraud benchmark: Bitcoin-OTC",
         "",
-        f"Measured {env['date']} on {env['machine']['cpu']} ({env['machine']['cores']} cores), "
-        f"torch {env['versions']['torch']}, torch_geometric {env['versions']['torch_geometric']}, "
-        f"scikit-learn {env['versions']['scikit-learn']}, abyssal commit {env['git_commit']}.",
-        f"Command: `{result['command']}`",
+        provenance(result),
         "",
         f"Test-split detection metrics, mean ± std over TGBase splits {result['splits']} "
         "(Recall@K: K = frauds in the test split).",

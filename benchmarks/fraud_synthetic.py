@@ -31,7 +31,7 @@ from abyssal.solutions.fraud.predict import history_graph
 from abyssal.solutions.fraud.synthetic import generate_transactions, split_stream
 from abyssal.solutions.loading import load_model
 from abyssal.train.api import train
-from environment import environment
+from environment import environment, provenance
 from fraud import METRICS, MODELS, RESULTS
 
 CONFIG = Path(__file__).parents[1] / "configs" / "fraud" / "quickstart.yaml"
@@ -75,13 +75,10 @@ def run_seed(seed: int, epochs: int, work: Path) -> dict:
 
 
 def markdown(result: dict) -> str:
-    env = result["environment"]
     lines = [
         "# Fraud benchmark: synthetic transactions",
         "",
-        f"Measured {env['date']} on {env['machine']['cpu']} ({env['machine']['cores']} cores), "
-        f"torch {env['versions']['torch']}, torch_geometric {env['versions']['torch_geometric']}, "
-        f"abyssal commit {env['git_commit']}. Command: `{result['command']}`",
+        provenance(result),
         "",
         "SYNTHETIC data from `abyssal.solutions.fraud.synthetic` (defaults: 2,000 users, "
         "12 planted rings, 60 days); one random split of labelled accounts per seed, so each "
