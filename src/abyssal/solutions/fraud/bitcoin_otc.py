@@ -32,7 +32,7 @@ import pandas as pd
 from abyssal.core.atomic import write_bytes_atomic
 from abyssal.core.errors import DataError
 from abyssal.data.tables import ColumnSpec, check_unique, first_row, read_table, validate_columns
-from abyssal.solutions.fraud.schema import EdgeListData
+from abyssal.solutions.fraud.schema import EdgeListData, check_known_nodes
 
 PathLike = str | os.PathLike[str]
 
@@ -218,13 +218,7 @@ def _read_ground_truth(path: Path, nodes: pd.Index) -> pd.DataFrame:
             row=row,
             column="label",
         )
-    check_unique(truth, "node", path)
-    row = first_row(~truth["node"].isin(nodes).to_numpy())
-    if row is not None:
-        node = truth["node"].iloc[row - 1]
-        raise DataError(
-            f"node '{node}' is in no edge of the network", path=path, row=row, column="node"
-        )
+    check_known_nodes(truth, nodes, path, network="network")
     labels = (truth["rev2"] == -1).astype("int8")
     return pd.DataFrame({"node": truth["node"], "label": labels})
 

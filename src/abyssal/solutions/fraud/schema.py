@@ -191,10 +191,10 @@ def read_edge_list(
     known = data.nodes()
     if labels_path is not None:
         data.labels = validate_columns(read_table(labels_path), LABEL_COLUMNS, labels_path)
-        _check_nodes(data.labels, known, labels_path)
+        check_known_nodes(data.labels, known, labels_path)
     if features_path is not None:
         data.features = _read_features(features_path)
-        _check_nodes(data.features, known, features_path)
+        check_known_nodes(data.features, known, features_path)
     return data
 
 
@@ -210,13 +210,16 @@ def _read_features(path: PathLike) -> pd.DataFrame:
     return validate_columns(raw, specs, path)
 
 
-def _check_nodes(frame: pd.DataFrame, known: pd.Index, path: PathLike) -> None:
+def check_known_nodes(
+    frame: pd.DataFrame, known: pd.Index, path: PathLike, network: str = "graph"
+) -> None:
+    """Each ``node`` of ``frame`` is unique and in some edge; else a DataError naming its row."""
     check_unique(frame, "node", path)
     row = first_row(~frame["node"].isin(known).to_numpy())
     if row is not None:
         node = frame["node"].iloc[row - 1]
         raise DataError(
-            f"node '{node}' is in no edge of the graph", path=path, row=row, column="node"
+            f"node '{node}' is in no edge of the {network}", path=path, row=row, column="node"
         )
 
 
