@@ -18,6 +18,7 @@ import torch
 
 import abyssal
 from abyssal.core.store import ModelStore
+from tests.unit.legacy_store_v1 import V1Store
 
 WORKERS = 4
 VERSIONS_PER_WORKER = 10
@@ -69,6 +70,22 @@ REGISTER_THEN_CRASH = textwrap.dedent(
 )
 
 
+# Opens the store (migrating it if needed) once every process is ready, and lists its versions.
+OPEN_TOGETHER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from abyssal.core.store import ModelStore
+
+    root, worker, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    Path(f"{go}.ready{worker}").touch()
+    while not go.exists():
+        time.sleep(0.001)
+    print(" ".join(mv.ref for mv in ModelStore(root).list_versions()), flush=True)
+    """
+)
+
+
 def _child_env(**extra: str) -> dict[str, str]:
     src = str(Path(abyssal.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
@@ -85,15 +102,20 @@ def _spawn(script: str, *args: object, **env: str) -> subprocess.Popen:
     )
 
 
+def _start_together(go: Path, count: int) -> None:
+    """Wait until ``count`` children said they are ready, then let them all go."""
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    while len(list(go.parent.glob(f"{go.name}.ready*"))) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()
+
+
 def test_processes_registering_at_once_get_distinct_consecutive_versions(tmp_path: Path) -> None:
     root, go = tmp_path / "store", tmp_path / "go"  # the store does not exist yet: schema races too
     children = [
         _spawn(REGISTER_MANY, root, worker, VERSIONS_PER_WORKER, go) for worker in range(WORKERS)
     ]
-    deadline = time.monotonic() + CHILD_TIMEOUT_S
-    while len(list(tmp_path.glob("go.ready*"))) < WORKERS and time.monotonic() < deadline:
-        time.sleep(0.01)
-    go.touch()
+    _start_together(go, WORKERS)
     reported = []
     for child in children:
         out, err = child.communicate(timeout=CHILD_TIMEOUT_S)
@@ -123,8 +145,25 @@ def test_crash_mid_register_leaves_no_half_written_version(tmp_path: Path, crash
     assert [mv.ref for mv in store.list_versions()] == ["m:1"]
     blobs = sorted((tmp_path / "blobs").rglob("*.safetensors"))
     assert len(blobs) == 2  # the crashed version's weights were written, but nothing points at them
-    assert store.gc() == 1
+    assert store.gc().removed == 1
     mv = store.register("m", {"w": torch.full((3,), 2.0)}, solution="test", config={}, metrics={})
     assert mv.ref == "m:2"
     assert torch.equal(store.load_weights("m:2")["w"], torch.full((3,), 2.0))
     assert torch.equal(store.load_weights("m:1")["w"], torch.zeros(3))
+
+
+def test_processes_opening_an_old_store_at_once_migrate_it_once(tmp_path: Path) -> None:
+    root, go = tmp_path / "old", tmp_path / "go"
+    v1 = V1Store(root)
+    for i in range(3):
+        v1.register("m", {"w": torch.full((2,), float(i))}, f"2026-01-0{i + 1}T00:00:00+00:00")
+    v1.close()
+    children = [_spawn(OPEN_TOGETHER, root, worker, go) for worker in range(WORKERS)]
+    _start_together(go, WORKERS)
+    for child in children:
+        out, err = child.communicate(timeout=CHILD_TIMEOUT_S)
+        assert child.returncode == 0, err  # a second migration would fail: duplicate column
+        assert out.split() == ["m:1", "m:2", "m:3"]
+    store = ModelStore(root)
+    assert [len(mv.artifacts) for mv in store.list_versions()] == [1, 1, 1]
+    assert torch.equal(store.load_weights("m:3")["w"], torch.full((2,), 2.0))

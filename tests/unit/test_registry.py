@@ -111,18 +111,83 @@ def test_lazy_target_without_colon_is_an_error():
     assert "bad" not in reg
 
 
-def test_lazy_target_missing_module_raises_import_error():
+def test_lazy_target_missing_module_names_the_module_and_stays_listed():
     reg: Registry[type] = Registry("model")
     reg.add_lazy("ghost", "abyssal_no_such_module_xyz:Thing")
-    with pytest.raises(ModuleNotFoundError, match="abyssal_no_such_module_xyz"):
-        reg.get("ghost")
+    for _ in range(2):  # a second get retries and fails the same way: the entry did not vanish
+        with pytest.raises(MissingDependencyError) as info:
+            reg.get("ghost")
+        assert str(info.value).startswith(
+            "model 'ghost' needs a library that is not installed: "
+            "install the module 'abyssal_no_such_module_xyz' ("
+        )
+        assert isinstance(info.value, ImportError)
+        assert isinstance(info.value.__cause__, ModuleNotFoundError)
+    assert reg.names() == ["ghost"] and "ghost" in reg
 
 
-def test_lazy_target_missing_attribute_raises_attribute_error():
+def test_lazy_import_error_names_the_extra_to_install(monkeypatch):
+    reg: Registry[type] = Registry("solution")
+    reg.add_lazy("fraud", f"{MODULE}:Fraud", extra="fraud", summary="graph fraud")
+
+    def missing_dependency(name: str):
+        raise ModuleNotFoundError("No module named 'torch_geometric'", name="torch_geometric")
+
+    monkeypatch.setattr("importlib.import_module", missing_dependency)
+    with pytest.raises(MissingDependencyError) as info:
+        reg.get("fraud")
+    assert str(info.value) == (
+        "solution 'fraud' needs a library that is not installed: pip install 'abyssal[fraud]' "
+        "(No module named 'torch_geometric')"
+    )
+    assert "fraud" in reg and reg.summary("fraud") == "graph fraud"
+
+
+def test_lazy_entry_loads_once_its_dependency_appears(monkeypatch):
+    reg: Registry[type] = Registry("model")
+    reg.add_lazy("later", f"{MODULE}:Thing", extra="extra")
+    installed: list[bool] = []
+
+    class Fake:
+        Thing = object()
+
+    def import_module(name: str):
+        if not installed:
+            raise ImportError("not yet", name=name)
+        return Fake
+
+    monkeypatch.setattr("importlib.import_module", import_module)
+    with pytest.raises(MissingDependencyError, match=r"abyssal\[extra\]"):
+        reg.get("later")
+    installed.append(True)
+    assert reg.get("later") is Fake.Thing
+
+
+def test_summaries_are_listed_without_importing(monkeypatch):
+    reg: Registry[type] = Registry("solution")
+
+    def no_imports(name: str):
+        raise AssertionError(f"imported {name}")
+
+    monkeypatch.setattr("importlib.import_module", no_imports)
+    reg.add_lazy("fraud", f"{MODULE}:Fraud", summary="graph fraud detection")
+    reg.add_lazy("bare", f"{MODULE}:Bare")
+    reg.add("eager", dict, summary="an eager one")
+    assert [(n, reg.summary(n)) for n in reg] == [
+        ("bare", ""),
+        ("eager", "an eager one"),
+        ("fraud", "graph fraud detection"),
+    ]
+    with pytest.raises(RegistryError, match=r"unknown solution 'nope'; choose one of: bare, eager"):
+        reg.summary("nope")
+
+
+def test_lazy_target_missing_attribute_is_a_registry_error_naming_it():
     reg: Registry[type] = Registry("model")
     reg.add_lazy("ghost", "collections:NoSuchThing")
-    with pytest.raises(AttributeError, match="NoSuchThing"):
+    with pytest.raises(RegistryError, match="module 'collections' has no attribute 'NoSuchThing'"):
         reg.get("ghost")
+    assert "ghost" in reg
 
 
 # --- optional imports -----------------------------------------------------------------------------

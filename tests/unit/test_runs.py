@@ -138,3 +138,58 @@ def test_list_runs_skips_damaged_folders(home):
     (home / "runs" / "bad").mkdir()
     (home / "runs" / "bad" / "run.json").write_text("{not json")
     assert [r.id for r in list_runs()] == [run.id]
+
+
+def test_log_metrics_appends_without_rewriting_the_file(home):
+    run = Run.create("train", "fraud", None)
+    run.log_metrics({"step": 1, "loss": 0.5})
+    before = (run.path / "metrics.jsonl").stat().st_ino
+    run.log_metrics({"step": 2, "loss": 0.25})
+    # an atomic rewrite would have replaced the file (new inode); an append keeps it
+    assert (run.path / "metrics.jsonl").stat().st_ino == before
+    assert (run.path / "metrics.jsonl").read_text() == (
+        '{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.25}\n'
+    )
+
+
+def test_torn_last_metrics_line_is_ignored_then_dropped_on_the_next_append(home):
+    run = Run.create("train", "fraud", None)
+    run.log_metrics({"step": 1})
+    with (run.path / "metrics.jsonl").open("a") as fh:
+        fh.write('{"step": 2, "lo')  # a process killed mid-write
+    assert run.metrics_history() == [{"step": 1}]
+    run.log_metrics({"step": 2})
+    assert (run.path / "metrics.jsonl").read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+def test_complete_last_line_without_newline_is_kept(home):
+    run = Run.create("train", "fraud", None)
+    (run.path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}')
+    assert run.metrics_history() == [{"step": 1}, {"step": 2}]
+    run.log_metrics({"step": 3})
+    assert [r["step"] for r in run.metrics_history()] == [1, 2, 3]
+
+
+def test_damaged_line_before_the_last_still_fails(home):
+    run = Run.create("train", "fraud", None)
+    (run.path / "metrics.jsonl").write_text('{"step": 1}\n{oops\n{"step": 3')
+    with pytest.raises(AbyssalError, match="line 2: not valid JSON"):
+        run.metrics_history()
+
+
+def test_truncate_metrics_after_step_keeps_rows_without_a_step(home):
+    run = Run.create("train", "fraud", None)
+    for row in [{"step": 10}, {"note": "eval"}, {"step": 20}, {"step": 30, "epoch": 1}]:
+        run.log_metrics(row)
+    run.truncate_metrics_after_step(20)
+    assert run.metrics_history() == [{"step": 10}, {"note": "eval"}, {"step": 20}]
+    run.truncate_metrics_after_step(0)
+    assert run.metrics_history() == [{"note": "eval"}]
+
+
+def test_runs_and_store_share_one_home(home):
+    from abyssal.core import home as home_module
+    from abyssal.core.store import ModelStore
+
+    assert abyssal_home is home_module.abyssal_home
+    assert ModelStore().root == home == abyssal_home()

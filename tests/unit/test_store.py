@@ -17,7 +17,7 @@ import abyssal
 from abyssal.core import lineage as lineage_module
 from abyssal.core.errors import StoreError
 from abyssal.core.lineage import code_lineage
-from abyssal.core.store import ModelStore, ModelVersion
+from abyssal.core.store import SCHEMA_VERSION, ModelStore, ModelVersion
 
 
 def _weights(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -81,7 +81,7 @@ def test_layout_is_sqlite_in_wal_mode_plus_content_addressed_blobs(store: ModelS
     conn = sqlite3.connect(store.root / "store.db")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     finally:
         conn.close()
 
@@ -218,7 +218,8 @@ def test_bad_metadata_is_refused_and_writes_nothing(
     ("state_dict", "message"),
     [
         ({}, "non-empty dict"),
-        ({"w": [1.0, 2.0]}, r"state_dict\['w'\] is a list, not a tensor"),
+        ({"w": {1.0, 2.0}}, r"state_dict\['w'\] has type set; storable values are tensors"),
+        ({"w": (torch.ones(1), object())}, r"state_dict\['w'\]\[1\] has type object"),
         ({1: torch.ones(1)}, "key 1 is not a string"),
         ({"w": torch.ones(2).to_sparse()}, r"state_dict\['w'\] must be a dense tensor"),
     ],
@@ -291,6 +292,8 @@ def test_compare_reports_metric_deltas_config_changes_and_weights(store: ModelSt
 def test_corrupted_blob_is_detected(store: ModelStore) -> None:
     mv = _register(store)
     blob = next(iter(_files(store.root / "blobs")))
+    assert blob.stat().st_mode & 0o777 == 0o444  # blobs are read-only
+    blob.chmod(0o644)
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF
     blob.write_bytes(bytes(data))
@@ -312,10 +315,10 @@ def test_gc_removes_orphans_and_stale_temp_files_only(store: ModelStore) -> None
     fresh.write_bytes(b"in flight")
     old = time.time() - 2 * 3600
     os.utime(stale, (old, old))
-    assert store.gc() == 2
+    assert store.gc().removed == 2
     assert not orphan.exists() and not stale.exists() and fresh.exists()
     assert torch.equal(store.load_weights(mv)["w"], _weights()["w"])
-    assert store.gc() == 0
+    assert store.gc().removed == 0
 
 
 def test_register_rewrites_a_blob_removed_between_write_and_commit(
@@ -323,9 +326,9 @@ def test_register_rewrites_a_blob_removed_between_write_and_commit(
 ) -> None:
     original = ModelStore._commit_version
 
-    def gc_then_commit(self: ModelStore, record: dict, data: bytes) -> int:
-        assert self.gc() == 1  # a concurrent gc sees the not-yet-referenced file
-        return original(self, record, data)
+    def gc_then_commit(self: ModelStore, record: dict, written: list) -> int:
+        assert self.gc().removed == 1  # a concurrent gc sees the not-yet-referenced file
+        return original(self, record, written)
 
     monkeypatch.setattr(ModelStore, "_commit_version", gc_then_commit)
     mv = _register(store)

@@ -1,18 +1,65 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
-Everything abyssal writes (configs, run records, checkpoints, weights, tables) goes through a
-temporary file in the destination folder that is renamed over the destination (``os.replace``)
-only once it is complete; on any error the temporary file is removed.
+Everything abyssal writes (configs, run records, checkpoints, model store blobs, tables) goes
+through a temporary file in the destination folder that is renamed over the destination
+(``os.replace``) only once it is complete and fsync'ed; on any error the temporary file is removed.
+
+Temporary files are named ``.<label>.pid<pid>.<random>.tmp``: whoever cleans up after a crash
+(:meth:`abyssal.core.store.ModelStore.gc`, a checkpoint writer) can tell a live writer's file from a
+dead one's with :func:`temp_writer_pid` and :func:`pid_alive`. Appends that must not rewrite a file
+(log lines, metric rows) use :func:`append_atomic`: one ``O_APPEND`` write that lands whole.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+TEMP_NAME_RE = re.compile(r"^\..*\.pid(\d+)\.[^.]+\.tmp$")
+"""Matches the names of :func:`pid_temp_file`; group 1 is the writer's process id."""
+
+
+@contextmanager
+def pid_temp_file(folder: str | os.PathLike[str], label: str = "") -> Iterator[Path]:
+    """A new, empty temporary file in ``folder``, named after ``label`` and this process's id.
+
+    The file is removed when the block ends, unless the block moved it away (e.g. with
+    :func:`move_into_place`).
+
+    Args:
+        folder: where to create it (created if missing); use the destination's folder (or one on
+            the same file system) so that the final rename is atomic.
+        label: a readable part of the name, e.g. the destination's file name.
+
+    Example:
+        >>> with pid_temp_file(blob_dir, "blob") as tmp:  # doctest: +SKIP
+        ...     tmp.write_bytes(b"data")
+        ...     move_into_place(tmp, blob_dir / "ab" / "ab12.bin")
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{label}.pid{os.getpid()}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def move_into_place(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Rename a complete, fsync'ed temporary file onto ``path`` and make the rename durable."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
 
 
 @contextmanager
@@ -24,31 +71,119 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         ...     frame.to_csv(tmp, index=False)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with pid_temp_file(path.parent, path.name) as tmp:
         yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+        move_into_place(tmp, path)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically and durably (file and folder fsync'ed)."""
+def write_stream_atomic(path: str | os.PathLike[str], chunks: Iterable[bytes]) -> Path:
+    """Write ``chunks`` one after another to ``path`` atomically and durably.
+
+    Only one chunk is held at a time, so a large file costs no more memory than its largest chunk.
+
+    Args:
+        path: the destination.
+        chunks: the content, in order.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> write_stream_atomic("big.bin", iter(lambda: src.read(1 << 20), b""))  # doctest: +SKIP
+        PosixPath('big.bin')
+    """
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        fh.write(data)
+        for chunk in chunks:
+            fh.write(chunk)
         fh.flush()
         os.fsync(fh.fileno())
     return Path(path)
 
 
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and durably (file and folder fsync'ed)."""
+    return write_stream_atomic(path, (data,))
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically and durably."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def link_or_copy_atomic(src: str | os.PathLike[str], path: str | os.PathLike[str]) -> str:
+    """Place ``src``'s content at ``path`` atomically: a hard link where possible, else a copy.
+
+    Args:
+        src: an existing file.
+        path: the destination; an existing file there is replaced.
+
+    Returns:
+        ``"link"`` or ``"copy"``: what was done.
+
+    Example:
+        >>> link_or_copy_atomic("blobs/ab/ab12.bin", "out/model.bin")  # doctest: +SKIP
+        'link'
+    """
+    path = Path(path)
+    with pid_temp_file(path.parent, path.name) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+            how = "link"
+        except OSError:  # another file system, or links not supported
+            shutil.copyfile(src, tmp)
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+            how = "copy"
+        move_into_place(tmp, path)
+    return how
+
+
+def append_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Append ``data`` to ``path`` (created if missing) with one ``O_APPEND`` write.
+
+    The write lands whole at the end of the file, also when other processes append at once; a
+    process killed mid-call leaves at most a torn last line, never a rewritten file.
+
+    Example:
+        >>> append_atomic("log.txt", b"one line\\n")  # doctest: +SKIP
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def temp_writer_pid(path: str | os.PathLike[str]) -> int | None:
+    """The process id in a :func:`pid_temp_file` name, or ``None`` for any other name.
+
+    Example:
+        >>> temp_writer_pid(".model.safetensors.pid4242.k3j9x_ab.tmp")
+        4242
+    """
+    found = TEMP_NAME_RE.match(Path(path).name)
+    return None if found is None else int(found.group(1))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` exists on this machine (it may belong to another user).
+
+    Example:
+        >>> pid_alive(os.getpid())
+        True
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, but belongs to someone else
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def fsync_dir(folder: Path) -> None:

@@ -4,13 +4,14 @@ A run lives in ``$ABYSSAL_HOME/runs/<run_id>/`` (``ABYSSAL_HOME`` defaults to ``
 
     run.json        id, kind, solution, status, timestamps, produced model versions, final metrics
     config.yaml     the resolved config
-    metrics.jsonl   one JSON object per logged row (per epoch for training)
+    metrics.jsonl   one JSON object per logged row (per evaluation or step for training)
     log.txt         human-readable log lines, each prefixed with a UTC timestamp
     checkpoints/    whatever the producer needs to resume (see ``abyssal.train.checkpoint``)
 
 Records are written atomically (temporary file + ``os.replace``), so a killed process leaves either
-the old or the new file, never half of one. ``log.txt`` is the exception: each line is appended with
-one ``O_APPEND`` write, which lands whole, without rewriting the file.
+the old or the new file, never half of one. ``log.txt`` and ``metrics.jsonl`` are the exceptions:
+each line is appended with one ``O_APPEND`` write, which lands whole, without rewriting the file;
+a torn last metrics line (a kill mid-write) is ignored when reading.
 
 Example:
     >>> run = Run.create("train", "fraud", {"epochs": 3}, root=tmp)  # doctest: +SKIP
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import secrets
 from datetime import UTC, datetime
@@ -32,29 +32,15 @@ from typing import Any
 
 import yaml
 
-from abyssal.core.atomic import write_text_atomic
+from abyssal.core.atomic import append_atomic, write_text_atomic
+from abyssal.core.clock import utc_now
 from abyssal.core.config import save_config
 from abyssal.core.errors import AbyssalError
+from abyssal.core.home import abyssal_home
+
+__all__ = ["RUN_STATUSES", "Run", "abyssal_home", "list_runs", "new_run_id", "runs_dir"]
 
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
-
-
-def abyssal_home(root: str | Path | None = None) -> Path:
-    """The abyssal home folder: ``root`` if given, else ``$ABYSSAL_HOME``, else ``~/.abyssal``.
-
-    Args:
-        root: an explicit home folder, overriding the environment.
-
-    Returns:
-        The folder (not created).
-
-    Example:
-        >>> abyssal_home("/tmp/x")
-        PosixPath('/tmp/x')
-    """
-    if root is not None:
-        return Path(root).expanduser()
-    return Path(os.environ.get("ABYSSAL_HOME") or "~/.abyssal").expanduser()
 
 
 def runs_dir(root: str | Path | None = None) -> Path:
@@ -116,7 +102,7 @@ class Run:
         """
         path = _make_run_folder(runs_dir(root), solution)
         (path / "checkpoints").mkdir()
-        now = _now()
+        now = utc_now()
         info = {
             "id": path.name,
             "kind": kind,
@@ -236,28 +222,41 @@ class Run:
             self._write_info()
 
     def log_metrics(self, row: dict[str, Any]) -> None:
-        """Append one row (a JSON object) to ``metrics.jsonl``, atomically.
+        """Append one row (a JSON object) to ``metrics.jsonl`` with one ``O_APPEND`` write.
+
+        The file is never rewritten here, so logging a row per step costs the same at step
+        100,000 as at step 1. A torn last line left by a killed process is dropped first.
 
         Args:
             row: JSON-serialisable values, e.g. ``{"epoch": 3, "step": 120, "train_loss": 0.4}``.
         """
-        path = self.path / "metrics.jsonl"
-        old = path.read_text() if path.exists() else ""
-        write_text_atomic(path, old + json.dumps(row) + "\n")
+        data = (json.dumps(row) + "\n").encode()
+        if _ends_torn(self.metrics_path):
+            self._rewrite_metrics(self.metrics_history())
+        append_atomic(self.metrics_path, data)
 
     def metrics_history(self) -> list[dict[str, Any]]:
         """All rows of ``metrics.jsonl``, in order.
 
+        A last line without a newline that is not valid JSON is a row a killed process was
+        writing; it is left out.
+
         Raises:
-            AbyssalError: a line that is not a JSON object (the message names the line).
+            AbyssalError: any other line that is not a JSON object (the message names the line).
         """
-        path = self.path / "metrics.jsonl"
+        path = self.metrics_path
         if not path.exists():
             return []
+        text = path.read_text()
+        lines = text.splitlines()
+        torn = bool(text) and not text.endswith("\n")
         rows = []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip():
-                rows.append(_parse_row(line, path, number))
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            if torn and number == len(lines) and not _is_json_object(line):
+                break
+            rows.append(_parse_row(line, path, number))
         return rows
 
     def truncate_metrics(self, last_epoch: int) -> None:
@@ -267,20 +266,36 @@ class Run:
             last_epoch: the last epoch to keep; ``-1`` drops every row that has an epoch.
         """
         rows = [r for r in self.metrics_history() if r.get("epoch", -1) <= last_epoch]
-        text = "".join(json.dumps(r) + "\n" for r in rows)
-        write_text_atomic(self.path / "metrics.jsonl", text)
+        self._rewrite_metrics(rows)
+
+    def truncate_metrics_after_step(self, step: int) -> None:
+        """Drop rows whose ``step`` is after ``step`` (resuming from a mid-epoch checkpoint).
+
+        Rows without a ``step`` are kept.
+
+        Args:
+            step: the last step to keep.
+
+        Example:
+            >>> run.truncate_metrics_after_step(120)  # doctest: +SKIP
+        """
+        rows = [r for r in self.metrics_history() if r.get("step", step) <= step]
+        self._rewrite_metrics(rows)
+
+    @property
+    def metrics_path(self) -> Path:
+        """The run's ``metrics.jsonl``."""
+        return self.path / "metrics.jsonl"
+
+    def _rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
+        write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def log(self, line: str) -> None:
         """Append a line to ``log.txt``, prefixed with the UTC time."""
-        data = f"{_now()} {line.rstrip()}\n".encode()
-        fd = os.open(self.path / "log.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        append_atomic(self.path / "log.txt", f"{utc_now()} {line.rstrip()}\n".encode())
 
     def _write_info(self) -> None:
-        self._info["updated"] = _now()
+        self._info["updated"] = utc_now()
         write_text_atomic(self.path / "run.json", json.dumps(self._info, indent=2) + "\n")
 
     def __repr__(self) -> str:
@@ -346,5 +361,21 @@ def _parse_row(line: str, path: Path, number: int) -> dict[str, Any]:
     return row
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _ends_torn(path: Path) -> bool:
+    """Whether ``path`` exists, is not empty, and does not end with a newline."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, 2)
+            return fh.read(1) != b"\n"
+    except FileNotFoundError:
+        return False

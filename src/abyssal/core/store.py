@@ -1,24 +1,25 @@
-"""The model store: immutable model versions in SQLite plus content-addressed safetensors files.
+"""The model store: immutable model versions in SQLite plus content-addressed artifact files.
 
 Layout under the root (``$ABYSSAL_HOME``, default ``~/.abyssal``)::
 
-    store.db                                   SQLite (WAL): versions, aliases, alias history
-    blobs/<sha[:2]>/<sha256>.safetensors       weights, named by the SHA-256 of the file
+    store.db                               SQLite (WAL): versions, artifacts, aliases, history
+    blobs/<sha[:2]>/<sha256>.<format>      artifact files, named by the SHA-256 of their content
 
-A version is written in two steps: the weights file first (atomically: temporary file, fsync,
-``os.replace``), then the row, in one ``BEGIN IMMEDIATE`` transaction that also allocates the
-version number. A crash between the steps leaves at most an unreferenced file, which
-:meth:`ModelStore.gc` removes; never a half-registered version. Every public method opens its own
-short-lived connection, so several threads or processes may use one store at once. Loading never
-unpickles.
+A version holds typed artifacts (:mod:`abyssal.core.artifacts`): its weights, an adapter over a
+``base`` version, ONNX, quantized weights, a tokenizer, ... It is written in two steps: the files
+first (streamed to a temporary file, hashed, fsync'ed, renamed to their address), then the version
+row and its artifact rows in one ``BEGIN IMMEDIATE`` transaction that also allocates the version
+number. A crash between the steps leaves at most unreferenced files, which :meth:`ModelStore.gc`
+removes; never a half-registered version. Every public method opens its own short-lived
+connection, so several threads or processes may use one store at once. Loading never unpickles.
 
 Example:
     >>> import torch
     >>> store = ModelStore(tmp_path)
     >>> mv = store.register("fraud-gnn", {"w": torch.ones(2)}, solution="fraud", config={},
     ...                     metrics={"auc": 0.91})
-    >>> mv.ref
-    'fraud-gnn:1'
+    >>> mv.ref, mv.artifacts[0].name
+    ('fraud-gnn:1', 'model.safetensors')
     >>> store.set_alias("fraud-gnn", "production", 1)
     >>> store.load_weights("fraud-gnn:production")["w"]
     tensor([1., 1.])
@@ -26,71 +27,62 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import getpass
-import hashlib
-import os
-import socket
 import sqlite3
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from abyssal.core.atomic import write_bytes_atomic
+from abyssal.core import store_sql as sql
+from abyssal.core.artifacts import (
+    WEIGHTS_NAME,
+    ArtifactRecord,
+    ArtifactSource,
+    ExternalBase,
+    check_artifact_set,
+)
+from abyssal.core.atomic import link_or_copy_atomic
+from abyssal.core.blobs import STALE_TEMP_S, BlobFolder, GcItem, GcReport
+from abyssal.core.clock import utc_now
 from abyssal.core.errors import StoreError
+from abyssal.core.home import abyssal_home
 from abyssal.core.lineage import version_lineage
+from abyssal.core.store_schema import SCHEMA_VERSION, prepare_schema
 from abyssal.core.versions import (
-    LATEST,
     AliasMove,
     ModelVersion,
     check_alias,
     check_metrics,
     check_name,
     config_changes,
-    contiguous_cpu,
+    encode_base,
     metric_deltas,
     parse_ref,
-    serialise,
     to_json,
-    version_from_row,
 )
 
 if TYPE_CHECKING:
     import torch
 
-SCHEMA_VERSION = 1
-"""Stored in ``PRAGMA user_version``; a store written by a newer abyssal is refused."""
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "MAX_CHAIN",
+    "SCHEMA_VERSION",
+    "STALE_TEMP_S",
+    "ArtifactRecord",
+    "ArtifactSource",
+    "ExternalBase",
+    "GcItem",
+    "GcReport",
+    "ModelStore",
+    "ModelVersion",
+]
 
 BUSY_TIMEOUT_S = 30.0
 """How long a connection waits for another process's write lock before giving up."""
 
-STALE_TEMP_S = 3600.0
-"""Temporary weight files older than this were left by a crash; ``gc()`` removes them."""
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS versions (name TEXT NOT NULL, version INTEGER NOT NULL,
-        solution TEXT NOT NULL, created_at TEXT NOT NULL, weights_sha256 TEXT NOT NULL,
-        config TEXT NOT NULL, metrics TEXT NOT NULL, lineage TEXT NOT NULL, run_id TEXT,
-        PRIMARY KEY (name, version))""",
-    """CREATE TABLE IF NOT EXISTS aliases (name TEXT NOT NULL, alias TEXT NOT NULL,
-        version INTEGER NOT NULL, PRIMARY KEY (name, alias),
-        FOREIGN KEY (name, version) REFERENCES versions (name, version))""",
-    """CREATE TABLE IF NOT EXISTS alias_history (id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL, alias TEXT NOT NULL, old_version INTEGER, new_version INTEGER,
-        changed_at TEXT NOT NULL, changed_by TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS versions_by_sha ON versions (weights_sha256)",
-    """CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
-        BEGIN SELECT RAISE(ABORT, 'model versions are immutable'); END""",
-    """CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
-        BEGIN SELECT RAISE(ABORT, 'model versions are immutable'); END""",
-)
-
-_VERSION_COLUMNS = (
-    "name, version, solution, created_at, weights_sha256, config, metrics, lineage, run_id"
-)
+MAX_CHAIN = 32
+"""The most versions a chain of bases may hold (a version, its base, its base's base, ...)."""
 
 
 class ModelStore:
@@ -109,11 +101,10 @@ class ModelStore:
     """
 
     def __init__(self, root: str | Path | None = None) -> None:
-        if root is None:
-            root = os.environ.get("ABYSSAL_HOME") or "~/.abyssal"
-        self.root = Path(root).expanduser().absolute()
+        self.root = abyssal_home(root).absolute()
         self.db_path = self.root / "store.db"
         self.blob_dir = self.root / "blobs"
+        self.blobs = BlobFolder(self.blob_dir)
         self._schema_ready = False
 
     def __repr__(self) -> str:
@@ -122,22 +113,30 @@ class ModelStore:
     def register(
         self,
         name: str,
-        state_dict: dict[str, torch.Tensor],
+        state_dict: dict[str, Any] | None = None,
         *,
+        artifacts: Sequence[ArtifactSource] = (),
+        base: str | ExternalBase | None = None,
         solution: str,
         config: dict[str, Any],
         metrics: dict[str, Any],
         lineage: dict[str, Any] | None = None,
         run_id: str | None = None,
     ) -> ModelVersion:
-        """Save weights and metadata as the next version of ``name``.
+        """Store artifacts and metadata as the next version of ``name``.
 
-        Everything is validated before anything is written.
+        Everything is validated before anything is written; the files are written first, then
+        the version and its artifacts in one transaction.
 
         Args:
             name: model name, ``[A-Za-z0-9][A-Za-z0-9_.-]*``, at most 64 characters.
-            state_dict: parameter name -> tensor; each is copied to its own contiguous CPU memory,
-                so tied weights and views are fine.
+            state_dict: shorthand for ``ArtifactSource.tensors("model.safetensors", "weights",
+                state_dict)``; tied weights, views, quantized tensors, tuples, dtypes and scalars
+                are fine (see :func:`~abyssal.core.state_flatten.flatten_state`).
+            artifacts: further artifacts; names unique, at most one with role ``weights``.
+            base: what the version builds on: a ref to a stored version of the same solution
+                (pinned to ``"name:version"``), or an :class:`ExternalBase`. A version base also
+                becomes ``lineage["parent"]`` unless the caller gives one.
             solution: the solution that built the model.
             config: the resolved config; must be JSON-serialisable.
             metrics: metric name -> finite number (or bool, str, None).
@@ -149,31 +148,39 @@ class ModelStore:
             The new version.
 
         Raises:
-            StoreError: a bad name, state dict, metric, config or lineage, or an unknown parent.
+            StoreError: a bad name, artifact, state dict, metric, config, lineage or base; no
+                artifact and no base; an unknown parent or base.
 
         Example:
             >>> store.register("mlp", model.state_dict(), solution="fraud", config=cfg,
             ...                metrics={"auc": 0.93}, lineage={"parent": "mlp:production"}).ref
             'mlp:4'
+            >>> adapter = ArtifactSource.tensors("adapter_model.safetensors", "adapter", lora)
+            >>> store.register("mlp-lora", artifacts=[adapter], base="mlp:4", solution="fraud",
+            ...                config=cfg, metrics={}).base
+            'mlp:4'
         """
         check_name(name)
         if not isinstance(solution, str) or not solution:
             raise StoreError(f"solution must be a non-empty string, got {solution!r}")
-        tensors = contiguous_cpu(state_dict)
+        sources = _sources(state_dict, artifacts, base)
+        pinned = self._pinned_base(base, solution)
         record = {
             "name": name,
             "solution": solution,
             "config": to_json(config, "config"),
             "metrics": to_json(check_metrics(metrics), "metrics"),
-            "lineage": to_json(version_lineage(lineage, self._pinned_ref), "lineage"),
+            "lineage": to_json(self._lineage(lineage, pinned), "lineage"),
             "run_id": None if run_id is None else str(run_id),
+            "base": encode_base(pinned),
         }
-        data = serialise(tensors)
-        record["weights_sha256"] = hashlib.sha256(data).hexdigest()
-        self._write_blob(record["weights_sha256"], data)
-        record["created_at"] = _now()
-        record["version"] = self._commit_version(record, data)
-        return self.get(name, record["version"])
+        written = [(source, self.blobs.write(source)) for source in sources]
+        record["artifacts"] = [artifact for _, artifact in written]
+        weights = [a.sha256 for a in record["artifacts"] if a.role == "weights"]
+        record["weights_sha256"] = weights[0] if weights else ""
+        record["created_at"] = utc_now()
+        version = self._commit_version(record, written)
+        return self.get(name, version)
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Point ``name:alias`` at ``version``, creating or moving the alias; the move is recorded.
@@ -190,15 +197,15 @@ class ModelStore:
         if isinstance(version, bool) or not isinstance(version, int):
             raise StoreError(f"alias version must be an integer, got {version!r}")
         with self._transaction() as conn:
-            if version not in self._versions_of(conn, name):
-                raise self._unknown_ref(conn, name, str(version))
-            old = self._alias_target(conn, name, alias)
+            if version not in sql.versions_of(conn, self.root, name):
+                raise sql.unknown_ref(conn, self.root, name, str(version))
+            old = sql.alias_target(conn, name, alias)
             conn.execute(
                 "INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?) "
                 "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
                 (name, alias, version),
             )
-            _record_move(conn, name, alias, old, version)
+            sql.record_move(conn, name, alias, old, version)
 
     def remove_alias(self, name: str, alias: str) -> None:
         """Delete ``name:alias``; the removal is recorded in :meth:`alias_history`.
@@ -207,37 +214,38 @@ class ModelStore:
             >>> store.remove_alias("fraud-gnn", "candidate")
         """
         with self._transaction() as conn:
-            self._require_name(conn, name)
-            old = self._alias_target(conn, name, alias)
+            sql.require_name(conn, self.root, name)
+            old = sql.alias_target(conn, name, alias)
             if old is None:
-                raise self._unknown_ref(conn, name, alias)
+                raise sql.unknown_ref(conn, self.root, name, alias)
             conn.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
-            _record_move(conn, name, alias, old, None)
+            sql.record_move(conn, name, alias, old, None)
 
-    def gc(self) -> int:
-        """Delete weight files no version references and temporary files older than an hour.
+    def gc(self, dry_run: bool = False) -> GcReport:
+        """Delete files no artifact references and temporary files of writers that are gone.
 
-        Holds the write lock while it runs, so a concurrent :meth:`register` either commits first
-        (its file is kept) or re-writes its file after (see :meth:`_commit_version`).
+        A temporary file named with its writer's pid is removed once that process is no longer
+        running; one without (left by older abyssal) once it is older than :data:`STALE_TEMP_S`.
+        Holds the write lock while it deletes, so a concurrent :meth:`register` either commits
+        first (its files are kept) or writes its files again after (see :meth:`_commit_version`).
+
+        Args:
+            dry_run: only list what would be deleted.
 
         Returns:
-            The number of files deleted.
+            The files found (path, bytes, reason), their totals, and how many were deleted.
 
         Example:
-            >>> store.gc()
-            0
+            >>> report = store.gc(dry_run=True)
+            >>> [(e.path.name, e.reason) for e in report.items]
+            [('ab12...ef.safetensors', 'no version references it')]
+            >>> store.gc().removed
+            1
         """
-        removed = 0
-        with self._transaction() as conn:
-            used = {row[0] for row in conn.execute("SELECT DISTINCT weights_sha256 FROM versions")}
-            orphans = [p for p in self.blob_dir.glob("*/*.safetensors") if p.stem not in used]
-            cutoff = time.time() - STALE_TEMP_S
-            stale = [p for p in self.blob_dir.glob("*/.*.tmp") if _modified_before(p, cutoff)]
-            for path in orphans + stale:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                    removed += 1
-        return removed
+        with self._reading() if dry_run else self._transaction() as conn:
+            rows = conn.execute("SELECT DISTINCT sha256, format FROM artifacts")
+            referenced = {f"{sha}.{fmt}" for sha, fmt in rows}
+            return self.blobs.sweep(referenced, dry_run=dry_run)
 
     def resolve(self, ref: str | ModelVersion) -> ModelVersion:
         """The version a ref means: ``"name:3"``, ``"name:alias"``, ``"name:latest"``, ``"name"``.
@@ -254,8 +262,8 @@ class ModelStore:
             ref = ref.ref  # re-read: checks it belongs to this store and refreshes its aliases
         name, selector = parse_ref(ref)
         with self._reading() as conn:
-            version = self._select_version(conn, name, selector)
-            return self._fetch(conn, "name = ? AND version = ?", (name, version))[0]
+            version = sql.select_version(conn, self.root, name, selector)
+            return sql.fetch_versions(conn, "name = ? AND version = ?", (name, version))[0]
 
     def get(self, name: str, version: int) -> ModelVersion:
         """Version ``version`` of ``name``; an unknown one raises :class:`StoreError` with choices.
@@ -265,9 +273,9 @@ class ModelStore:
             'fraud-gnn:1'
         """
         with self._reading() as conn:
-            found = self._fetch(conn, "name = ? AND version = ?", (name, version))
+            found = sql.fetch_versions(conn, "name = ? AND version = ?", (name, version))
             if not found:
-                raise self._unknown_ref(conn, name, str(version))
+                raise sql.unknown_ref(conn, self.root, name, str(version))
             return found[0]
 
     def list_versions(self, name: str | None = None) -> list[ModelVersion]:
@@ -279,9 +287,9 @@ class ModelStore:
         """
         with self._reading() as conn:
             if name is None:
-                return self._fetch(conn, "1", ())
-            self._require_name(conn, name)
-            return self._fetch(conn, "name = ?", (name,))
+                return sql.fetch_versions(conn, "1", ())
+            sql.require_name(conn, self.root, name)
+            return sql.fetch_versions(conn, "name = ?", (name,))
 
     def names(self) -> list[str]:
         """The names of all stored models, sorted.
@@ -291,7 +299,7 @@ class ModelStore:
             ['a', 'b']
         """
         with self._reading() as conn:
-            return _known_names(conn)
+            return sql.known_names(conn)
 
     def aliases(self, name: str) -> dict[str, int]:
         """Alias -> version for ``name``.
@@ -301,8 +309,8 @@ class ModelStore:
             {'candidate': 4, 'production': 3}
         """
         with self._reading() as conn:
-            self._require_name(conn, name)
-            return _alias_map(conn, name)
+            sql.require_name(conn, self.root, name)
+            return sql.alias_map(conn, name)
 
     def alias_history(self, name: str) -> list[AliasMove]:
         """Every alias change of ``name``, oldest first.
@@ -312,7 +320,7 @@ class ModelStore:
             [('production', None, 1), ('production', 1, 3)]
         """
         with self._reading() as conn:
-            self._require_name(conn, name)
+            sql.require_name(conn, self.root, name)
             rows = conn.execute(
                 "SELECT name, alias, old_version, new_version, changed_at, changed_by "
                 "FROM alias_history WHERE name = ? ORDER BY id",
@@ -320,8 +328,80 @@ class ModelStore:
             ).fetchall()
         return [AliasMove(*row) for row in rows]
 
+    def chain(self, ref: str | ModelVersion) -> list[ModelVersion | ExternalBase]:
+        """The version, its base, its base's base, ... ending with a root version or external base.
+
+        Raises:
+            StoreError: a cycle, or more than :data:`MAX_CHAIN` links.
+
+        Example:
+            >>> [str(link if isinstance(link, ExternalBase) else link.ref)
+            ...  for link in store.chain("text-lora:2")]
+            ['text-lora:2', 'text:3', 'huggingface:/models/bert-base']
+        """
+        links: list[ModelVersion | ExternalBase] = [self.resolve(ref)]
+        seen = {links[0].ref}
+        while isinstance(links[-1], ModelVersion) and links[-1].base is not None:
+            base = links[-1].base
+            if isinstance(base, ExternalBase):
+                links.append(base)
+                break
+            if base in seen or len(links) >= MAX_CHAIN:
+                path = " -> ".join(link.ref for link in links if isinstance(link, ModelVersion))
+                why = "a cycle" if base in seen else f"more than {MAX_CHAIN} links"
+                raise StoreError(
+                    f"the chain of bases of {links[0].ref} has {why}: {path} -> {base}"
+                )
+            seen.add(base)
+            links.append(self.resolve(base))
+        return links
+
+    def artifact_path(self, ref: str | ModelVersion, name: str) -> Path:
+        """The file of artifact ``name`` of a version, after checking its SHA-256.
+
+        Raises:
+            StoreError: no such artifact (the version's are listed), or the file is missing or
+                corrupted (the message names the version, the artifact and the path).
+
+        Example:
+            >>> store.artifact_path("text:3", "tokenizer.json").name
+            '9f86d08...15b0f00a08.json'
+        """
+        mv = self.resolve(ref)
+        return self.blobs.verified(mv.artifact(name), mv.ref)
+
+    def load_tensors(self, ref: str | ModelVersion, name: str | None = None) -> dict[str, Any]:
+        """A safetensors artifact as a state dict (non-dense values rebuilt), after its SHA-256.
+
+        Args:
+            ref: a ref string or a :class:`ModelVersion`.
+            name: the artifact; the version's ``weights`` artifact when ``None``.
+
+        Returns:
+            Name -> CPU tensor (or quantized tensor, tuple, dtype, scalar), as registered.
+
+        Raises:
+            StoreError: no such artifact, not safetensors, or a missing or corrupted file.
+
+        Example:
+            >>> store.load_tensors("text-lora:1", "adapter_model.safetensors").keys()
+            dict_keys(['lora_a', 'lora_b'])
+        """
+        from safetensors.torch import load_file
+
+        from abyssal.core.state_flatten import unflatten_state
+
+        mv = self.resolve(ref)
+        record = self._weights_of(mv) if name is None else mv.artifact(name)
+        if record.format != "safetensors":
+            raise StoreError(
+                f"{mv.ref}: artifact '{record.name}' is {record.format}, not safetensors"
+            )
+        path = self.blobs.verified(record, mv.ref)
+        return unflatten_state(load_file(path, device="cpu"), record.meta.get("state", {}))
+
     def load_weights(self, ref: str | ModelVersion) -> dict[str, torch.Tensor]:
-        """The state dict of a version, after checking the file's SHA-256 (no unpickling).
+        """The state dict of a version's own ``weights`` artifact (no unpickling).
 
         Args:
             ref: a ref string or a :class:`ModelVersion`.
@@ -330,24 +410,39 @@ class ModelStore:
             Parameter name -> CPU tensor, with the dtypes that were registered.
 
         Raises:
-            StoreError: the weights file is missing or corrupted.
+            StoreError: the version has no weights, or the file is missing or corrupted.
 
         Example:
             >>> model.load_state_dict(store.load_weights("fraud-gnn:production"))
         """
-        from safetensors.torch import load_file
+        return self.load_tensors(ref)
 
+    def materialize(self, ref: str | ModelVersion, folder: str | Path) -> Path:
+        """Every artifact of a version as ``folder/<artifact name>``, e.g. for ``from_pretrained``.
+
+        Files are hard links to the (read-only) blobs where the file system allows, else copies;
+        each is checked against its SHA-256 first and placed atomically.
+
+        Returns:
+            ``folder`` (created if missing).
+
+        Raises:
+            StoreError: an artifact's file is missing or corrupted.
+
+        Example:
+            >>> sorted(p.name for p in store.materialize("text-lora:1", "out").iterdir())
+            ['adapter_config.json', 'adapter_model.safetensors']
+        """
         mv = self.resolve(ref)
-        path = self._blob_path(mv.weights_sha256)
-        if not path.is_file():
-            raise StoreError(f"{mv.ref}: weights file '{path}' is missing")
-        found = _file_sha256(path)
-        if found != mv.weights_sha256:
-            raise StoreError(
-                f"{mv.ref}: weights file '{path}' is corrupted "
-                f"(sha256 {found}, expected {mv.weights_sha256})"
-            )
-        return load_file(path, device="cpu")
+        folder = Path(folder)
+        for record in mv.artifacts:
+            source = self.blobs.verified(record, mv.ref)
+            try:
+                link_or_copy_atomic(source, folder / record.name)
+            except OSError as exc:
+                raise StoreError(f"{mv.ref}: cannot write '{folder / record.name}': {exc}") from exc
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def compare(self, ref_a: str, ref_b: str) -> dict[str, Any]:
         """Metrics, config and lineage of two versions side by side.
@@ -355,7 +450,8 @@ class ModelStore:
         Returns:
             ``{"a": ref, "b": ref, "metrics": {key: {"a", "b", "delta"}}, "config_changes":
             {dotted.key: (a, b)}, "lineage": {"a", "b"}, "same_weights": bool}``; ``delta`` is
-            ``b - a`` when both are numbers, else ``None``; a missing value is ``None``.
+            ``b - a`` when both are numbers, else ``None``; a missing value is ``None``;
+            ``same_weights`` is true only when both have weights and they are identical.
 
         Example:
             >>> store.compare("fraud-gnn:1", "fraud-gnn:2")["metrics"]["auc"]
@@ -368,99 +464,61 @@ class ModelStore:
             "metrics": metric_deltas(a.metrics, b.metrics),
             "config_changes": config_changes(a.config, b.config),
             "lineage": {"a": a.lineage, "b": b.lineage},
-            "same_weights": a.weights_sha256 == b.weights_sha256,
+            "same_weights": a.weights_sha256 is not None and a.weights_sha256 == b.weights_sha256,
         }
 
     def _pinned_ref(self, ref: str) -> str:
         """``"name:version"`` for ``ref``: it keeps meaning this version when aliases move."""
         return self.resolve(ref).ref
 
-    def _commit_version(self, record: dict[str, Any], data: bytes) -> int:
-        """Allocate the next version number and insert the row, in one write transaction."""
+    def _pinned_base(
+        self, base: str | ExternalBase | None, solution: str
+    ) -> str | ExternalBase | None:
+        """A base ref pinned to ``"name:version"`` and checked; other bases as they are."""
+        if base is None or isinstance(base, ExternalBase):
+            return base
+        if not isinstance(base, str):
+            raise StoreError(
+                f"base must be a ref like 'name:3', an ExternalBase or None, got {base!r}"
+            )
+        try:
+            mv = self.resolve(base)
+        except StoreError as exc:
+            raise StoreError(f"base '{base}' does not exist: {exc}") from None
+        if mv.solution != solution:
+            raise StoreError(f"base {mv.ref} belongs to solution '{mv.solution}', not '{solution}'")
+        return mv.ref
+
+    def _lineage(
+        self, caller: dict[str, Any] | None, base: str | ExternalBase | None
+    ) -> dict[str, Any]:
+        """Code lineage under the caller's; a version base is the parent unless one is given."""
+        if isinstance(base, str) and (caller is None or isinstance(caller, dict)):
+            caller = {"parent": base, **(caller or {})}
+        return version_lineage(caller, self._pinned_ref)
+
+    def _weights_of(self, mv: ModelVersion) -> ArtifactRecord:
+        if mv.weights is None:
+            names = ", ".join(f"{a.name} ({a.role})" for a in mv.artifacts) or "(none)"
+            raise StoreError(
+                f"{mv.ref} has no weights artifact; its artifacts: {names}; "
+                "name one, or load the whole chain with abyssal.solutions.loading.load_model"
+            )
+        return mv.weights
+
+    def _commit_version(
+        self, record: dict[str, Any], written: list[tuple[ArtifactSource, ArtifactRecord]]
+    ) -> int:
+        """Allocate the next version number and insert the rows, in one write transaction."""
         with self._transaction() as conn:
-            # A gc() between writing the file and taking the lock may have removed it; write again.
-            self._write_blob(record["weights_sha256"], data)
+            # A gc() between writing the files and taking the lock may have removed them.
+            for source, artifact in written:
+                self.blobs.ensure(source, artifact)
             return self._insert_version(conn, record)
 
     def _insert_version(self, conn: sqlite3.Connection, record: dict[str, Any]) -> int:
-        """Insert ``record`` as version max+1 of its name (call inside ``BEGIN IMMEDIATE``)."""
-        (latest,) = conn.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM versions WHERE name = ?", (record["name"],)
-        ).fetchone()
-        row = {**record, "version": latest + 1}
-        conn.execute(
-            f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES "
-            "(:name, :version, :solution, :created_at, :weights_sha256, :config, :metrics, "
-            ":lineage, :run_id)",
-            row,
-        )
-        return row["version"]
-
-    def _blob_path(self, sha256: str) -> Path:
-        return self.blob_dir / sha256[:2] / f"{sha256}.safetensors"
-
-    def _write_blob(self, sha256: str, data: bytes) -> Path:
-        """Write ``data`` to its content address atomically; an intact existing file is kept."""
-        path = self._blob_path(sha256)
-        if path.is_file() and path.stat().st_size == len(data):
-            return path
-        try:
-            return write_bytes_atomic(path, data)
-        except OSError as exc:
-            raise StoreError(f"cannot write weights file '{path}': {exc}") from exc
-
-    def _select_version(self, conn: sqlite3.Connection, name: str, selector: str | None) -> int:
-        """The version number ``selector`` (None, "latest", "3" or an alias) means for ``name``."""
-        versions = self._versions_of(conn, name)
-        if selector is None or selector == LATEST:
-            return versions[-1]
-        if selector.isdecimal() and int(selector) in versions:
-            return int(selector)
-        target = self._alias_target(conn, name, selector)
-        if target is None:
-            raise self._unknown_ref(conn, name, selector)
-        return target
-
-    def _versions_of(self, conn: sqlite3.Connection, name: str) -> list[int]:
-        """The versions of ``name``, ascending; an unknown name raises listing the known ones."""
-        self._require_name(conn, name)
-        rows = conn.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (name,))
-        return [row[0] for row in rows]
-
-    def _require_name(self, conn: sqlite3.Connection, name: str) -> None:
-        found = conn.execute("SELECT 1 FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone()
-        if found is None:
-            known = ", ".join(_known_names(conn)) or "(none: the store is empty)"
-            raise StoreError(f"unknown model '{name}' in '{self.root}'; known models: {known}")
-
-    def _alias_target(self, conn: sqlite3.Connection, name: str, alias: str) -> int | None:
-        row = conn.execute(
-            "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)
-        ).fetchone()
-        return None if row is None else row[0]
-
-    def _unknown_ref(self, conn: sqlite3.Connection, name: str, selector: str) -> StoreError:
-        """An error for ``name:selector`` that lists the model's versions and aliases."""
-        self._require_name(conn, name)
-        rows = conn.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (name,))
-        versions = ", ".join(str(row[0]) for row in rows)
-        aliases = ", ".join(f"{a} -> {v}" for a, v in _alias_map(conn, name).items()) or "(none)"
-        return StoreError(
-            f"model '{name}' has no version or alias '{selector}'; "
-            f"versions: {versions}; aliases: {aliases}"
-        )
-
-    def _fetch(self, conn: sqlite3.Connection, where: str, params: tuple) -> list[ModelVersion]:
-        """Versions matching ``where`` (trusted SQL), with their aliases, by name then version."""
-        rows = conn.execute(
-            f"SELECT {_VERSION_COLUMNS} FROM versions WHERE {where} ORDER BY name, version", params
-        ).fetchall()
-        pointed: dict[tuple[str, int], list[str]] = {}
-        for name, alias, version in conn.execute(
-            "SELECT name, alias, version FROM aliases ORDER BY alias"
-        ):
-            pointed.setdefault((name, version), []).append(alias)
-        return [version_from_row(row, pointed.get((row[0], row[1]), [])) for row in rows]
+        """Insert the version and its artifacts (a seam for tests that crash mid-transaction)."""
+        return sql.insert_version(conn, record)
 
     def _connect(self) -> sqlite3.Connection:
         """A new autocommit connection with the busy timeout set and the schema in place."""
@@ -473,28 +531,19 @@ class ModelStore:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
             if not self._schema_ready:
-                self._create_schema(conn)
+                prepare_schema(conn, self.db_path, self._legacy_weights_size)
+                self._schema_ready = True
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
-        """Switch to WAL and create the tables once; refuse a store from a newer abyssal."""
-        found = conn.execute("PRAGMA user_version").fetchone()[0]
-        if found > SCHEMA_VERSION:
-            raise StoreError(
-                f"model store '{self.db_path}' has schema version {found}, newer than this "
-                f"abyssal understands ({SCHEMA_VERSION}); upgrade abyssal"
-            )
-        if found < SCHEMA_VERSION:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        self._schema_ready = True
+    def _legacy_weights_size(self, sha256: str) -> int | None:
+        """Size of a schema-1 weights file, for the migration; ``None`` if it is missing."""
+        try:
+            return self.blobs.path(sha256, "safetensors").stat().st_size
+        except OSError:
+            return None
 
     @contextmanager
     def _session(self, begin: str) -> Iterator[sqlite3.Connection]:
@@ -522,48 +571,20 @@ class ModelStore:
         return self._session("BEGIN")
 
 
-def _known_names(conn: sqlite3.Connection) -> list[str]:
-    return [row[0] for row in conn.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
-
-
-def _alias_map(conn: sqlite3.Connection, name: str) -> dict[str, int]:
-    rows = conn.execute("SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (name,))
-    return dict(rows.fetchall())
-
-
-def _record_move(
-    conn: sqlite3.Connection, name: str, alias: str, old: int | None, new: int | None
-) -> None:
-    conn.execute(
-        "INSERT INTO alias_history (name, alias, old_version, new_version, changed_at, changed_by) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (name, alias, old, new, _now(), _actor()),
-    )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _actor() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # no USER variable and no passwd entry, e.g. in some containers
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _modified_before(path: Path, cutoff: float) -> bool:
-    """Whether ``path`` was last written before ``cutoff``; False if it has gone meanwhile."""
-    try:
-        return path.stat().st_mtime < cutoff
-    except FileNotFoundError:
-        return False
+def _sources(
+    state_dict: dict[str, Any] | None,
+    artifacts: Sequence[ArtifactSource],
+    base: str | ExternalBase | None,
+) -> list[ArtifactSource]:
+    """The artifacts to write: ``state_dict`` as ``model.safetensors`` first, then the others."""
+    if isinstance(artifacts, ArtifactSource) or not all(
+        isinstance(a, ArtifactSource) for a in artifacts
+    ):
+        raise StoreError("artifacts must be a sequence of ArtifactSource (ArtifactSource.file ...)")
+    sources = list(artifacts)
+    if state_dict is not None:
+        sources.insert(0, ArtifactSource.tensors(WEIGHTS_NAME, "weights", state_dict))
+    if not sources and base is None:
+        raise StoreError("a version needs a state_dict, at least one artifact, or a base")
+    check_artifact_set(sources)
+    return sources

@@ -8,12 +8,10 @@ import dataclasses
 import json
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from abyssal.core.artifacts import ArtifactRecord, ExternalBase
 from abyssal.core.errors import StoreError
-
-if TYPE_CHECKING:
-    import torch
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -29,27 +27,31 @@ class ModelVersion:
         version: 1, 2, ... per name, in registration order.
         solution: the solution that built the model.
         created_at: ISO-8601 UTC time of registration.
-        weights_sha256: SHA-256 of the safetensors file.
         config: the resolved config, as saved.
         metrics: scalar metrics, as saved.
         lineage: code lineage merged with the caller's (``data_fingerprint``, ``parent``, ...).
         run_id: the run that produced it, if any.
+        artifacts: its typed, content-addressed files, sorted by name.
+        base: what it builds on: ``None``, a pinned ``"name:version"`` ref, or an
+            :class:`~abyssal.core.artifacts.ExternalBase`.
         aliases: the aliases pointing at this version when it was read.
 
     Example:
-        >>> store.resolve("fraud-gnn:production").ref
-        'fraud-gnn:3'
+        >>> mv = store.resolve("fraud-gnn:production")
+        >>> mv.ref, [a.name for a in mv.artifacts]
+        ('fraud-gnn:3', ['model.safetensors'])
     """
 
     name: str
     version: int
     solution: str
     created_at: str
-    weights_sha256: str
     config: dict[str, Any]
     metrics: dict[str, Any]
     lineage: dict[str, Any]
     run_id: str | None
+    artifacts: tuple[ArtifactRecord, ...] = ()
+    base: str | ExternalBase | None = None
     aliases: tuple[str, ...] = ()
 
     @property
@@ -57,11 +59,37 @@ class ModelVersion:
         """``"name:version"``, the reference that always means this version."""
         return f"{self.name}:{self.version}"
 
+    @property
+    def weights(self) -> ArtifactRecord | None:
+        """The version's own ``weights`` artifact (there is at most one), or ``None``."""
+        return next((a for a in self.artifacts if a.role == "weights"), None)
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """SHA-256 of the weights artifact, or ``None`` when the version has none."""
+        return None if self.weights is None else self.weights.sha256
+
+    def artifact(self, name: str) -> ArtifactRecord:
+        """The artifact called ``name``; an unknown name lists the version's artifacts.
+
+        Example:
+            >>> store.resolve("text-lora").artifact("adapter_config.json").role  # doctest: +SKIP
+            'aux'
+        """
+        for record in self.artifacts:
+            if record.name == name:
+                return record
+        names = ", ".join(a.name for a in self.artifacts) or "(none)"
+        raise StoreError(f"{self.ref} has no artifact '{name}'; its artifacts: {names}")
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of all fields plus ``ref``."""
-        out = dataclasses.asdict(self)
+        """A JSON-ready dict of all fields plus ``ref`` and ``weights_sha256``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["artifacts"] = [a.to_dict() for a in self.artifacts]
+        out["base"] = self.base.to_dict() if isinstance(self.base, ExternalBase) else self.base
         out["aliases"] = list(self.aliases)
         out["ref"] = self.ref
+        out["weights_sha256"] = self.weights_sha256
         return out
 
 
@@ -123,33 +151,6 @@ def to_json(value: Any, what: str) -> str:
         raise StoreError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
-def contiguous_cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each tensor copied to its own contiguous CPU memory (safetensors refuses shared storage)."""
-    import torch
-
-    if not isinstance(state_dict, dict) or not state_dict:
-        raise StoreError("state_dict must be a non-empty dict of parameter name -> tensor")
-    out = {}
-    for key, value in state_dict.items():
-        if not isinstance(key, str):
-            raise StoreError(f"state_dict key {key!r} is not a string")
-        if not isinstance(value, torch.Tensor):
-            raise StoreError(f"state_dict['{key}'] is a {type(value).__name__}, not a tensor")
-        if value.layout != torch.strided or value.is_meta:
-            raise StoreError(f"state_dict['{key}'] must be a dense tensor with data")
-        out[key] = value.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-    return out
-
-
-def serialise(tensors: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    try:
-        return save(tensors)
-    except Exception as exc:  # safetensors raises several types for unsupported tensors
-        raise StoreError(f"cannot serialise the state dict to safetensors: {exc}") from exc
-
-
 def metric_deltas(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for key in sorted({*a, *b}):
@@ -187,17 +188,43 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return name, selector if ":" in ref else None
 
 
-def version_from_row(row: tuple, aliases: list[str]) -> ModelVersion:
-    name, version, solution, created_at, sha, config, metrics, lineage, run_id = row
+def encode_base(base: str | ExternalBase | None) -> str | None:
+    """The ``versions.base`` column: ``NULL``, a ``"name:version"`` ref, or a JSON object."""
+    if isinstance(base, ExternalBase):
+        return json.dumps(base.to_dict(), sort_keys=True)
+    return base
+
+
+def decode_base(text: str | None) -> str | ExternalBase | None:
+    """Read back :func:`encode_base` (model names cannot start with ``{``)."""
+    if not text:
+        return None
+    if text.startswith("{"):
+        return ExternalBase.from_dict(json.loads(text))
+    return text
+
+
+def artifact_from_row(row: tuple) -> ArtifactRecord:
+    """An :class:`ArtifactRecord` from ``artifact, role, format, sha256, size, meta`` columns."""
+    name, role, fmt, sha256, size, meta = row
+    return ArtifactRecord(name, role, fmt, sha256, size, json.loads(meta))
+
+
+def version_from_row(
+    row: tuple, artifacts: list[ArtifactRecord], aliases: list[str]
+) -> ModelVersion:
+    """A :class:`ModelVersion` from the ``versions`` columns that the store selects."""
+    name, version, solution, created_at, config, metrics, lineage, run_id, base = row
     return ModelVersion(
         name=name,
         version=version,
         solution=solution,
         created_at=created_at,
-        weights_sha256=sha,
         config=json.loads(config),
         metrics=json.loads(metrics),
         lineage=json.loads(lineage),
         run_id=run_id,
+        artifacts=tuple(sorted(artifacts, key=lambda a: a.name)),
+        base=decode_base(base),
         aliases=tuple(aliases),
     )
