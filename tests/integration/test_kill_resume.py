@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     from torch import nn
 
     from abyssal.core.runs import Run
-    from abyssal.train.task import TrainConfig
+    from abyssal.contracts.train_config import TrainConfig
     from abyssal.train.trainer import Trainer
 
     torch.set_num_threads(1)
@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent(
         def build_model(self):
             return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
 
-        def train_batches(self, epoch):
+        def train_batches(self, epoch, shard):
             time.sleep(0.15)  # slow enough for the test to kill us mid-run
             perm = torch.randperm(64, generator=torch.Generator().manual_seed(epoch))
             return [(self.x[perm[i : i + 16]], self.y[perm[i : i + 16]]) for i in range(0, 64, 16)]
@@ -55,10 +55,17 @@ SCRIPT = textwrap.dedent(
         def training_loss(self, model, batch):
             return F.cross_entropy(model(batch[0]), batch[1])
 
-        def validate(self, model):
-            logits = model(self.xv)
+        def val_batches(self, shard):
+            return [(self.xv, self.yv)]
+
+        def validation_step(self, model, batch):
+            return {{"logits": model(batch[0]), "label": batch[1]}}
+
+        def validation_metrics(self, outputs):
+            logits = torch.from_numpy(outputs["logits"])
+            yv = torch.from_numpy(outputs["label"])
             acc = (logits.argmax(1) == self.yv).float().mean().item()
-            return {{"accuracy": acc, "val_loss": F.cross_entropy(logits, self.yv).item()}}
+            return {{"accuracy": acc, "val_loss": F.cross_entropy(logits, yv).item()}}
 
 
     def weights_hash(model):

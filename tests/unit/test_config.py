@@ -10,6 +10,7 @@ from typing import Literal
 import pytest
 import yaml
 
+from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.config import (
     apply_overrides,
     config_from_dict,
@@ -21,7 +22,6 @@ from abyssal.core.config import (
 )
 from abyssal.core.errors import ConfigError
 from abyssal.solutions.fraud.config import FraudConfig
-from abyssal.train.task import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TRAIN_KEYS = ", ".join(f.name for f in dataclasses.fields(TrainConfig))

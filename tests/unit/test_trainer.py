@@ -13,6 +13,8 @@ from safetensors import safe_open
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from abyssal.contracts.task import Shard, TrainTask
+from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.devices import autocast_dtype, derive_seed, resolve_device, seed_everything
 from abyssal.core.errors import AbyssalError, ConfigError, RegistryError
 from abyssal.core.runs import Run
@@ -24,8 +26,9 @@ from abyssal.train.checkpoint import (
     save_checkpoint,
 )
 from abyssal.train.strategy import STRATEGIES, LocalStrategy, Strategy
-from abyssal.train.task import TrainConfig, TrainTask
 from abyssal.train.trainer import Trainer
+
+ONE = Shard()
 
 
 class ToyTask:
@@ -45,7 +48,7 @@ class ToyTask:
             nn.Linear(4, 16), nn.ReLU(), nn.Dropout(self.dropout), nn.Linear(16, 2)
         )
 
-    def train_batches(self, epoch: int):
+    def train_batches(self, epoch: int, shard: Shard = ONE):
         self.epoch = epoch
         perm = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(epoch))
         for i in range(self.batches):
@@ -59,9 +62,15 @@ class ToyTask:
         x, y = batch
         return F.cross_entropy(model(x), y)
 
-    def validate(self, model) -> dict[str, float]:
-        xv, yv = self.move_batch((self.xv, self.yv), next(model.parameters()).device)
-        logits = model(xv).float()
+    def val_batches(self, shard: Shard = ONE):
+        return [(self.xv, self.yv)]
+
+    def validation_step(self, model, batch):
+        xv, yv = batch
+        return {"logits": model(xv).float(), "label": yv}
+
+    def validation_metrics(self, outputs) -> dict[str, float]:
+        logits, yv = torch.from_numpy(outputs["logits"]), torch.from_numpy(outputs["label"])
         accuracy = (logits.argmax(1) == yv).float().mean().item()
         return {"accuracy": accuracy, "val_loss": F.cross_entropy(logits, yv).item()}
 
@@ -74,8 +83,11 @@ class ScriptedTask(ToyTask):
         self.scores = scores
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
 
-    def validate(self, model) -> dict[str, float]:
+    def validation_step(self, model, batch):
         self.snapshots[self.epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {}
+
+    def validation_metrics(self, outputs) -> dict[str, float]:
         return {"score": self.scores[self.epoch]}
 
 
@@ -90,7 +102,7 @@ class ChunkTask(ToyTask):
     def build_model(self) -> nn.Module:
         return nn.Linear(4, 1)
 
-    def train_batches(self, epoch: int):
+    def train_batches(self, epoch: int, shard: Shard = ONE):
         self.epoch = epoch
         for lo, hi in self.chunks:
             yield self.x[lo:hi], self.t[lo:hi]
@@ -99,8 +111,14 @@ class ChunkTask(ToyTask):
         x, t = batch
         return F.mse_loss(model(x).squeeze(1), t)
 
-    def validate(self, model) -> dict[str, float]:
-        return {"mse": F.mse_loss(model(self.x).squeeze(1), self.t).item()}
+    def val_batches(self, shard: Shard = ONE):
+        return [(self.x, self.t)]
+
+    def validation_step(self, model, batch):
+        return {"mse": F.mse_loss(model(batch[0]).squeeze(1), batch[1]).reshape(1)}
+
+    def validation_metrics(self, outputs) -> dict[str, float]:
+        return {"mse": float(outputs["mse"][0])}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -241,7 +259,9 @@ def test_nan_loss_fails_the_run_and_names_epoch_and_step():
 
 
 def test_missing_metric_is_named():
-    with pytest.raises(AbyssalError, match="'auc' is missing; validate\\(\\) gave: accuracy"):
+    with pytest.raises(
+        AbyssalError, match="'auc' is missing; validation_metrics\\(\\) gave: accuracy"
+    ):
         _fit(ToyTask(), metric="auc")
     with pytest.raises(ConfigError, match="early_stopping_metric"):
         Trainer(ToyTask(), _cfg(), Run.create("train", "toy", None))
@@ -346,10 +366,10 @@ def test_resume_equals_uninterrupted_run():
 
 
 class InterruptingTask(ToyTask):
-    def train_batches(self, epoch: int):
+    def train_batches(self, epoch: int, shard: Shard = ONE):
         if epoch == 4:
             raise KeyboardInterrupt
-        return super().train_batches(epoch)
+        return super().train_batches(epoch, shard)
 
 
 def test_interrupt_then_resume_truncates_metrics_and_matches():

@@ -1,4 +1,4 @@
-"""Plain-text rendering for the CLI: aligned tables and metric summaries."""
+"""Plain-text rendering: aligned tables and numbers, for the CLI and for reports of any layer."""
 
 from __future__ import annotations
 
@@ -29,18 +29,3 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4f}"
     return str(value)
-
-
-def metric_rows(metrics: dict[str, Any], prefixes: Sequence[str], splits=("val", "test")) -> list:
-    """Rows ``[model, split, auroc, auprc, macro_f1, recall_at_k]`` for each prefix and split."""
-    names = ("auroc", "auprc", "macro_f1", "recall_at_k")
-    rows = []
-    for prefix in prefixes:
-        for split in splits:
-            if f"{prefix}{split}_auprc" in metrics:
-                label = prefix.rstrip("_") or "model"
-                rows.append([label, split, *(metrics.get(f"{prefix}{split}_{n}") for n in names)])
-    return rows
-
-
-METRIC_HEADERS = ["model", "split", "AUROC", "AUPRC", "macro-F1", "Recall@K"]

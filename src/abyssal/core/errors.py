@@ -38,6 +38,9 @@ class DataError(AbyssalError):
         path: the file the data came from, if any.
         row: 1-based data row (header excluded) where the problem is, if known.
         column: the column or field concerned, if known.
+
+    Attributes:
+        reason: ``message`` without the location prefix (to re-raise with more location).
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class DataError(AbyssalError):
         row: int | None = None,
         column: str | None = None,
     ) -> None:
+        self.reason = message
         self.path = None if path is None else str(path)
         self.row = row
         self.column = column

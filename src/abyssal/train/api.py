@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from abyssal.contracts.solution import Solution
 from abyssal.core.config import load_config
 from abyssal.core.errors import AbyssalError
 from abyssal.core.runs import Run
 from abyssal.core.store import ModelStore, ModelVersion
 from abyssal.solutions import get_solution
-from abyssal.solutions.base import Solution
 from abyssal.solutions.loading import version_config
+from abyssal.train.optim import check_names
 from abyssal.train.trainer import FitResult, Trainer
 
 
@@ -95,6 +96,7 @@ def train_prepared(
         >>> out = train_prepared(sol, sol.config_cls(), prepare_pyg_data(graph))  # doctest: +SKIP
     """
     task = solution.task(cfg, data)  # checks the data against the config before a run exists
+    check_names(cfg.train)
     run = Run.create("train", solution.name, cfg, root=home)
     return _fit_and_register(solution, cfg, data, task, run, model_name, home, resume=False)
 
@@ -110,13 +112,17 @@ def _fit_and_register(
     *,
     resume: bool,
 ) -> TrainOutcome:
-    fit = Trainer(task, cfg.train, run, metric=solution.default_metric).fit(resume=resume)
+    metric, mode = solution.monitor(cfg, data)
+    fit = Trainer(task, cfg.train, run, metric=metric, mode=mode).fit(resume=resume)
     metrics = _final_metrics(solution, cfg, data, fit)
     version = ModelStore(home).register(
         model_name or solution.name,
         fit.model.state_dict(),
         solution=solution.name,
-        config=version_config(solution, cfg, solution.model_spec(cfg, data)),
+        config={
+            **version_config(solution, cfg, solution.model_spec(cfg, data)),
+            "headline_metric": solution.headline_metric(cfg, data),
+        },
         metrics=metrics,
         lineage={"data_fingerprint": data.fingerprint, "data": getattr(data, "description", "")},
         run_id=run.id,
@@ -127,10 +133,11 @@ def _fit_and_register(
 
 
 def _final_metrics(solution: Any, cfg: Any, data: Any, fit: FitResult) -> dict[str, float]:
-    fit.model.cpu()
+    # on the training device: a model trained on a GPU is evaluated there too
     metrics = dict(solution.evaluate(cfg, fit.model, data))
     metrics.update(solution.baselines(cfg, data))
     metrics["best_epoch"] = -1 if fit.best_epoch is None else fit.best_epoch
+    metrics["best_step"] = -1 if fit.best_step is None else fit.best_step
     metrics["epochs_run"] = fit.epochs_run
     return metrics
 

@@ -27,12 +27,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +38,11 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from abyssal.core.atomic import write_text_atomic
+from abyssal.core.atomic import move_into_place, pid_temp_file, write_text_atomic
+from abyssal.core.clock import utc_now
+from abyssal.core.digest import sha256_file
 from abyssal.core.errors import AbyssalError
+from abyssal.core.state_flatten import storable_tensors
 
 FORMAT = "abyssal-checkpoint"
 VERSION = 1
@@ -55,18 +55,40 @@ class TrainState:
     Args:
         epoch: the last completed epoch (0-based); ``-1`` before the first.
         global_step: optimizer steps taken so far.
+        batches_in_epoch: batches of the epoch after ``epoch`` already trained on (a checkpoint
+            written mid-epoch; ``0`` at an epoch boundary).
+        loss_sum: the summed training loss since the last evaluation.
+        loss_batches: how many batches ``loss_sum`` covers.
+        evaluations: evaluations run so far.
+        last_eval_step: ``global_step`` at the last evaluation (``-1`` before the first).
         best_metric: the best value of the watched validation metric, if any.
-        best_epoch: the epoch that reached ``best_metric``.
-        epochs_since_improvement: completed epochs since ``best_epoch``.
+        best_epoch: the epoch during which ``best_metric`` was reached.
+        best_step: the step at which ``best_metric`` was reached.
+        evals_since_improvement: evaluations since ``best_step``.
         stopped_early: whether early stopping ended the run.
     """
 
     epoch: int = -1
     global_step: int = 0
+    batches_in_epoch: int = 0
+    loss_sum: float = 0.0
+    loss_batches: int = 0
+    evaluations: int = 0
+    last_eval_step: int = -1
     best_metric: float | None = None
     best_epoch: int | None = None
-    epochs_since_improvement: int = 0
+    best_step: int | None = None
+    evals_since_improvement: int = 0
     stopped_early: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """Counters read from a checkpoint (also one written before per-step training)."""
+        data = dict(data)
+        if "epochs_since_improvement" in data:  # checkpoints of abyssal 0.1.0
+            data["evals_since_improvement"] = data.pop("epochs_since_improvement")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -88,7 +110,7 @@ class Checkpoint:
     @property
     def state(self) -> TrainState:
         """The training counters saved with the checkpoint."""
-        return TrainState(**self.meta["state"])
+        return TrainState.from_dict(self.meta["state"])
 
     def model_state(self) -> dict[str, torch.Tensor]:
         """The model's ``state_dict`` (CPU tensors)."""
@@ -129,7 +151,7 @@ def save_checkpoint(
     _remove_stale_temps(directory, name)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "name": name}
-    meta["saved"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+    meta["saved"] = utc_now("milliseconds")
     meta["state"] = dataclasses.asdict(state)
     meta["optimizer"] = _flatten_optimizer(optimizer, tensors) if optimizer else None
     meta["scaler"] = scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}
@@ -209,8 +231,8 @@ def restore_checkpoint(
         optimizer.load_state_dict(_unflatten_optimizer(ckpt))
     if scaler is not None and ckpt.meta.get("scaler"):
         scaler.load_state_dict(ckpt.meta["scaler"])
-    if rng and ckpt.meta.get("rng") is not None:
-        _restore_rng(ckpt)
+    if rng:
+        restore_rng(ckpt)
     return ckpt.state
 
 
@@ -263,38 +285,12 @@ def _read_verified(path: Path) -> Checkpoint:
 
 
 def _write_tensors(directory: Path, name: str, tensors: dict[str, torch.Tensor]) -> tuple[str, str]:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".safetensors.tmp")
-    os.close(fd)
-    try:
-        safetensors.torch.save_file(_storable(tensors), tmp, metadata={"format": "pt"})
-        digest = _sha256_fsync(Path(tmp))
+    with pid_temp_file(directory, name) as tmp:
+        safetensors.torch.save_file(storable_tensors(tensors), tmp, metadata={"format": "pt"})
+        digest = sha256_file(tmp, fsync=True)
         filename = f"{name}-{digest[:16]}.safetensors"
-        os.replace(tmp, directory / filename)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        move_into_place(tmp, directory / filename)
     return filename, digest
-
-
-def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses tensors that share memory (tied weights): give repeats their own copy.
-    out, seen = {}, set()
-    for key, value in tensors.items():
-        value = value.detach().cpu().contiguous()
-        ptr = value.untyped_storage().data_ptr() if value.numel() else None
-        out[key] = value.clone() if ptr in seen else value
-        if ptr is not None:
-            seen.add(ptr)
-    return out
-
-
-def _sha256_fsync(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb+") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-        os.fsync(fh.fileno())
-    return digest.hexdigest()
 
 
 def _prune(directory: Path, name: str) -> None:
@@ -358,8 +354,11 @@ def _flatten_rng(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": numpy_state, "cuda_devices": len(states)}
 
 
-def _restore_rng(ckpt: Checkpoint) -> None:
-    saved = ckpt.meta["rng"]
+def restore_rng(ckpt: Checkpoint) -> None:
+    """Restore the Python, NumPy, torch CPU and (same device count) CUDA RNG states, if saved."""
+    saved = ckpt.meta.get("rng")
+    if saved is None:
+        return
     version, internal, gauss = saved["python"]
     random.setstate((version, tuple(internal), gauss))
     np.random.set_state(saved["numpy"])

@@ -1,10 +1,14 @@
-"""The training loop: any :class:`~abyssal.train.task.TrainTask`, on any :class:`Strategy`.
+"""The training loop: any :class:`~abyssal.contracts.task.TrainTask`, on any :class:`Strategy`.
 
-The loop knows nothing about a solution's data or model. Per epoch it reseeds every RNG from
-``(seed, epoch)``, trains with gradient accumulation, clipping and mixed precision, validates, logs
-a row to the run, keeps the best weights and writes a checkpoint. Because each epoch starts from a
-state that the checkpoint fully determines, a run resumed after a crash (or ``kill -9``) ends with
-exactly the weights and metrics of a run that was never interrupted.
+The loop knows nothing about a solution's data or model. Each epoch reseeds every RNG from
+``(seed, epoch)`` and trains on the strategy's shard of the task's batches, with gradient
+accumulation, clipping, mixed precision and a learning-rate schedule; it validates after every
+epoch (or every ``eval_every_steps`` optimizer steps), logs a row to the run, keeps the best
+weights and writes a checkpoint. Validation outputs are gathered from every process before the
+task computes metrics. Because each epoch starts from a state that the checkpoint fully
+determines, and a checkpoint written mid-epoch records how many batches the epoch had used, a run
+resumed after a crash (or ``kill -9``) ends with exactly the weights and metrics of a run that was
+never interrupted.
 
 Example:
     >>> run = Run.create("train", "toy", cfg)  # doctest: +SKIP
@@ -18,14 +22,18 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import clip_grad_norm_
 from tqdm.auto import tqdm
 
+from abyssal.contracts.task import TrainTask
+from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.devices import (
     autocast_dtype,
     derive_seed,
@@ -35,16 +43,19 @@ from abyssal.core.devices import (
 from abyssal.core.errors import AbyssalError, ConfigError
 from abyssal.core.runs import Run
 from abyssal.train.checkpoint import (
+    Checkpoint,
     TrainState,
     checkpoint_exists,
     read_checkpoint,
     restore_checkpoint,
+    restore_rng,
     save_checkpoint,
 )
+from abyssal.train.optim import build_optimizer, lr_factor, set_learning_rate, trainable_parameters
 from abyssal.train.strategy import STRATEGIES, Strategy
-from abyssal.train.task import TrainConfig, TrainTask
 
 RESERVED_KEYS = ("epoch", "step", "train_loss", "time")
+_MIN_HINTS = ("loss", "rmse", "mse", "mae", "error")
 
 
 @dataclass
@@ -53,12 +64,13 @@ class FitResult:
 
     Args:
         model: the unwrapped model with the best weights loaded, in eval mode.
-        best_metrics: the validation metrics of the best epoch (empty if no epoch had a finite
-            value of the watched metric).
-        best_epoch: the best epoch (0-based), or ``None``.
-        epochs_run: epochs completed, including those before a resume.
+        best_metrics: the validation metrics of the best evaluation (empty if no evaluation had a
+            finite value of the watched metric).
+        best_epoch: the epoch of the best evaluation (0-based), or ``None``.
+        epochs_run: epochs started, including those before a resume.
         stopped_early: whether early stopping ended training.
-        history: the metric rows, one per epoch, as in the run's ``metrics.jsonl``.
+        history: the metric rows, one per evaluation, as in the run's ``metrics.jsonl``.
+        best_step: the optimizer step of the best evaluation, or ``None``.
     """
 
     model: nn.Module
@@ -67,6 +79,7 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
     history: list[dict[str, Any]]
+    best_step: int | None = None
 
 
 @dataclass
@@ -78,8 +91,12 @@ class _Session:
     scaler: torch.amp.GradScaler
     device: torch.device
     dtype: torch.dtype | None
+    total_steps: int | None
     state: TrainState = field(default_factory=TrainState)
     history: list[dict[str, Any]] = field(default_factory=list)
+    pending_rng: Checkpoint | None = None  # RNG to restore after skipping a resumed epoch's batches
+    bar: Any = None
+    clock: float = field(default_factory=time.perf_counter)
 
 
 class Trainer:
@@ -90,7 +107,9 @@ class Trainer:
         cfg: how to train.
         run: where metrics, logs and checkpoints go.
         metric: the validation metric to watch when ``cfg.early_stopping_metric`` is ``None``
-            (normally the solution's default metric).
+            (normally the solution's choice).
+        mode: whether larger ``metric`` is better; used when ``cfg.early_stopping_mode`` is
+            ``auto``.
         strategy: where to train; ``STRATEGIES.get(cfg.strategy)()`` by default.
 
     Raises:
@@ -109,6 +128,7 @@ class Trainer:
         run: Run,
         *,
         metric: str | None = None,
+        mode: Literal["max", "min"] = "max",
         strategy: Strategy | None = None,
     ) -> None:
         self.task = task
@@ -117,15 +137,16 @@ class Trainer:
         self.metric = cfg.early_stopping_metric or metric
         if not self.metric:
             raise ConfigError("no validation metric to watch: set train.early_stopping_metric")
+        self.mode = _resolve_mode(cfg, metric, mode)
         self.strategy = strategy if strategy is not None else STRATEGIES.get(cfg.strategy)()
 
     def fit(self, resume: bool = False) -> FitResult:
-        """Train to the end (``cfg.epochs`` or early stopping) and return the best model.
+        """Train to the end (``cfg.epochs``, ``cfg.max_steps`` or early stopping).
 
         Args:
-            resume: continue from the run's last checkpoint (its model, optimizer, scaler,
-                counters, best-so-far and metric history); a run that has already reached its
-                end just returns its result.
+            resume: continue from the run's last checkpoint (model, optimizer, scaler, counters,
+                best-so-far, metric history, and the position inside a partly trained epoch); a
+                run that has already reached its end just returns its result.
 
         Returns:
             The result, with the best weights loaded.
@@ -155,11 +176,14 @@ class Trainer:
         cfg = self.cfg
         device = self.strategy.device(cfg.device)
         dtype = autocast_dtype(cfg.precision, device)
+        total = self._total_steps()
         seed_everything(cfg.seed)
-        model = self.strategy.setup(self.task.build_model(), device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        raw = self.task.build_model()
+        trainable_parameters(raw, cfg.trainable, cfg.frozen)  # freeze before any wrapping
+        model = self.strategy.setup(raw, device)
+        optimizer = build_optimizer(self.strategy.unwrap(model), cfg)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        s = _Session(model, optimizer, scaler, device, dtype)
+        s = _Session(model, optimizer, scaler, device, dtype, total)
         if resume:
             self._resume(s)
         elif checkpoint_exists(self.run.checkpoint_dir, "last"):
@@ -168,13 +192,33 @@ class Trainer:
             )
         if self.strategy.is_main:
             self.run.set_status("running")
-        self._log(f"training on {device}, precision {dtype or torch.float32}, metric {self.metric}")
+        trained = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+        self._log(
+            f"training on {device}, precision {dtype or torch.float32}, metric {self.metric} "
+            f"({self.mode}), {trained:,} trainable parameters, {total or 'unknown'} steps"
+        )
         return s
+
+    def _total_steps(self) -> int | None:
+        """All optimizer steps of the run, when the task's batches have a length (or max_steps)."""
+        cfg = self.cfg
+        batches = self.task.train_batches(0, self.strategy.shard)
+        total = None
+        if hasattr(batches, "__len__"):
+            total = cfg.epochs * math.ceil(len(batches) / cfg.grad_accum_steps)
+        if cfg.max_steps is not None:
+            total = cfg.max_steps if total is None else min(total, cfg.max_steps)
+        if total is None and cfg.schedule != "constant":
+            raise ConfigError(
+                f"train.schedule={cfg.schedule} needs the run's length, and this task's batches "
+                "have no length: set train.max_steps"
+            )
+        return total
 
     def _resume(self, s: _Session) -> None:
         folder = self.run.checkpoint_dir
         if not checkpoint_exists(folder, "last"):
-            self._log("resume: no checkpoint yet, starting from epoch 0")
+            self._log("resume: no checkpoint yet, starting from the beginning")
             if self.strategy.is_main:
                 self.run.truncate_metrics(-1)
             return
@@ -182,71 +226,101 @@ class Trainer:
         if ckpt.note:
             self._log(ckpt.note)
         model = self.strategy.unwrap(s.model)
-        s.state = restore_checkpoint(ckpt, model=model, optimizer=s.optimizer, scaler=s.scaler)
+        s.state = restore_checkpoint(
+            ckpt, model=model, optimizer=s.optimizer, scaler=s.scaler, rng=False
+        )
+        if s.state.batches_in_epoch:
+            s.pending_rng = ckpt
+        step = s.state.global_step
         if self.strategy.is_main:
-            self.run.truncate_metrics(s.state.epoch)
-        s.history = [r for r in self.run.metrics_history() if r.get("epoch", -1) <= s.state.epoch]
-        self._log(f"resumed after epoch {s.state.epoch} (step {s.state.global_step})")
+            self.run.truncate_metrics_after_step(step)
+        s.history = [r for r in self.run.metrics_history() if r.get("step", -1) <= step]
+        st = s.state
+        where = f"{st.batches_in_epoch} batches into epoch {st.epoch + 1}"
+        if not st.batches_in_epoch:
+            where = f"after epoch {st.epoch}"
+        self._log(f"resumed {where} (step {step})")
 
     def _finished(self, s: _Session) -> bool:
-        return s.state.stopped_early or s.state.epoch + 1 >= self.cfg.epochs
+        st, cfg = s.state, self.cfg
+        if st.stopped_early or (cfg.max_steps is not None and st.global_step >= cfg.max_steps):
+            return True
+        return st.epoch + 1 >= cfg.epochs and st.batches_in_epoch == 0
 
     def _loop(self, s: _Session) -> None:
-        cfg = self.cfg
-        first = s.state.epoch + 1
-        bar = tqdm(
-            total=cfg.epochs,
-            initial=first,
+        by_step = self.cfg.max_steps is not None
+        s.bar = tqdm(
+            total=self.cfg.max_steps if by_step else self.cfg.epochs,
+            initial=s.state.global_step if by_step else s.state.epoch + 1,
             desc=f"train {self.run.id}",
-            unit="epoch",
-            disable=not (cfg.progress and self.strategy.is_main),
+            unit="step" if by_step else "epoch",
+            disable=not (self.cfg.progress and self.strategy.is_main),
             dynamic_ncols=True,
         )
-        with bar:
-            for epoch in range(first, cfg.epochs):
-                row = self._run_epoch(s, epoch)
-                shown = {
-                    "train_loss": f"{row['train_loss']:.4g}",
-                    self.metric: f"{row[self.metric]:.4g}",
-                }
-                bar.set_postfix(shown, refresh=False)
-                bar.update(1)
-                if s.state.stopped_early:
-                    break
+        with s.bar:
+            epoch = s.state.epoch + 1
+            while not self._finished(s):
+                self._run_epoch(s, epoch)
+                epoch += 1
 
-    def _run_epoch(self, s: _Session, epoch: int) -> dict[str, Any]:
+    def _run_epoch(self, s: _Session, epoch: int) -> None:
         # Every epoch starts from RNG states fixed by (seed, epoch) alone, so a resumed run
-        # draws the same dropout masks as an uninterrupted one.
+        # draws the same batches and dropout masks as an uninterrupted one.
         seed_everything(derive_seed(self.cfg.seed, epoch))
-        start = time.perf_counter()
-        train_loss = self._train_epoch(s, epoch)
-        metrics = self._validate(s)
-        elapsed = round(time.perf_counter() - start, 4)
-        row = {"epoch": epoch, "step": s.state.global_step, "train_loss": train_loss}
-        row.update(metrics, time=elapsed)
-        improved = self._update_best(s.state, epoch, metrics[self.metric])
-        s.state.epoch = epoch
-        s.history.append(row)
-        self._record(s, row, improved)
-        return row
-
-    def _train_epoch(self, s: _Session, epoch: int) -> float:
-        s.model.train()
-        s.optimizer.zero_grad(set_to_none=True)
-        k = self.cfg.grad_accum_steps
-        total, window, pending, batches = 0.0, None, 0, 0
-        for batch in self.task.train_batches(epoch):
+        batches = self._epoch_batches(s, epoch)
+        k, window, pending = self.cfg.grad_accum_steps, None, 0
+        for batch in batches:
             loss = self._backward(s, batch)
             window = loss if window is None else window + loss
-            pending, batches = pending + 1, batches + 1
+            pending += 1
+            s.state.batches_in_epoch += 1
             if pending == k:
-                total += self._step(s, epoch, window, pending)
+                self._step(s, epoch, window, pending)
                 window, pending = None, 0
-        if pending:  # flush the partial accumulation at the end of the epoch
-            total += self._step(s, epoch, window, pending)
-        if batches == 0:
+                if self._after_step(s, epoch):
+                    return
+        if s.state.batches_in_epoch == 0:
             raise AbyssalError(f"the task yielded no training batches for epoch {epoch}")
-        return total / batches
+        if pending:  # flush the partial accumulation at the end of the epoch
+            self._step(s, epoch, window, pending)
+            if self._after_step(s, epoch):
+                return
+        self._end_epoch(s, epoch)
+
+    def _epoch_batches(self, s: _Session, epoch: int) -> Iterator[Any]:
+        """The epoch's batches; on a mid-epoch resume, past those already trained on."""
+        batches = iter(self.task.train_batches(epoch, self.strategy.shard))
+        skip = s.state.batches_in_epoch
+        for done in range(skip):
+            if next(batches, None) is None:
+                raise AbyssalError(
+                    f"cannot resume: epoch {epoch} now has {done} batches, the checkpoint was "
+                    f"written after {skip} (the data or the batch size changed)"
+                )
+        if s.pending_rng is not None:  # the RNG as it was when the checkpoint was written
+            restore_rng(s.pending_rng)
+            s.pending_rng = None
+        return batches
+
+    def _end_epoch(self, s: _Session, epoch: int) -> None:
+        st = s.state
+        st.epoch, st.batches_in_epoch = epoch, 0
+        if self.cfg.max_steps is None:
+            s.bar.update(1)
+        every = self.cfg.eval_every_steps
+        if every is None or (self._finished(s) and st.last_eval_step != st.global_step):
+            self._evaluate(s, epoch)
+
+    def _after_step(self, s: _Session, epoch: int) -> bool:
+        """Evaluate if due; whether training must stop now (max_steps or early stopping)."""
+        st, cfg = s.state, self.cfg
+        if cfg.max_steps is not None:
+            s.bar.update(1)
+        reached = cfg.max_steps is not None and st.global_step >= cfg.max_steps
+        due = cfg.eval_every_steps is not None and st.global_step % cfg.eval_every_steps == 0
+        if reached or due:
+            self._evaluate(s, epoch)
+        return reached or st.stopped_early
 
     def _backward(self, s: _Session, batch: Any) -> torch.Tensor:
         """Forward and backward one batch; gradients add up, scaled by 1/k. Returns the loss."""
@@ -258,72 +332,98 @@ class Trainer:
         s.scaler.scale(loss.reshape(()) / self.cfg.grad_accum_steps).backward()
         return loss.detach().float().reshape(())
 
-    def _step(self, s: _Session, epoch: int, window: torch.Tensor, count: int) -> float:
-        """One optimizer step over ``count`` accumulated batches. Returns their summed loss."""
+    def _step(self, s: _Session, epoch: int, window: torch.Tensor, count: int) -> None:
+        """One optimizer step over ``count`` accumulated batches at the scheduled rate."""
+        cfg, st = self.cfg, s.state
         value = window.item()
-        step = s.state.global_step + 1
         if not math.isfinite(value):
             raise AbyssalError(
-                f"training loss is {value} at epoch {epoch}, step {step}: lower train.lr, "
-                "set train.clip_grad_norm, or check the data and the loss"
+                f"training loss is {value} at epoch {epoch}, step {st.global_step + 1}: lower "
+                "train.lr, set train.clip_grad_norm, or check the data and the loss"
             )
-        k = self.cfg.grad_accum_steps
+        k = cfg.grad_accum_steps
         if count < k:  # a partial window: make its gradient the mean over `count` batches
             for param in s.model.parameters():
                 if param.grad is not None:
                     param.grad.mul_(k / count)
-        if self.cfg.clip_grad_norm is not None:
+        factor = lr_factor(
+            cfg.schedule,
+            step=st.global_step,
+            total=s.total_steps,
+            warmup=cfg.warmup_steps,
+            min_ratio=cfg.min_lr_ratio,
+        )
+        set_learning_rate(s.optimizer, factor)
+        if cfg.clip_grad_norm is not None:
             s.scaler.unscale_(s.optimizer)
-            clip_grad_norm_(s.model.parameters(), self.cfg.clip_grad_norm)
+            clip_grad_norm_(s.model.parameters(), cfg.clip_grad_norm)
         s.scaler.step(s.optimizer)
         s.scaler.update()
         s.optimizer.zero_grad(set_to_none=True)
-        s.state.global_step = step
-        return value
+        st.global_step += 1
+        st.loss_sum += value
+        st.loss_batches += count
+
+    def _evaluate(self, s: _Session, epoch: int) -> None:
+        st = s.state
+        metrics = self._validate(s)
+        train_loss = self.strategy.mean(st.loss_sum / max(1, st.loss_batches))
+        now = time.perf_counter()
+        row = {"epoch": epoch, "step": st.global_step, "train_loss": train_loss}
+        row.update(metrics, time=round(now - s.clock, 4))
+        s.clock = now
+        st.loss_sum, st.loss_batches = 0.0, 0
+        st.evaluations += 1
+        st.last_eval_step = st.global_step
+        improved = self._update_best(st, epoch, metrics[self.metric])
+        s.history.append(row)
+        self._record(s, row, improved)
+        shown = {"train_loss": f"{train_loss:.4g}", self.metric: f"{row[self.metric]:.4g}"}
+        s.bar.set_postfix(shown, refresh=False)
 
     def _validate(self, s: _Session) -> dict[str, float]:
-        model = self.strategy.unwrap(s.model)
-        model.eval()
-        try:
-            with torch.no_grad(), self._autocast(s):
-                raw = self.task.validate(model)
-        finally:
-            s.model.train()
-        metrics = self.strategy.reduce_metrics({k: float(v) for k, v in raw.items()})
+        raw = validate_task(self.task, s.model, self.strategy, s.device, s.dtype)
+        return self._check_metrics(raw)
+
+    def _check_metrics(self, raw: Mapping[str, Any]) -> dict[str, float]:
+        metrics = {k: float(v) for k, v in raw.items()}
         clash = sorted(set(metrics) & set(RESERVED_KEYS))
         if clash:
-            raise AbyssalError(f"validate() returned reserved metric names: {', '.join(clash)}")
+            raise AbyssalError(
+                f"validation_metrics() returned reserved metric names: {', '.join(clash)}"
+            )
         if self.metric not in metrics:
             got = ", ".join(metrics) or "(none)"
             raise AbyssalError(
-                f"validation metric '{self.metric}' is missing; validate() gave: {got}"
+                f"validation metric '{self.metric}' is missing; validation_metrics() gave: {got}"
             )
         return metrics
 
     def _update_best(self, state: TrainState, epoch: int, value: float) -> bool:
         best = state.best_metric
-        larger = self.cfg.early_stopping_mode == "max"
+        larger = self.mode == "max"
         better = math.isfinite(value) and (
             best is None or (value > best if larger else value < best)
         )
         if better:
-            state.best_metric, state.best_epoch, state.epochs_since_improvement = value, epoch, 0
+            state.best_metric, state.best_epoch = value, epoch
+            state.best_step, state.evals_since_improvement = state.global_step, 0
         else:
-            state.epochs_since_improvement += 1
+            state.evals_since_improvement += 1
         patience = self.cfg.patience
-        if patience and state.epochs_since_improvement >= patience:
+        if patience and state.evals_since_improvement >= patience:
             state.stopped_early = True
         return better
 
     def _record(self, s: _Session, row: dict[str, Any], improved: bool) -> None:
-        """Log the epoch's row and write the best and last checkpoints that are due."""
+        """Log the evaluation's row and write the best and last checkpoints that are due."""
         if self.strategy.is_main:
             self.run.log_metrics(row)
             self.run.log(_describe(row, self.metric, s.state))
             folder, model = self.run.checkpoint_dir, self.strategy.unwrap(s.model)
             if improved:
                 save_checkpoint(folder, "best", model=model, state=s.state, rng=False)
-            if self._checkpoint_due(s.state):
+            if s.state.evaluations % self.cfg.checkpoint_every == 0 or self._finished(s):
                 save_checkpoint(
                     folder,
                     "last",
@@ -334,27 +434,26 @@ class Trainer:
                 )
         self.strategy.barrier()
 
-    def _checkpoint_due(self, state: TrainState) -> bool:
-        done = state.epoch + 1
-        return (
-            done % self.cfg.checkpoint_every == 0 or done >= self.cfg.epochs or state.stopped_early
-        )
-
     def _finish(self, s: _Session) -> FitResult:
+        st = s.state
         model = self.strategy.unwrap(s.model)
-        if s.state.best_epoch is not None:
+        if st.best_step is not None:
             model.load_state_dict(read_checkpoint(self.run.checkpoint_dir, "best").model_state())
         model.eval()
-        row = next((r for r in s.history if r.get("epoch") == s.state.best_epoch), {})
+        row = next((r for r in s.history if r.get("step") == st.best_step), {})
         best = {k: v for k, v in row.items() if k not in RESERVED_KEYS}
+        epochs_run = st.epoch + 1 + (1 if st.batches_in_epoch else 0)
         result = FitResult(
-            model, best, s.state.best_epoch, s.state.epoch + 1, s.state.stopped_early, s.history
+            model, best, st.best_epoch, epochs_run, st.stopped_early, s.history, st.best_step
         )
         if self.strategy.is_main:
             self.run.set_metrics(best)
             self.run.set_status("completed")
-            stop = "stopped early" if s.state.stopped_early else "finished"
-            self.run.log(f"{stop} after {result.epochs_run} epochs; best epoch {result.best_epoch}")
+            stop = "stopped early" if st.stopped_early else "finished"
+            self.run.log(
+                f"{stop} after {result.epochs_run} epochs ({st.global_step} steps); "
+                f"best epoch {result.best_epoch}, step {st.best_step}"
+            )
         return result
 
     def _autocast(self, s: _Session) -> torch.autocast:
@@ -373,11 +472,69 @@ class Trainer:
             self.run.log(f"{status}: {error}")
 
 
+def validate_task(
+    task: TrainTask,
+    model: nn.Module,
+    strategy: Strategy,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Validation metrics over every process's shard: outputs per batch, concatenated, gathered
+    across processes, then ``task.validation_metrics`` on the whole set (call on every rank).
+
+    Args:
+        task: the task.
+        model: the model as the strategy set it up (called through ``forward``).
+        strategy: gives this process's shard and gathers the outputs.
+        device: where batches go.
+        dtype: the autocast dtype, or ``None`` for none.
+
+    Returns:
+        The task's metrics, the same on every process.
+    """
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    try:
+        with torch.no_grad(), autocast:
+            for batch in task.val_batches(strategy.shard):
+                out = task.validation_step(model, task.move_batch(batch, device))
+                for key, value in out.items():
+                    parts.setdefault(key, []).append(_to_numpy(value))
+    finally:
+        model.train(was_training)
+    outputs = strategy.gather({k: np.concatenate(v) for k, v in parts.items()})
+    return dict(task.validation_metrics(outputs))
+
+
+def _resolve_mode(
+    cfg: TrainConfig, metric: str | None, mode: Literal["max", "min"]
+) -> Literal["max", "min"]:
+    """The configured mode; ``auto`` takes the solution's mode for its own metric and guesses
+    from the name for another (``loss``, ``rmse``, ``mae``, ``error``: smaller is better)."""
+    if cfg.early_stopping_mode != "auto":
+        return cfg.early_stopping_mode
+    watched = cfg.early_stopping_metric
+    if watched is None or watched == metric:
+        return mode
+    return "min" if any(h in watched.lower() for h in _MIN_HINTS) else "max"
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        if value.is_floating_point() and value.dtype != torch.float64:
+            value = value.float()  # bf16 / fp16 outputs of autocast
+        return value.cpu().numpy()
+    return np.asarray(value)
+
+
 def _describe(row: dict[str, Any], metric: str, state: TrainState) -> str:
     values = " ".join(
         f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in row.items()
         if k not in ("epoch", "time")
     )
-    best = f"best {metric}={state.best_metric} at epoch {state.best_epoch}"
+    best = f"best {metric}={state.best_metric} at step {state.best_step}"
     return f"epoch {row['epoch']}: {values} ({best}) {row['time']}s"

@@ -1,0 +1,217 @@
+"""The solution protocol: everything generic (training, evaluation, optimization, serving, gating,
+benchmarking) works on any solution through this one interface.
+
+A solution is a registered recipe for one problem. Its **training half** reads its data formats,
+builds its model, hands the trainer a :class:`~abyssal.contracts.task.TrainTask` and evaluates.
+Its **serving half** says what the model's inputs look like (for graph capture and export), how a
+raw request is parsed, validated and batched, how a batch becomes responses, how its metrics are
+shown, and how to make sample data. A new solution is one package under ``solutions/`` plus one
+registration line in ``abyssal.solutions``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from abyssal.core.errors import AbyssalError
+
+if TYPE_CHECKING:
+    import torch
+
+    from abyssal.contracts.task import TrainTask
+
+
+class PreparedData(Protocol):
+    """Data a solution has read and prepared for one config.
+
+    Attributes:
+        fingerprint: identifies the input data (and split); recorded in every version's lineage.
+        description: where the data came from, for reports.
+    """
+
+    fingerprint: str
+    description: str
+
+
+@dataclass(frozen=True)
+class MetricLayout:
+    """How a solution's metrics are shown: one row per (model, split), one column per metric.
+
+    Metric keys are ``<prefix><split>_<name>``: ``test_auprc`` for the model itself,
+    ``gbdt_own_test_auprc`` for a baseline with prefix ``gbdt_own_``.
+
+    Args:
+        columns: ``(name, header)`` per column, e.g. ``("auprc", "AUPRC")``.
+        models: ``(prefix, label)`` per model row; ``""`` is the trained model.
+        splits: the splits shown, in order.
+        extras: keys printed on one line under the table (thresholds, epochs).
+        headline: the one metric a list of versions shows, e.g. ``"test_auprc"``.
+
+    Example:
+        >>> layout = MetricLayout(columns=(("acc", "accuracy"),), headline="test_acc")
+        >>> layout.rows({"val_acc": 0.5, "test_acc": 0.75})
+        [['model', 'val', 0.5], ['model', 'test', 0.75]]
+    """
+
+    columns: tuple[tuple[str, str], ...]
+    models: tuple[tuple[str, str], ...] = (("", "model"),)
+    splits: tuple[str, ...] = ("val", "test")
+    extras: tuple[str, ...] = ("best_epoch", "epochs_run")
+    headline: str = ""
+
+    @property
+    def headers(self) -> list[str]:
+        """``["model", "split", *column headers]``."""
+        return ["model", "split", *(header for _, header in self.columns)]
+
+    def rows(self, metrics: Mapping[str, Any]) -> list[list[Any]]:
+        """One row per model and split that has at least one of the columns' metrics."""
+        out = []
+        for prefix, label in self.models:
+            for split in self.splits:
+                values = [metrics.get(f"{prefix}{split}_{name}") for name, _ in self.columns]
+                if any(v is not None for v in values):
+                    out.append([label, split, *values])
+        return out
+
+    def table(self, metrics: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+        """Headers and :meth:`rows`, without the columns no row has a value for.
+
+        Example:
+            >>> layout = MetricLayout(columns=(("acc", "accuracy"), ("rmse", "RMSE")))
+            >>> layout.table({"test_acc": 0.75})
+            (['model', 'split', 'accuracy'], [['model', 'test', 0.75]])
+        """
+        rows = self.rows(metrics)
+        keep = [0, 1] + [
+            i for i in range(2, len(self.headers)) if any(r[i] is not None for r in rows)
+        ]
+        return [self.headers[i] for i in keep], [[r[i] for i in keep] for r in rows]
+
+    def extra_values(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """The :attr:`extras` present in ``metrics``, in order."""
+        return {k: metrics[k] for k in self.extras if k in metrics}
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Serves one loaded model version: raw requests in, responses out.
+
+    A service calls :meth:`parse` on each request as it arrives (bad input is refused there,
+    before it joins a batch), groups parsed requests, and calls :meth:`predict` on the group. A
+    predictor may keep state between calls (the fraud solution's live graph), so it is used from
+    one thread at a time.
+    """
+
+    def parse(self, payload: Mapping[str, Any]) -> Any:
+        """One request, validated. Raises ``DataError`` naming the field and what was expected."""
+
+    def predict(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+        """Responses (JSON-ready dicts), one per parsed item, in order."""
+
+
+@runtime_checkable
+class PredictionReport(Protocol):
+    """What predicting a whole file returns.
+
+    Attributes:
+        rows: how many inputs were scored.
+        output: the file the predictions were written to, if any.
+    """
+
+    rows: int
+    output: Path | None
+
+    def render(self, top: int = 10) -> str:
+        """A summary for a terminal, listing at most ``top`` items of each kind."""
+
+
+class Solution(ABC):
+    """Base class of every solution.
+
+    Class attributes:
+        name: registry name (``"fraud"``).
+        config_cls: the solution's config dataclass (must have a ``train`` field).
+        default_metric: the validation metric early stopping and gates watch.
+        metric_layout: how its metrics are shown.
+        sample_config_cls: the options of :meth:`generate_sample` (a config dataclass).
+    """
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type]
+    default_metric: ClassVar[str]
+    metric_layout: ClassVar[MetricLayout]
+    sample_config_cls: ClassVar[type | None] = None
+
+    # -- the training half ---------------------------------------------------------------------
+
+    @abstractmethod
+    def prepare(self, cfg: Any) -> PreparedData:
+        """Read and validate the data that ``cfg`` points at."""
+
+    @abstractmethod
+    def task(self, cfg: Any, data: PreparedData) -> TrainTask:
+        """The :class:`~abyssal.contracts.task.TrainTask` that trains the model on ``data``."""
+
+    @abstractmethod
+    def model_spec(self, cfg: Any, data: PreparedData) -> dict[str, Any]:
+        """What, besides the config, rebuilds the model and its input handling; JSON."""
+
+    @abstractmethod
+    def build_model(self, cfg: Any, spec: dict[str, Any]) -> torch.nn.Module:
+        """A fresh model for ``cfg`` and ``spec`` (weights are loaded by the caller)."""
+
+    @abstractmethod
+    def evaluate(self, cfg: Any, model: torch.nn.Module, data: PreparedData) -> dict[str, float]:
+        """Metrics of ``model`` (on any device) on ``data``'s splits, flat ``name -> value``."""
+
+    def baselines(self, cfg: Any, data: PreparedData) -> dict[str, float]:
+        """Metrics of reference models on the same features and splits; none by default."""
+        return {}
+
+    def monitor(self, cfg: Any, data: PreparedData) -> tuple[str, Literal["max", "min"]]:
+        """The validation metric to watch and whether larger is better."""
+        return self.default_metric, "max"
+
+    def headline_metric(self, cfg: Any, data: PreparedData) -> str:
+        """The one test metric a list of versions shows (stored with each version)."""
+        return self.metric_layout.headline
+
+    # -- the serving half ----------------------------------------------------------------------
+
+    def example_inputs(self, cfg: Any, spec: dict[str, Any]) -> tuple[Any, ...]:
+        """Small, valid positional inputs of ``model.forward`` (for graph capture and export)."""
+        raise self._lacks("example_inputs", "example model inputs")
+
+    def predictor(self, loaded: Any) -> Predictor:
+        """A :class:`Predictor` over a loaded model version (``abyssal.solutions.LoadedModel``)."""
+        raise self._lacks("predictor", "request parsing and prediction")
+
+    def predict_file(
+        self, loaded: Any, path: str | Path, *, out: str | Path | None = None
+    ) -> PredictionReport:
+        """Predict every row of the file ``path``; write them to ``out`` (atomically) if given.
+
+        Every row is validated before anything is written; an error names the file and row. By
+        default each row of the table is one request to :meth:`predictor`.
+        """
+        from abyssal.contracts.prediction import predict_table
+
+        return predict_table(self.predictor(loaded), path, ref=loaded.version.ref, out=out)
+
+    def generate_sample(self, options: Any, out: Path) -> list[str]:
+        """Write sample data (``options`` is a :attr:`sample_config_cls`) into the folder ``out``.
+
+        Returns:
+            One line per file written, saying what it holds.
+        """
+        raise self._lacks("generate_sample", "sample data")
+
+    def _lacks(self, method: str, what: str) -> AbyssalError:
+        return AbyssalError(
+            f"solution '{self.name}' does not provide {what} (Solution.{method} is not implemented)"
+        )
