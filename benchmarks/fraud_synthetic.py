@@ -28,7 +28,8 @@ from abyssal.core.store import ModelStore
 from abyssal.data.tables import write_table
 from abyssal.solutions.fraud.live import LiveScorer
 from abyssal.solutions.fraud.predict import history_graph
-from abyssal.solutions.fraud.synthetic import generate_transactions, split_stream
+from abyssal.solutions.fraud.sample import split_stream
+from abyssal.solutions.fraud.synthetic import generate_transactions
 from abyssal.solutions.loading import load_model
 from abyssal.train.api import train
 from environment import environment, provenance

@@ -23,7 +23,7 @@ abyssal models alias fraud:candidate production
 abyssal models list fraud
 
 step "4/5 score new transactions one by one against the live graph; print the rings"
-abyssal predict fraud --transactions demo/new_transactions.csv --out demo/scores.csv --top 5
+abyssal predict fraud --input demo/new_transactions.csv --out demo/scores.csv --top 5
 
 step "5/5 done"
 echo "scores: demo/scores.csv; planted rings (ground truth): demo/planted_rings.json"

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from abyssal.cli.main import main
+from abyssal.core.errors import DataError
 from abyssal.core.runs import list_runs
 from abyssal.core.store import ModelStore
 
@@ -25,14 +26,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "fraud",
                 "--out",
                 str(out),
-                "--users",
-                "150",
-                "--rings",
-                "3",
-                "--days",
-                "15",
-                "--new-frac",
-                "0.03",
+                "users=150",
+                "rings=3",
+                "days=15",
+                "new_frac=0.03",
             ]
         )
         == 0
@@ -71,7 +68,7 @@ def test_train_evaluate_alias_predict(demo: Path, capsys: pytest.CaptureFixture[
             [
                 "predict",
                 "fraud",
-                "--transactions",
+                "--input",
                 str(demo / "new_transactions.csv"),
                 "--out",
                 str(scores),
@@ -159,7 +156,7 @@ def test_bad_predict_input_writes_nothing(demo, tmp_path, capsys) -> None:
     }
     for name, (frame, message) in cases.items():
         frame.to_csv(tmp_path / name, index=False)
-        args = ["predict", "fraud", "--transactions", str(tmp_path / name), "--out", str(out)]
+        args = ["predict", "fraud", "--input", str(tmp_path / name), "--out", str(out)]
         assert main(args) == 1
         assert message in capsys.readouterr().err
         assert not out.exists()
@@ -169,9 +166,9 @@ def test_bad_predict_input_writes_nothing(demo, tmp_path, capsys) -> None:
             [
                 "predict",
                 "fraud",
-                "--transactions",
+                "--input",
                 str(path),
-                "--allow-new-accounts",
+                "live.on_unknown_account=add",
                 "--out",
                 str(out),
             ]
@@ -185,7 +182,7 @@ def test_unknown_model_and_solution_are_clear(capsys: pytest.CaptureFixture[str]
     assert main(["evaluate", "nothing:1"]) == 1
     assert "unknown model" in capsys.readouterr().err.lower()
     assert main(["train", "nosuch"]) == 1
-    assert "unknown solution 'nosuch'; choose one of: fraud" in capsys.readouterr().err
+    assert "unknown solution 'nosuch'; choose one of: fraud, tabular" in capsys.readouterr().err
 
 
 def test_overrides_after_config_file(demo: Path, tmp_path: Path) -> None:
@@ -195,3 +192,36 @@ def test_overrides_after_config_file(demo: Path, tmp_path: Path) -> None:
     stored = ModelStore().resolve("fraud:1").config["solution_config"]
     assert stored["train"]["seed"] == 4 and stored["train"]["epochs"] == 3
     assert stored["data"]["path"] == str(demo / "transactions.csv")
+
+
+def test_generate_options_are_checked_and_listed(tmp_path, capsys) -> None:
+    assert main(["generate", "fraud", "--out", str(tmp_path / "g"), "colour=red"]) == 1
+    assert "unknown key 'colour'; valid keys are: users, merchants" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+    assert main(["generate", "fraud", "--help-options"]) == 0
+    assert "new_frac" in capsys.readouterr().out
+    (tmp_path / "file").write_text("x")
+    assert main(["generate", "fraud", "--out", str(tmp_path / "file")]) == 1
+    assert "is a file; give a folder" in capsys.readouterr().err
+
+
+def test_predictor_scores_requests_one_at_a_time(demo: Path) -> None:
+    from abyssal.solutions.loading import load_model
+
+    assert _train(demo) == 0
+    loaded = load_model("fraud:1")
+    predictor = loaded.solution.predictor(loaded)
+    new = pd.read_csv(demo / "new_transactions.csv", dtype=str).head(3)
+    items = [predictor.parse(row) for row in new.to_dict("records")]
+    responses = predictor.predict(items)
+    assert [r["transaction_id"] for r in responses] == new["transaction_id"].tolist()
+    assert all(0.0 <= r["risk"] <= 1.0 and isinstance(r["flagged"], bool) for r in responses)
+    bad = {**new.iloc[0].to_dict(), "transaction_id": "X1", "amount": "ten"}
+    with pytest.raises(DataError, match="request, row 1, column 'amount': not a number"):
+        predictor.parse(bad)
+    stranger = {**bad, "amount": 3, "user_id": "nobody"}
+    with pytest.raises(DataError, match="unknown account 'nobody'"):
+        predictor.parse(stranger)
+    x, edge_index, edge_attr, edge_dt = loaded.solution.example_inputs(loaded.cfg, loaded.spec)
+    node_logits, txn_logits = loaded.model(x, edge_index, edge_attr, edge_dt)
+    assert node_logits.shape == (x.shape[0],) and txn_logits is None

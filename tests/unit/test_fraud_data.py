@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 from abyssal.core.errors import ConfigError, DataError
 from abyssal.data.fingerprint import fingerprint_file, fingerprint_frame
 from abyssal.data.tables import ColumnSpec, read_table, validate_columns, write_table
+from abyssal.solutions.fraud.sample import FraudSampleConfig, split_stream, write_sample
 from abyssal.solutions.fraud.schema import EdgeListData, read_edge_list, read_transactions
-from abyssal.solutions.fraud.synthetic import generate_transactions, split_stream, write_sample
+from abyssal.solutions.fraud.synthetic import generate_transactions
 
 HEADER = "transaction_id,timestamp,user_id,device_id,counterparty_id,amount,label"
 ROWS = [
@@ -364,12 +366,19 @@ def test_split_stream_cuts_at_a_time():
         split_stream(tx, new_frac=1.5)
 
 
-def test_write_sample_writes_history_and_stream(tmp_path):
-    history_path, new_path = write_sample(tmp_path / "sample", seed=0)
-    assert (history_path.name, new_path.name) == ("transactions.csv", "new_transactions.csv")
-    history = read_transactions(history_path, require_label=True)
-    new = read_transactions(new_path)
-    assert "label" in new and history["timestamp"].max() < new["timestamp"].min()
+def test_write_sample_writes_history_stream_and_planted_rings(tmp_path):
+    options = FraudSampleConfig(users=400, merchants=80, rings=4, days=30, new_frac=0.05)
+    lines = write_sample(options, tmp_path / "sample")
+    assert [line.split(":")[0] for line in lines] == [
+        "transactions.csv",
+        "new_transactions.csv",
+        "planted_rings.json",
+    ]
+    history = read_transactions(tmp_path / "sample" / "transactions.csv", require_label=True)
+    new = read_transactions(tmp_path / "sample" / "new_transactions.csv")
+    assert "label" not in new and history["timestamp"].max() < new["timestamp"].min()
+    rings = json.loads((tmp_path / "sample" / "planted_rings.json").read_text())
+    assert len(rings) == 4 and all(len(r["members"]) >= 3 for r in rings)
 
 
 def test_synthetic_refuses_too_many_ring_members():

@@ -37,3 +37,21 @@ def test_fraud_trains_on_cuda_and_scores_like_cpu(precision: str) -> None:
     np.testing.assert_allclose(gpu_txn, cpu_txn, atol=1e-4)
     metrics = sol.evaluate(cfg, model, data)
     assert 0.0 <= metrics["test_auprc"] <= 1.0
+
+
+def test_train_evaluates_on_the_training_device() -> None:
+    from abyssal.train.api import train
+
+    seen: list[str] = []
+    original = FraudSolution.evaluate
+
+    def spy(self, cfg, model, data):
+        seen.append(next(model.parameters()).device.type)
+        return original(self, cfg, model, data)
+
+    overrides = ["data.synthetic_users=300", "data.synthetic_rings=3", "train.epochs=2",
+                 "train.device=cuda", "train.progress=false", "baselines=false"]  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FraudSolution, "evaluate", spy)
+        out = train("fraud", overrides=overrides)
+    assert seen == ["cuda"] and 0.0 <= out.metrics["test_auprc"] <= 1.0

@@ -13,9 +13,10 @@ from abyssal.solutions.fraud.config import FraudConfig
 from abyssal.solutions.fraud.dataset import FraudData, GraphTensors
 from abyssal.solutions.fraud.graph import graph_from_edges, graph_from_transactions
 from abyssal.solutions.fraud.live import LiveScorer
+from abyssal.solutions.fraud.sample import split_stream
 from abyssal.solutions.fraud.schema import read_transactions
 from abyssal.solutions.fraud.solution import score_graph
-from abyssal.solutions.fraud.synthetic import generate_transactions, split_stream
+from abyssal.solutions.fraud.synthetic import generate_transactions
 from abyssal.solutions.fraud.task import build_model
 
 WINDOWS = [3600, 86400]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from abyssal.core.store import ModelStore
 from abyssal.solutions.loading import load_model
@@ -15,6 +16,7 @@ class Evaluation:
     ref: str
     data: str
     metrics: dict[str, float]
+    layout: Any = None  # the solution's MetricLayout, for display
 
 
 def evaluate(
@@ -30,4 +32,5 @@ def evaluate(
     loaded = load_model(ref, store, overrides)
     data = loaded.solution.prepare(loaded.cfg)
     metrics = loaded.solution.evaluate(loaded.cfg, loaded.model, data)
-    return Evaluation(loaded.version.ref, getattr(data, "description", ""), metrics)
+    layout = loaded.solution.metric_layout
+    return Evaluation(loaded.version.ref, getattr(data, "description", ""), metrics, layout)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 from typing import Any
 
 from abyssal import __version__
-from abyssal.cli.render import METRIC_HEADERS, fmt, metric_rows, table
+from abyssal.core.display import fmt, table
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +35,10 @@ def _solutions(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_solutions(args: argparse.Namespace) -> int:
-    from abyssal.solutions import SOLUTIONS, SUMMARIES
+    from abyssal.solutions import SOLUTIONS
 
-    print(table(["solution", "what it does"], [[n, SUMMARIES.get(n, "")] for n in SOLUTIONS]))
+    rows = [[n, SOLUTIONS.summary(n)] for n in SOLUTIONS]
+    print(table(["solution", "what it does"], rows))
     return 0
 
 
@@ -85,40 +85,38 @@ def cmd_version(args: argparse.Namespace) -> int:
 def _generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
-        help="write SYNTHETIC fraud data: transactions.csv (history) and new_transactions.csv",
+        help="write a solution's sample data (see `abyssal generate SOLUTION --help-options`)",
     )
-    p.add_argument("solution", choices=["fraud"], help="the solution whose data to generate")
-    p.add_argument("--out", required=True, help="folder to write to")
-    p.add_argument("--users", type=int, default=2000, help="number of users (default 2000)")
-    p.add_argument("--rings", type=int, default=12, help="planted fraud rings (default 12)")
-    p.add_argument("--days", type=int, default=60, help="days of activity (default 60)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--new-frac", type=float, default=0.02, help="share kept as new (default 0.02)")
+    p.add_argument("solution", help="solution name, e.g. fraud")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="sample options")
+    p.add_argument("--out", help="folder to write to")
+    p.add_argument("--help-options", action="store_true", help="list the solution's sample options")
     p.set_defaults(handler=cmd_generate)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from abyssal.core.atomic import write_text_atomic
-    from abyssal.data.tables import write_table
-    from abyssal.solutions.fraud.synthetic import generate_transactions, split_stream
+    from abyssal.core.config import config_help, load_config
+    from abyssal.core.errors import ConfigError
+    from abyssal.solutions import get_solution
 
-    data = generate_transactions(
-        n_users=args.users, n_rings=args.rings, days=args.days, seed=args.seed
-    )
-    history, new = split_stream(data.transactions, args.new_frac)
+    solution = get_solution(args.solution)
+    if solution.sample_config_cls is None:
+        raise ConfigError(f"solution '{args.solution}' has no sample data to generate")
+    if args.help_options:
+        print(table(["key", "default", "help"], config_help(solution.sample_config_cls)))
+        return 0
+    if not args.out:
+        raise ConfigError("generate needs --out FOLDER")
     out = Path(args.out)
-    write_table(history, out / "transactions.csv")
-    write_table(new.drop(columns=["label"]), out / "new_transactions.csv")
-    rings = [{"ring_id": r.ring_id, "members": r.members, "devices": r.devices} for r in data.rings]
-    write_text_atomic(out / "planted_rings.json", json.dumps(rings, indent=1))
-    fraud = float(data.transactions["label"].mean())
-    print(
-        f"wrote SYNTHETIC data to {out}/: transactions.csv ({len(history)} rows, "
-        f"{fraud:.1%} fraudulent), new_transactions.csv ({len(new)} rows, no labels), "
-        f"planted_rings.json ({len(rings)} rings)"
-    )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder")
+    options = load_config(solution.sample_config_cls, None, args.overrides)
+    lines = solution.generate_sample(options, out)
+    print(f"wrote {args.solution} sample data to {out}/")
+    for line in lines:
+        print(f"  {line}")
     return 0
 
 
@@ -140,6 +138,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from abyssal.core.store import ModelStore
+    from abyssal.solutions import get_solution
     from abyssal.train.api import train
 
     out = train(
@@ -148,17 +147,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.alias:
         ModelStore().set_alias(out.version.name, args.alias, out.version.version)
     print(f"\nrun {out.run.id}: registered {out.version.ref}")
-    _print_metrics(out.metrics)
+    _print_metrics(get_solution(args.solution).metric_layout, out.metrics)
     return 0
 
 
-def _print_metrics(metrics: dict[str, Any]) -> None:
-    rows = metric_rows(metrics, ["", "gbdt_own_", "gbdt_graph_", "txn_"])
+def _print_metrics(layout: Any, metrics: dict[str, Any]) -> None:
+    headers, rows = layout.table(metrics)
     if rows:
-        print(table(METRIC_HEADERS, rows))
-    rest = {k: v for k, v in metrics.items() if k in ("threshold", "best_epoch", "epochs_run")}
-    if rest:
-        print("  ".join(f"{k}={fmt(v)}" for k, v in rest.items()))
+        print(table(headers, rows))
+    extras = layout.extra_values(metrics)
+    if extras:
+        print("  ".join(f"{k}={fmt(v)}" for k, v in extras.items()))
 
 
 def _evaluate(sub: argparse._SubParsersAction) -> None:
@@ -179,70 +178,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({"model": ev.ref, "data": ev.data, "metrics": ev.metrics}, indent=2))
         return 0
     print(f"{ev.ref} on {ev.data}")
-    _print_metrics(ev.metrics)
+    _print_metrics(ev.layout, ev.metrics)
     return 0
 
 
 def _predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="score new data with a registered model")
-    psub = p.add_subparsers(title="solutions", metavar="SOLUTION")
-    f = psub.add_parser("fraud", help="score new transactions against the live graph, find rings")
-    f.add_argument("--transactions", required=True, help="new transactions (CSV or Parquet)")
-    f.add_argument(
-        "--model", help="model ref (default: fraud:production if set, else fraud:latest)"
+    p = sub.add_parser("predict", help="predict new data with a registered model")
+    p.add_argument("solution", help="solution name, e.g. fraud")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="changes to the model's stored config, e.g. live.on_unknown_account=add",
     )
-    f.add_argument("--history", help="transactions for the live graph (default: the training data)")
-    f.add_argument("--out", help="write per-transaction scores here (CSV or Parquet)")
-    f.add_argument(
-        "--allow-new-accounts", action="store_true", help="score users never seen before"
-    )
-    f.add_argument(
-        "--no-neighbourhood",
-        action="store_true",
-        help="score only each transaction's own accounts (faster; no alerts on neighbours)",
-    )
-    f.add_argument("--top", type=int, default=10, help="how many transactions and rings to print")
-    f.set_defaults(handler=cmd_predict_fraud)
+    p.add_argument("--input", required=True, help="the data to predict (CSV or Parquet)")
+    p.add_argument("--model", help="model ref (default: SOLUTION:production if set, else latest)")
+    p.add_argument("--out", help="write the predictions here (CSV or Parquet)")
+    p.add_argument("--top", type=int, default=10, help="how many items of each kind to print")
+    p.set_defaults(handler=cmd_predict)
 
 
-def cmd_predict_fraud(args: argparse.Namespace) -> int:
-    from abyssal.solutions.fraud.predict import predict_transactions
+def cmd_predict(args: argparse.Namespace) -> int:
     from abyssal.solutions.loading import load_model
 
-    overrides = ["live.on_unknown_account=add"] if args.allow_new_accounts else []
-    if args.no_neighbourhood:
-        overrides.append("live.rescore_neighbourhood=false")
-    loaded = load_model(args.model or _default_ref("fraud"), overrides=overrides)
-    rep = predict_transactions(loaded, args.transactions, history=args.history, out=args.out)
-    s = rep.scores
-    print(
-        f"{loaded.version.ref}: scored {len(s)} new transactions, {rep.flagged} flagged; "
-        f"latency per transaction p50 {rep.latency_ms(50):.2f} ms, p99 {rep.latency_ms(99):.2f} ms"
-    )
-    alerted = rep.alerted_accounts
-    if alerted:
-        shown = ", ".join(alerted[: args.top]) + (" ..." if len(alerted) > args.top else "")
-        print(f"{len(alerted)} accounts crossed the risk threshold {rep.threshold:.3f}: {shown}")
-    top = s.sort_values("risk", ascending=False).head(args.top)
-    cols = ["transaction_id", "risk", "user_risk", "counterparty_risk", "flagged"]
-    print(table(cols, top[cols].values.tolist()))
-    _print_rings(rep.rings, args.top)
-    if rep.output is not None:
-        print(f"scores written to {rep.output}")
-    return 0
+    loaded = load_model(args.model or _default_ref(args.solution), overrides=args.overrides)
+    if loaded.solution.name != args.solution:
+        from abyssal.core.errors import AbyssalError
 
-
-def _print_rings(rings: list, top: int) -> None:
-    print(f"\n{len(rings)} suspected rings")
-    for ring in rings[:top]:
-        when = dt.datetime.fromtimestamp(ring.last_seen, dt.UTC).strftime("%Y-%m-%d %H:%M")
-        print(
-            f"ring {ring.ring_id}: {ring.size} accounts, mean risk {ring.mean_risk:.2f}, "
-            f"total amount {ring.total_amount:,.2f}, last seen {when} UTC"
+        raise AbyssalError(
+            f"{loaded.version.ref} is a '{loaded.solution.name}' model, not '{args.solution}'"
         )
-        print(f"  members: {', '.join(ring.members)}")
-        for line in ring.evidence()[:6]:
-            print(f"  - {line}")
+    report = loaded.solution.predict_file(loaded, args.input, out=args.out)
+    print(report.render(top=args.top))
+    return 0
 
 
 def _default_ref(name: str) -> str:
@@ -271,6 +239,9 @@ def _models(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("a", help="model ref")
     cmp.add_argument("b", help="model ref")
     cmp.set_defaults(handler=cmd_models_compare)
+    gc = msub.add_parser("gc", help="delete files no version uses (and dead writers' temp files)")
+    gc.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    gc.set_defaults(handler=cmd_models_gc)
     p.set_defaults(handler=cmd_models_list, name=None)
 
 
@@ -279,18 +250,17 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
     versions = ModelStore().list_versions(args.name)
     rows = [
-        [
-            v.ref,
-            v.solution,
-            v.created_at[:19],
-            ",".join(v.aliases),
-            v.metrics.get("test_auprc"),
-            v.run_id,
-        ]
+        [v.ref, v.solution, v.created_at[:19], ",".join(v.aliases), *_headline(v), v.run_id]
         for v in versions
     ]
-    print(table(["version", "solution", "created", "aliases", "test_auprc", "run"], rows))
+    print(table(["version", "solution", "created", "aliases", "metric", "value", "run"], rows))
     return 0
+
+
+def _headline(version: Any) -> list[Any]:
+    """The version's headline metric (its solution's choice when it was registered)."""
+    name = version.config.get("headline_metric") or "test_auprc"
+    return [name, version.metrics.get(name)]
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
@@ -320,6 +290,18 @@ def cmd_models_compare(args: argparse.Namespace) -> int:
     print(f"\nconfig changes: {len(changes)}; same weights: {cmp['same_weights']}")
     for key, (a, b) in changes.items():
         print(f"  {key}: {a!r} -> {b!r}")
+    return 0
+
+
+def cmd_models_gc(args: argparse.Namespace) -> int:
+    from abyssal.core.store import ModelStore
+
+    report = ModelStore().gc(dry_run=args.dry_run)
+    rows = [[str(item.path), item.bytes, item.reason] for item in report.items]
+    if rows:
+        print(table(["file", "bytes", "why"], rows))
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(rows)} files, {report.total_bytes:,} bytes")
     return 0
 
 

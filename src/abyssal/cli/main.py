@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -44,10 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     commands.register_all(sub)
     return parser
-
-
-def print_json(obj: object) -> None:
-    print(json.dumps(obj, indent=2, default=str))
 
 
 if __name__ == "__main__":

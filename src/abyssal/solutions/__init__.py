@@ -1,20 +1,28 @@
 """Reference solutions, one package each, registered by name.
 
-Registration is lazy: listing names imports nothing heavy.
+Registration is lazy: listing names (and their summaries) imports nothing heavy. A solution whose
+optional libraries are missing stays listed; using it names the extra to install.
 """
 
 from __future__ import annotations
 
+from abyssal.contracts.solution import Solution
 from abyssal.core.registry import Registry
-from abyssal.solutions.base import Solution
 
 SOLUTIONS: Registry[type[Solution]] = Registry("solution")
 
-SOLUTIONS.add_lazy("fraud", "abyssal.solutions.fraud.solution:FraudSolution")
-
-SUMMARIES = {
-    "fraud": "transaction-graph fraud detection: GAT + temporal features, rings, live scoring",
-}
+SOLUTIONS.add_lazy(
+    "fraud",
+    "abyssal.solutions.fraud.solution:FraudSolution",
+    extra="fraud",
+    summary="transaction-graph fraud detection: GAT + temporal features, rings, live scoring",
+)
+SOLUTIONS.add_lazy(
+    "tabular",
+    "abyssal.solutions.tabular.solution:TabularSolution",
+    extra="tabular",
+    summary="classification or regression on a table: neural network beside boosted trees",
+)
 
 
 def get_solution(name: str) -> Solution:
@@ -22,4 +30,4 @@ def get_solution(name: str) -> Solution:
     return SOLUTIONS.get(name)()
 
 
-__all__ = ["SOLUTIONS", "SUMMARIES", "Solution", "get_solution"]
+__all__ = ["SOLUTIONS", "Solution", "get_solution"]

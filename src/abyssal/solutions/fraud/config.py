@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.config import field
 from abyssal.core.errors import ConfigError
-from abyssal.train.task import TrainConfig
 
 
 @dataclass
@@ -90,6 +90,9 @@ class FraudLiveConfig:
 
     on_unknown_account: Literal["error", "add"] = field(
         "error", help="a new transaction from a user never seen: error, or add the account"
+    )
+    history: str | None = field(
+        None, help="transactions the live graph starts from; null: the data the model trained on"
     )
     rescore_neighbourhood: bool = field(
         True,

@@ -37,7 +37,7 @@ class TemporalGAT(nn.Module):
 
     Shapes:
         - x: (N, F); edge_index: (2, E); edge_attr: (E, A); edge_dt: (E,) seconds.
-        - returns node logits (N,) and embeddings (N, H).
+        - returns node logits (N,) and, for given transactions (T, 3), their logits (T,).
     """
 
     def __init__(
@@ -147,9 +147,22 @@ class TemporalGAT(nn.Module):
         edge_index: torch.Tensor,
         edge_attr: torch.Tensor,
         edge_dt: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        txn_nodes: torch.Tensor | None = None,
+        txn_amount: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Account risk logits and, when transactions are given, their risk logits.
+
+        Shapes:
+            - x (N, F), edge_index (2, E), edge_attr (E, A), edge_dt (E,);
+            - txn_nodes (T, 3) user, counterparty and device rows; txn_amount (T,) signed-log;
+            - returns node logits (N,) and transaction logits (T,) or ``None``.
+        """
         hs = self.embed(x, edge_index, edge_attr, edge_dt)
-        return self.node_logits(hs[-1], hs[0]), hs[-1]
+        node = self.node_logits(hs[-1], hs[0])  # (N,)
+        if txn_nodes is None or txn_amount is None:
+            return node, None
+        user, counterparty, device = txn_nodes.unbind(1)  # (T,) each
+        return node, self.transaction_logits(hs[-1], user, counterparty, device, txn_amount)
 
 
 def _mlp(inputs: int, hidden: int) -> nn.Sequential:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from abyssal.solutions.base import Solution
+from abyssal.contracts.solution import MetricLayout, Solution
 from abyssal.solutions.fraud.baselines import run_baselines
 from abyssal.solutions.fraud.config import FraudConfig
 from abyssal.solutions.fraud.dataset import (
@@ -19,8 +20,10 @@ from abyssal.solutions.fraud.dataset import (
 from abyssal.solutions.fraud.features import signed_log
 from abyssal.solutions.fraud.metrics import split_metrics
 from abyssal.solutions.fraud.model import TemporalGAT
-from abyssal.solutions.fraud.rings import Ring, find_rings
+from abyssal.solutions.fraud.predict import FraudPredictor, PredictReport, predict_transactions
+from abyssal.solutions.fraud.sample import FraudSampleConfig, write_sample
 from abyssal.solutions.fraud.task import FraudTask, build_model
+from abyssal.solutions.loading import LoadedModel
 
 
 class FraudSolution(Solution):
@@ -33,9 +36,25 @@ class FraudSolution(Solution):
     """
 
     name: ClassVar[str] = "fraud"
-    summary: ClassVar[str] = "transaction-graph fraud detection: GAT + temporal features"
     config_cls: ClassVar[type] = FraudConfig
     default_metric: ClassVar[str] = "val_auprc"
+    sample_config_cls: ClassVar[type] = FraudSampleConfig
+    metric_layout: ClassVar[MetricLayout] = MetricLayout(
+        columns=(
+            ("auroc", "AUROC"),
+            ("auprc", "AUPRC"),
+            ("macro_f1", "macro-F1"),
+            ("recall_at_k", "Recall@K"),
+        ),
+        models=(
+            ("", "model"),
+            ("gbdt_own_", "gbdt_own"),
+            ("gbdt_graph_", "gbdt_graph"),
+            ("txn_", "txn"),
+        ),
+        extras=("threshold", "best_epoch", "epochs_run"),
+        headline="test_auprc",
+    )
 
     def prepare(self, cfg: FraudConfig) -> FraudData:
         return prepare_fraud_data(cfg.data)
@@ -70,27 +89,46 @@ class FraudSolution(Solution):
     def baselines(self, cfg: FraudConfig, data: FraudData) -> dict[str, float]:
         return run_baselines(data, seed=cfg.train.seed) if cfg.baselines else {}
 
-    def rings(
-        self, cfg: FraudConfig, model: torch.nn.Module, data: FraudData, threshold: float
-    ) -> list[Ring]:
-        """Rings among accounts at or above ``cfg.rings.min_risk`` (else ``threshold``)."""
-        node_risk, _ = score_graph(model, data)
-        min_risk = cfg.rings.min_risk if cfg.rings.min_risk is not None else threshold
-        return find_rings(data.graph, node_risk, min_risk, cfg.rings.min_size)
+    def example_inputs(self, cfg: FraudConfig, spec: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """A 6-account ring with 8 directed edges: ``(x, edge_index, edge_attr, edge_dt)``."""
+        gen = torch.Generator().manual_seed(0)
+        n, e = 6, 8
+        src = torch.tensor([0, 1, 2, 3, 4, 5, 0, 3])
+        dst = torch.tensor([1, 2, 3, 4, 5, 0, 3, 0])
+        x = torch.rand(n, spec["in_features"], generator=gen)  # (N, F)
+        edge_attr = torch.rand(e, spec["edge_features"], generator=gen)  # (E, A)
+        edge_dt = torch.rand(e, generator=gen) * 86400.0  # (E,) seconds
+        return x, torch.stack([src, dst]), edge_attr, edge_dt
+
+    def predictor(self, loaded: LoadedModel) -> FraudPredictor:
+        return FraudPredictor(loaded)
+
+    def predict_file(
+        self, loaded: LoadedModel, path: str | Path, *, out: str | Path | None = None
+    ) -> PredictReport:
+        return predict_transactions(loaded, path, out=out)
+
+    def generate_sample(self, options: FraudSampleConfig, out: Path) -> list[str]:
+        return write_sample(options, out)
 
 
 @torch.no_grad()
 def score_graph(model: torch.nn.Module, data: FraudData) -> tuple[np.ndarray, np.ndarray | None]:
-    """Account risk (N,) and, for transaction graphs, transaction risk (T,), in [0, 1]."""
+    """Account risk (N,) and, for transaction graphs, transaction risk (T,), in [0, 1].
+
+    The model may be on any device; the graph goes to the model's device.
+    """
     model.eval()
     device = next(model.parameters()).device
     g = GraphTensors.from_graph(data.graph).to(device)
-    hs = model.embed(g.x, g.edge_index, g.edge_attr, g.edge_dt())
-    node = torch.sigmoid(model.node_logits(hs[-1], hs[0])).float().cpu().numpy()
     txn = data.graph.transactions
-    if txn is None:
-        return node, None
-    amount = torch.tensor([signed_log(a) for a in txn.amount.tolist()], dtype=torch.float32)
-    idx = [torch.from_numpy(a).to(device) for a in (txn.user, txn.counterparty, txn.device)]
-    logits = model.transaction_logits(hs[-1], *idx, amount.to(device))
-    return node, torch.sigmoid(logits).float().cpu().numpy()
+    inputs: tuple[torch.Tensor, ...] = ()
+    if txn is not None:
+        amount = torch.tensor([signed_log(a) for a in txn.amount.tolist()], dtype=torch.float32)
+        nodes = torch.from_numpy(np.stack([txn.user, txn.counterparty, txn.device], axis=1))
+        inputs = (nodes.to(device), amount.to(device))
+    node, txn_logits = model(g.x, g.edge_index, g.edge_attr, g.edge_dt(), *inputs)
+    node_risk = torch.sigmoid(node).float().cpu().numpy()
+    if txn_logits is None:
+        return node_risk, None
+    return node_risk, torch.sigmoid(txn_logits).float().cpu().numpy()

@@ -41,15 +41,12 @@ fraudulent, generated in well under a second.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from abyssal.core.errors import ConfigError, DataError
-from abyssal.data.tables import write_table
+from abyssal.core.errors import ConfigError
 
 _DAY = 86_400
 _HOUR = 3_600
@@ -555,75 +552,8 @@ def _planted(w: _World) -> list[PlantedRing]:
     ]
 
 
-def split_stream(frame: pd.DataFrame, new_frac: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split off the latest transactions as a stream of "new" ones.
-
-    The cut falls between two timestamps, so every new transaction is later than every one in the
-    history (the new part may be a little larger than ``new_frac`` when times are tied).
-
-    Args:
-        frame: transactions with a ``timestamp`` column (and ``transaction_id`` to break ties).
-        new_frac: fraction of rows to put in the new stream, in (0, 1).
-
-    Returns:
-        ``(history, new)``, each sorted by time with a fresh index.
-
-    Raises:
-        ConfigError: ``new_frac`` outside (0, 1).
-        DataError: all rows share the latest timestamp, so there is no history.
-
-    Example:
-        >>> history, new = split_stream(generate_transactions(n_users=100, n_rings=2).transactions)
-        >>> bool(history["timestamp"].max() < new["timestamp"].min())
-        True
-    """
-    if not 0 < new_frac < 1:
-        raise ConfigError(f"new_frac must be in (0, 1), got {new_frac}")
-    keys = ["timestamp"] + (["transaction_id"] if "transaction_id" in frame else [])
-    ordered = frame.sort_values(keys, kind="stable").reset_index(drop=True)
-    n_new = max(1, round(len(ordered) * new_frac))
-    cutoff = ordered["timestamp"].iloc[len(ordered) - n_new]
-    is_new = (ordered["timestamp"] >= cutoff).to_numpy()
-    if is_new.all():
-        raise DataError("cannot split a stream: every transaction has the latest timestamp")
-    history = ordered[~is_new].reset_index(drop=True)
-    return history, ordered[is_new].reset_index(drop=True)
-
-
-def write_sample(
-    directory: str | os.PathLike[str], seed: int = 0, small: bool = True
-) -> tuple[Path, Path]:
-    """Write a synthetic sample for the documentation and quick starts.
-
-    Writes ``transactions.csv`` (the history, with labels) and ``new_transactions.csv`` (the
-    latest 5%, as a stream to score). The new file keeps its ``label`` column so that scores can
-    be evaluated; the column is optional in real new transactions.
-
-    Args:
-        directory: the folder to write to (created if needed).
-        seed: the random seed.
-        small: 400 users over 30 days (a few thousand rows) instead of the full defaults.
-
-    Returns:
-        The paths of the two files.
-
-    Example:
-        >>> history_path, new_path = write_sample("demo")  # doctest: +SKIP
-    """
-    size = dict(n_users=400, n_merchants=80, n_rings=4, days=30) if small else {}
-    data = generate_transactions(seed=seed, **size)
-    history, new = split_stream(data.transactions)
-    directory = Path(directory)
-    return (
-        write_table(history, directory / "transactions.csv"),
-        write_table(new, directory / "new_transactions.csv"),
-    )
-
-
 __all__ = [
     "PlantedRing",
     "SyntheticData",
     "generate_transactions",
-    "split_stream",
-    "write_sample",
 ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from abyssal.contracts.task import Shard
 from abyssal.solutions.fraud.config import FraudConfig
 from abyssal.solutions.fraud.dataset import FraudData, GraphTensors
 from abyssal.solutions.fraud.features import signed_log
@@ -23,7 +24,7 @@ class FraudBatch:
     graph: GraphTensors
     nodes: torch.Tensor  # (n,) node indices of labelled training accounts
     node_y: torch.Tensor  # (n,) 0/1
-    txn: torch.Tensor | None  # (t, 4) user, counterparty, device, row of labelled transactions
+    txn: torch.Tensor | None  # (t, 3) user, counterparty, device of labelled transactions
     txn_amount: torch.Tensor | None  # (t,) signed-log amounts
     txn_y: torch.Tensor | None  # (t,) 0/1
 
@@ -50,16 +51,22 @@ def build_model(cfg: FraudConfig, spec: dict) -> TemporalGAT:
     )
 
 
-def make_batch(data: FraudData, split: str) -> FraudBatch:
-    """The batch that trains (or evaluates) on one split."""
-    graph = data.graph
-    nodes = np.flatnonzero(data.masks[split])
+def make_batch(
+    data: FraudData, split: str, shard: Shard, graph: GraphTensors | None = None
+) -> FraudBatch:
+    """The batch that trains (or evaluates) on this shard's part of one split.
+
+    The whole graph is in every batch (message passing needs it); the shard decides which
+    labelled accounts and transactions the loss or the metrics use, so ranks share the labels.
+    """
+    g = data.graph
+    nodes = shard.split(np.flatnonzero(data.masks[split]))
     txn_parts = (None, None, None)
     tmasks = data.transaction_masks()
     if tmasks is not None:
-        txn = graph.transactions
-        rows = np.flatnonzero(tmasks[split])
-        idx = np.stack([txn.user[rows], txn.counterparty[rows], txn.device[rows], rows], axis=1)
+        txn = g.transactions
+        rows = shard.split(np.flatnonzero(tmasks[split]))
+        idx = np.stack([txn.user[rows], txn.counterparty[rows], txn.device[rows]], axis=1)
         amount = np.array([signed_log(a) for a in txn.amount[rows].tolist()], dtype=np.float32)
         txn_parts = (
             torch.from_numpy(idx),
@@ -67,70 +74,71 @@ def make_batch(data: FraudData, split: str) -> FraudBatch:
             torch.from_numpy(txn.label[rows].astype(np.float32)),
         )
     return FraudBatch(
-        GraphTensors.from_graph(graph),
+        graph if graph is not None else GraphTensors.from_graph(g),
         torch.from_numpy(nodes),
-        torch.from_numpy(graph.y[nodes].astype(np.float32)),
+        torch.from_numpy(g.y[nodes].astype(np.float32)),
         *txn_parts,
     )
 
 
 class FraudTask:
-    """Implements :class:`~abyssal.train.task.TrainTask` for the fraud solution."""
+    """Implements :class:`~abyssal.contracts.task.TrainTask` for the fraud solution.
+
+    Full-graph training: one batch per epoch, the whole graph, the shard's labelled accounts.
+    """
 
     def __init__(self, cfg: FraudConfig, data: FraudData, spec: dict) -> None:
         self.cfg = cfg
         self.data = data
         self.spec = spec
-        self.train_batch = make_batch(data, "train")
-        self.val_batch = make_batch(data, "val")
-        self.device: torch.device = torch.device("cpu")
-        y = self.train_batch.node_y
-        self.pos_weight = _pos_weight(y, cfg.model.max_pos_weight)
+        self.graph = GraphTensors.from_graph(data.graph)
+        everything = make_batch(data, "train", Shard(), self.graph)
+        cap = cfg.model.max_pos_weight
+        self.pos_weight = _pos_weight(everything.node_y, cap)
         self.txn_pos_weight = (
-            _pos_weight(self.train_batch.txn_y, cfg.model.max_pos_weight)
-            if self.train_batch.txn_y is not None
-            else None
+            _pos_weight(everything.txn_y, cap) if everything.txn_y is not None else None
         )
 
     def build_model(self) -> TemporalGAT:
         model = build_model(self.cfg, self.spec)
-        x = self.train_batch.graph.x  # statistics over all nodes: unsupervised, no label leak
+        x = self.graph.x  # statistics over all nodes: unsupervised, no label leak
         model.set_feature_scaling(x.mean(0), x.std(0))
         return model
 
-    def train_batches(self, epoch: int) -> Iterable[FraudBatch]:
-        return [self.train_batch]
+    def train_batches(self, epoch: int, shard: Shard) -> list[FraudBatch]:
+        return [make_batch(self.data, "train", shard, self.graph)]
 
     def move_batch(self, batch: FraudBatch, device: torch.device) -> FraudBatch:
-        self.device = torch.device(device)
         return batch.to(device)
 
     def training_loss(self, model: TemporalGAT, batch: FraudBatch) -> torch.Tensor:
         g = batch.graph
-        hs = model.embed(g.x, g.edge_index, g.edge_attr, g.edge_dt())
-        logits = model.node_logits(hs[-1], hs[0])[batch.nodes]
+        weight = self.cfg.model.transaction_loss_weight
+        with_txn = batch.txn is not None and weight > 0
+        txn = (batch.txn, batch.txn_amount) if with_txn else (None, None)
+        node_logits, txn_logits = model(g.x, g.edge_index, g.edge_attr, g.edge_dt(), *txn)
+        logits = node_logits[batch.nodes]
         loss = F.binary_cross_entropy_with_logits(
             logits.float(), batch.node_y, pos_weight=self.pos_weight.to(logits.device)
         )
-        if batch.txn is not None and self.cfg.model.transaction_loss_weight > 0:
-            t = batch.txn
-            tl = model.transaction_logits(hs[-1], t[:, 0], t[:, 1], t[:, 2], batch.txn_amount)
-            loss = (
-                loss
-                + self.cfg.model.transaction_loss_weight
-                * F.binary_cross_entropy_with_logits(
-                    tl.float(), batch.txn_y, pos_weight=self.txn_pos_weight.to(tl.device)
-                )
+        if txn_logits is not None:
+            pos_weight = self.txn_pos_weight.to(txn_logits.device)
+            txn_loss = F.binary_cross_entropy_with_logits(
+                txn_logits.float(), batch.txn_y, pos_weight=pos_weight
             )
+            loss = loss + weight * txn_loss
         return loss
 
-    @torch.no_grad()
-    def validate(self, model: TemporalGAT) -> dict[str, float]:
-        batch = self.val_batch.to(self.device)
+    def val_batches(self, shard: Shard) -> list[FraudBatch]:
+        return [make_batch(self.data, "val", shard, self.graph)]
+
+    def validation_step(self, model: TemporalGAT, batch: FraudBatch) -> dict[str, torch.Tensor]:
         g = batch.graph
         logits, _ = model(g.x, g.edge_index, g.edge_attr, g.edge_dt())
-        score = logits[batch.nodes].float().cpu().numpy()
-        metrics = ranking_metrics(batch.node_y.cpu().numpy(), score)
+        return {"score": logits[batch.nodes], "label": batch.node_y}
+
+    def validation_metrics(self, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        metrics = ranking_metrics(outputs["label"], outputs["score"])
         return {f"val_{k}": v for k, v in metrics.items()}
 
 

@@ -1,0 +1,104 @@
+"""Sample data for the fraud solution: a SYNTHETIC history with planted rings and a stream of new
+transactions to score (``abyssal generate fraud``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from abyssal.core.atomic import write_text_atomic
+from abyssal.core.config import field
+from abyssal.core.errors import ConfigError, DataError
+from abyssal.data.tables import write_table
+from abyssal.solutions.fraud.synthetic import generate_transactions
+
+
+@dataclass
+class FraudSampleConfig:
+    """Options of ``abyssal generate fraud`` (``key=value`` on the command line)."""
+
+    users: int = field(2000, help="number of users")
+    merchants: int = field(300, help="number of merchants")
+    rings: int = field(12, help="planted fraud rings")
+    days: int = field(60, help="days of activity")
+    seed: int = field(0, help="random seed")
+    new_frac: float = field(0.02, help="share of the latest transactions kept as the new stream")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.new_frac < 1:
+            raise ConfigError(f"new_frac must be in (0, 1), got {self.new_frac}")
+
+
+def split_stream(frame: pd.DataFrame, new_frac: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off the latest transactions as a stream of "new" ones.
+
+    The cut falls between two timestamps, so every new transaction is later than every one in the
+    history (the new part may be a little larger than ``new_frac`` when times are tied).
+
+    Args:
+        frame: transactions with a ``timestamp`` column (and ``transaction_id`` to break ties).
+        new_frac: fraction of rows to put in the new stream, in (0, 1).
+
+    Returns:
+        ``(history, new)``, each sorted by time with a fresh index.
+
+    Raises:
+        ConfigError: ``new_frac`` outside (0, 1).
+        DataError: all rows share the latest timestamp, so there is no history.
+
+    Example:
+        >>> frame = generate_transactions(n_users=100, n_rings=2).transactions
+        >>> history, new = split_stream(frame)
+        >>> bool(history["timestamp"].max() < new["timestamp"].min())
+        True
+    """
+    if not 0 < new_frac < 1:
+        raise ConfigError(f"new_frac must be in (0, 1), got {new_frac}")
+    keys = ["timestamp"] + (["transaction_id"] if "transaction_id" in frame else [])
+    ordered = frame.sort_values(keys, kind="stable").reset_index(drop=True)
+    n_new = max(1, round(len(ordered) * new_frac))
+    cutoff = ordered["timestamp"].iloc[len(ordered) - n_new]
+    is_new = (ordered["timestamp"] >= cutoff).to_numpy()
+    if is_new.all():
+        raise DataError("cannot split a stream: every transaction has the latest timestamp")
+    history = ordered[~is_new].reset_index(drop=True)
+    return history, ordered[is_new].reset_index(drop=True)
+
+
+def write_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
+    """Write ``transactions.csv`` (labelled history), ``new_transactions.csv`` (the latest
+    transactions, unlabelled, to score) and ``planted_rings.json`` (the ground truth) to ``out``.
+
+    Args:
+        options: sizes and seed.
+        out: the folder (created if missing).
+
+    Returns:
+        One line per file written.
+
+    Example:
+        >>> write_sample(FraudSampleConfig(users=400, rings=4, days=30), "demo")  # doctest: +SKIP
+    """
+    data = generate_transactions(
+        n_users=options.users,
+        n_merchants=options.merchants,
+        n_rings=options.rings,
+        days=options.days,
+        seed=options.seed,
+    )
+    history, new = split_stream(data.transactions, options.new_frac)
+    out = Path(out)
+    rings = [{"ring_id": r.ring_id, "members": r.members, "devices": r.devices} for r in data.rings]
+    write_table(history, out / "transactions.csv")
+    write_table(new.drop(columns=["label"]), out / "new_transactions.csv")
+    write_text_atomic(out / "planted_rings.json", json.dumps(rings, indent=1) + "\n")
+    fraud = float(history["label"].mean())
+    return [
+        f"transactions.csv: {len(history)} SYNTHETIC transactions, {fraud:.1%} fraudulent",
+        f"new_transactions.csv: {len(new)} later transactions to score, no labels",
+        f"planted_rings.json: the {len(rings)} planted rings (ground truth)",
+    ]
