@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -73,3 +75,21 @@ def provenance(result: dict) -> str:
         f"torch {v['torch']}, torch_geometric {v['torch_geometric']}, scikit-learn "
         f"{v['scikit-learn']}, abyssal commit {env['git_commit']}. Command: `{result['command']}`"
     )
+
+
+def write_result(result: dict, out: str | Path, markdown: Callable[[dict], str]) -> None:
+    """Write ``<out>.json`` (everything) and ``<out>.md`` (the report), and print the report."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    text = markdown(result)
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+def parse_numbers(text: str) -> list[int]:
+    """``"0-9"`` -> 0..9 inclusive; ``"0,3"`` -> [0, 3] (seeds or split numbers)."""
+    if "-" in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(s) for s in text.split(",")]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from abyssal.solutions.fraud.graph import graph_from_edges
 from abyssal.solutions.fraud.live import LiveScorer
 from abyssal.solutions.loading import load_model
 from abyssal.train.api import train
-from environment import environment, provenance
+from environment import environment, parse_numbers, provenance, write_result
 
 METRICS = ("auroc", "auprc", "macro_f1", "recall_at_k")
 MODELS = {
@@ -156,7 +155,7 @@ def main() -> None:
     )
     p.add_argument("--out", default=str(RESULTS / "fraud_bitcoin_otc"))
     args = p.parse_args()
-    splits = _parse_splits(args.splits)
+    splits = parse_numbers(args.splits)
     with tempfile.TemporaryDirectory() as home:
         runs = [run_split(args.data, k, args.epochs, home) for k in splits]
         lat = latency(args.data, runs[0][1], home, 0.05, args.threads)
@@ -168,18 +167,7 @@ def main() -> None:
         "per_split": [{k: v for k, v in m.items() if "test_" in k} for m, _ in runs],
         "latency": lat,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-
-
-def _parse_splits(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(s) for s in text.split(",")]
+    write_result(result, args.out, markdown)
 
 
 if __name__ == "__main__":

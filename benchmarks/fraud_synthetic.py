@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ from abyssal.solutions.fraud.sample import split_stream
 from abyssal.solutions.fraud.synthetic import generate_transactions
 from abyssal.solutions.loading import load_model
 from abyssal.train.api import train
-from environment import environment, provenance
+from environment import environment, provenance, write_result
 from fraud import METRICS, MODELS, RESULTS
 
 CONFIG = Path(__file__).parents[1] / "configs" / "fraud" / "quickstart.yaml"
@@ -122,10 +121,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "runs": runs,
     }
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(result, args.out, markdown)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Breast cancer uses the default config (``data.source=breast_cancer``); diabetes 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from abyssal.train.api import train
-from environment import environment, provenance
+from environment import environment, parse_numbers, provenance, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -112,7 +111,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3")
     p.add_argument("--out", default=str(RESULTS / "tabular"))
     args = p.parse_args()
-    seeds = _parse_seeds(args.seeds)
+    seeds = parse_numbers(args.seeds)
     per_seed = {}
     with tempfile.TemporaryDirectory() as home:
         for name in DATASETS:
@@ -124,18 +123,7 @@ def main() -> None:
         "summary": {name: summarise(name, runs) for name, runs in per_seed.items()},
         "per_seed": per_seed,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-
-
-def _parse_seeds(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(s) for s in text.split(",")]
+    write_result(result, args.out, markdown)
 
 
 if __name__ == "__main__":
