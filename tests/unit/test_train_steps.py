@@ -216,3 +216,15 @@ def test_optimizers_and_schedules_are_chosen_by_name():
 def test_a_schedule_needs_a_length_when_batches_have_none():
     with pytest.raises(ConfigError, match=r"batches have no length: set train\.max_steps"):
         _fit(StepTask(), schedule="cosine")
+
+
+def test_train_checks_optimizer_names_and_patterns_before_a_run_exists(tmp_path):
+    from abyssal.core.runs import list_runs
+    from abyssal.train.api import train
+
+    base = ["data.source=diabetes", "train.epochs=1", "train.progress=false", "baselines=false"]
+    with pytest.raises(ConfigError, match="'nothing' matches no parameter"):
+        train("tabular", overrides=[*base, "train.frozen=[nothing]"])
+    with pytest.raises(RegistryError, match="unknown optimizer 'lamb'"):
+        train("tabular", overrides=[*base, "train.optimizer=lamb"])
+    assert list_runs() == []

@@ -13,7 +13,7 @@ from abyssal.core.runs import Run
 from abyssal.core.store import ModelStore, ModelVersion
 from abyssal.solutions import get_solution
 from abyssal.solutions.loading import version_config
-from abyssal.train.optim import check_names
+from abyssal.train.optim import check_names, trainable_parameters
 from abyssal.train.trainer import FitResult, Trainer
 
 
@@ -97,6 +97,8 @@ def train_prepared(
     """
     task = solution.task(cfg, data)  # checks the data against the config before a run exists
     check_names(cfg.train)
+    if cfg.train.trainable is not None or cfg.train.frozen:  # patterns are checked up front too
+        trainable_parameters(task.build_model(), cfg.train.trainable, cfg.train.frozen)
     run = Run.create("train", solution.name, cfg, root=home)
     return _fit_and_register(solution, cfg, data, task, run, model_name, home, resume=False)
 
