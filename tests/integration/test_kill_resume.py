@@ -134,7 +134,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
             victim.kill()
     assert victim.returncode == -signal.SIGKILL
     run = Run.open(run_id, root=tmp_path / "home_b")
-    assert run.status == "running"  # killed: no chance to record anything
+    assert run.info["status"] == "running"  # killed: no chance to record anything
+    assert run.status == "interrupted"  # ... but nobody holds its lock any more
     killed_at = peek_checkpoint(run.checkpoint_dir, "last")["state"]["epoch"]
     assert 3 <= killed_at < EPOCHS - 1
 

@@ -101,7 +101,7 @@ def test_status_outputs_metrics_persist(home):
     assert info["outputs"] == ["fraud@1"]
     assert info["metrics"] == {"auc": 0.93}
     assert (info["status"], info["error"]) == ("failed", "boom")
-    with pytest.raises(AbyssalError, match="not one of: running, completed"):
+    with pytest.raises(AbyssalError, match="not one of: running, trained, completed"):
         run.set_status("exploded")
 
 
@@ -132,12 +132,26 @@ def test_open_latest_without_runs(home):
         Run.open("latest")
 
 
-def test_list_runs_skips_damaged_folders(home):
+def test_list_runs_shows_damaged_folders_and_open_says_what_is_wrong(home):
     run = Run.create("train", "fraud", None)
     (home / "runs" / "junk").mkdir()
     (home / "runs" / "bad").mkdir()
     (home / "runs" / "bad" / "run.json").write_text("{not json")
-    assert [r.id for r in list_runs()] == [run.id]
+    (home / "runs" / "partial").mkdir()
+    (home / "runs" / "partial" / "run.json").write_text('{"id": "partial", "kind": "train"}')
+    (home / "runs" / ".hidden").mkdir()
+    (home / "runs" / "stray.txt").write_text("not a run")
+    listed = {r.id: r for r in list_runs()}
+    assert sorted(listed) == sorted([run.id, "junk", "bad", "partial"])
+    assert listed[run.id].status == "running"
+    assert {listed[k].status for k in ("junk", "bad", "partial")} == {"damaged"}
+    assert "run.json does not exist" in listed["junk"].info["error"]
+    assert "not valid JSON" in listed["bad"].info["error"]
+    assert "lacks solution, status" in listed["partial"].info["error"]
+    with pytest.raises(AbyssalError, match=r"run bad is damaged: .*run.json is not valid JSON"):
+        Run.open("bad")
+    with pytest.raises(AbyssalError, match=r"no run 'stray\.txt'"):
+        Run.open("stray.txt")
 
 
 def test_log_metrics_appends_without_rewriting_the_file(home):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from abyssal.core.store import ModelStore
-from abyssal.solutions.loading import load_model
+from abyssal.solutions.loading import check_data_paths, load_model
 
 
 @dataclass
@@ -30,6 +30,7 @@ def evaluate(
         0.91
     """
     loaded = load_model(ref, store, overrides)
+    check_data_paths(loaded, overrides)
     data = loaded.solution.prepare(loaded.cfg)
     metrics = loaded.solution.evaluate(loaded.cfg, loaded.model, data)
     layout = loaded.solution.metric_layout

@@ -137,15 +137,17 @@ def _train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from abyssal.core.store import ModelStore
     from abyssal.solutions import get_solution
     from abyssal.train.api import train
 
     out = train(
-        args.solution, args.config, args.overrides, resume=args.resume, model_name=args.name
+        args.solution,
+        args.config,
+        args.overrides,
+        resume=args.resume,
+        model_name=args.name,
+        alias=args.alias,
     )
-    if args.alias:
-        ModelStore().set_alias(out.version.name, args.alias, out.version.version)
     print(f"\nrun {out.run.id}: registered {out.version.ref}")
     _print_metrics(get_solution(args.solution).metric_layout, out.metrics)
     return 0
@@ -315,7 +317,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from abyssal.core.runs import Run, list_runs
 
     if args.run:
-        print(json.dumps(Run.open(args.run).info, indent=2, default=str))
+        run = Run.open(args.run)
+        shown = {**run.info, "status": run.status, "locked_by": run.locked_by()}
+        print(json.dumps(shown, indent=2, default=str))
         return 0
     rows = [[r.id, r.kind, r.status, ",".join(r.info.get("outputs", []))] for r in list_runs()]
     print(table(["run", "kind", "status", "outputs"], rows))

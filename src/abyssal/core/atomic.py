@@ -4,6 +4,10 @@ Everything abyssal writes (configs, run records, checkpoints, model store blobs,
 through a temporary file in the destination folder that is renamed over the destination
 (``os.replace``) only once it is complete and fsync'ed; on any error the temporary file is removed.
 
+Every file placed by :func:`move_into_place` gets mode ``0o666`` less the process umask, as
+``open()`` would create it (``tempfile.mkstemp`` and safetensors make ``0o600`` files), so a shared
+``$ABYSSAL_HOME`` stays readable to the users the umask lets in.
+
 Temporary files are named ``.<label>.pid<pid>.<random>.tmp``: whoever cleans up after a crash
 (:meth:`abyssal.core.store.ModelStore.gc`, a checkpoint writer) can tell a live writer's file from a
 dead one's with :func:`temp_writer_pid` and :func:`pid_alive`. Appends that must not rewrite a file
@@ -15,14 +19,43 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_NAME_RE = re.compile(r"^\..*\.pid(\d+)\.[^.]+\.tmp$")
 """Matches the names of :func:`pid_temp_file`; group 1 is the writer's process id."""
+
+FILE_MODE = 0o666
+"""The mode files are created with, before the process umask takes its bits away."""
+
+KEEP_MODE = -1
+"""``move_into_place(..., mode=KEEP_MODE)`` leaves the file's mode as it is (a hard link)."""
+
+
+def umask() -> int:
+    """The process umask, read without changing it where Linux tells it (``/proc/self/status``).
+
+    Example:
+        >>> umask() == 0o022  # doctest: +SKIP
+        True
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
+    os.umask(current)
+    return current
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file here: ``0o666`` less the umask (``0o644`` usually)."""
+    return FILE_MODE & ~umask()
 
 
 @contextmanager
@@ -44,19 +77,43 @@ def pid_temp_file(folder: str | os.PathLike[str], label: str = "") -> Iterator[P
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{label}.pid{os.getpid()}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _create_new_file(folder, f".{label}.pid{os.getpid()}.")
     try:
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def move_into_place(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
-    """Rename a complete, fsync'ed temporary file onto ``path`` and make the rename durable."""
+def _create_new_file(folder: Path, prefix: str) -> Path:
+    """A new empty file ``<prefix><random>.tmp`` in ``folder``, with the umask's mode."""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name '{prefix}*.tmp' in {folder}")
+
+
+def move_into_place(
+    tmp: str | os.PathLike[str], path: str | os.PathLike[str], mode: int | None = None
+) -> Path:
+    """Rename a complete, fsync'ed temporary file onto ``path`` and make the rename durable.
+
+    Args:
+        tmp: the temporary file.
+        path: the destination.
+        mode: the file's permission bits; ``None`` gives :func:`new_file_mode` (the umask's);
+            :data:`KEEP_MODE` leaves them (for a hard link to a file that is not ours to change).
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if mode != KEEP_MODE:
+        os.chmod(tmp, new_file_mode() if mode is None else mode)
     os.replace(tmp, path)
     fsync_dir(path.parent)
     return path
@@ -135,7 +192,7 @@ def link_or_copy_atomic(src: str | os.PathLike[str], path: str | os.PathLike[str
             with tmp.open("rb+") as fh:
                 os.fsync(fh.fileno())
             how = "copy"
-        move_into_place(tmp, path)
+        move_into_place(tmp, path, mode=KEEP_MODE if how == "link" else None)
     return how
 
 
@@ -148,7 +205,7 @@ def append_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     Example:
         >>> append_atomic("log.txt", b"one line\\n")  # doctest: +SKIP
     """
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
     try:
         os.write(fd, data)
     finally:

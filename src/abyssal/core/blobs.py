@@ -8,8 +8,10 @@ Layout under the store's ``blobs/`` folder::
 Files are streamed: a state dict goes from ``safetensors.torch.save_file`` straight into a
 temporary file, a file artifact is copied in 1 MiB chunks while it is hashed, so no artifact is ever
 held in memory as one ``bytes`` object. Only then is the file fsync'ed and renamed to its content
-address. Blobs are made read-only, so a hard link handed out by ``materialize`` cannot be used to
-change them in place.
+address. Blobs are made read-only (the mode the umask gives a new file, ``0o666 & ~umask``, less
+every write bit: ``0o444`` under the usual umask ``022``), so a hard link handed out by
+``materialize`` cannot be used to change them in place, while the umask still decides who may
+read them.
 
 Example:
     >>> folder = BlobFolder(Path("store/blobs"))  # doctest: +SKIP
@@ -27,10 +29,24 @@ import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from abyssal.core.artifacts import ArtifactRecord, ArtifactSource
-from abyssal.core.atomic import move_into_place, pid_alive, pid_temp_file, temp_writer_pid
+from abyssal.core.artifacts import (
+    WEIGHTS_NAME,
+    ArtifactRecord,
+    ArtifactSource,
+    ExternalBase,
+    check_artifact_set,
+)
+from abyssal.core.atomic import (
+    move_into_place,
+    new_file_mode,
+    pid_alive,
+    pid_temp_file,
+    temp_writer_pid,
+)
 from abyssal.core.digest import sha256_file
 from abyssal.core.errors import StoreError
 
@@ -38,7 +54,7 @@ STALE_TEMP_S = 3600.0
 """Seconds after which ``gc`` removes a temporary file whose name does not give its writer's pid."""
 
 BLOB_NAME_RE = re.compile(r"^([0-9a-f]{64})\.([a-z0-9_-]+)$")
-READ_ONLY = 0o444
+WRITE_BITS = 0o222
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +172,15 @@ class BlobFolder:
             raise StoreError(f"{where} is corrupted (sha256 {found}, expected {record.sha256})")
         return path
 
+    def check_writable(self) -> None:
+        """Write and remove a temporary file here (the folder is created if missing).
+
+        Raises:
+            OSError: the folder cannot be created or written.
+        """
+        with pid_temp_file(self.root, "probe"):
+            pass
+
     def sweep(self, referenced: set[str], *, dry_run: bool) -> GcReport:
         """Find, and unless ``dry_run`` delete, unreferenced blobs and dead writers' temp files.
 
@@ -177,8 +202,7 @@ class BlobFolder:
     def _place(self, tmp: Path, dest: Path, size: int) -> None:
         if dest.is_file() and dest.stat().st_size == size:
             return  # same content (same sha256) written before; the temp file is dropped
-        tmp.chmod(READ_ONLY)
-        move_into_place(tmp, dest)
+        move_into_place(tmp, dest, mode=new_file_mode() & ~WRITE_BITS)  # read-only
 
     def _orphans(self, referenced: set[str]) -> list[GcItem]:
         out = []
@@ -198,6 +222,34 @@ class BlobFolder:
             elif pid is None and _modified_before(path, cutoff):
                 out.append(_item(path, f"temporary file older than {STALE_TEMP_S:.0f} s"))
         return [e for e in out if e is not None]
+
+
+def sources_to_write(
+    state_dict: dict[str, Any] | None,
+    artifacts: Sequence[ArtifactSource],
+    base: str | ExternalBase | None,
+) -> list[ArtifactSource]:
+    """The artifacts to write: ``state_dict`` as ``model.safetensors`` first, then the others.
+
+    Raises:
+        StoreError: ``artifacts`` is not a sequence of :class:`ArtifactSource`, there is nothing
+            to write and no base, or the set breaks a rule (see ``check_artifact_set``).
+
+    Example:
+        >>> [s.name for s in sources_to_write({"w": torch.ones(1)}, [], None)]  # doctest: +SKIP
+        ['model.safetensors']
+    """
+    if isinstance(artifacts, ArtifactSource) or not all(
+        isinstance(a, ArtifactSource) for a in artifacts
+    ):
+        raise StoreError("artifacts must be a sequence of ArtifactSource (ArtifactSource.file ...)")
+    sources = list(artifacts)
+    if state_dict is not None:
+        sources.insert(0, ArtifactSource.tensors(WEIGHTS_NAME, "weights", state_dict))
+    if not sources and base is None:
+        raise StoreError("a version needs a state_dict, at least one artifact, or a base")
+    check_artifact_set(sources)
+    return sources
 
 
 def _fill(source: ArtifactSource, tmp: Path) -> str:

@@ -2,7 +2,9 @@
 
 A config class is a plain (possibly nested) dataclass. Each field may carry help text in
 ``field(metadata={"help": ...})`` and the class may validate itself in ``__post_init__`` by raising
-:class:`~abyssal.core.errors.ConfigError`. Unknown keys are errors that list the valid ones.
+:class:`~abyssal.core.errors.ConfigError`. Unknown keys are errors that list the valid ones. A
+field that names a file or folder is marked ``field(..., path=True)``; :func:`resolve_paths` makes
+such values absolute, so a stored config still finds its data from another working directory.
 
 Example:
     >>> from dataclasses import dataclass
@@ -18,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -31,11 +34,81 @@ from abyssal.core.errors import ConfigError
 C = TypeVar("C")
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str = "", **kwargs: Any) -> Any:
-    """``dataclasses.field`` with a ``help`` text kept in the metadata."""
+def field(
+    default: Any = dataclasses.MISSING, *, help: str = "", path: bool = False, **kwargs: Any
+) -> Any:
+    """``dataclasses.field`` with a ``help`` text kept in the metadata.
+
+    Args:
+        default: the default value.
+        help: what the field means, shown by ``abyssal config``.
+        path: the field names a file or folder (``metadata["path"]``): :func:`resolve_paths`
+            makes it absolute.
+        **kwargs: passed on to ``dataclasses.field`` (``default_factory``, ...).
+
+    Example:
+        >>> @dataclasses.dataclass
+        ... class Data:
+        ...     path: str | None = field(None, help="the table", path=True)
+        >>> dataclasses.fields(Data)[0].metadata["path"]
+        True
+    """
     if default is not dataclasses.MISSING:
         kwargs["default"] = default
-    return dataclasses.field(metadata={"help": help}, **kwargs)
+    metadata = {"help": help, "path": True} if path else {"help": help}
+    return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def path_values(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """Every path field (``field(..., path=True)``) of a config that is set, by dotted key.
+
+    Nested sections are searched too; empty values and ``None`` are left out.
+
+    Example:
+        >>> path_values(TabularConfig(data=TabularDataConfig(source="file", path="t.csv",
+        ...     target="y")))  # doctest: +SKIP
+        {'data.path': 't.csv'}
+    """
+    found: dict[str, str] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            found.update(path_values(value, f"{prefix}{f.name}."))
+        elif f.metadata.get("path") and isinstance(value, str) and value:
+            found[f"{prefix}{f.name}"] = value
+    return found
+
+
+def resolve_paths(cfg: C, base: str | Path | None = None) -> C:
+    """A copy of ``cfg`` whose path fields (nested sections too) are absolute.
+
+    A relative path is joined to ``base`` (the working directory by default) and normalised;
+    ``~`` is expanded; URLs (``scheme://...``) are kept as they are. Symbolic links are not
+    followed, so the path still says what the user named.
+
+    Args:
+        cfg: a config dataclass instance.
+        base: the folder relative paths are relative to.
+
+    Returns:
+        A new config (or ``cfg`` itself when nothing changes); validated again.
+
+    Example:
+        >>> resolve_paths(cfg, "/home/ana/project").data.path  # doctest: +SKIP
+        '/home/ana/project/data/train.csv'
+    """
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            resolved = resolve_paths(value, base)
+            if resolved is not value:
+                changes[f.name] = resolved
+        elif f.metadata.get("path") and isinstance(value, str) and value and "://" not in value:
+            absolute = os.path.abspath(os.path.join(base or os.getcwd(), os.path.expanduser(value)))
+            if absolute != value:
+                changes[f.name] = absolute
+    return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 def config_from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "config") -> C:

@@ -3,10 +3,23 @@
 A run lives in ``$ABYSSAL_HOME/runs/<run_id>/`` (``ABYSSAL_HOME`` defaults to ``~/.abyssal``)::
 
     run.json        id, kind, solution, status, timestamps, produced model versions, final metrics
+    run.lock        locked (``flock``) by the process executing the run; holds that process's id
     config.yaml     the resolved config
     metrics.jsonl   one JSON object per logged row (per evaluation or step for training)
     log.txt         human-readable log lines, each prefixed with a UTC timestamp
     checkpoints/    whatever the producer needs to resume (see ``abyssal.train.checkpoint``)
+
+One process executes a run at a time: it holds an exclusive ``flock`` on ``run.lock``, which the
+operating system releases when the process ends, however it ends (a SIGKILL included). A second
+process that tries to execute the run (:meth:`Run.lock`) is refused with :class:`RunLockedError`,
+which names the holder's pid. Statuses:
+
+    running      a process holds the lock and is executing the run
+    trained      training finished; the model version is not registered yet
+    completed    finished (for training: the model version is registered)
+    failed       stopped by an error (``run.json`` says which)
+    interrupted  stopped by Ctrl-C, or killed (``run.json`` says running, nobody holds the lock)
+    damaged      ``run.json`` is missing or unreadable (listed, never written)
 
 Records are written atomically (temporary file + ``os.replace``), so a killed process leaves either
 the old or the new file, never half of one. ``log.txt`` and ``metrics.jsonl`` are the exceptions:
@@ -23,24 +36,58 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 import re
 import secrets
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from abyssal.core.atomic import append_atomic, write_text_atomic
+from abyssal.core.atomic import FILE_MODE, append_atomic, write_text_atomic
 from abyssal.core.clock import utc_now
 from abyssal.core.config import save_config
 from abyssal.core.errors import AbyssalError
-from abyssal.core.home import abyssal_home
+from abyssal.core.home import abyssal_home, make_folder
 
-__all__ = ["RUN_STATUSES", "Run", "abyssal_home", "list_runs", "new_run_id", "runs_dir"]
+__all__ = [
+    "DAMAGED",
+    "RUN_STATUSES",
+    "Run",
+    "RunLockedError",
+    "abyssal_home",
+    "list_runs",
+    "new_run_id",
+    "runs_dir",
+]
 
-RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+RUN_STATUSES = ("running", "trained", "completed", "failed", "interrupted")
+"""The statuses a run records in ``run.json``."""
+ENDED = ("completed", "failed", "interrupted")
+"""Statuses that end a run's execution: setting one releases the run's lock."""
+DAMAGED = "damaged"
+"""The status shown for a run folder whose ``run.json`` is missing or unreadable."""
+LOCK_NAME = "run.lock"
+REQUIRED_KEYS = ("id", "kind", "solution", "status")
+_LOCK_TRIES = 10  # a reader checking the lock holds it shared for microseconds: try again
+_HELD: dict[str, int] = {}  # lock file -> open descriptor, for the locks this process holds
+
+
+class RunLockedError(AbyssalError):
+    """Another process is executing the run.
+
+    Args:
+        message: what was refused, naming the run and the holder.
+        pid: the holder's process id (0 if it had not written it yet).
+    """
+
+    def __init__(self, message: str, pid: int) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 def runs_dir(root: str | Path | None = None) -> Path:
@@ -86,6 +133,8 @@ class Run:
     def create(cls, kind: str, solution: str, config: Any, root: str | Path | None = None) -> Run:
         """Create a new run folder with ``run.json`` (status ``running``) and ``config.yaml``.
 
+        The new run is locked by this process (see :meth:`lock`) until it ends.
+
         Args:
             kind: what is executed, e.g. ``"train"``, ``"optimize"``, ``"bench"``.
             solution: the solution name.
@@ -115,6 +164,7 @@ class Run:
             "error": None,
         }
         run = cls(path, info)
+        run.lock()
         if config is not None:
             run.save_config(config)
         run._write_info()
@@ -133,7 +183,7 @@ class Run:
 
         Raises:
             AbyssalError: no such run (the message lists the most recent ids), or a damaged
-                ``run.json``.
+                ``run.json`` (the message says what is wrong with it).
 
         Example:
             >>> Run.open("latest", root=tmp).id  # doctest: +SKIP
@@ -144,13 +194,16 @@ class Run:
             runs = list_runs(root)
             if not runs:
                 raise AbyssalError(f"no runs under {base} yet")
-            return runs[0]
+            run_id = runs[0].id
         path = base / run_id
-        if not (path / "run.json").is_file():
+        if not path.is_dir() or run_id.startswith("."):
             recent = [r.id for r in list_runs(root)[:10]]
             known = ", ".join(recent) if recent else "(none)"
             raise AbyssalError(f"no run '{run_id}' under {base}; recent runs: {known}")
-        return cls(path, _read_json(path / "run.json"))
+        try:
+            return cls(path, _read_info(path))
+        except AbyssalError as exc:
+            raise AbyssalError(f"run {run_id} is damaged: {exc}") from None
 
     @property
     def id(self) -> str:
@@ -169,8 +222,58 @@ class Run:
 
     @property
     def status(self) -> str:
-        """``running``, ``completed``, ``failed`` or ``interrupted``."""
-        return self._info["status"]
+        """The status, checked against the lock: a run recorded as ``running`` whose lock nobody
+        holds was killed, and is ``interrupted``.
+
+        Example:
+            >>> Run.open("20261128-101502-fraud-3f9a").status  # doctest: +SKIP
+            'interrupted'
+        """
+        recorded = self._info["status"]
+        if recorded == "running" and self.locked_by() is None:
+            return "interrupted"
+        return recorded
+
+    def locked_by(self) -> int | None:
+        """The id of the process executing the run, or ``None`` when nobody holds its lock.
+
+        Returns:
+            The holder's pid (this process's own when it holds the lock; 0 when the holder has
+            not written its pid yet), or ``None``.
+
+        Example:
+            >>> Run.create("train", "fraud", None).locked_by() == os.getpid()  # doctest: +SKIP
+            True
+        """
+        return _lock_holder(self.path / LOCK_NAME)
+
+    def lock(self) -> None:
+        """Lock the run for this process, which is about to execute it; a no-op if it already holds
+        the lock. The operating system releases the lock when the process ends.
+
+        Raises:
+            RunLockedError: another process holds the lock; the message names its pid.
+            AbyssalError: the lock file cannot be opened (e.g. a read-only run folder).
+
+        Example:
+            >>> Run.open("latest").lock()  # doctest: +SKIP
+            Traceback (most recent call last):
+            RunLockedError: run 20261128-101502-fraud-3f9a is being executed by process 4242 ...
+        """
+        holder = _take_lock(self.path / LOCK_NAME)
+        if holder is not None:
+            who = f"process {holder}" if holder else "another process"
+            raise RunLockedError(
+                f"run {self.id} is being executed by {who} (it holds {self.path / LOCK_NAME}); "
+                f"wait for it to end, or stop it (kill {holder or 'PID'}), then try again",
+                holder,
+            )
+
+    def unlock(self) -> None:
+        """Release this process's lock on the run, if it holds it."""
+        fd = _HELD.pop(str((self.path / LOCK_NAME).absolute()), None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
 
     @property
     def info(self) -> dict[str, Any]:
@@ -197,8 +300,10 @@ class Run:
     def set_status(self, status: str, error: str | None = None) -> None:
         """Set the status, with an error message for ``failed`` / ``interrupted`` runs.
 
+        ``completed``, ``failed`` and ``interrupted`` end the run's execution and release its lock.
+
         Args:
-            status: one of ``running``, ``completed``, ``failed``, ``interrupted``.
+            status: one of ``running``, ``trained``, ``completed``, ``failed``, ``interrupted``.
             error: what went wrong; cleared when ``None``.
 
         Raises:
@@ -209,6 +314,8 @@ class Run:
         self._info["status"] = status
         self._info["error"] = error
         self._write_info()
+        if status in ENDED:
+            self.unlock()
 
     def set_metrics(self, metrics: dict[str, Any]) -> None:
         """Record the run's final metrics in ``run.json``."""
@@ -303,32 +410,35 @@ class Run:
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:
-    """All readable runs, most recently created first.
+    """All runs, most recently created first.
 
     Args:
         root: the abyssal home; ``$ABYSSAL_HOME`` or ``~/.abyssal`` by default.
 
     Returns:
-        The runs; folders without a readable ``run.json`` are skipped.
+        The runs. A folder whose ``run.json`` is missing or unreadable is listed too, with status
+        ``damaged`` and what is wrong as its ``error``; :meth:`Run.open` refuses it.
 
     Example:
-        >>> [r.id for r in list_runs(tmp)]  # doctest: +SKIP
-        ['20261128-101502-fraud-3f9a']
+        >>> [(r.id, r.status) for r in list_runs(tmp)]  # doctest: +SKIP
+        [('20261128-101502-fraud-3f9a', 'completed'), ('20261127-093011-fraud-77c1', 'damaged')]
     """
     base = runs_dir(root)
     if not base.is_dir():
         return []
     runs = []
     for path in base.iterdir():
-        try:
-            runs.append(Run(path, _read_json(path / "run.json")))
-        except (AbyssalError, OSError):
+        if path.name.startswith(".") or not path.is_dir():
             continue
+        try:
+            runs.append(Run(path, _read_info(path)))
+        except AbyssalError as exc:
+            runs.append(Run(path, _damaged_info(path, str(exc))))
     return sorted(runs, key=lambda r: (r._info.get("created", ""), r.id), reverse=True)
 
 
 def _make_run_folder(base: Path, solution: str) -> Path:
-    base.mkdir(parents=True, exist_ok=True)
+    make_folder(base, "runs folder")
     for _ in range(100):
         path = base / new_run_id(solution)
         try:
@@ -336,7 +446,39 @@ def _make_run_folder(base: Path, solution: str) -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise AbyssalError(
+                f"cannot create a run folder under {base}: {exc.strerror or exc}"
+            ) from None
     raise AbyssalError(f"could not create a new run folder under {base}")
+
+
+def _read_info(folder: Path) -> dict[str, Any]:
+    """``run.json`` of a run folder, checked to hold the keys every run has."""
+    path = folder / "run.json"
+    data = _read_json(path)
+    missing = [key for key in REQUIRED_KEYS if not isinstance(data.get(key), str)]
+    if missing:
+        raise AbyssalError(f"{path} lacks {', '.join(missing)} (or they are not text)")
+    return data
+
+
+def _damaged_info(folder: Path, problem: str) -> dict[str, Any]:
+    """What a run folder with a missing or unreadable ``run.json`` is listed as."""
+    try:
+        created = datetime.fromtimestamp(folder.stat().st_mtime, UTC).isoformat()
+    except OSError:
+        created = ""
+    return {
+        "id": folder.name,
+        "kind": "?",
+        "solution": "?",
+        "status": DAMAGED,
+        "created": created,
+        "outputs": [],
+        "metrics": {},
+        "error": problem,
+    }
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -344,11 +486,71 @@ def _read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise AbyssalError(f"{path} does not exist") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AbyssalError(f"{path} is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise AbyssalError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise AbyssalError(f"{path}: expected a JSON object")
     return data
+
+
+def _take_lock(path: Path) -> int | None:
+    """Lock ``path`` for this process: ``None`` on success, else the holder's pid (0: unknown)."""
+    key = str(path.absolute())
+    if key in _HELD:
+        return None
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    except OSError as exc:
+        raise AbyssalError(f"cannot lock the run: cannot open {path}: {exc.strerror}") from None
+    try:
+        if not _flock_exclusive(fd):
+            holder = _pid_in(fd)
+            os.close(fd)
+            return holder
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise AbyssalError(f"cannot lock the run with {path}: {exc.strerror or exc}") from None
+    _HELD[key] = fd
+    return None
+
+
+def _flock_exclusive(fd: int) -> bool:
+    """Take an exclusive flock on ``fd`` without blocking; whether it was taken."""
+    for attempt in range(_LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt < _LOCK_TRIES - 1:
+                time.sleep(0.01)
+    return False
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The pid holding ``path`` locked (this process's own included), or ``None``."""
+    if str(path.absolute()) in _HELD:
+        return os.getpid()
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file: nobody ever locked the run
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when fd closes below
+        return None
+    except BlockingIOError:
+        return _pid_in(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_in(fd: int) -> int:
+    """The pid written in a lock file, or 0 if its holder has not written it yet."""
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return int(text) if text.isdecimal() else 0
 
 
 def _parse_row(line: str, path: Path, number: int) -> dict[str, Any]:

@@ -11,7 +11,10 @@ first (streamed to a temporary file, hashed, fsync'ed, renamed to their address)
 row and its artifact rows in one ``BEGIN IMMEDIATE`` transaction that also allocates the version
 number. A crash between the steps leaves at most unreferenced files, which :meth:`ModelStore.gc`
 removes; never a half-registered version. Every public method opens its own short-lived
-connection, so several threads or processes may use one store at once. Loading never unpickles.
+connection, so several threads or processes may use one store at once. Methods that only read
+(resolve, list, show, load) open a connection that cannot write and create nothing, so a store
+this process may not write (a shared, read-only ``$ABYSSAL_HOME``) can still be read; only a store
+that must first be migrated needs write access. Loading never unpickles.
 
 Example:
     >>> import torch
@@ -28,26 +31,20 @@ Example:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from abyssal.core import store_sql as sql
-from abyssal.core.artifacts import (
-    WEIGHTS_NAME,
-    ArtifactRecord,
-    ArtifactSource,
-    ExternalBase,
-    check_artifact_set,
-)
+from abyssal.core.artifacts import ArtifactRecord, ArtifactSource, ExternalBase
 from abyssal.core.atomic import link_or_copy_atomic
-from abyssal.core.blobs import STALE_TEMP_S, BlobFolder, GcItem, GcReport
+from abyssal.core.blobs import STALE_TEMP_S, BlobFolder, GcItem, GcReport, sources_to_write
 from abyssal.core.clock import utc_now
 from abyssal.core.errors import StoreError
 from abyssal.core.home import abyssal_home
 from abyssal.core.lineage import version_lineage
-from abyssal.core.store_schema import SCHEMA_VERSION, prepare_schema
+from abyssal.core.store_schema import SCHEMA_VERSION, StoreDatabase
 from abyssal.core.versions import (
     AliasMove,
     ModelVersion,
@@ -105,7 +102,9 @@ class ModelStore:
         self.db_path = self.root / "store.db"
         self.blob_dir = self.root / "blobs"
         self.blobs = BlobFolder(self.blob_dir)
-        self._schema_ready = False
+        self.database = StoreDatabase(
+            self.db_path, lambda sha256: self._legacy_weights_size(sha256), BUSY_TIMEOUT_S
+        )
 
     def __repr__(self) -> str:
         return f"ModelStore('{self.root}')"
@@ -163,7 +162,7 @@ class ModelStore:
         check_name(name)
         if not isinstance(solution, str) or not solution:
             raise StoreError(f"solution must be a non-empty string, got {solution!r}")
-        sources = _sources(state_dict, artifacts, base)
+        sources = sources_to_write(state_dict, artifacts, base)
         pinned = self._pinned_base(base, solution)
         record = {
             "name": name,
@@ -290,6 +289,43 @@ class ModelStore:
                 return sql.fetch_versions(conn, "1", ())
             sql.require_name(conn, self.root, name)
             return sql.fetch_versions(conn, "name = ?", (name,))
+
+    def versions_of_run(self, run_id: str) -> list[ModelVersion]:
+        """The versions a run registered, by name then version (none for most runs).
+
+        Example:
+            >>> [mv.ref for mv in store.versions_of_run("20261128-101502-fraud-3f9a")]
+            ['fraud:4']
+        """
+        with self._reading() as conn:
+            where = "(name, version) IN (SELECT name, version FROM versions WHERE run_id = ?)"
+            return sql.fetch_versions(conn, where, (str(run_id),))
+
+    def check_writable(self) -> None:
+        """Make sure versions can be registered here, before a long job that ends by registering.
+
+        Takes the write lock once, runs SQLite's ``PRAGMA quick_check`` over the database, and
+        writes and removes a file in ``blobs/``; nothing is changed.
+
+        Raises:
+            StoreError: the store folder is a file or read-only, the database is damaged (what
+                SQLite found is quoted), or ``blobs/`` cannot be written.
+
+        Example:
+            >>> ModelStore("/mnt/read-only").check_writable()
+            Traceback (most recent call last):
+            StoreError: model store '/mnt/read-only/store.db' cannot be written here (permission...
+        """
+        with self._transaction() as conn:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise StoreError(f"model store '{self.db_path}' is damaged: {'; '.join(problems)}")
+        try:
+            self.blobs.check_writable()
+        except OSError as exc:
+            raise StoreError(
+                f"model store files '{self.blob_dir}' cannot be written here: {exc}"
+            ) from exc
 
     def names(self) -> list[str]:
         """The names of all stored models, sorted.
@@ -520,24 +556,6 @@ class ModelStore:
         """Insert the version and its artifacts (a seam for tests that crash mid-transaction)."""
         return sql.insert_version(conn, record)
 
-    def _connect(self) -> sqlite3.Connection:
-        """A new autocommit connection with the busy timeout set and the schema in place."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open model store '{self.db_path}': {exc}") from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            if not self._schema_ready:
-                prepare_schema(conn, self.db_path, self._legacy_weights_size)
-                self._schema_ready = True
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     def _legacy_weights_size(self, sha256: str) -> int | None:
         """Size of a schema-1 weights file, for the migration; ``None`` if it is missing."""
         try:
@@ -545,46 +563,10 @@ class ModelStore:
         except OSError:
             return None
 
-    @contextmanager
-    def _session(self, begin: str) -> Iterator[sqlite3.Connection]:
-        """One connection and one transaction; sqlite errors become :class:`StoreError`."""
-        conn = None
-        try:
-            conn = self._connect()
-            conn.execute(begin)
-            yield conn
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"model store '{self.db_path}': {exc}") from exc
-        finally:
-            if conn is not None:
-                if conn.in_transaction:
-                    conn.rollback()
-                conn.close()
-
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction: ``BEGIN IMMEDIATE`` takes the write lock up front."""
-        return self._session("BEGIN IMMEDIATE")
+        return self.database.writing()
 
     def _reading(self) -> AbstractContextManager[sqlite3.Connection]:
-        """A read transaction, so that several queries see one snapshot."""
-        return self._session("BEGIN")
-
-
-def _sources(
-    state_dict: dict[str, Any] | None,
-    artifacts: Sequence[ArtifactSource],
-    base: str | ExternalBase | None,
-) -> list[ArtifactSource]:
-    """The artifacts to write: ``state_dict`` as ``model.safetensors`` first, then the others."""
-    if isinstance(artifacts, ArtifactSource) or not all(
-        isinstance(a, ArtifactSource) for a in artifacts
-    ):
-        raise StoreError("artifacts must be a sequence of ArtifactSource (ArtifactSource.file ...)")
-    sources = list(artifacts)
-    if state_dict is not None:
-        sources.insert(0, ArtifactSource.tensors(WEIGHTS_NAME, "weights", state_dict))
-    if not sources and base is None:
-        raise StoreError("a version needs a state_dict, at least one artifact, or a base")
-    check_artifact_set(sources)
-    return sources
+        """A read transaction (one snapshot) on a connection that cannot write."""
+        return self.database.reading()

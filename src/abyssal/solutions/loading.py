@@ -25,9 +25,9 @@ import torch
 
 from abyssal.contracts.solution import Solution
 from abyssal.core.artifacts import TENSOR_ROLES, ArtifactRecord, ExternalBase
-from abyssal.core.config import apply_overrides, config_from_dict
+from abyssal.core.config import apply_overrides, config_from_dict, path_values
 from abyssal.core.digest import fingerprint_path
-from abyssal.core.errors import StoreError
+from abyssal.core.errors import DataError, StoreError
 from abyssal.core.store import ModelStore, ModelVersion
 from abyssal.solutions import get_solution
 
@@ -95,6 +95,37 @@ def load_model(
     model = solution.build_model(cfg, stored["model_spec"])
     apply_chain(model, store, chain)
     return LoadedModel(mv, solution, cfg, stored["model_spec"], model.to(device).eval())
+
+
+def check_data_paths(
+    loaded: LoadedModel, overrides: list[str] | None = None, section: str = "data"
+) -> None:
+    """Refuse, with both what to do and the stored path, data that has moved since training.
+
+    Paths are stored absolute (``train`` resolves them), so they hold from any working directory;
+    a file moved or deleted since is reported here rather than deep inside a reader.
+
+    Args:
+        loaded: the loaded version.
+        overrides: the ``key=value`` changes given with it; an overridden path is not checked
+            here (the reader checks it).
+        section: the config section whose path fields must exist (the data to evaluate on).
+
+    Raises:
+        DataError: a stored path of ``section`` no longer exists, e.g. "data.path: /abs/x was not
+            found (the version was trained on it; pass data.path=NEW to evaluate on another
+            copy)".
+
+    Example:
+        >>> check_data_paths(load_model("fraud:candidate"))  # doctest: +SKIP
+    """
+    given = {item.split("=", 1)[0].strip() for item in overrides or []}
+    for key, value in path_values(loaded.cfg).items():
+        if key.startswith(f"{section}.") and key not in given and not Path(value).exists():
+            raise DataError(
+                f"{key}: {value} was not found (the version was trained on it; pass {key}=NEW "
+                "to evaluate on another copy)"
+            )
 
 
 def apply_chain(

@@ -1,4 +1,15 @@
-"""Train a solution into a new model version: config -> data -> trainer -> metrics -> store."""
+"""Train a solution into a new model version: config -> data -> trainer -> metrics -> store.
+
+Everything that can be checked is checked before a run exists, so that a mistake costs seconds,
+not a training: the model name and alias, the store (a folder, writable, not damaged), the device,
+the data, the task, the optimizer and the trainable patterns. Paths in the config are made
+absolute first (:func:`~abyssal.core.config.resolve_paths`), so the stored run and version find
+their data from any working directory.
+
+A run's status tells how far it got: the trainer leaves it ``trained``, and only once its model
+version is registered is it ``completed``. Resuming a run that was killed in between registers its
+model without training again; resuming a run that already registered one returns that version.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from abyssal.contracts.solution import Solution
-from abyssal.core.config import load_config
+from abyssal.core.config import load_config, resolve_paths
+from abyssal.core.devices import autocast_dtype, resolve_device
 from abyssal.core.errors import AbyssalError
-from abyssal.core.runs import Run
+from abyssal.core.home import check_writable
+from abyssal.core.runs import Run, runs_dir
 from abyssal.core.store import ModelStore, ModelVersion
+from abyssal.core.versions import check_alias, check_name
 from abyssal.solutions import get_solution
 from abyssal.solutions.loading import version_config
 from abyssal.train.optim import check_names, trainable_parameters
@@ -27,6 +41,16 @@ class TrainOutcome:
     fit: FitResult | None
 
 
+@dataclass
+class _Destination:
+    """Where the model goes: the store, the model name and the alias to point at it."""
+
+    store: ModelStore
+    name: str
+    alias: str | None
+    home: str | Path | None
+
+
 def train(
     solution_name: str,
     config_path: str | Path | None = None,
@@ -34,6 +58,7 @@ def train(
     *,
     resume: str | None = None,
     model_name: str | None = None,
+    alias: str | None = None,
     home: str | Path | None = None,
 ) -> TrainOutcome:
     """Train ``solution_name`` and register the best model as a new version.
@@ -46,38 +71,47 @@ def train(
         config_path: a YAML file mirroring the solution's config; defaults when ``None``.
         overrides: ``key=value`` strings applied over the file.
         resume: a run id (or ``"latest"``) to continue from its last checkpoint, with its
-            saved config; ``config_path`` and ``overrides`` must then be empty.
+            saved config; ``config_path`` and ``overrides`` must then be empty. A run another
+            process is executing is refused at once.
         model_name: name of the model in the store; the solution name by default.
+        alias: an alias (e.g. ``candidate``) to point at the new version.
         home: the abyssal home (store and runs); ``$ABYSSAL_HOME`` or ``~/.abyssal`` by default.
 
     Returns:
         The run, the registered version and its metrics.
 
+    Raises:
+        RunLockedError: ``resume`` names a run another process is executing (its pid is named).
+        AbyssalError: a bad name or alias, an unusable store or home, an unavailable device, bad
+            config or data; all before a run is created or resumed.
+
     Example:
-        >>> out = train("fraud", overrides=["train.epochs=5"])  # doctest: +SKIP
-        >>> out.version.ref  # doctest: +SKIP
-        'fraud:1'
+        >>> out = train("fraud", overrides=["train.epochs=5"], alias="candidate")  # doctest: +SKIP
+        >>> out.version.ref, out.run.status  # doctest: +SKIP
+        ('fraud:1', 'completed')
     """
     solution = get_solution(solution_name)
-    store = ModelStore(home)
-    if resume is not None:
-        if config_path is not None or overrides:
-            raise AbyssalError(
-                "--resume continues with the run's saved config: drop --config/overrides"
-            )
-        run = Run.open(resume, root=home)
-        if run.solution != solution.name:
-            raise AbyssalError(f"run {run.id} trained '{run.solution}', not '{solution.name}'")
-        if run.info.get("outputs"):
-            return _finished(run, store)
-        cfg = load_config(solution.config_cls, run.config_path)
-    else:
-        cfg = load_config(solution.config_cls, config_path, overrides or [])
-    data = solution.prepare(cfg)
+    dest = _checked_destination(solution, model_name, alias, home)
     if resume is None:
-        return train_prepared(solution, cfg, data, model_name=model_name, home=home)
+        cfg = resolve_paths(load_config(solution.config_cls, config_path, overrides or []))
+        _check_device(cfg)
+        return _train_new(solution, cfg, solution.prepare(cfg), dest)
+    if config_path is not None or overrides:
+        raise AbyssalError(
+            "--resume continues with the run's saved config: drop --config/overrides"
+        )
+    run = Run.open(resume, root=home)
+    run.lock()  # refused at once while another process executes the run
+    if run.solution != solution.name:
+        raise AbyssalError(f"run {run.id} trained '{run.solution}', not '{solution.name}'")
+    produced = dest.store.versions_of_run(run.id)
+    if produced:
+        return _already_registered(run, produced[-1], dest)
+    cfg = resolve_paths(load_config(solution.config_cls, run.config_path))
+    _check_device(cfg)
+    data = solution.prepare(cfg)
     task = solution.task(cfg, data)
-    return _fit_and_register(solution, cfg, data, task, run, model_name, home, resume=True)
+    return _fit_and_register(solution, cfg, data, task, run, dest, resume=True)
 
 
 def train_prepared(
@@ -86,21 +120,50 @@ def train_prepared(
     data: Any,
     *,
     model_name: str | None = None,
+    alias: str | None = None,
     home: str | Path | None = None,
 ) -> TrainOutcome:
     """Train on data already prepared (e.g. a ``torch_geometric`` graph) and register the model.
+
+    The same checks as :func:`train` run before the run is created.
 
     Example:
         >>> from abyssal.solutions.fraud.dataset import prepare_pyg_data
         >>> sol = get_solution("fraud")  # doctest: +SKIP
         >>> out = train_prepared(sol, sol.config_cls(), prepare_pyg_data(graph))  # doctest: +SKIP
     """
+    dest = _checked_destination(solution, model_name, alias, home)
+    cfg = resolve_paths(cfg)
+    _check_device(cfg)
+    return _train_new(solution, cfg, data, dest)
+
+
+def _checked_destination(
+    solution: Solution, model_name: str | None, alias: str | None, home: str | Path | None
+) -> _Destination:
+    """The model name, alias, store and runs folder, checked before any data is read."""
+    name = model_name or solution.name
+    check_name(name)
+    if alias is not None:
+        check_alias(alias)
+    store = ModelStore(home)
+    store.check_writable()
+    check_writable(runs_dir(home), "runs folder")
+    return _Destination(store, name, alias, home)
+
+
+def _check_device(cfg: Any) -> None:
+    """The configured device exists here, and the precision suits it."""
+    autocast_dtype(cfg.train.precision, resolve_device(cfg.train.device))
+
+
+def _train_new(solution: Solution, cfg: Any, data: Any, dest: _Destination) -> TrainOutcome:
     task = solution.task(cfg, data)  # checks the data against the config before a run exists
     check_names(cfg.train)
     if cfg.train.trainable is not None or cfg.train.frozen:  # patterns are checked up front too
         trainable_parameters(task.build_model(), cfg.train.trainable, cfg.train.frozen)
-    run = Run.create("train", solution.name, cfg, root=home)
-    return _fit_and_register(solution, cfg, data, task, run, model_name, home, resume=False)
+    run = Run.create("train", solution.name, cfg, root=dest.home)
+    return _fit_and_register(solution, cfg, data, task, run, dest, resume=False)
 
 
 def _fit_and_register(
@@ -109,16 +172,40 @@ def _fit_and_register(
     data: Any,
     task: Any,
     run: Run,
-    model_name: str | None,
-    home: str | Path | None,
+    dest: _Destination,
     *,
     resume: bool,
 ) -> TrainOutcome:
     metric, mode = solution.monitor(cfg, data)
-    fit = Trainer(task, cfg.train, run, metric=metric, mode=mode).fit(resume=resume)
-    metrics = _final_metrics(solution, cfg, data, fit)
-    version = ModelStore(home).register(
-        model_name or solution.name,
+    trainer = Trainer(task, cfg.train, run, metric=metric, mode=mode, end_status="trained")
+    fit = trainer.fit(resume=resume)
+    try:
+        metrics = _final_metrics(solution, cfg, data, fit)
+        version = _register(solution, cfg, data, fit, run, metrics, dest)
+    except KeyboardInterrupt:
+        run.set_status("interrupted", "interrupted before the model was registered")
+        raise
+    except BaseException as exc:
+        why = f"trained, but registering the model failed ({type(exc).__name__}: {exc})"
+        run.set_status("failed", f"{why}; resume the run to register it")
+        raise
+    run.set_metrics(metrics)
+    run.add_output(version.ref)
+    run.set_status("completed")
+    return TrainOutcome(run, version, metrics, fit)
+
+
+def _register(
+    solution: Solution,
+    cfg: Any,
+    data: Any,
+    fit: FitResult,
+    run: Run,
+    metrics: dict[str, float],
+    dest: _Destination,
+) -> ModelVersion:
+    version = dest.store.register(
+        dest.name,
         fit.model.state_dict(),
         solution=solution.name,
         config={
@@ -129,9 +216,9 @@ def _fit_and_register(
         lineage={"data_fingerprint": data.fingerprint, "data": getattr(data, "description", "")},
         run_id=run.id,
     )
-    run.set_metrics(metrics)
-    run.add_output(version.ref)
-    return TrainOutcome(run, version, metrics, fit)
+    if dest.alias is not None:
+        dest.store.set_alias(version.name, dest.alias, version.version)
+    return version
 
 
 def _final_metrics(solution: Any, cfg: Any, data: Any, fit: FitResult) -> dict[str, float]:
@@ -144,6 +231,10 @@ def _final_metrics(solution: Any, cfg: Any, data: Any, fit: FitResult) -> dict[s
     return metrics
 
 
-def _finished(run: Run, store: ModelStore) -> TrainOutcome:
-    version = store.resolve(run.info["outputs"][-1])
+def _already_registered(run: Run, version: ModelVersion, dest: _Destination) -> TrainOutcome:
+    """A resumed run whose version is in the store: record it (if a kill came first), return it."""
+    if dest.alias is not None:
+        dest.store.set_alias(version.name, dest.alias, version.version)
+    run.add_output(version.ref)
+    run.set_status("completed")  # releases the lock
     return TrainOutcome(run, version, dict(version.metrics), None)

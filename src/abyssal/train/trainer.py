@@ -111,9 +111,12 @@ class Trainer:
         mode: whether larger ``metric`` is better; used when ``cfg.early_stopping_mode`` is
             ``auto``.
         strategy: where to train; ``STRATEGIES.get(cfg.strategy)()`` by default.
+        end_status: the run's status when training ends: ``completed``, or ``trained`` for a
+            caller that still has to register the model (:func:`abyssal.train.api.train` then
+            sets ``completed``), so that a run killed in between does not read as completed.
 
     Raises:
-        ConfigError: no metric to watch.
+        ConfigError: no metric to watch, or an ``end_status`` other than these two.
 
     Example:
         >>> trainer = Trainer(task, TrainConfig(epochs=5), run, metric="auc")  # doctest: +SKIP
@@ -130,7 +133,11 @@ class Trainer:
         metric: str | None = None,
         mode: Literal["max", "min"] = "max",
         strategy: Strategy | None = None,
+        end_status: Literal["completed", "trained"] = "completed",
     ) -> None:
+        if end_status not in ("completed", "trained"):
+            raise ConfigError(f"end_status must be 'completed' or 'trained', got {end_status!r}")
+        self.end_status = end_status
         self.task = task
         self.cfg = cfg
         self.run = run
@@ -152,10 +159,13 @@ class Trainer:
             The result, with the best weights loaded.
 
         Raises:
+            RunLockedError: another process is training the run (nothing is changed then).
             AbyssalError: a non-finite training loss (naming the epoch and step), a missing
                 validation metric, a damaged checkpoint, or ``resume=False`` on a run that already
                 has checkpoints. The run is marked ``failed`` (``interrupted`` on Ctrl-C).
         """
+        if self.strategy.is_main:
+            self.run.lock()  # before anything else: a second trainer changes nothing
         try:
             with deterministic_kernels(self.cfg.deterministic):
                 return self._fit(resume)
@@ -448,7 +458,7 @@ class Trainer:
         )
         if self.strategy.is_main:
             self.run.set_metrics(best)
-            self.run.set_status("completed")
+            self.run.set_status(self.end_status)
             stop = "stopped early" if st.stopped_early else "finished"
             self.run.log(
                 f"{stop} after {result.epochs_run} epochs ({st.global_step} steps); "
