@@ -129,7 +129,22 @@ def test_unknown_config_key_lists_valid_keys(
             "duplicate",
         ),
         (lambda df: df.iloc[0:0], "no rows"),
-        (lambda df: df.drop(columns=["label"]), "no 'label' column"),
+        (lambda df: df.drop(columns=["label"]), "no labels to train or evaluate on"),
+        (
+            lambda df: df.assign(
+                timestamp=df["timestamp"].astype(object).where(df.index != 1, "2999-01-01")
+            ),
+            "row 2, column 'timestamp': timestamp '2999-01-01' is outside 1677-09-21",
+        ),
+        (
+            lambda df: df.assign(timestamp=df["timestamp"].where(df.index != 0, 10**11)),
+            "row 1, column 'timestamp': timestamp '100000000000' is too large for Unix seconds",
+        ),
+        (lambda df: pd.concat([df, df[["amount"]]], axis=1), "names column 'amount' twice"),
+        (
+            lambda df: df.assign(user_id=df["user_id"].where(df.index != 2, "U\x0007")),
+            "row 3, column 'user_id': id 'U\\x0007' contains a NUL byte",
+        ),
     ],
 )
 def test_bad_training_input_fails_cleanly(demo, tmp_path, capsys, mutate, message) -> None:
@@ -225,3 +240,55 @@ def test_predictor_scores_requests_one_at_a_time(demo: Path) -> None:
     x, edge_index, edge_attr, edge_dt = loaded.solution.example_inputs(loaded.cfg, loaded.spec)
     node_logits, txn_logits = loaded.model(x, edge_index, edge_attr, edge_dt)
     assert node_logits.shape == (x.shape[0],) and txn_logits is None
+
+
+def test_semicolon_file_is_named_as_such(demo, tmp_path, capsys) -> None:
+    bad = tmp_path / "semicolons.csv"
+    pd.read_csv(demo / "transactions.csv").to_csv(bad, index=False, sep=";")
+    assert main(["train", "fraud", "data.source=transactions", f"data.path={bad}", *TRAIN]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: the file looks ';'-separated" in err and "missing column" not in err
+
+
+def test_generated_stream_predicts_without_options(tmp_path, capsys) -> None:
+    out = tmp_path / "short"
+    args = ["generate", "fraud", "--out", str(out), "users=200", "rings=2", "days=4"]
+    assert main([*args, "new_frac=0.1"]) == 0
+    assert "by users first seen after the history left out" in capsys.readouterr().out
+    history = pd.read_csv(out / "transactions.csv")
+    new = pd.read_csv(out / "new_transactions.csv")
+    assert new["user_id"].isin(set(history["user_id"])).all() and len(new) > 0
+    train = ["train", "fraud", "data.source=transactions", f"data.path={out / 'transactions.csv'}"]
+    assert main([*train, *TRAIN]) == 0
+    assert main(["predict", "fraud", "--input", str(out / "new_transactions.csv")]) == 0
+    assert f"scored {len(new)} new transactions" in capsys.readouterr().out
+
+
+def test_predict_refuses_out_of_range_and_early_dates(demo, tmp_path, capsys) -> None:
+    assert _train(demo) == 0
+    new = pd.read_csv(demo / "new_transactions.csv", dtype=str)
+    path = tmp_path / "new.csv"
+    new.assign(timestamp=new["timestamp"].where(new.index != 1, "3000-01-01")).to_csv(
+        path, index=False
+    )
+    assert main(["predict", "fraud", "--input", str(path)]) == 1
+    assert f"{path}, row 2, column 'timestamp': timestamp '3000-01-01' is outside" in (
+        capsys.readouterr().err
+    )
+    new.assign(timestamp=new["timestamp"].where(new.index != 2, "2001-01-01")).to_csv(
+        path, index=False
+    )
+    assert main(["predict", "fraud", "--input", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{path}, row 3, column 'timestamp': dated 2001-01-01 00:00:00 UTC, before the "
+        "whole history" in err
+    )
+
+
+def test_evaluate_on_unlabelled_transactions_says_there_are_no_labels(demo, capsys) -> None:
+    assert _train(demo) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "fraud:1", f"data.path={demo / 'new_transactions.csv'}"]) == 1
+    err = capsys.readouterr().err
+    assert "there are no labels to train or evaluate on" in err and "nothing to train" not in err

@@ -252,18 +252,23 @@ def test_graph_without_labels_cannot_be_required(tmp_path):
     with pytest.raises(DataError) as info:
         read_edge_list(edges).require_labels(edges)
     assert str(info.value) == (
-        f"{edges}: graph has no labels: this task needs node labels; expected a labels file with "
-        "columns node,label (1 = fraudulent, 0 = benign)"
+        f"{edges}: the graph has no node labels to train or evaluate on; expected a node file "
+        "with columns node,label (1 = fraudulent, 0 = benign) as data.labels_path (or "
+        "data.features_path)"
     )
     labelled = EdgeListData(pd.DataFrame(), pd.DataFrame({"node": ["a"], "label": [1]}))
     assert labelled.require_labels().shape == (1, 2)
 
 
-def test_edge_list_features_must_be_numeric(tmp_path):
+def test_edge_list_features_are_numbers_or_text(tmp_path):
     features = write(tmp_path, ["node,age,score", "a,3,0.5", "b,old,0.1"], "features.csv")
+    graph = read_edge_list(edge_files(tmp_path), features_path=features)
+    assert graph.features["age"].tolist() == ["3", "old"]  # text: a categorical attribute
+    assert graph.features["score"].tolist() == [0.5, 0.1]
+    infinite = write(tmp_path, ["node,score", "a,0.5", "b,inf"], "infinite.csv")
     with pytest.raises(DataError) as info:
-        read_edge_list(edge_files(tmp_path), features_path=features)
-    assert str(info.value) == f"{features}, row 2, column 'age': not a number: 'old'"
+        read_edge_list(edge_files(tmp_path), features_path=infinite)
+    assert str(info.value) == f"{infinite}, row 2, column 'score': not a finite number: 'inf'"
     good = write(tmp_path, ["node,age", "a,3", "c,4"], "good.csv")
     graph = read_edge_list(edge_files(tmp_path), features_path=good)
     assert graph.features.to_dict("list") == {"node": ["a", "c"], "age": [3.0, 4.0]}

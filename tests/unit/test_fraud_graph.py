@@ -152,9 +152,10 @@ def test_graph_from_edges_labels_ignore_nodes_without_edges():
 def test_graph_from_edges_with_given_features():
     features = pd.DataFrame({"node": ["b", "zz"], "score": [0.5, 9.0]})
     g = graph_from_edges(edge_list(), None, WINDOWS, features)
-    assert g.feature_names[-1] == "given_score"
-    assert g.x[:, -1].tolist() == [0.0, 0.5, 0.0]
-    assert g.activity is None
+    assert g.feature_names[-2:] == ["given_score", "given_score_missing"]
+    # a and c have no row: the median of the graph's nodes (0.5) and a missing indicator
+    assert g.x[:, -2:].tolist() == [[0.5, 1.0], [0.5, 0.0], [0.5, 1.0]]
+    assert g.activity is not None and g.activity.vector(1)[-2:] == [0.5, 0.0]
 
 
 # --- torch_geometric Data -------------------------------------------------------------------------

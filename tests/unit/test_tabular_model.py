@@ -34,8 +34,13 @@ def small_config(tmp_path: Path, task: str = "classification", n: int = 61) -> T
         }
     )
     frame.to_csv(tmp_path / "t.csv", index=False)
-    data = TabularDataConfig(
-        source="file", path=str(tmp_path / "t.csv"), target="y", batch_size=8, task=task
+    data = TabularDataConfig(  # y is a function of x here: no leakage check on toy data
+        source="file",
+        path=str(tmp_path / "t.csv"),
+        target="y",
+        batch_size=8,
+        task=task,
+        leakage_check=False,
     )
     return TabularConfig(data=data)
 

@@ -76,14 +76,18 @@ def test_evaluating_on_another_table_uses_the_models_own_encoders(tmp_path: Path
     )
     frame.to_csv(tmp_path / "a.csv", index=False)
     cfg = TabularConfig(
-        data=TabularDataConfig(source="file", path=str(tmp_path / "a.csv"), target="y")
+        data=TabularDataConfig(
+            source="file", path=str(tmp_path / "a.csv"), target="y", leakage_check=False
+        )
     )
     data = SOLUTION.prepare(cfg)
     model = trained(cfg, data, epochs=1)
     other = frame.assign(x=frame["x"] * 10).fillna({"x": 3.0}).assign(c="z")  # no missing x
     other.to_csv(tmp_path / "b.csv", index=False)
     cfg_b = TabularConfig(
-        data=TabularDataConfig(source="file", path=str(tmp_path / "b.csv"), target="y")
+        data=TabularDataConfig(
+            source="file", path=str(tmp_path / "b.csv"), target="y", leakage_check=False
+        )
     )
     data_b = SOLUTION.prepare(cfg_b)
     assert data_b.preprocessor.numeric_width == 1  # its own encoders would not fit the model
@@ -92,7 +96,9 @@ def test_evaluating_on_another_table_uses_the_models_own_encoders(tmp_path: Path
     unknown = frame.assign(y=["p", "r"] * 16)
     unknown.to_csv(tmp_path / "c.csv", index=False)
     cfg_c = TabularConfig(
-        data=TabularDataConfig(source="file", path=str(tmp_path / "c.csv"), target="y")
+        data=TabularDataConfig(
+            source="file", path=str(tmp_path / "c.csv"), target="y", leakage_check=False
+        )
     )
     with pytest.raises(Exception, match="class 'r' is not one the model knows"):
         SOLUTION.evaluate(cfg_c, model, SOLUTION.prepare(cfg_c))

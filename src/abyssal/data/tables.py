@@ -8,6 +8,11 @@ returns a normalised frame: canonical column names, one dtype per kind.
 Row numbers in every error are **1-based data rows**: the first row under the header is row 1 (in a
 frame, the first row by position, whatever its index label). A spreadsheet shows that row as line 2.
 
+CSV files may start with a UTF-8 byte-order mark and end their lines with CRLF (Windows) or CR; a
+file whose header is one column holding ``;``, tab or ``|`` is refused as separated by that
+character, and a header that names a column twice is refused, naming it. Timestamps must fall
+between 1677-09-21 and 2262-04-11 (the range of nanosecond date-times).
+
 Example:
     >>> specs = [ColumnSpec("user_id", "id"), ColumnSpec("amount", "number")]
     >>> frame = pd.DataFrame({"user_id": ["a", "b"], "amount": ["1.5", "2"]})
@@ -36,7 +41,9 @@ SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 ColumnKind = Literal["id", "timestamp", "number", "label"]
 PathLike = str | os.PathLike[str]
 
-_MAX_UNIX_SECONDS = 1e11  # year 5138: larger values are almost surely milliseconds
+_MAX_UNIX_SECONDS = pd.Timestamp.max.value / 1e9  # 2262-04-11: the range of ns date-times
+_DATE_RANGE = "1677-09-21 00:12:44 to 2262-04-11 23:47:16 UTC"
+_SEPARATORS = {";": "';'", "\t": "tab", "|": "'|'"}
 _TIMESTAMP_HELP = "expected Unix seconds or an ISO-8601 date-time such as 2026-01-31T12:00:00Z"
 _EPOCH = pd.Timestamp(0, tz="UTC")
 _SHOWN_COLUMNS = 12
@@ -117,8 +124,9 @@ def read_table(path: PathLike, *, names: Sequence[str] | None = None) -> pd.Data
         The table as read, with a fresh 0-based index.
 
     Raises:
-        DataError: unknown suffix, missing file, an empty or header-only file ("no rows"), or a
-            file that cannot be parsed (with the reader's reason).
+        DataError: unknown suffix, missing file, an empty or header-only file ("no rows"), a
+            header that names a column twice, a CSV file separated by ``;``, tab or ``|``
+            instead of commas, or a file that cannot be parsed (with the reader's reason).
 
     Example:
         >>> frame = read_table("transactions.csv")  # doctest: +SKIP
@@ -129,11 +137,52 @@ def read_table(path: PathLike, *, names: Sequence[str] | None = None) -> pd.Data
         raise DataError("file not found", path=path)
     if path.is_dir():
         raise DataError("is a folder; expected a table file", path=path)
-    frame = _read_csv(path, names) if fmt == "csv" else _read_parquet(path)
+    if fmt == "csv":
+        frame = _read_csv(path, names)
+        if names is None:
+            _check_separator(frame, path)
+            _check_unique_headers(_csv_header(path), path)
+    else:
+        frame = _read_parquet(path)
     if len(frame) == 0:
         raise DataError("no rows: the table has a header but no data", path=path)
     frame.columns = [str(c).strip() for c in frame.columns]
+    _check_unique_headers(list(frame.columns), path)
     return frame.reset_index(drop=True)
+
+
+def _check_separator(frame: pd.DataFrame, path: Path) -> None:
+    """Refuse a one-column CSV whose header holds another common separator."""
+    if len(frame.columns) != 1:
+        return
+    header = str(frame.columns[0])
+    for sep, name in _SEPARATORS.items():
+        if sep in header:
+            raise DataError(
+                f"the file looks {name}-separated (its header reads as one column, "
+                f"{header!r}); expected comma-separated values",
+                path=path,
+            )
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The header cells exactly as written (pandas renames a repeated ``a`` to ``a.1``)."""
+    first = pd.read_csv(
+        path, header=None, nrows=1, dtype=str, keep_default_na=False, encoding="utf-8-sig"
+    )
+    return [str(c).strip() for c in first.iloc[0].tolist()]
+
+
+def _check_unique_headers(headers: Sequence[str], path: Path) -> None:
+    seen: set[str] = set()
+    for header in headers:
+        if header in seen:
+            raise DataError(
+                f"the header names column '{header}' twice; expected each column once",
+                path=path,
+                column=header,
+            )
+        seen.add(header)
 
 
 def _read_csv(path: Path, names: Sequence[str] | None) -> pd.DataFrame:
@@ -147,6 +196,7 @@ def _read_csv(path: Path, names: Sequence[str] | None) -> pd.DataFrame:
             names=list(names) if names else None,
             index_col=False,
             skipinitialspace=True,
+            encoding="utf-8-sig",  # a byte-order mark is not part of the first header
         )
     except pd.errors.EmptyDataError:
         raise DataError("no rows: the file is empty", path=path) from None
@@ -359,47 +409,76 @@ def _to_id(column: pd.Series, path: PathLike | None, header: str) -> pd.Series:
     _check_present(column, path, header, "an id")
     if pd.api.types.is_float_dtype(column) and np.all(np.mod(column.to_numpy(), 1) == 0):
         column = column.astype("int64")  # 7.0 -> "7", as the id was written
-    return _text(column)
+    text = _text(column)
+    row = first_row(text.str.contains("\x00", regex=False).to_numpy())
+    if row is not None:
+        _fail(column, row, "id {value} contains a NUL byte; expected printable text", path, header)
+    return text
 
 
 def _to_timestamp(column: pd.Series, path: PathLike | None, header: str) -> pd.Series:
     _check_present(column, path, header, "a timestamp")
     if pd.api.types.is_datetime64_any_dtype(column):
-        seconds = _datetime_seconds(column)
+        seconds, numbers = _datetime_seconds(column), np.zeros(len(column), dtype=bool)
     elif pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         seconds = column.to_numpy(dtype="float64")
+        numbers = np.ones(len(column), dtype=bool)
     else:
-        seconds = _text_seconds(_text(column))
+        seconds, numbers = _text_seconds(_text(column), path, header)
     row = first_row(~np.isfinite(seconds))
     if row is not None:
         _fail(column, row, "cannot read timestamp {value}: " + _TIMESTAMP_HELP, path, header)
-    row = first_row(np.abs(seconds) >= _MAX_UNIX_SECONDS)
+    outside = np.abs(seconds) >= _MAX_UNIX_SECONDS
+    row = first_row(outside & numbers)
     if row is not None:
-        _fail(
-            column,
-            row,
-            "timestamp {value} is too large: expected Unix seconds, not ms",
-            path,
-            header,
+        message = (
+            "timestamp {value} is too large for Unix seconds (it would be after the year 2262): "
+            "expected Unix seconds; it looks like milliseconds (or finer): divide by 1000"
         )
+        _fail(column, row, message, path, header)
+    row = first_row(outside)
+    if row is not None:
+        _fail(column, row, f"timestamp {{value}} is outside {_DATE_RANGE}", path, header)
     return pd.Series(np.floor(seconds).astype("int64"), index=column.index)
 
 
-def _text_seconds(text: pd.Series) -> np.ndarray:
-    """Text to float Unix seconds: numbers as they are, other text as ISO-8601 (else NaN)."""
+def _text_seconds(
+    text: pd.Series, path: PathLike | None, header: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Text to float Unix seconds (numbers as they are, other text as ISO-8601, else NaN), and
+    which cells were numbers.
+
+    Raises:
+        DataError: an ISO-8601 date-time outside 1677-09-21 to 2262-04-11 (naming its row).
+    """
     seconds = _numeric(text)
     words = np.isnan(seconds)
     if words.any():
-        parsed = pd.to_datetime(text[words], format="ISO8601", utc=True, errors="coerce")
+        try:
+            parsed = pd.to_datetime(text[words], format="ISO8601", utc=True, errors="coerce")
+        except pd.errors.OutOfBoundsDatetime:
+            _fail_out_of_bounds(text, path, header)
         seconds[words] = _datetime_seconds(parsed)
-    return seconds
+    return seconds, ~words
+
+
+def _fail_out_of_bounds(text: pd.Series, path: PathLike | None, header: str) -> NoReturn:
+    """Find the first date-time pandas cannot hold and raise a DataError naming its row."""
+    for row, value in enumerate(text.tolist(), start=1):
+        try:
+            pd.to_datetime(value, format="ISO8601", utc=True, errors="coerce")
+        except pd.errors.OutOfBoundsDatetime:
+            message = f"timestamp {{value}} is outside {_DATE_RANGE}; " + _TIMESTAMP_HELP
+            _fail(text, row, message, path, header)
+    raise DataError(f"a timestamp is outside {_DATE_RANGE}", path=path, column=header)
 
 
 def _datetime_seconds(moments: pd.Series) -> np.ndarray:
     """Date-times to float Unix seconds (NaN for NaT); naive date-times are taken as UTC."""
     if moments.dt.tz is None:
         moments = moments.dt.tz_localize("UTC")
-    delta = (moments - _EPOCH) / pd.Timedelta(seconds=1)
+    epoch = _EPOCH.as_unit(moments.dt.unit)  # same resolution: no overflow for far dates
+    delta = (moments - epoch) / pd.Timedelta(seconds=1)
     return delta.to_numpy(dtype="float64", na_value=np.nan)
 
 

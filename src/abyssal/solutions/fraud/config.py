@@ -21,11 +21,41 @@ class FraudDataConfig:
     )
     path: str | None = field(
         None,
+        path=True,
         help="transactions or edges file, or the bitcoin_otc folder "
         "(default: $ABYSSAL_BITCOIN_OTC, else ../shared/datasets/bitcoin_otc)",
     )
-    labels_path: str | None = field(None, help="edges source: node,label file")
-    features_path: str | None = field(None, help="edges source: optional node features file")
+    labels_path: str | None = field(None, path=True, help="edges source: node,label file")
+    features_path: str | None = field(
+        None, path=True, help="edges source: optional node features file"
+    )
+    node_column: str = field(
+        "node",
+        help="node files: the id column (node: also node_id, user, user_id or id is accepted)",
+    )
+    label_column: str = field(
+        "label",
+        help="node files: the 0/1 label column (label: also is_fraud or fraud); never a feature",
+    )
+    ignore_columns: list[str] = field(
+        default_factory=list, help="node files: columns that are not features (ids, notes)"
+    )
+    max_onehot_values: int = field(
+        20,
+        help="node files: a text column with at most this many distinct values is one-hot "
+        "encoded; with more, each node gets its value's frequency",
+    )
+    leakage_check: bool = field(
+        True,
+        help="refuse to train when a node-file feature alone separates the training labels "
+        "(single-feature AUROC above data.leakage_threshold)",
+    )
+    allow_leaky_features: list[str] = field(
+        default_factory=list, help="node-file features the leakage check lets through, by name"
+    )
+    leakage_threshold: float = field(
+        0.99, help="single-feature AUROC (either direction) above which a feature is leaky"
+    )
     split: int = field(0, help="bitcoin_otc: which of the ten fixed splits (0-9)")
     val_frac: float = field(0.2, help="share of labelled accounts for validation")
     test_frac: float = field(0.2, help="share of labelled accounts for testing")
@@ -48,6 +78,18 @@ class FraudDataConfig:
             raise ConfigError("data.val_frac + data.test_frac must leave accounts for training")
         if not self.windows or min(self.windows) <= 0:
             raise ConfigError(f"data.windows must be positive seconds, got {self.windows}")
+        if self.split_seed < 0:
+            raise ConfigError(f"data.split_seed must be >= 0, got {self.split_seed}")
+        if self.max_onehot_values < 1:
+            raise ConfigError(f"data.max_onehot_values must be >= 1, got {self.max_onehot_values}")
+        if not 0.5 < self.leakage_threshold <= 1:
+            raise ConfigError(
+                f"data.leakage_threshold must be in (0.5, 1], got {self.leakage_threshold}"
+            )
+        if self.node_column == self.label_column:
+            raise ConfigError(
+                f"data.node_column and data.label_column are both '{self.node_column}'"
+            )
 
 
 @dataclass
@@ -92,7 +134,9 @@ class FraudLiveConfig:
         "error", help="a new transaction from a user never seen: error, or add the account"
     )
     history: str | None = field(
-        None, help="transactions the live graph starts from; null: the data the model trained on"
+        None,
+        path=True,
+        help="transactions the live graph starts from; null: the data the model trained on",
     )
     rescore_neighbourhood: bool = field(
         True,

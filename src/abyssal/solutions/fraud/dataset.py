@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from abyssal.core.errors import DataError
-from abyssal.data.fingerprint import fingerprint_frame
+from abyssal.data.fingerprint import combine_fingerprints, fingerprint_frame
+from abyssal.data.leakage import check_leakage
 from abyssal.solutions.fraud.config import FraudDataConfig
 from abyssal.solutions.fraud.graph import (
     FraudGraph,
@@ -18,6 +21,12 @@ from abyssal.solutions.fraud.graph import (
     graph_from_pyg,
     graph_from_transactions,
 )
+from abyssal.solutions.fraud.nodes import NodeFileOptions
+
+if TYPE_CHECKING:
+    from abyssal.solutions.fraud.schema import EdgeListData
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,6 +84,8 @@ class FraudData:
         fingerprint: identifies the input data (and split).
         description: where the data came from, for reports.
         transactions: the validated transactions table (transactions sources only).
+        input_format: ``transactions``, ``edges`` or ``pyg``: which scoring path fits a model
+            trained on it.
     """
 
     graph: FraudGraph
@@ -82,6 +93,7 @@ class FraudData:
     fingerprint: str
     description: str
     transactions: pd.DataFrame | None = None
+    input_format: str = "transactions"
 
     def transaction_masks(self) -> dict[str, np.ndarray] | None:
         """Splits of transactions by their user's split (None without labelled transactions)."""
@@ -96,18 +108,12 @@ def prepare_fraud_data(cfg: FraudDataConfig) -> FraudData:
     if cfg.source == "bitcoin_otc":
         return _prepare_bitcoin(cfg)
     if cfg.source == "edges":
-        from abyssal.solutions.fraud.schema import read_edge_list
-
-        el = read_edge_list(cfg.path, cfg.labels_path, cfg.features_path)
-        el.require_labels(cfg.labels_path or cfg.path)
-        graph = graph_from_edges(el.edges, el.labels, cfg.windows, el.features)
-        fp = fingerprint_frame(el.edges) + "+" + fingerprint_frame(el.labels)
-        return _with_random_split(graph, cfg, fp, f"edge list {cfg.path}")
+        return _prepare_edges(cfg)
     df = load_transactions(cfg)
     if "label" not in df:
         raise DataError(
-            "the transactions have no 'label' column, so there is nothing to train on; "
-            "expected 0/1 labels (1 = fraudulent transaction)",
+            "the transactions have no 'label' column: there are no labels to train or evaluate "
+            "on; expected 0/1 labels (1 = fraudulent transaction)",
             path=cfg.path,
             column="label",
         )
@@ -116,6 +122,72 @@ def prepare_fraud_data(cfg: FraudDataConfig) -> FraudData:
     data = _with_random_split(graph, cfg, fingerprint_frame(df), desc)
     data.transactions = df
     return data
+
+
+def node_file_options(cfg: FraudDataConfig) -> NodeFileOptions:
+    """The node files' id, label and ignored columns that ``cfg`` names."""
+    return NodeFileOptions(cfg.node_column, cfg.label_column, tuple(cfg.ignore_columns))
+
+
+def edge_list_graph(cfg: FraudDataConfig) -> tuple[FraudGraph, EdgeListData]:
+    """The graph of the edge list and node files ``cfg`` names, and the edge list as read."""
+    from abyssal.solutions.fraud.schema import read_edge_list
+
+    options = node_file_options(cfg)
+    el = read_edge_list(cfg.path, cfg.labels_path, cfg.features_path, options=options)
+    graph = graph_from_edges(
+        el.edges, el.labels, cfg.windows, el.features, max_onehot_values=cfg.max_onehot_values
+    )
+    return graph, el
+
+
+def _prepare_edges(cfg: FraudDataConfig) -> FraudData:
+    graph, el = edge_list_graph(cfg)
+    el.require_labels(cfg.labels_path or cfg.features_path or cfg.path)
+    parts = {"edges": el.edges, "labels": el.labels, "attributes": el.features}
+    fp = combine_fingerprints(
+        {role: None if frame is None else fingerprint_frame(frame) for role, frame in parts.items()}
+    )
+    data = _with_random_split(graph, cfg, fp, _edges_description(cfg, graph, el))
+    data.input_format = "edges"
+    _guard_attribute_leakage(data, cfg)
+    log.info(data.description)
+    return data
+
+
+def _edges_description(cfg: FraudDataConfig, graph: FraudGraph, el: EdgeListData) -> str:
+    parts = [f"edge list {cfg.path}"]
+    if graph.static and "timestamp" in el.edges:
+        note = (
+            f"every edge has the same timestamp ({int(el.edges['timestamp'].iloc[0])}), so the "
+            "graph is static: no temporal features and no time encoding"
+        )
+        log.warning("%s: %s", cfg.path, note)
+        parts.append(note)
+    elif graph.static:
+        parts.append("static (no timestamps): no temporal features and no time encoding")
+    if graph.attributes is not None:
+        parts.append(graph.attributes.describe())
+    return "; ".join(parts + list(el.notes))
+
+
+def _guard_attribute_leakage(data: FraudData, cfg: FraudDataConfig) -> None:
+    """Refuse node attributes that alone separate the training labels (unless allowed)."""
+    attributes = data.graph.attributes
+    if attributes is None or not cfg.leakage_check:
+        return
+    train = data.masks["train"]
+    allowed = check_leakage(
+        {name: values[train] for name, values in attributes.values.items()},
+        data.graph.y[train],
+        threshold=cfg.leakage_threshold,
+        allowed=cfg.allow_leaky_features,
+        where=cfg.features_path or cfg.labels_path,
+    )
+    if allowed:
+        listed = ", ".join(f"{f.name} (AUROC {f.auroc:.3f})" for f in allowed)
+        log.warning("leaky features allowed by data.allow_leaky_features: %s", listed)
+        data.description += f"; leaky features allowed: {listed}"
 
 
 def prepare_pyg_data(data: object, seed: int = 0, val_frac=0.2, test_frac=0.2) -> FraudData:
@@ -129,9 +201,11 @@ def prepare_pyg_data(data: object, seed: int = 0, val_frac=0.2, test_frac=0.2) -
         if m is not None:
             masks[name] = m.detach().cpu().numpy().astype(bool) & (graph.y >= 0)
     if len(masks) == 3:
-        return FraudData(graph, masks, fp, "torch_geometric Data")
+        return FraudData(graph, masks, fp, "torch_geometric Data", input_format="pyg")
     cfg = FraudDataConfig(split_seed=seed, val_frac=val_frac, test_frac=test_frac)
-    return _with_random_split(graph, cfg, fp, "torch_geometric Data")
+    prepared = _with_random_split(graph, cfg, fp, "torch_geometric Data")
+    prepared.input_format = "pyg"
+    return prepared
 
 
 def load_transactions(cfg: FraudDataConfig) -> pd.DataFrame:
@@ -176,8 +250,14 @@ def _prepare_bitcoin(cfg: FraudDataConfig) -> FraudData:
         mask = np.zeros(graph.num_nodes, dtype=bool)
         mask[rows] = getattr(split, name)
         masks[name] = mask
-    fp = fingerprint_frame(otc.edges) + f"/split{cfg.split}"
-    return FraudData(graph, masks, fp, f"Bitcoin-OTC split {cfg.split} ({otc.root})")
+    masks_frame = pd.DataFrame(
+        {"node": split.nodes, "label": split.labels, "train": split.train, "val": split.val}
+    )
+    inputs = {"edges": otc.edges, "labels": otc.labels, "split": masks_frame}
+    fp = combine_fingerprints({k: fingerprint_frame(v) for k, v in inputs.items()})
+    fp += f"/split{cfg.split}"
+    desc = f"Bitcoin-OTC split {cfg.split} ({otc.root})"
+    return FraudData(graph, masks, fp, desc, input_format="edges")
 
 
 def _with_random_split(graph: FraudGraph, cfg: FraudDataConfig, fp: str, desc: str) -> FraudData:

@@ -8,6 +8,9 @@ one of its own events arrives: the live scorer updates exactly the touched nodes
 over the same events gives the same numbers (the batch build streams through this same code).
 
 Values (amounts, ratings) enter the statistics as ``sign(v) * log1p(|v|)``.
+
+A static graph (an edge list without timestamps) keeps only the features that do not depend on
+time: counts, value statistics and distinct neighbours (``NodeActivity(..., temporal=False)``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 DIRECTIONS = ("out", "in")
-_BASE_FEATURES = (
+_STATIC_FEATURES = (
     "log_count",
     "value_mean",
     "value_std",
@@ -28,10 +31,9 @@ _BASE_FEATURES = (
     "value_max",
     "frac_negative",
     "log_neighbours",
-    "log_tenure",
-    "log_mean_gap",
-    "log_min_gap",
 )
+_TIME_FEATURES = ("log_tenure", "log_mean_gap", "log_min_gap")
+_BASE_FEATURES = _STATIC_FEATURES + _TIME_FEATURES
 _WINDOW_FEATURES = ("log_count", "log_amount", "log_max_burst")
 
 
@@ -91,8 +93,14 @@ class ActivityStats:
             self.window_amount[i] = self.cum_abs[n] - self.cum_abs[start]
             self.max_burst[i] = max(self.max_burst[i], n - start)
 
-    def vector(self) -> list[float]:
-        """The features of this group, in the order of :func:`feature_names`."""
+    def vector(self, temporal: bool = True) -> list[float]:
+        """The features of this group, in the order of :func:`feature_names` (``temporal=False``:
+        only those that do not depend on time)."""
+        if not temporal:
+            return self._vector()[: len(_STATIC_FEATURES)]
+        return self._vector()
+
+    def _vector(self) -> list[float]:
         w = len(self.windows)
         if self.count == 0:
             return [0.0] * (len(_BASE_FEATURES) + len(_WINDOW_FEATURES) * w)
@@ -120,14 +128,24 @@ class ActivityStats:
 
 
 def feature_names(
-    kinds: Sequence[str], windows: Sequence[int], node_types: Sequence[str]
+    kinds: Sequence[str],
+    windows: Sequence[int],
+    node_types: Sequence[str],
+    temporal: bool = True,
 ) -> list[str]:
-    """Names of the columns that :class:`NodeActivity` produces, in order."""
+    """Names of the columns that :class:`NodeActivity` produces, in order.
+
+    Example:
+        >>> feature_names(("edge",), (), ("user",), temporal=False)[:3]
+        ['type_user', 'edge_out_log_count', 'edge_out_value_mean']
+    """
     names = [f"type_{t}" for t in node_types]
     for kind in kinds:
         for direction in DIRECTIONS:
             prefix = f"{kind}_{direction}"
-            names += [f"{prefix}_{n}" for n in _BASE_FEATURES]
+            names += [f"{prefix}_{n}" for n in (_BASE_FEATURES if temporal else _STATIC_FEATURES)]
+            if not temporal:
+                continue
             for stat in _WINDOW_FEATURES:
                 names += [f"{prefix}_{stat}_{_window_label(w)}" for w in windows]
     return names
@@ -138,23 +156,32 @@ class NodeActivity:
 
     Args:
         kinds: event kinds (``("txn", "device")`` or ``("edge",)``).
-        windows: window lengths in seconds.
+        windows: window lengths in seconds (ignored when not ``temporal``).
         node_types: names of node types, one-hot encoded first.
+        temporal: keep the features that depend on time (tenure, gaps, windows); ``False`` for
+            a static graph, whose events all carry time 0.
 
     Example:
         >>> act = NodeActivity(("edge",), (86400,), ("user",))
-        >>> act.add_node(0)
-        >>> act.add_node(1)
+        >>> act.add_node(0), act.add_node(1)
+        (0, 1)
         >>> act.add_event(0, 1, t=100, value=5.0, kind=0)
         >>> act.vector(0)[:2]
         [1.0, 0.6931471805599453]
     """
 
-    def __init__(self, kinds: Sequence[str], windows: Sequence[int], node_types: Sequence[str]):
+    def __init__(
+        self,
+        kinds: Sequence[str],
+        windows: Sequence[int],
+        node_types: Sequence[str],
+        temporal: bool = True,
+    ):
         self.kinds = tuple(kinds)
-        self.windows = tuple(int(w) for w in windows)
+        self.temporal = temporal
+        self.windows = tuple(int(w) for w in windows) if temporal else ()
         self.node_types = tuple(node_types)
-        self.names = feature_names(self.kinds, self.windows, self.node_types)
+        self.names = feature_names(self.kinds, self.windows, self.node_types, temporal)
         self._groups: list[list[ActivityStats]] = []
         self._types: list[int] = []
 
@@ -186,7 +213,7 @@ class NodeActivity:
         out = [0.0] * len(self.node_types)
         out[self._types[node]] = 1.0
         for group in self._groups[node]:
-            out += group.vector()
+            out += group.vector(self.temporal)
         return out
 
     def matrix(self, nodes: Sequence[int] | None = None) -> np.ndarray:

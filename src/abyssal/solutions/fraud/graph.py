@@ -2,8 +2,8 @@
 
 From a transactions table (users, devices and counterparties become nodes; every transaction is an
 edge from the user to the counterparty; the first use of a device by a user is an edge to the
-device), from a timestamped edge list (a trust or payment network), or from a ``torch_geometric``
-``Data`` object prepared elsewhere.
+device), from an edge list (a trust or payment network, with node attributes from a node file;
+static without timestamps), or from a ``torch_geometric`` ``Data`` object prepared elsewhere.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from abyssal.core.errors import DataError
+from abyssal.solutions.fraud.attributes import AttributedActivity, NodeAttributes
 from abyssal.solutions.fraud.features import NodeActivity, signed_log
 
 TXN_NODE_TYPES = ("user", "device", "merchant")
@@ -47,6 +48,9 @@ class FraudGraph:
         edge_kind: (E,) index into ``kinds``.
         y: (N,) int8 label, 1 fraud, 0 benign, -1 unknown.
         activity: the incremental feature state (None for graphs given as features only).
+        transactions: per-transaction columns (transaction graphs only).
+        static: an edge list without timestamps: no temporal features, every edge at time 0.
+        attributes: node attributes from a node file, and their encoding (edge lists only).
     """
 
     node_keys: list[tuple[str, str]]
@@ -63,6 +67,8 @@ class FraudGraph:
     y: np.ndarray
     activity: NodeActivity | None = None
     transactions: TransactionIndex | None = None
+    static: bool = False
+    attributes: NodeAttributes | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -190,55 +196,109 @@ def graph_from_edges(
     labels: pd.DataFrame | None,
     windows: Sequence[int],
     features: pd.DataFrame | None = None,
+    *,
+    max_onehot_values: int = 20,
 ) -> FraudGraph:
-    """Build a graph of accounts from a timestamped edge list (``source, target, timestamp``, and
-    ``weight`` or ``rating``), with node labels (``node, label``) and optional node features."""
-    value_col = "rating" if "rating" in edges else "weight" if "weight" in edges else None
-    nodes = pd.unique(pd.concat([edges["source"], edges["target"]], ignore_index=True))
-    keys = [("user", n) for n in nodes.tolist()]
-    index = {n: i for i, n in enumerate(nodes.tolist())}
-    order = np.argsort(edges["timestamp"].to_numpy(), kind="stable")
-    src = np.array([index[s] for s in edges["source"].tolist()], dtype=np.int64)[order]
-    dst = np.array([index[t] for t in edges["target"].tolist()], dtype=np.int64)[order]
-    value = (
-        edges[value_col].to_numpy(dtype=np.float64)[order]
-        if value_col
-        else np.ones(len(edges), dtype=np.float64)
-    )
-    time = edges["timestamp"].to_numpy(dtype=np.int64)[order]
-    activity = NodeActivity(("edge",), windows, ("user",))
-    for _ in keys:
+    """Build a graph of accounts from an edge list, its labels and its node attributes.
+
+    Args:
+        edges: ``source, target``, optional ``timestamp`` and ``weight`` or ``rating``. Without
+            timestamps, or with one value throughout, the graph is static: its features leave
+            out everything that depends on time, and its edges all carry time 0.
+        labels: ``node, label`` (1 fraud, 0 benign); labels of nodes in no edge are ignored.
+        windows: feature windows in seconds (temporal graphs).
+        features: ``node`` plus typed attribute columns (see
+            :func:`abyssal.solutions.fraud.nodes.typed_attribute`); nodes without a row get
+            the encoding of missing values.
+        max_onehot_values: categorical attributes with at most this many values are one-hot.
+
+    Returns:
+        The graph; its ``activity`` streams new edges (live scoring), attributes included.
+
+    Example:
+        >>> edges = pd.DataFrame({"source": ["a", "b"], "target": ["b", "c"]})
+        >>> g = graph_from_edges(edges, None, [3600])
+        >>> g.static, g.num_nodes, g.num_edges
+        (True, 3, 2)
+    """
+    static = "timestamp" not in edges or edges["timestamp"].nunique() <= 1
+    nodes = pd.unique(pd.concat([edges["source"], edges["target"]], ignore_index=True)).tolist()
+    index = {n: i for i, n in enumerate(nodes)}
+    src, dst, value, time = _time_ordered_edges(edges, index, static)
+    attributes = None
+    if features is not None:
+        aligned = features.set_index("node").reindex(nodes).reset_index(drop=True)
+        absent = int((~pd.Index(nodes).isin(features["node"])).sum())
+        attributes = NodeAttributes.fit(aligned, max_onehot_values, absent)
+    activity = _edge_activity(windows, static, attributes)
+    for _ in nodes:
         activity.add_node(0)
     for s, d, t, v in zip(src.tolist(), dst.tolist(), time.tolist(), value.tolist(), strict=True):
         activity.add_event(s, d, t=t, value=v, kind=0)
-    x, names = activity.matrix(), list(activity.names)
-    if features is not None:
-        x, names = _append_features(x, names, features, index)
-    y = np.full(len(keys), -1, dtype=np.int8)
-    if labels is not None:
-        rows = np.array([index.get(n, -1) for n in labels["node"].tolist()], dtype=np.int64)
-        known = rows >= 0  # labels of accounts with no edge (yet) carry no graph
-        y[rows[known]] = labels["label"].to_numpy(dtype=np.int8)[known]
     return FraudGraph(
-        node_keys=keys,
+        node_keys=[("user", n) for n in nodes],
         node_types=("user",),
-        node_type=np.zeros(len(keys), dtype=np.int64),
+        node_type=np.zeros(len(nodes), dtype=np.int64),
         kinds=("edge",),
-        x=x,
-        feature_names=names,
+        x=activity.matrix(),
+        feature_names=list(activity.names),
         edge_src=src,
         edge_dst=dst,
         edge_value=value,
         edge_time=time,
         edge_kind=np.zeros(len(src), dtype=np.int64),
-        y=y,
-        activity=activity if features is None else None,
+        y=_node_labels(labels, index, len(nodes)),
+        activity=activity,
+        static=static,
+        attributes=attributes,
     )
+
+
+def _time_ordered_edges(
+    edges: pd.DataFrame, index: dict[str, int], static: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source and target rows (E,), values (E,) and times (E,), stably sorted by time (a static
+    graph's edges keep file order, at time 0)."""
+    value_col = "rating" if "rating" in edges else "weight" if "weight" in edges else None
+    time = np.zeros(len(edges), np.int64) if static else edges["timestamp"].to_numpy(np.int64)
+    order = np.argsort(time, kind="stable")
+    src = np.array([index[s] for s in edges["source"].tolist()], dtype=np.int64)[order]
+    dst = np.array([index[t] for t in edges["target"].tolist()], dtype=np.int64)[order]
+    value = edges[value_col].to_numpy(dtype=np.float64)[order] if value_col else np.ones(len(src))
+    return src, dst, value, time[order]
+
+
+def _edge_activity(
+    windows: Sequence[int], static: bool, attributes: NodeAttributes | None
+) -> NodeActivity:
+    """The feature state of an account network, with the node attributes when there are any."""
+    if attributes is None:
+        return NodeActivity(("edge",), windows, ("user",), temporal=not static)
+    return AttributedActivity(
+        ("edge",),
+        windows,
+        ("user",),
+        not static,
+        attributes.matrix(),
+        attributes.absent_row(),
+        attributes.names,
+    )
+
+
+def _node_labels(labels: pd.DataFrame | None, index: dict[str, int], n: int) -> np.ndarray:
+    """(n,) int8 labels: 1 fraud, 0 benign, -1 unknown (labels of nodes in no edge ignored)."""
+    y = np.full(n, -1, dtype=np.int8)
+    if labels is not None:
+        rows = np.array([index.get(n, -1) for n in labels["node"].tolist()], dtype=np.int64)
+        known = rows >= 0
+        y[rows[known]] = labels["label"].to_numpy(dtype=np.int8)[known]
+    return y
 
 
 def graph_from_pyg(data: object) -> FraudGraph:
     """Wrap a ``torch_geometric.data.Data`` with ``x`` (N, F), ``edge_index`` (2, E) and ``y`` (N,)
-    (1 fraud, 0 benign, -1 unknown); optional ``edge_time`` (E,) and ``edge_weight`` (E,)."""
+    (1 fraud, 0 benign, -1 unknown); optional ``edge_time`` (E,) and ``edge_weight`` (E,).
+    Without ``edge_time`` the graph is static (the model gets no time encoding)."""
     for attr in ("x", "edge_index", "y"):
         if getattr(data, attr, None) is None:
             raise DataError(f"torch_geometric Data needs '{attr}'; it has {sorted(data.keys())}")
@@ -270,6 +330,7 @@ def graph_from_pyg(data: object) -> FraudGraph:
         edge_time=np.zeros(e, np.int64) if time is None else time.detach().cpu().long().numpy(),
         edge_kind=np.zeros(e, dtype=np.int64),
         y=np.where(y > 0, 1, np.where(y == 0, 0, -1)).astype(np.int8),
+        static=time is None,
     )
 
 
@@ -293,14 +354,3 @@ def _intern_all(
             keys.append(key)
         out[i] = node
     return out
-
-
-def _append_features(
-    x: np.ndarray, names: list[str], features: pd.DataFrame, index: dict[str, int]
-) -> tuple[np.ndarray, list[str]]:
-    cols = [c for c in features.columns if c != "node"]
-    extra = np.zeros((x.shape[0], len(cols)), dtype=np.float32)
-    rows = [index.get(n, -1) for n in features["node"].tolist()]
-    keep = np.array([r >= 0 for r in rows])
-    extra[np.array(rows)[keep]] = features[cols].to_numpy(dtype=np.float32)[keep]
-    return np.concatenate([x, extra], axis=1), names + [f"given_{c}" for c in cols]

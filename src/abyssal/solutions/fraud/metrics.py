@@ -7,9 +7,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from abyssal.core.optional import require
+
+FEW_POSITIVES = 30
+"""Below this many positives in a split, its metrics are too noisy to compare models on."""
+
+log = logging.getLogger(__name__)
 
 
 def ranking_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -78,4 +85,35 @@ def split_metrics(
             out[f"{prefix}{split}_{name}"] = value
         out[f"{prefix}{split}_macro_f1"] = macro_f1(y[m], score[m], threshold)
     out[f"{prefix}threshold"] = threshold
+    return out
+
+
+def split_positives(
+    y: np.ndarray, masks: dict[str, np.ndarray], where: str = "the data"
+) -> dict[str, int]:
+    """Positives in the ``val`` and ``test`` masks; a logged warning for each split with fewer
+    than :data:`FEW_POSITIVES` (its AUROC, AUPRC and Recall@K are then very noisy).
+
+    Returns:
+        ``{"val_positives": ..., "test_positives": ...}``.
+
+    Example:
+        >>> split_positives(np.array([1, 0, 1]), {"val": np.array([1, 1, 0], bool),
+        ...                                       "test": np.array([0, 0, 1], bool)})
+        {'val_positives': 1, 'test_positives': 1}
+    """
+    out = {}
+    for split in ("val", "test"):
+        positives = int(np.sum(np.asarray(y)[masks[split]] == 1))
+        out[f"{split}_positives"] = positives
+        if positives < FEW_POSITIVES:
+            log.warning(
+                "%s: the %s split has only %d positive (fraudulent) examples, fewer than %d: "
+                "its metrics are noisy; label more accounts or raise data.%s_frac",
+                where,
+                split,
+                positives,
+                FEW_POSITIVES,
+                split,
+            )
     return out

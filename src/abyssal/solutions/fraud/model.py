@@ -4,8 +4,9 @@ Node features (temporal statistics, standardised with training-set statistics ke
 encoded, then ``layers`` rounds of graph attention (GATv2, Brody et al., ICLR 2022; or GAT,
 Velickovic et al., ICLR 2018) aggregate neighbours, with edge attributes (signed-log amount or
 rating, edge kind, direction) and a harmonic encoding of each edge's age relative to the receiving
-node's latest event. A node head scores accounts; a transaction head scores a transaction from its
-user, counterparty and device embeddings and its amount.
+node's latest event (none for a static graph: ``time_dim=0``). A node head scores accounts; a
+transaction head scores a transaction from its user, counterparty and device embeddings and its
+amount.
 
 Each layer can be applied to a subset of receiving nodes (``layer``): the live scorer uses that to
 recompute only the neighbourhood of a new transaction.
@@ -31,7 +32,7 @@ class TemporalGAT(nn.Module):
         hidden: embedding size H.
         heads: attention heads per layer (H must divide by it).
         layers: message-passing rounds.
-        time_dim: size of the edge-age encoding.
+        time_dim: size of the edge-age encoding; 0 leaves it out (static graphs).
         dropout: dropout on embeddings and attention.
         conv: ``"gatv2"`` or ``"gat"``.
 
@@ -61,7 +62,7 @@ class TemporalGAT(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(in_features))
         self.register_buffer("feature_std", torch.ones(in_features))
         self.encoder = nn.Linear(in_features, hidden)
-        self.time_encoding = TimeEncoding(time_dim)
+        self.time_encoding = TimeEncoding(time_dim) if time_dim > 0 else None
         self.convs = nn.ModuleList(
             conv_cls(
                 hidden,
@@ -105,7 +106,10 @@ class TemporalGAT(nn.Module):
         return self.combine(i, h_dst, m)  # (Nd, H)
 
     def edge_inputs(self, edge_attr: torch.Tensor, edge_dt: torch.Tensor) -> torch.Tensor:
-        """(E, A + T) what the attention layers see of each edge: attributes and encoded age."""
+        """(E, A + T) what the attention layers see of each edge: attributes and encoded age
+        (attributes only, (E, A), without a time encoding)."""
+        if self.time_encoding is None:
+            return edge_attr
         return torch.cat([edge_attr, self.time_encoding(edge_dt)], dim=-1)
 
     def combine(self, i: int, h_dst: torch.Tensor, message: torch.Tensor) -> torch.Tensor:

@@ -69,9 +69,25 @@ def split_stream(frame: pd.DataFrame, new_frac: float = 0.05) -> tuple[pd.DataFr
     return history, ordered[is_new].reset_index(drop=True)
 
 
+def from_known_users(history: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """The new transactions whose user is in the history, so that ``abyssal predict`` scores
+    them without ``live.on_unknown_account=add``.
+
+    Example:
+        >>> h = pd.DataFrame({"user_id": ["u1"]})
+        >>> from_known_users(h, pd.DataFrame({"user_id": ["u1", "u2"]}))["user_id"].tolist()
+        ['u1']
+    """
+    known = new["user_id"].isin(set(history["user_id"])).to_numpy()
+    return new[known].reset_index(drop=True)
+
+
 def write_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
     """Write ``transactions.csv`` (labelled history), ``new_transactions.csv`` (the latest
     transactions, unlabelled, to score) and ``planted_rings.json`` (the ground truth) to ``out``.
+
+    The new stream keeps only users the history knows (a user whose first transaction falls in
+    the stream is left out), so ``abyssal predict fraud`` scores it as it is.
 
     Args:
         options: sizes and seed.
@@ -90,7 +106,8 @@ def write_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
         days=options.days,
         seed=options.seed,
     )
-    history, new = split_stream(data.transactions, options.new_frac)
+    history, stream = split_stream(data.transactions, options.new_frac)
+    new = from_known_users(history, stream)
     out = Path(out)
     rings = [{"ring_id": r.ring_id, "members": r.members, "devices": r.devices} for r in data.rings]
     write_table(history, out / "transactions.csv")
@@ -99,6 +116,11 @@ def write_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
     fraud = float(history["label"].mean())
     return [
         f"transactions.csv: {len(history)} SYNTHETIC transactions, {fraud:.1%} fraudulent",
-        f"new_transactions.csv: {len(new)} later transactions to score, no labels",
+        f"new_transactions.csv: {len(new)} later transactions to score, no labels"
+        + _left_out(len(stream) - len(new)),
         f"planted_rings.json: the {len(rings)} planted rings (ground truth)",
     ]
+
+
+def _left_out(count: int) -> str:
+    return f" ({count} by users first seen after the history left out)" if count else ""

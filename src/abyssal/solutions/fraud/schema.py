@@ -16,9 +16,10 @@ column              kind       meaning (other accepted headers)
 ``label``           0/1        optional: 1 = fraudulent transaction (``is_fraud``, ``fraud``)
 ==================  =========  ==================================================================
 
-**Edge list** of a trust or payment network: ``source``, ``target`` (ids), ``timestamp``, optional
-``weight`` (``rating``, ``amount``; default 1.0); optional labels file ``node,label`` (1 =
-fraudulent) and features file ``node`` plus numeric columns.
+**Edge list** of a trust or payment network: ``source``, ``target`` (ids), optional ``timestamp``
+(without it, or with one value throughout, the graph is static) and optional ``weight``
+(``rating``, ``amount``; default 1.0); node labels and attributes come from node files (see
+:mod:`abyssal.solutions.fraud.nodes`).
 
 Row numbers in errors are 1-based data rows (the header is not counted).
 """
@@ -26,7 +27,7 @@ Row numbers in errors are 1-based data rows (the header is not counted).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -36,9 +37,14 @@ from abyssal.data.tables import (
     ColumnSpec,
     check_unique,
     first_row,
-    match_columns,
     read_table,
     validate_columns,
+)
+from abyssal.solutions.fraud.nodes import (
+    NODE_ALIASES,
+    NodeFileOptions,
+    check_known_nodes,
+    read_node_files,
 )
 
 PathLike = str | os.PathLike[str]
@@ -59,10 +65,10 @@ TRANSACTION_COLUMNS = (
 EDGE_COLUMNS = (
     ColumnSpec("source", "id", aliases=("src", "from", "sender")),
     ColumnSpec("target", "id", aliases=("dst", "to", "receiver")),
-    ColumnSpec("timestamp", "timestamp", aliases=("time", "ts")),
+    ColumnSpec("timestamp", "timestamp", required=False, aliases=("time", "ts")),
     ColumnSpec("weight", "number", required=False, aliases=("rating", "amount")),
 )
-NODE_COLUMN = ColumnSpec("node", "id", aliases=("node_id", "user", "user_id", "id"))
+NODE_COLUMN = ColumnSpec("node", "id", aliases=NODE_ALIASES)
 LABEL_COLUMNS = (NODE_COLUMN, ColumnSpec("label", "label", aliases=("is_fraud", "fraud")))
 
 
@@ -71,6 +77,7 @@ def read_transactions(
     *,
     require_label: bool = False,
     source_name: str | None = None,
+    sort: bool = True,
 ) -> pd.DataFrame:
     """Read and check a transactions table.
 
@@ -78,6 +85,8 @@ def read_transactions(
         source: a table file (see :func:`abyssal.data.tables.read_table`) or a loaded frame.
         require_label: make the ``label`` column required (for training and evaluation).
         source_name: the name used in messages; defaults to the path, or ``"<dataframe>"``.
+        sort: sort by time; ``False`` keeps the file's order (so that later checks can name
+            file rows; :func:`sort_transactions` sorts afterwards).
 
     Returns:
         A non-empty frame with exactly the columns ``transaction_id, timestamp, user_id,
@@ -112,23 +121,34 @@ def read_transactions(
         amount = tx["amount"].iloc[row - 1]
         raise DataError(f"amount must be >= 0, got {amount}", path=where, row=row, column="amount")
     check_unique(tx, "transaction_id", where)
+    return sort_transactions(tx) if sort else tx
+
+
+def sort_transactions(tx: pd.DataFrame) -> pd.DataFrame:
+    """Transactions sorted stably by ``(timestamp, transaction_id)``, with a fresh index."""
     return tx.sort_values(["timestamp", "transaction_id"], kind="stable").reset_index(drop=True)
 
 
 @dataclass
 class EdgeListData:
-    """A trust or payment network read from an edge list.
+    """A trust or payment network read from an edge list and its node files.
 
     Attributes:
-        edges: ``source``, ``target`` (text ids), ``timestamp`` (int64 Unix seconds), ``weight``
-            (float64; 1.0 where the file has no weight column), in file order.
-        labels: ``node``, ``label`` (int8, 1 = fraudulent), or ``None`` without a labels file.
-        features: ``node`` plus float64 feature columns, or ``None`` without a features file.
+        edges: ``source``, ``target`` (text ids), ``timestamp`` (int64 Unix seconds; absent in a
+            static edge list), ``weight`` (float64; 1.0 where the file has no weight column), in
+            file order.
+        labels: ``node``, ``label`` (int8, 1 = fraudulent), or ``None`` without labels.
+        features: ``node`` plus typed attribute columns (float64 with NaN, or text with
+            ``None``; see :func:`abyssal.solutions.fraud.nodes.typed_attribute`), or ``None``.
+        node_files: each node file as read, by path (for fingerprints).
+        notes: what was left out or assumed, for reports.
     """
 
     edges: pd.DataFrame
     labels: pd.DataFrame | None = None
     features: pd.DataFrame | None = None
+    node_files: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def nodes(self) -> pd.Index:
         """Every node in the edges, in order of first appearance.
@@ -139,6 +159,11 @@ class EdgeListData:
         """
         pairs = np.column_stack([self.edges["source"], self.edges["target"]]).ravel()
         return pd.Index(pd.unique(pairs), name="node")
+
+    @property
+    def static(self) -> bool:
+        """True without timestamps, or when every edge has the same one."""
+        return is_static(self.edges)
 
     def require_labels(self, path: PathLike | None = None) -> pd.DataFrame:
         """The labels, or an error for a task that cannot run without them.
@@ -154,73 +179,59 @@ class EdgeListData:
         """
         if self.labels is None or len(self.labels) == 0:
             raise DataError(
-                "graph has no labels: this task needs node labels; expected a labels file with "
-                "columns node,label (1 = fraudulent, 0 = benign)",
+                "the graph has no node labels to train or evaluate on; expected a node file "
+                "with columns node,label (1 = fraudulent, 0 = benign) as data.labels_path (or "
+                "data.features_path)",
                 path=path,
             )
         return self.labels
+
+
+def is_static(edges: pd.DataFrame) -> bool:
+    """True when an edge list has no ``timestamp`` column, or one value throughout.
+
+    Example:
+        >>> is_static(pd.DataFrame({"timestamp": [5, 5]}))
+        True
+    """
+    return "timestamp" not in edges or edges["timestamp"].nunique() <= 1
 
 
 def read_edge_list(
     edges_path: PathLike,
     labels_path: PathLike | None = None,
     features_path: PathLike | None = None,
+    *,
+    options: NodeFileOptions | None = None,
 ) -> EdgeListData:
-    """Read an edge list with optional node labels and node features.
+    """Read an edge list with optional node files (labels and attributes).
 
     Args:
-        edges_path: table with ``source, target, timestamp`` and optional ``weight``.
-        labels_path: table with ``node, label`` (0/1), one row per labelled node.
-        features_path: table with ``node`` and numeric feature columns, one row per node.
+        edges_path: table with ``source, target``, optional ``timestamp`` and ``weight``.
+        labels_path: a node file with a label column (see :mod:`abyssal.solutions.fraud.nodes`).
+        features_path: a node file with attributes (it may be the labels file too).
+        options: the node files' id, label and ignored columns.
 
     Returns:
         The checked :class:`EdgeListData`.
 
     Raises:
-        DataError: a missing column or bad value; a labels or features row for a node that is in
-            no edge, or a node listed twice (naming the row and the node).
+        DataError: a missing column or bad value; a node file row for a node that is in no
+            edge, or a node listed twice (naming the row and the node).
 
     Example:
-        >>> graph = read_edge_list("edges.csv", labels_path="labels.csv")  # doctest: +SKIP
+        >>> graph = read_edge_list("edges.csv", labels_path="nodes.csv")  # doctest: +SKIP
         >>> labels = graph.require_labels("edges.csv")  # doctest: +SKIP
     """
     edges = validate_columns(read_table(edges_path), EDGE_COLUMNS, edges_path)
     if "weight" not in edges:
         edges["weight"] = 1.0
     data = EdgeListData(edges)
-    known = data.nodes()
-    if labels_path is not None:
-        data.labels = validate_columns(read_table(labels_path), LABEL_COLUMNS, labels_path)
-        check_known_nodes(data.labels, known, labels_path)
-    if features_path is not None:
-        data.features = _read_features(features_path)
-        check_known_nodes(data.features, known, features_path)
+    if labels_path is not None or features_path is not None:
+        table = read_node_files(labels_path, features_path, known=data.nodes(), options=options)
+        data.labels, data.features = table.labels, table.attributes
+        data.node_files, data.notes = table.files, table.notes
     return data
-
-
-def _read_features(path: PathLike) -> pd.DataFrame:
-    raw = read_table(path)
-    node_header = match_columns(list(raw.columns), [NODE_COLUMN], path)["node"]
-    others = [str(c) for c in raw.columns if c != node_header]
-    if not others:
-        raise DataError(
-            "no feature columns: expected node plus one or more numeric columns", path=path
-        )
-    specs = [NODE_COLUMN] + [ColumnSpec(name, "number") for name in others]
-    return validate_columns(raw, specs, path)
-
-
-def check_known_nodes(
-    frame: pd.DataFrame, known: pd.Index, path: PathLike, network: str = "graph"
-) -> None:
-    """Each ``node`` of ``frame`` is unique and in some edge; else a DataError naming its row."""
-    check_unique(frame, "node", path)
-    row = first_row(~frame["node"].isin(known).to_numpy())
-    if row is not None:
-        node = frame["node"].iloc[row - 1]
-        raise DataError(
-            f"node '{node}' is in no edge of the {network}", path=path, row=row, column="node"
-        )
 
 
 __all__ = [
@@ -228,6 +239,9 @@ __all__ = [
     "LABEL_COLUMNS",
     "TRANSACTION_COLUMNS",
     "EdgeListData",
+    "check_known_nodes",
+    "is_static",
     "read_edge_list",
     "read_transactions",
+    "sort_transactions",
 ]

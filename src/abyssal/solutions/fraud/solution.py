@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from abyssal.contracts.solution import MetricLayout, Solution
+from abyssal.core.errors import DataError
 from abyssal.solutions.fraud.baselines import run_baselines
 from abyssal.solutions.fraud.config import FraudConfig
 from abyssal.solutions.fraud.dataset import (
@@ -18,11 +19,11 @@ from abyssal.solutions.fraud.dataset import (
     prepare_fraud_data,
 )
 from abyssal.solutions.fraud.features import signed_log
-from abyssal.solutions.fraud.metrics import split_metrics
+from abyssal.solutions.fraud.metrics import split_metrics, split_positives
 from abyssal.solutions.fraud.model import TemporalGAT
-from abyssal.solutions.fraud.predict import FraudPredictor, PredictReport, predict_transactions
+from abyssal.solutions.fraud.predict import FraudPredictor, PredictReport, predict_file
 from abyssal.solutions.fraud.sample import FraudSampleConfig, write_sample
-from abyssal.solutions.fraud.task import FraudTask, build_model
+from abyssal.solutions.fraud.task import ARCHITECTURE_KEYS, FraudTask, build_model
 from abyssal.solutions.loading import LoadedModel
 
 
@@ -52,7 +53,7 @@ class FraudSolution(Solution):
             ("gbdt_graph_", "gbdt_graph"),
             ("txn_", "txn"),
         ),
-        extras=("threshold", "best_epoch", "epochs_run"),
+        extras=("threshold", "val_positives", "test_positives", "best_epoch", "epochs_run"),
         headline="test_auprc",
     )
 
@@ -63,13 +64,22 @@ class FraudSolution(Solution):
         return FraudTask(cfg, data, self.model_spec(cfg, data))
 
     def model_spec(self, cfg: FraudConfig, data: FraudData) -> dict[str, Any]:
+        """The shapes and names the model is built from, the input format (which scoring path
+        fits: ``transactions``, ``edges`` or ``pyg``), ``static`` (no time encoding), and the
+        keys that cannot change once weights exist (architecture, feature windows)."""
         g = data.graph
+        temporal = g.activity is not None and not g.static
+        fixed = [k for k in ARCHITECTURE_KEYS if not (g.static and k == "time_dim")]
         return {
             "in_features": int(g.x.shape[1]),
             "edge_features": edge_feature_size(len(g.kinds)),
             "feature_names": list(g.feature_names),
             "node_types": list(g.node_types),
             "kinds": list(g.kinds),
+            "input": data.input_format,
+            "static": bool(g.static),
+            "architecture": {k: getattr(cfg.model, k) for k in fixed},
+            "windows": [int(w) for w in cfg.data.windows] if temporal else None,
         }
 
     def build_model(self, cfg: FraudConfig, spec: dict[str, Any]) -> TemporalGAT:
@@ -78,8 +88,12 @@ class FraudSolution(Solution):
     def evaluate(
         self, cfg: FraudConfig, model: torch.nn.Module, data: FraudData
     ) -> dict[str, float]:
+        """Metrics per split, the positives in each (a warning below 30), transactions' too."""
+        check_feature_count(model, data)
         node_risk, txn_risk = score_graph(model, data)
         metrics = split_metrics(data.graph.y, node_risk, data.masks)
+        where = cfg.data.path or f"{cfg.data.source} data"
+        metrics.update(split_positives(data.graph.y, data.masks, where))
         tmasks = data.transaction_masks()
         if tmasks is not None and txn_risk is not None:
             label = data.graph.transactions.label
@@ -106,10 +120,29 @@ class FraudSolution(Solution):
     def predict_file(
         self, loaded: LoadedModel, path: str | Path, *, out: str | Path | None = None
     ) -> PredictReport:
-        return predict_transactions(loaded, path, out=out)
+        return predict_file(loaded, path, out=out)
 
     def generate_sample(self, options: FraudSampleConfig, out: Path) -> list[str]:
         return write_sample(options, out)
+
+
+def check_feature_count(model: torch.nn.Module, data: FraudData) -> None:
+    """Refuse data whose node features do not fit the model's input layer.
+
+    Raises:
+        DataError: names both counts and the settings that decide the features.
+    """
+    encoder = getattr(model, "encoder", None)
+    expected = getattr(encoder, "in_features", None)
+    given = int(data.graph.x.shape[1])
+    if expected is None or expected == given:
+        return
+    raise DataError(
+        f"{data.description.split(';')[0]}: the data gives {given} node features, the model "
+        f"was trained on {expected}; the features depend on the data's timestamps (static or "
+        "not), its node files and data.ignore_columns, data.label_column and "
+        "data.max_onehot_values, which must be as they were in training"
+    )
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from abyssal.contracts.task import Shard
+from abyssal.core.errors import ConfigError
 from abyssal.solutions.fraud.config import FraudConfig
 from abyssal.solutions.fraud.dataset import FraudData, GraphTensors
 from abyssal.solutions.fraud.features import signed_log
@@ -36,8 +37,20 @@ class FraudBatch:
         )
 
 
+ARCHITECTURE_KEYS = ("conv", "hidden", "heads", "layers", "time_dim")
+"""``model.*`` keys that shape the weights: fixed once a version is stored."""
+
+
 def build_model(cfg: FraudConfig, spec: dict) -> TemporalGAT:
-    """The model for ``cfg`` and a spec from :func:`model_spec`."""
+    """The model for ``cfg`` and a spec from ``FraudSolution.model_spec``.
+
+    A static graph's model (``spec["static"]``) has no time encoding.
+
+    Raises:
+        ConfigError: ``cfg`` changes a key the stored weights or features depend on (see
+            :func:`check_fixed_keys`).
+    """
+    check_fixed_keys(cfg, spec)
     m = cfg.model
     return TemporalGAT(
         in_features=spec["in_features"],
@@ -45,10 +58,43 @@ def build_model(cfg: FraudConfig, spec: dict) -> TemporalGAT:
         hidden=m.hidden,
         heads=m.heads,
         layers=m.layers,
-        time_dim=m.time_dim,
+        time_dim=0 if spec.get("static") else m.time_dim,
         dropout=m.dropout,
         conv=m.conv,
     )
+
+
+def check_fixed_keys(cfg: FraudConfig, spec: dict) -> None:
+    """Refuse a config that changes what a stored version's weights or features depend on.
+
+    The spec records the architecture (``model.conv``, ``hidden``, ``heads``, ``layers``,
+    ``time_dim``) and the feature windows (``data.windows``); overriding them at evaluation or
+    prediction would build a model the stored weights do not fit, or features it never saw.
+    Specs without these records (older versions) are not checked.
+
+    Raises:
+        ConfigError: names the key, the stored value and the value given.
+
+    Example:
+        >>> check_fixed_keys(FraudConfig(), {"architecture": {"hidden": 8}})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        abyssal.core.errors.ConfigError: model.hidden=64 does not match ... (model.hidden=8): ...
+    """
+    for key, stored in spec.get("architecture", {}).items():
+        given = getattr(cfg.model, key)
+        if given != stored:
+            raise ConfigError(
+                f"model.{key}={given} does not match the stored model (model.{key}={stored}): "
+                "the architecture cannot be changed at evaluation or prediction; drop the override"
+            )
+    windows = spec.get("windows")
+    if windows is not None and [int(w) for w in cfg.data.windows] != list(windows):
+        raise ConfigError(
+            f"data.windows={list(cfg.data.windows)} does not match the stored model "
+            f"(data.windows={list(windows)}): the model's features were computed over those "
+            "windows, so they cannot be changed at evaluation or prediction; drop the override"
+        )
 
 
 def make_batch(

@@ -30,7 +30,7 @@ class TabularDataConfig:
         help="file: a CSV/Parquet table at data.path; breast_cancer / diabetes: the data sets "
         "bundled with scikit-learn (no download)",
     )
-    path: str | None = field(None, help="file source: the CSV, CSV.gz or Parquet table")
+    path: str | None = field(None, path=True, help="file source: the CSV, CSV.gz or Parquet table")
     target: str | None = field(
         None,
         help="the column to predict; null: the bundled source's own target "
@@ -68,6 +68,17 @@ class TabularDataConfig:
     max_classes: int = field(
         20, help="task=auto: integer targets with at most this many distinct values are classes"
     )
+    leakage_check: bool = field(
+        True,
+        help="classification: refuse to train when a feature alone separates the training "
+        "classes (single-feature AUROC above data.leakage_threshold); false: no check",
+    )
+    allow_leaky_features: list[str] = field(
+        default_factory=list, help="features the leakage check lets through, by name"
+    )
+    leakage_threshold: float = field(
+        0.99, help="single-feature AUROC (either direction) above which a feature is leaky"
+    )
     val_frac: float = field(0.2, help="share of rows for validation (stratified by class)")
     test_frac: float = field(0.2, help="share of rows for testing (stratified by class)")
     split_seed: int = field(0, help="seed of the random split")
@@ -89,6 +100,10 @@ class TabularDataConfig:
             raise ConfigError(
                 f"data.max_categories must be <= {MAX_CATEGORIES} (the boosted trees' limit), "
                 f"got {self.max_categories}"
+            )
+        if not 0.5 < self.leakage_threshold <= 1:
+            raise ConfigError(
+                f"data.leakage_threshold must be in (0.5, 1], got {self.leakage_threshold}"
             )
         both = sorted(set(self.categorical or []) & set(self.numeric or []))
         if both:

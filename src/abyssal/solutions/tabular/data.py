@@ -22,6 +22,7 @@ import pandas as pd
 
 from abyssal.core.errors import DataError
 from abyssal.data.fingerprint import fingerprint_frame
+from abyssal.data.leakage import check_leakage
 from abyssal.data.tables import first_row, read_table
 from abyssal.solutions.tabular.bundled import BUNDLED_TARGETS, bundled_table
 from abyssal.solutions.tabular.cells import CellReader
@@ -137,6 +138,8 @@ def prepare_tabular_data(cfg: TabularDataConfig) -> TabularData:
     labels = target if schema.task == "classification" else None
     splits = split_rows(len(target), labels, cfg, where)
     train = splits["train"]
+    if labels is not None and cfg.leakage_check:
+        guard_leakage(schema, numeric[train], categorical[train], labels[train], cfg, where)
     encoding = _target_encoding(schema.task, classes, target[train])
     pre = TablePreprocessor.fit(
         schema.numeric,
@@ -151,6 +154,42 @@ def prepare_tabular_data(cfg: TabularDataConfig) -> TabularData:
     data.description = describe(data, where, cfg.split_seed)
     log.info(data.description)
     return data
+
+
+def guard_leakage(
+    schema: TableSchema,
+    numeric: np.ndarray,
+    categorical: np.ndarray,
+    classes: np.ndarray,
+    cfg: TabularDataConfig,
+    where: str,
+) -> None:
+    """Refuse a feature that alone separates the training classes (each class against the rest),
+    unless ``data.allow_leaky_features`` names it.
+
+    Args:
+        schema: the feature columns.
+        numeric: (n, Fn) and ``categorical``: (n, Fc) features of the training rows.
+        classes: (n,) class indices of the training rows.
+        cfg: the threshold and the allowed names.
+        where: the table's name, for the message.
+
+    Raises:
+        DataError: names the feature(s) and their AUROC (see :func:`check_leakage`).
+    """
+    features = {name: numeric[:, j] for j, name in enumerate(schema.numeric)}
+    features.update({name: categorical[:, j] for j, name in enumerate(schema.categorical)})
+    present = np.unique(classes)
+    for c in present[1:] if len(present) == 2 else present:  # two classes: one check is enough
+        allowed = check_leakage(
+            features,
+            (classes == c).astype(np.int64),
+            threshold=cfg.leakage_threshold,
+            allowed=cfg.allow_leaky_features,
+            where=where,
+        )
+        for leak in allowed:
+            log.warning("%s: leaky feature %s allowed (AUROC %.3f)", where, leak.name, leak.auroc)
 
 
 def load_table(cfg: TabularDataConfig) -> tuple[pd.DataFrame, str]:
