@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 
 from abyssal.cli.main import main
@@ -41,3 +42,10 @@ def test_models_show_lists_artifacts_and_base(capsys) -> None:
     (artifact,) = shown["artifacts"]
     assert artifact["name"] == "model.safetensors" and artifact["role"] == "weights"
     assert artifact["size"] == os.path.getsize(store.artifact_path("m:2", "model.safetensors"))
+
+
+def test_predict_refuses_a_negative_top(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "tabular", "--input", "rows.csv", "--top", "-1"])
+    assert exit_info.value.code == 2
+    assert "--top: must be >= 0, got -1" in capsys.readouterr().err

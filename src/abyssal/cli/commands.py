@@ -196,7 +196,9 @@ def _predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="the data to predict (CSV or Parquet)")
     p.add_argument("--model", help="model ref (default: SOLUTION:production if set, else latest)")
     p.add_argument("--out", help="write the predictions here (CSV or Parquet)")
-    p.add_argument("--top", type=int, default=10, help="how many items of each kind to print")
+    p.add_argument(
+        "--top", type=_count, default=10, help="how many items of each kind to print (>= 0)"
+    )
     p.set_defaults(handler=cmd_predict)
 
 
@@ -213,6 +215,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     report = loaded.solution.predict_file(loaded, args.input, out=args.out)
     print(report.render(top=args.top))
     return 0
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _default_ref(name: str) -> str:
