@@ -1,16 +1,14 @@
-"""Incremental graph attention: keep each node's softmax sums so that a change of a few senders
-updates their receivers in time proportional to the changed edges, not to the receivers' degree.
+"""Graph attention over a chosen set of receivers, from cached sender and edge inputs.
 
-For a receiver v with incoming edges e = (u -> v), a GAT/GATv2 layer computes
+For a receiver v with incoming edges e = (u -> v), a GAT (Velickovic et al., ICLR 2018) or GATv2
+(Brody et al., ICLR 2022) layer computes
 
-    out_v = sum_e softmax_v(a_e) * x_u  =  N_v / Z_v,
-    Z_v = sum_e exp(a_e - m_v),   N_v = sum_e exp(a_e - m_v) * x_u,
+    out_v = sum_e softmax_v(a_e) * x_u,
 
-with attention logits ``a_e`` and sender values ``x_u`` (per head). Keeping ``m_v, Z_v, N_v`` for
-every node (in float64), a sender whose embedding changed is swapped out of its receivers' sums: its
-old term is subtracted and its new term added. :class:`AttentionView` reads the logits and values
-out of a ``torch_geometric`` ``GATv2Conv`` or ``GATConv`` so that the result matches the layer
-itself.
+with attention logits ``a_e`` and sender values ``x_u`` (per head). :class:`AttentionView` reads the
+logits and values out of a ``torch_geometric`` ``GATv2Conv`` or ``GATConv`` so that the live scorer
+can evaluate the layer for a few receivers only, from its cached sender projections, and match the
+layer itself; :func:`softmax_aggregate` sums the weighted values per receiver.
 """
 
 from __future__ import annotations
@@ -65,77 +63,6 @@ class AttentionView:
     def finish(self, aggregated: torch.Tensor) -> torch.Tensor:
         out = aggregated.reshape(aggregated.shape[0], -1)
         return out if self.conv.bias is None else out + self.conv.bias
-
-
-class SoftmaxSums:
-    """``m_v, Z_v, N_v`` of one attention layer for every node, growable.
-
-    Args:
-        n: number of nodes; heads, channels: the layer's H and C.
-    """
-
-    def __init__(self, n: int, heads: int, channels: int) -> None:
-        self.shift = torch.zeros(n, heads, dtype=torch.float64)
-        self.z = torch.zeros(n, heads, dtype=torch.float64)
-        self.num = torch.zeros(n, heads, channels, dtype=torch.float64)
-
-    def grow(self, n: int) -> None:
-        """Make room for ``n`` nodes (new nodes have no incoming edges yet)."""
-        if n <= self.z.shape[0]:
-            return
-        extra = 2 * n - self.z.shape[0]
-        self.shift = torch.cat([self.shift, self.shift.new_zeros(extra, self.shift.shape[1])])
-        self.z = torch.cat([self.z, self.z.new_zeros(extra, self.z.shape[1])])
-        self.num = torch.cat([self.num, self.num.new_zeros(extra, *self.num.shape[1:])])
-
-    def rebuild(
-        self, nodes: torch.Tensor, dst: torch.Tensor, logit: torch.Tensor, value: torch.Tensor
-    ) -> None:
-        """Recompute the sums of ``nodes`` from all their incoming edges.
-
-        ``dst`` (E,) are positions in ``nodes``; ``logit`` (E, H) and ``value`` (E, H, C).
-        """
-        n, h = len(nodes), logit.shape[1]
-        logit, value = logit.double(), value.double()
-        m = torch.full((n, h), float("-inf"), dtype=torch.float64)
-        m = m.scatter_reduce(0, dst.unsqueeze(1).expand(-1, h), logit, reduce="amax")
-        m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
-        w = torch.exp(logit - m[dst])  # (E, H)
-        self.shift[nodes] = m
-        self.z[nodes] = torch.zeros(n, h, dtype=torch.float64).index_add_(0, dst, w)
-        num = torch.zeros(n, *value.shape[1:], dtype=torch.float64)
-        self.num[nodes] = num.index_add_(0, dst, w.unsqueeze(-1) * value)
-
-    def swap(
-        self,
-        dst: torch.Tensor,
-        old_logit: torch.Tensor,
-        old_value: torch.Tensor,
-        new_logit: torch.Tensor,
-        new_value: torch.Tensor,
-    ) -> None:
-        """Replace the terms of some edges into nodes ``dst`` (E,) (node ids, repeats allowed)."""
-        h = new_logit.shape[1]
-        old_logit, new_logit = old_logit.double(), new_logit.double()
-        nodes, pos = torch.unique(dst, return_inverse=True)
-        m_old = self.shift[nodes]  # (n, H)
-        m = m_old.scatter_reduce(0, pos.unsqueeze(1).expand(-1, h), new_logit, reduce="amax")
-        scale = torch.exp(m_old - m)
-        z = self.z[nodes] * scale
-        num = self.num[nodes] * scale.unsqueeze(-1)
-        w_old = torch.exp(old_logit - m[pos])
-        w_new = torch.exp(new_logit - m[pos])
-        z = z.index_add_(0, pos, w_new - w_old)
-        delta = w_new.unsqueeze(-1) * new_value.double() - w_old.unsqueeze(-1) * old_value.double()
-        self.num[nodes] = num.index_add_(0, pos, delta)
-        self.z[nodes] = z.clamp_min(0.0)
-        self.shift[nodes] = m
-
-    def output(self, nodes: torch.Tensor) -> torch.Tensor:
-        """(n, H, C) float32 softmax-weighted sums; zeros for nodes without incoming edges."""
-        z = self.z[nodes].unsqueeze(-1)
-        out = torch.where(z > 0, self.num[nodes] / z.clamp_min(1e-300), torch.zeros_like(z))
-        return out.float()
 
 
 def softmax_aggregate(

@@ -102,6 +102,11 @@ class FraudModelConfig:
     layers: int = field(2, help="message-passing rounds")
     time_dim: int = field(8, help="size of the edge-age encoding")
     dropout: float = field(0.1, help="dropout on embeddings and attention")
+    neighbour_cap: int | None = field(
+        32,
+        help="each node attends to at most this many of its most recent edges, in training and "
+        "scoring alike (bounds live scoring's cost at hubs); null: to all its edges",
+    )
     transaction_loss_weight: float = field(
         1.0, help="weight of the per-transaction loss (when transactions are labelled)"
     )
@@ -114,6 +119,8 @@ class FraudModelConfig:
             raise ConfigError("model.layers must be >= 1")
         if not 0 <= self.dropout < 1:
             raise ConfigError("model.dropout must be in [0, 1)")
+        if self.neighbour_cap is not None and self.neighbour_cap < 1:
+            raise ConfigError(f"model.neighbour_cap must be >= 1 or null, got {self.neighbour_cap}")
 
 
 @dataclass

@@ -1,10 +1,17 @@
 """Dynamic risk assessment: score each new transaction against the live graph as it arrives.
 
-For every new transaction the scorer adds its edges, updates the temporal features of the touched
-nodes (user, counterparty, device), and recomputes embeddings only where they changed: layer-0 for
-the touched nodes, layer ``i`` for their ``i``-hop neighbourhood. Cached embeddings of every layer
-but the last stay exact, so the scores it returns for the touched nodes and their neighbours are the
-ones a full recomputation over the grown graph would give (a test checks that).
+For every new transaction the scorer adds its edges, updates the temporal features and layer-0
+embeddings of the touched nodes (user, counterparty, device), and computes the deeper layers lazily,
+only for the nodes it scores. Every node attends to its ``model.neighbour_cap`` K most recent
+incoming edges (the same rule the model applies in training and in a full recomputation), so the
+last layer of a scored node reads K edges, the layer below K per neighbour, and so on: the work per
+transaction is bounded by K and the number of layers, not by the degree of a hub such as a busy
+merchant. Intermediate layers are cached with the step at which each row was computed and are
+recomputed only when one of their inputs (the node's own row below, its K most recent
+neighbours' rows, or its edges) changed since; the scores equal a full recomputation over the
+grown graph (a test checks that).
+
+With ``neighbour_cap: null`` every edge is read and the work grows with the degree of the nodes.
 """
 
 from __future__ import annotations
@@ -12,17 +19,21 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 import torch
 
 from abyssal.core.errors import DataError
-from abyssal.solutions.fraud.attention import AttentionView, SoftmaxSums, softmax_aggregate
+from abyssal.nn.recent_edges import recent_edge_mask
+from abyssal.solutions.fraud.attention import AttentionView, softmax_aggregate
 from abyssal.solutions.fraud.dataset import GraphTensors
 from abyssal.solutions.fraud.features import signed_log
 from abyssal.solutions.fraud.graph import FraudGraph, edge_attributes
-from abyssal.solutions.fraud.model import TemporalGAT
+from abyssal.solutions.fraud.model import TemporalGAT, edge_groups
+
+_REVERSED = 1 << 40
+"""Order key of a reversed edge: ``_REVERSED + i`` for the reverse of original edge ``i``, so keys
+sort like positions in :class:`GraphTensors`' edge list (originals first, then their reverses)."""
 
 
 @dataclass
@@ -64,10 +75,17 @@ class LiveScorer:
     """Scores a stream of new transactions (or edges) incrementally.
 
     Args:
-        model: a trained model (put in eval mode).
+        model: a trained model (put in eval mode); its ``neighbour_cap`` bounds the work.
         graph: the history graph; it must have been built from events (it has ``activity``). The
             scorer takes it over and grows it.
         on_unknown_account: ``"error"`` (default) or ``"add"`` for a user never seen before.
+        rescore_neighbourhood: also rescore the touched nodes' K most recent counterparties (all
+            of their neighbours without a cap), so that alerts cover them.
+        alert_threshold: account risk at which an account raises an alert; ``None``: no alerts.
+
+    Attributes:
+        edges_attended: attention edges read while scoring the latest transaction (the work
+            that the neighbour cap bounds).
 
     Example:
         >>> scorer = LiveScorer(model, graph)                      # doctest: +SKIP
@@ -89,13 +107,10 @@ class LiveScorer:
         self.on_unknown = on_unknown_account
         self.rescore_neighbourhood = rescore_neighbourhood
         self.alert_threshold = alert_threshold
+        self.cap: int | None = getattr(model, "neighbour_cap", None)
         self.index = graph.node_index()
         self.keys = list(graph.node_keys)
         self.node_type = graph.node_type.tolist()
-        t = GraphTensors.from_graph(graph)
-        self.src, self.dst = _Rows(t.edge_index[0]), _Rows(t.edge_index[1])
-        self.attr, self.etime = _Rows(t.edge_attr), _Rows(t.edge_time)
-        self.x, self.last = _Rows(t.x), _Rows(t.last_time)
         self.orig = [
             graph.edge_src.tolist(),
             graph.edge_dst.tolist(),
@@ -103,34 +118,39 @@ class LiveScorer:
             graph.edge_time.tolist(),
             graph.edge_kind.tolist(),
         ]
-        self.in_edges: list[list[int]] = [[] for _ in self.keys]
-        self.out_edges: list[list[int]] = [[] for _ in self.keys]
-        for e, (s, d) in enumerate(t.edge_index.t().tolist()):
-            self.in_edges[d].append(e)
-            self.out_edges[s].append(e)
         self.seen_devices = {
             (s, d)
             for s, d, k in zip(self.orig[0], self.orig[1], self.orig[4], strict=True)
             if k == 1
         }
-        with torch.no_grad():
-            hs = model.embed(t.x, t.edge_index, t.edge_attr, t.edge_dt())
-        self.hs = [_Rows(h) for h in hs[:-1]]
         self.views = [AttentionView(conv) for conv in model.convs]
-        self._in_arrays: dict[int, np.ndarray] = {}
-        with torch.no_grad():  # per-edge inputs and per-node sender projections, kept current
-            self.edge_in = _Rows(model.edge_inputs(t.edge_attr, t.edge_dt()))
-            self.xs = [_Rows(v.senders(h.data)) for v, h in zip(self.views, self.hs, strict=True)]
-        self.sums = [SoftmaxSums(len(self.keys), v.heads, v.channels) for v in self.views[:-1]]
-        with torch.no_grad():
-            every = torch.arange(len(self.keys))
-            for i in range(len(self.sums)):
-                eids, pos = self._edges_into(every.tolist())
-                self._rebuild(i, every, eids, pos)
+        self._load_graph(GraphTensors.from_graph(graph))
         self.risk = _Rows(torch.from_numpy(self.risks()))  # latest known risk of every node
         self.known_transactions: set[str] = (
             set(graph.transactions.ids.tolist()) if graph.transactions is not None else set()
         )
+
+    @torch.no_grad()
+    def _load_graph(self, t: GraphTensors) -> None:
+        """Edges, their K-most-recent lists and every cached layer, from the history graph."""
+        self.src, self.dst = _Rows(t.edge_index[0]), _Rows(t.edge_index[1])
+        self.attr, self.etime = _Rows(t.edge_attr), _Rows(t.edge_time)
+        self.x, self.last = _Rows(t.x), _Rows(t.last_time)
+        e = len(self.orig[0])
+        pos = torch.arange(2 * e)
+        self.order_key = _Rows(torch.where(pos < e, pos, pos - e + _REVERSED))
+        dt = t.edge_dt()
+        self.edge_in = _Rows(self.model.edge_inputs(t.edge_attr, dt))
+        groups = edge_groups(t.edge_attr)
+        self.recent = _recent_lists(t.edge_index[1], dt, groups, self.cap, len(self.keys))
+        hs = self.model.embed(t.x, t.edge_index, t.edge_attr, dt)[:-1]  # cached: h0 .. h(L-1)
+        self.hs = [_Rows(h) for h in hs]
+        self.xs = [_Rows(v.senders(h)) for v, h in zip(self.views, hs, strict=True)]
+        # stamp[0]: step at which a node was last touched (features, h0, its edges);
+        # stamp[i]: step at which its hs[i] row was last computed
+        self.stamp = [_Rows(torch.zeros(len(self.keys), dtype=torch.long)) for _ in hs]
+        self.step = 0
+        self.edges_attended = 0
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -215,9 +235,9 @@ class LiveScorer:
 
     def risks(self, nodes: list[int] | None = None) -> np.ndarray:
         """Current account risk of ``nodes`` (default all), exact from the cached embeddings."""
-        nodes = list(range(len(self.keys))) if nodes is None else nodes
+        nodes = list(range(len(self.keys))) if nodes is None else sorted(nodes)
         with torch.no_grad():
-            h_last = self._layer(len(self.hs) - 1, nodes)
+            h_last = self._final(nodes)
         return self._node_risk(nodes, h_last)
 
     def snapshot(self) -> FraudGraph:
@@ -239,7 +259,7 @@ class LiveScorer:
             activity=g.activity,
         )
 
-    # -- internals ----------------------------------------------------------------------------
+    # -- internals ---------------------------------------------------------------------------
 
     def _account(self, account: str, row: dict) -> int:
         key = ("user", str(account))
@@ -257,14 +277,15 @@ class LiveScorer:
         type_idx = self.graph.node_types.index(node_type)
         self.node_type.append(type_idx)
         self.graph.activity.add_node(type_idx)
-        self.in_edges.append([])
-        self.out_edges.append([])
+        self.recent.append(np.zeros(0, dtype=np.int64))
         self.x.append(torch.zeros(1, self.x.buf.shape[1]))
         self.last.append(torch.zeros(1, dtype=self.last.buf.dtype))
         for h in self.hs:
             h.append(torch.zeros(1, h.buf.shape[1]))
         for xs in self.xs:
             xs.append(torch.zeros(1, *xs.buf.shape[1:]))
+        for i, stamp in enumerate(self.stamp):  # never computed: -1 (layer 0: set when touched)
+            stamp.append(torch.tensor([0 if i == 0 else -1]))
         self.risk.append(torch.zeros(1, dtype=self.risk.buf.dtype))
         return node
 
@@ -274,29 +295,37 @@ class LiveScorer:
         base = torch.from_numpy(
             edge_attributes(np.array([value]), np.array([kind]), len(self.graph.kinds))
         )
-        e = self.src.n
+        e, i = self.src.n, len(self.orig[0]) - 1
         self.src.append(torch.tensor([s, d]))
         self.dst.append(torch.tensor([d, s]))
         self.attr.append(torch.cat([torch.cat([base, base]), torch.tensor([[0.0], [1.0]])], dim=1))
         self.etime.append(torch.tensor([t, t]))
+        self.order_key.append(torch.tensor([i, i + _REVERSED]))
         self.edge_in.append(torch.zeros(2, self.edge_in.buf.shape[1]))  # set by _refresh
-        self.in_edges[d].append(e)
-        self.in_edges[s].append(e + 1)
-        self.out_edges[s].append(e)
-        self.out_edges[d].append(e + 1)
-        self._in_arrays.pop(s, None)
-        self._in_arrays.pop(d, None)
+        self._keep_recent(d, e)
+        self._keep_recent(s, e + 1)
+
+    def _keep_recent(self, node: int, edge: int) -> None:
+        """Add ``edge`` to the node's incoming edges; keep the K most recent of the edge's group
+        (latest time, then latest position in the full graph's edge list, as
+        :func:`recent_edge_mask` ranks them)."""
+        kept = np.append(self.recent[node], edge)
+        if self.cap is not None:
+            ids = torch.from_numpy(kept)
+            groups = edge_groups(self.attr.buf[ids]).numpy()
+            same = np.flatnonzero(groups == groups[-1])
+            if len(same) > self.cap:
+                keys = (self.order_key.buf[ids[same]].numpy(), self.etime.buf[ids[same]].numpy())
+                kept = np.delete(kept, same[np.lexsort(keys)[0]])
+        self.recent[node] = kept
 
     @torch.no_grad()
     def _refresh(self, touched: list[int]) -> tuple[list[int], torch.Tensor]:
-        """Bring features and cached embeddings up to date after ``touched`` nodes changed.
-
-        Layer-0 inputs change for the touched nodes; at each cached layer the receivers whose own
-        input changed are recomputed from all their edges, and the other receivers of changed
-        senders are updated by swapping those senders' terms in their softmax sums. Returns the
-        nodes scored (touched, plus neighbours when rescoring the neighbourhood) and their final
-        embeddings.
-        """
+        """Bring the touched nodes' features, edge inputs and layer-0 rows up to date; return
+        the nodes scored (touched, plus their recent counterparties when rescoring the
+        neighbourhood) and their final embeddings."""
+        self.step += 1
+        self.edges_attended = 0
         act = self.graph.activity
         touched = sorted(set(touched))
         idx = torch.tensor(touched)
@@ -304,106 +333,70 @@ class LiveScorer:
         self.last.buf[idx] = torch.tensor(
             [act.last_time(n) for n in touched], dtype=self.last.buf.dtype
         )
-        eids, _ = self._edges_into(touched)  # their in-edges' ages changed with their last time
+        eids, _ = self._edges_into(idx)  # their edges' ages changed with their last time
         self.edge_in.buf[eids] = self.model.edge_inputs(self.attr.buf[eids], self._dt(eids))
-        changed, old = idx, self.hs[0].buf[idx].clone()
+        self.stamp[0].buf[idx] = self.step
         self._set_rows(0, idx, self.model.encode(self.x.buf[idx]))
-        for i in range(len(self.sums)):
-            changed, old = self._update_layer(i, changed, old)
-        scored = sorted(self._expand(set(touched))) if self.rescore_neighbourhood else touched
-        return scored, self._layer(len(self.hs) - 1, scored)
+        scored = sorted(self._expand(touched)) if self.rescore_neighbourhood else touched
+        return scored, self._final(scored)
 
-    def _update_layer(
-        self, i: int, changed: torch.Tensor, old: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Update layer ``i``'s sums and ``hs[i + 1]`` after ``hs[i]`` changed for ``changed``
-        (whose previous rows are ``old``); returns the nodes whose ``hs[i + 1]`` changed."""
-        view, sums, h = self.views[i], self.sums[i], self.hs[i].buf
-        sums.grow(self.x.n)
-        eids, dst = self._edges_into(changed.tolist())
-        self._rebuild(i, changed, eids, dst)
-        out_e = self._edges_from(changed.tolist())
-        inside = torch.zeros(self.x.n, dtype=torch.bool)
-        inside[changed] = True
-        out_e = out_e[~inside[self.dst.buf[out_e]]]
-        src, dst_nodes = self.src.buf[out_e], self.dst.buf[out_e]
-        old_rows = old[torch.searchsorted(changed, src)] if len(out_e) else h[src]
-        terms = view.edge_terms(self.edge_in.buf[out_e])
-        xr = view.receivers(h[dst_nodes])
-        xs_old, xs_new = view.senders(old_rows), self.xs[i].buf[src]
-        sums.swap(
-            dst_nodes,
-            view.logits_from(xs_old, xr, terms),
-            xs_old,
-            view.logits_from(xs_new, xr, terms),
-            xs_new,
-        )
-        receivers = torch.unique(torch.cat([changed, dst_nodes]))
-        before = self.hs[i + 1].buf[receivers].clone()
-        message = view.finish(sums.output(receivers))
-        self._set_rows(i + 1, receivers, self.model.combine(i, h[receivers], message))
-        return receivers, before
+    def _final(self, nodes: list[int]) -> torch.Tensor:
+        """(n, H) last-layer embeddings of ``nodes`` (sorted), updating the cached layers below
+        for the nodes they depend on: their K most recent in-neighbours, layer by layer."""
+        need = [torch.tensor(nodes, dtype=torch.long)]
+        for _ in range(len(self.hs) - 1):
+            eids, _ = self._edges_into(need[-1])
+            need.append(torch.unique(torch.cat([need[-1], self.src.buf[eids]])))
+        for i, rows in enumerate(reversed(need[1:]), start=1):
+            self._update_layer(i, rows)
+        return self._layer(len(self.hs) - 1, need[0])
+
+    def _update_layer(self, i: int, nodes: torch.Tensor) -> None:
+        """Recompute the cached ``hs[i]`` rows of ``nodes`` whose inputs changed since."""
+        eids, pos = self._edges_into(nodes)
+        below = self.stamp[i - 1].buf
+        newest = torch.maximum(below[nodes], self.stamp[0].buf[nodes])
+        newest = newest.scatter_reduce(0, pos, below[self.src.buf[eids]], reduce="amax")
+        stale = nodes[self.stamp[i].buf[nodes] < newest]
+        if len(stale):
+            self._set_rows(i, stale, self._layer(i - 1, stale))
+            self.stamp[i].buf[stale] = self.step
 
     def _set_rows(self, i: int, nodes: torch.Tensor, rows: torch.Tensor) -> None:
         """Set ``hs[i]`` rows of ``nodes`` and their sender projections for layer ``i``."""
         self.hs[i].buf[nodes] = rows
         self.xs[i].buf[nodes] = self.views[i].senders(rows)
 
-    def _rebuild(
-        self, i: int, nodes: torch.Tensor, eids: torch.Tensor, dst_pos: torch.Tensor
-    ) -> None:
-        logits, xs = self._edge_terms(i, nodes, eids, dst_pos)
-        self.sums[i].rebuild(nodes, dst_pos, logits, xs)
-
-    def _edge_terms(
-        self, i: int, nodes: torch.Tensor, eids: torch.Tensor, dst_pos: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention logits (E, H) and sender values (E, H, C) of layer ``i`` for edges ``eids``
-        into ``nodes`` (``dst_pos``: each edge's position in ``nodes``), from the caches."""
+    def _layer(self, i: int, nodes: torch.Tensor) -> torch.Tensor:
+        """Layer ``i`` output (n, H) for ``nodes`` from the cached ``hs[i]`` rows."""
+        eids, pos = self._edges_into(nodes)
+        self.edges_attended += len(eids)
         view = self.views[i]
         xs = self.xs[i].buf.index_select(0, self.src.buf.index_select(0, eids))  # (E, H, C)
-        xr = view.receivers(self.hs[i].buf.index_select(0, nodes)).index_select(0, dst_pos)
+        xr = view.receivers(self.hs[i].buf.index_select(0, nodes)).index_select(0, pos)
         terms = view.edge_terms(self.edge_in.buf.index_select(0, eids))
-        return view.logits_from(xs, xr, terms), xs
+        logits = view.logits_from(xs, xr, terms)  # (E, H)
+        message = view.finish(softmax_aggregate(logits, xs, pos, len(nodes)))
+        return self.model.combine(i, self.hs[i].buf[nodes], message)
 
     def _dt(self, eids: torch.Tensor) -> torch.Tensor:
         dt = self.last.buf[self.dst.buf[eids]] - self.etime.buf[eids]
         return dt.clamp_min(0).to(torch.float32)
 
-    def _edges_into(self, nodes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ids of the edges into ``nodes`` (sorted list) and each edge's position in ``nodes``."""
-        arrays = [self._in_array(n) for n in nodes]
-        eids = (
-            torch.from_numpy(np.concatenate(arrays)) if arrays else torch.zeros(0, dtype=torch.long)
-        )
-        pos = torch.repeat_interleave(
-            torch.arange(len(nodes)), torch.tensor([len(a) for a in arrays], dtype=torch.long)
-        )
-        return eids, pos
+    def _edges_into(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The edges each of ``nodes`` attends to (its K most recent) and each edge's position
+        in ``nodes``."""
+        arrays = [self.recent[n] for n in nodes.tolist()]
+        if not arrays:
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        eids = torch.from_numpy(np.concatenate(arrays))
+        counts = torch.tensor([len(a) for a in arrays], dtype=torch.long)
+        return eids, torch.repeat_interleave(torch.arange(len(arrays)), counts)
 
-    def _in_array(self, node: int) -> np.ndarray:
-        arr = self._in_arrays.get(node)
-        if arr is None:
-            arr = self._in_arrays[node] = np.asarray(self.in_edges[node], dtype=np.int64)
-        return arr
-
-    def _edges_from(self, nodes: list[int]) -> torch.Tensor:
-        lists = (self.out_edges[n] for n in nodes)
-        return torch.from_numpy(np.fromiter(chain.from_iterable(lists), dtype=np.int64))
-
-    def _expand(self, nodes: set[int]) -> set[int]:
-        out = set(nodes)
-        for n in nodes:
-            out.update(self.dst.buf[self.out_edges[n]].tolist())
-        return out
-
-    def _layer(self, i: int, nodes: list[int]) -> torch.Tensor:
-        """Layer ``i`` output for ``nodes`` (sorted) from the cached layer-``i`` embeddings."""
-        eids, pos = self._edges_into(nodes)
-        nodes_t = torch.tensor(nodes, dtype=torch.long)
-        logits, xs = self._edge_terms(i, nodes_t, eids, pos)
-        message = self.views[i].finish(softmax_aggregate(logits, xs, pos, len(nodes)))
-        return self.model.combine(i, self.hs[i].buf[nodes_t], message)
+    def _expand(self, nodes: list[int]) -> set[int]:
+        """``nodes`` and the senders of the edges they attend to."""
+        eids, _ = self._edges_into(torch.tensor(nodes, dtype=torch.long))
+        return set(nodes) | set(self.src.buf[eids].tolist())
 
     def _record(self, nodes: list[int], risk: np.ndarray) -> str:
         """Remember the new risks; accounts that crossed the alert threshold, ";"-separated."""
@@ -424,3 +417,13 @@ class LiveScorer:
         with torch.no_grad():
             logits = self.model.node_logits(h_last, self.hs[0].buf[torch.tensor(nodes)])
         return torch.sigmoid(logits).numpy()
+
+
+def _recent_lists(
+    dst: torch.Tensor, age: torch.Tensor, groups: torch.Tensor, cap: int | None, n: int
+) -> list[np.ndarray]:
+    """Per node, the ids of the incoming edges it attends to (at most ``cap`` per group)."""
+    keep = torch.nonzero(recent_edge_mask(dst, age, cap, groups)).squeeze(1)
+    order = keep[torch.sort(dst[keep], stable=True).indices]
+    counts = torch.bincount(dst[order], minlength=n)
+    return list(np.split(order.numpy(), np.cumsum(counts.numpy())[:-1]))

@@ -8,6 +8,12 @@ node's latest event (none for a static graph: ``time_dim=0``). A node head score
 transaction head scores a transaction from its user, counterparty and device embeddings and its
 amount.
 
+With ``neighbour_cap`` K every receiver attends only to its K most recent incoming edges of each
+kind and direction
+(:func:`~abyssal.nn.recent_edges.recent_edge_mask`, as in TGN's and TGAT's temporal neighbour
+sampling), in training and scoring alike; the live scorer relies on that to bound its work per
+transaction.
+
 Each layer can be applied to a subset of receiving nodes (``layer``): the live scorer uses that to
 recompute only the neighbourhood of a new transaction.
 """
@@ -20,6 +26,7 @@ import torch
 from torch import nn
 
 from abyssal.core.optional import require
+from abyssal.nn.recent_edges import recent_edge_mask
 from abyssal.nn.time_encoding import TimeEncoding
 
 
@@ -35,6 +42,8 @@ class TemporalGAT(nn.Module):
         time_dim: size of the edge-age encoding; 0 leaves it out (static graphs).
         dropout: dropout on embeddings and attention.
         conv: ``"gatv2"`` or ``"gat"``.
+        neighbour_cap: each receiver attends to at most this many of its most recent incoming
+            edges (smallest ``edge_dt``; ties to the later edge); ``None``: to all of them.
 
     Shapes:
         - x: (N, F); edge_index: (2, E); edge_attr: (E, A); edge_dt: (E,) seconds.
@@ -51,10 +60,14 @@ class TemporalGAT(nn.Module):
         time_dim: int = 8,
         dropout: float = 0.1,
         conv: str = "gatv2",
+        neighbour_cap: int | None = None,
     ) -> None:
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        if neighbour_cap is not None and neighbour_cap < 1:
+            raise ValueError(f"neighbour_cap must be >= 1 or None, got {neighbour_cap}")
+        self.neighbour_cap = neighbour_cap
         with warnings.catch_warnings():  # torch_geometric's import-time torch.jit notices
             warnings.simplefilter("ignore", FutureWarning)
             pyg = require("torch_geometric.nn", extra="fraud", purpose="graph attention layers")
@@ -139,7 +152,14 @@ class TemporalGAT(nn.Module):
         edge_attr: torch.Tensor,
         edge_dt: torch.Tensor,
     ) -> list[torch.Tensor]:
-        """Embeddings after every layer: ``[h0, h1, ..., hL]``, each (N, H)."""
+        """Embeddings after every layer: ``[h0, h1, ..., hL]``, each (N, H).
+
+        Only each receiver's ``neighbour_cap`` most recent incoming edges take part.
+        """
+        if self.neighbour_cap is not None:
+            groups = edge_groups(edge_attr)
+            keep = recent_edge_mask(edge_index[1], edge_dt, self.neighbour_cap, groups)  # (E,)
+            edge_index, edge_attr, edge_dt = edge_index[:, keep], edge_attr[keep], edge_dt[keep]
         hs = [self.encode(x)]
         for i in range(len(self.convs)):
             hs.append(self.layer(i, hs[-1], hs[-1], edge_index, edge_attr, edge_dt))
@@ -167,6 +187,17 @@ class TemporalGAT(nn.Module):
             return node, None
         user, counterparty, device = txn_nodes.unbind(1)  # (T,) each
         return node, self.transaction_logits(hs[-1], user, counterparty, device, txn_amount)
+
+
+def edge_groups(edge_attr: torch.Tensor) -> torch.Tensor:
+    """(E,) the group of each edge for the neighbour cap: its kind and direction.
+
+    ``edge_attr`` is laid out as ``GraphTensors`` builds it: value, kind one-hot, direction (1 =
+    reversed). A node keeps its K most recent edges of each group, so that a user's few device
+    links, made when a device was first used, are not crowded out by recent purchases.
+    """
+    kind = edge_attr[:, 1:-1].argmax(dim=1)  # (E,)
+    return kind * 2 + edge_attr[:, -1].round().long()
 
 
 def _mlp(inputs: int, hidden: int) -> nn.Sequential:

@@ -37,14 +37,16 @@ class FraudBatch:
         )
 
 
-ARCHITECTURE_KEYS = ("conv", "hidden", "heads", "layers", "time_dim")
+ARCHITECTURE_KEYS = ("conv", "hidden", "heads", "layers", "time_dim", "neighbour_cap")
 """``model.*`` keys that shape the weights: fixed once a version is stored."""
 
 
 def build_model(cfg: FraudConfig, spec: dict) -> TemporalGAT:
     """The model for ``cfg`` and a spec from ``FraudSolution.model_spec``.
 
-    A static graph's model (``spec["static"]``) has no time encoding.
+    A static graph's model (``spec["static"]``) has no time encoding. The neighbour cap is the
+    one the spec records (``spec["architecture"]["neighbour_cap"]``); a spec without it (a version
+    stored before the cap existed) builds a model without a cap, as it was trained.
 
     Raises:
         ConfigError: ``cfg`` changes a key the stored weights or features depend on (see
@@ -61,6 +63,7 @@ def build_model(cfg: FraudConfig, spec: dict) -> TemporalGAT:
         time_dim=0 if spec.get("static") else m.time_dim,
         dropout=m.dropout,
         conv=m.conv,
+        neighbour_cap=spec.get("architecture", {}).get("neighbour_cap"),
     )
 
 
