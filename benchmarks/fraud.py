@@ -79,7 +79,12 @@ def latency(data: str, ref: str, home: str, new_frac: float, threads: int) -> di
     otc = load_bitcoin_otc(data)
     edges = otc.edges.sort_values(["timestamp"], kind="stable").reset_index(drop=True)
     cut = int(len(edges) * (1 - new_frac))
-    out = {"history_edges": cut, "new_edges": len(edges) - cut, "torch_threads": threads}
+    out = {
+        "history_edges": cut,
+        "new_edges": len(edges) - cut,
+        "torch_threads": threads,
+        "neighbour_cap": loaded.cfg.model.neighbour_cap,
+    }
     for mode, neighbourhood in (("score", False), ("score_and_neighbourhood", True)):
         graph = graph_from_edges(edges.iloc[:cut], otc.labels, loaded.cfg.data.windows)
         out["history_nodes"] = graph.num_nodes
@@ -124,7 +129,8 @@ def markdown(result: dict) -> str:
         f"Incremental scoring latency per new edge: {lat['new_edges']} edges "
         "(the latest 5% by time) "
         f"streamed one at a time into a graph of {lat['history_nodes']} accounts and "
-        f"{lat['history_edges']} edges, torch threads {lat['torch_threads']}, in ms:",
+        f"{lat['history_edges']} edges, torch threads {lat['torch_threads']}, "
+        f"model.neighbour_cap {lat.get('neighbour_cap')}, in ms:",
         "",
         "| mode | p50 | p90 | p99 | max | nodes rescored (mean / max) |",
         "|---|---|---|---|---|---|",

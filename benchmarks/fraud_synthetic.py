@@ -7,7 +7,8 @@ Usage:
 For each seed: generate the default synthetic data (2,000 users, 12 planted rings, 60 days), keep
 the latest 2% as the stream of new transactions (as `abyssal generate fraud` does), train on the
 rest with `configs/fraud/quickstart.yaml`, then score the stream one transaction at a time, first
-scoring only each transaction's accounts, then also rescoring their neighbourhood. Writes
+scoring only each transaction's accounts, then also rescoring their neighbourhood (each
+account's ``model.neighbour_cap`` most recent counterparties). Writes
 ``benchmarks/results/fraud_synthetic.json`` and ``.md``.
 """
 
@@ -67,6 +68,7 @@ def run_seed(seed: int, epochs: int, work: Path) -> dict:
     metrics = {k: v for k, v in out.metrics.items() if "test_" in k}
     return {
         "seed": seed,
+        "neighbour_cap": loaded.cfg.model.neighbour_cap,
         "transactions": len(history),
         "new": len(rows),
         "metrics": metrics,
@@ -93,7 +95,8 @@ def markdown(result: dict) -> str:
             lines.append(f"| {run['seed']} | {name} | {cells} |")
     lines += [
         "",
-        f"Live scoring latency per new transaction ({result['torch_threads']} torch threads), ms:",
+        f"Live scoring latency per new transaction ({result['torch_threads']} torch threads, "
+        f"model.neighbour_cap {result['runs'][0].get('neighbour_cap')}), ms:",
         "",
         "| seed | mode | p50 | p90 | p99 | max |",
         "|---|---|---|---|---|---|",
