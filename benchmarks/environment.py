@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 from collections.abc import Callable
 from importlib import metadata
@@ -93,3 +94,13 @@ def parse_numbers(text: str) -> list[int]:
         a, b = text.split("-")
         return list(range(int(a), int(b) + 1))
     return [int(s) for s in text.split(",")]
+
+
+def interval_cell(rows: list[dict], key: str, digits: int = 3) -> str:
+    """``[low, high]``: the median over ``rows`` of each row's 95% bootstrap bounds of ``key``
+    (``<key>_low`` / ``<key>_high``, from the solution's evaluation); ``n/a`` if none has them."""
+    lows = [r[f"{key}_low"] for r in rows if f"{key}_low" in r]
+    highs = [r[f"{key}_high"] for r in rows if f"{key}_high" in r]
+    if not lows or not highs:
+        return "n/a"
+    return f"[{statistics.median(lows):.{digits}f}, {statistics.median(highs):.{digits}f}]"

@@ -32,7 +32,7 @@ from abyssal.solutions.fraud.sample import split_stream
 from abyssal.solutions.fraud.synthetic import generate_transactions
 from abyssal.solutions.loading import load_model
 from abyssal.train.api import train
-from environment import environment, provenance, write_result
+from environment import environment, interval_cell, provenance, write_result
 from fraud import METRICS, MODELS, RESULTS
 
 CONFIG = Path(__file__).parents[1] / "configs" / "fraud" / "quickstart.yaml"
@@ -76,6 +76,11 @@ def run_seed(seed: int, epochs: int, work: Path) -> dict:
     }
 
 
+def _cell(metrics: dict, key: str) -> str:
+    value = f"{metrics[key]:.3f}"
+    return f"{value} {interval_cell([metrics], key, 2)}" if f"{key}_low" in metrics else value
+
+
 def markdown(result: dict) -> str:
     lines = [
         "# Fraud benchmark: synthetic transactions",
@@ -84,14 +89,15 @@ def markdown(result: dict) -> str:
         "",
         "SYNTHETIC data from `abyssal.solutions.fraud.synthetic` (defaults: 2,000 users, "
         "12 planted rings, 60 days); one random split of labelled accounts per seed, so each "
-        "test figure rests on about 14 fraudulent accounts.",
+        "test figure rests on about 14 fraudulent accounts. AUPRC with its 95% bootstrap "
+        "interval over the test accounts.",
         "",
         "| seed | model | AUROC | AUPRC | macro-F1 | Recall@K |",
         "|---|---|---|---|---|---|",
     ]
     for run in result["runs"]:
         for name, prefix in MODELS.items():
-            cells = " | ".join(f"{run['metrics'][f'{prefix}test_{m}']:.3f}" for m in METRICS)
+            cells = " | ".join(_cell(run["metrics"], f"{prefix}test_{m}") for m in METRICS)
             lines.append(f"| {run['seed']} | {name} | {cells} |")
     lines += [
         "",

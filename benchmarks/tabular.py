@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from abyssal.train.api import train
-from environment import environment, parse_numbers, provenance, write_result
+from environment import environment, interval_cell, parse_numbers, provenance, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -82,23 +82,26 @@ def markdown(result: dict) -> str:
         provenance(result),
         "",
         f"Test-split metrics, mean ± std over split seeds {result['seeds']} (60/20/20 splits; "
-        "each model picks its length on the validation split).",
+        "each model picks its length on the validation split); last column: the 95% bootstrap "
+        "interval of the first metric within one split (median of the seeds' bounds).",
     ]
     for name, summary in result["summary"].items():
         spec = DATASETS[name]
         rows = result["per_seed"][name]
+        headline = spec["metrics"][0]
         lines += [
             "",
             f"## {name} ({rows[0]['test_rows']} test rows per seed)",
             "",
-            "| model | " + " | ".join(spec["headers"]) + " |",
-            "|---|" + "---|" * len(spec["headers"]),
+            "| model | " + " | ".join(spec["headers"]) + f" | {spec['headers'][0]} 95% interval |",
+            "|---|" + "---|" * (len(spec["headers"]) + 1),
         ]
         for label, metrics in summary.items():
             cells = " | ".join(
                 f"{metrics[m]['mean']:.4f} ± {metrics[m]['std']:.4f}" for m in spec["metrics"]
             )
-            lines.append(f"| {label} | {cells} |")
+            within = interval_cell(rows, f"{MODELS[label]}test_{headline}", 4)
+            lines.append(f"| {label} | {cells} | {within} |")
         seconds = np.mean([r["seconds"] for r in rows])
         lines.append("")
         lines.append(f"Mean wall time per run (both models, 2-core CPU): {seconds:.1f} s.")

@@ -83,7 +83,10 @@ def test_split_metrics_keys_and_val_fitted_threshold():
     masks = masks_of(10, val=[0, 1, 2, 3], test=[4, 5, 6, 7, 8, 9])
     out = split_metrics(y, score, masks, prefix="p_")
     splits = [f"p_{s}_{m}" for s in ("val", "test") for m in ("auroc", "auprc", "recall_at_k")]
-    assert set(out) == {*splits, "p_val_macro_f1", "p_test_macro_f1", "p_threshold"}
+    intervals = {"p_test_auprc_low", "p_test_auprc_high"}
+    assert set(out) == {*splits, "p_val_macro_f1", "p_test_macro_f1", "p_threshold", *intervals}
+    assert out["p_test_auprc_low"] <= out["p_test_auprc"] <= out["p_test_auprc_high"]
+    assert out["p_test_auprc_high"] - out["p_test_auprc_low"] > 0.2  # 2 positives: very wide
     assert out["p_threshold"] == best_threshold(y[:4], score[:4])
     assert 0.3 < out["p_threshold"] <= 0.9  # separates val, so val is perfect
     assert out["p_val_auroc"] == 1.0 and out["p_val_macro_f1"] == 1.0

@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from abyssal.core.intervals import bootstrap_interval
 from abyssal.core.optional import require
 
 FEW_POSITIVES = 30
@@ -75,7 +76,8 @@ def split_metrics(
     """Metrics on the ``val`` and ``test`` masks; the F1 threshold is fitted on ``val``.
 
     Returns:
-        ``{prefix}val_auprc``, ``{prefix}test_auprc``, ... and ``{prefix}threshold``.
+        ``{prefix}val_auprc``, ``{prefix}test_auprc``, ... ``{prefix}threshold``, and the 95%
+        bootstrap interval of the test AUPRC, ``{prefix}test_auprc_low`` / ``_high``.
     """
     out: dict[str, float] = {}
     threshold = best_threshold(y[masks["val"]], score[masks["val"]])
@@ -85,7 +87,18 @@ def split_metrics(
             out[f"{prefix}{split}_{name}"] = value
         out[f"{prefix}{split}_macro_f1"] = macro_f1(y[m], score[m], threshold)
     out[f"{prefix}threshold"] = threshold
+    out.update(_auprc_interval(y[masks["test"]], score[masks["test"]], f"{prefix}test_auprc"))
     return out
+
+
+def _auprc_interval(y: np.ndarray, score: np.ndarray, key: str) -> dict[str, float]:
+    """``{key}_low`` and ``{key}_high``: the 95% bootstrap interval of AUPRC (none if undefined)."""
+    skm = require("sklearn.metrics", extra="fraud", purpose="detection metrics")
+    y = np.asarray(y).astype(int)
+    low, high = bootstrap_interval(
+        lambda a, b: float(skm.average_precision_score(a, b)), y, score, needs_both_classes=True
+    )
+    return {f"{key}_low": low, f"{key}_high": high} if np.isfinite([low, high]).all() else {}
 
 
 def split_positives(

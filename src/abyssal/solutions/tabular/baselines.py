@@ -23,7 +23,12 @@ import numpy as np
 
 from abyssal.core.optional import require
 from abyssal.solutions.tabular.data import TabularData
-from abyssal.solutions.tabular.metrics import classification_metrics, prefixed, regression_metrics
+from abyssal.solutions.tabular.metrics import (
+    classification_metrics,
+    prefixed,
+    regression_metrics,
+    test_interval,
+)
 
 MAX_ROUNDS = 300
 LEARNING_RATE = 0.05
@@ -66,7 +71,9 @@ def gbdt_metrics(data: TabularData, seed: int = 0) -> dict[str, float]:
     best = int(np.argmin([loss(y["val"], p) for p in stages(x["val"])]))
     out = {"gbdt_rounds": best + 1}
     for split in ("val", "test"):
-        out.update(prefixed(score(y[split], _nth(stages(x[split]), best)), f"gbdt_{split}_"))
+        predicted = _nth(stages(x[split]), best)
+        out.update(prefixed(score(y[split], predicted), f"gbdt_{split}_"))
+    out.update(prefixed(test_interval(y["test"], predicted, data.schema.task), "gbdt_test_"))
     return out
 
 

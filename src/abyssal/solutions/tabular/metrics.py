@@ -20,6 +20,7 @@ from types import ModuleType
 
 import numpy as np
 
+from abyssal.core.intervals import bootstrap_interval
 from abyssal.core.optional import require
 
 
@@ -87,6 +88,22 @@ def regression_metrics(target: np.ndarray, prediction: np.ndarray) -> dict[str, 
         "r2": r2,
         "rows": len(target),
     }
+
+
+def test_interval(truth: np.ndarray, prediction: np.ndarray, task: str) -> dict[str, float]:
+    """The 95% bootstrap interval of the headline test metric: ``auroc_low`` / ``auroc_high``
+    (classification: labels and (N, C) probabilities) or ``rmse_low`` / ``rmse_high``
+    (regression); nothing where it is undefined. Prefix the keys with ``test_``."""
+    if task == "classification":
+        name, metric, both = "auroc", auroc, True
+    else:
+        name, both = "rmse", False
+
+        def metric(t: np.ndarray, p: np.ndarray) -> float:
+            return float(np.sqrt(np.mean((np.asarray(t, float) - np.asarray(p, float)) ** 2)))
+
+    low, high = bootstrap_interval(metric, truth, prediction, needs_both_classes=both)
+    return {f"{name}_low": low, f"{name}_high": high} if np.isfinite([low, high]).all() else {}
 
 
 def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:

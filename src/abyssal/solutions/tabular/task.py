@@ -25,7 +25,12 @@ from abyssal.contracts.task import Shard
 from abyssal.core.devices import derive_seed
 from abyssal.solutions.tabular.config import TabularConfig
 from abyssal.solutions.tabular.data import TabularData
-from abyssal.solutions.tabular.metrics import classification_metrics, prefixed, regression_metrics
+from abyssal.solutions.tabular.metrics import (
+    classification_metrics,
+    prefixed,
+    regression_metrics,
+    test_interval,
+)
 from abyssal.solutions.tabular.model import TabularMLP
 from abyssal.solutions.tabular.preprocessing import TablePreprocessor, TargetEncoding
 from abyssal.solutions.tabular.schema import TableSchema
@@ -149,6 +154,13 @@ def outputs_metrics(outputs: Mapping[str, Any], target: TargetEncoding) -> dict[
     return regression_metrics(arrays["target"], arrays["prediction"])
 
 
+def _interval(outputs: Mapping[str, Any], task: str) -> dict[str, float]:
+    arrays = {k: _numpy(v) for k, v in outputs.items()}
+    if task == "classification":
+        return test_interval(arrays["label"], arrays["probability"], task)
+    return test_interval(arrays["target"], arrays["prediction"], task)
+
+
 @torch.no_grad()
 def evaluate_network(
     model: torch.nn.Module, data: TabularData, batch_size: int
@@ -171,6 +183,7 @@ def evaluate_network(
     for split in ("val", "test"):
         outputs = split_outputs(model, data, data.rows(split), batch_size)
         metrics.update(prefixed(outputs_metrics(outputs, data.preprocessor.target), f"{split}_"))
+    metrics.update(prefixed(_interval(outputs, data.schema.task), "test_"))
     model.train(was_training)
     return metrics
 
