@@ -111,10 +111,12 @@ def test_stored_paths_are_absolute_and_a_moved_file_is_named(
     try:
         assert main(["evaluate", "tabular:1"]) == 1
         err = capsys.readouterr().err
+        typed = f"typed as train.csv (in {trained[1]})"
         assert (
-            f"data.path: {stored} was not found (the version was trained on it; pass "
+            f"data.path: {stored} ({typed}) was not found (the version was trained on it; pass "
             "data.path=NEW to evaluate on another copy)"
         ) in err
+        assert mv.lineage["paths_as_typed"] == {"data.path": f"train.csv (in {trained[1]})"}
         assert main(["evaluate", "tabular:1", "data.path=moved.csv"]) == 0
     finally:
         shutil.move(tmp_path / "moved.csv", trained[1] / "train.csv")

@@ -114,17 +114,19 @@ def check_data_paths(
     Raises:
         DataError: a stored path of ``section`` no longer exists, e.g. "data.path: /abs/x was not
             found (the version was trained on it; pass data.path=NEW to evaluate on another
-            copy)".
+            copy)", with the path as it was typed and the folder it was typed in when known.
 
     Example:
         >>> check_data_paths(load_model("fraud:candidate"))  # doctest: +SKIP
     """
     given = {item.split("=", 1)[0].strip() for item in overrides or []}
+    typed = loaded.version.lineage.get("paths_as_typed") or {}
     for key, value in path_values(loaded.cfg).items():
         if key.startswith(f"{section}.") and key not in given and not Path(value).exists():
+            as_typed = f" (typed as {typed[key]})" if key in typed else ""
             raise DataError(
-                f"{key}: {value} was not found (the version was trained on it; pass {key}=NEW "
-                "to evaluate on another copy)"
+                f"{key}: {value}{as_typed} was not found (the version was trained on it; pass "
+                f"{key}=NEW to evaluate on another copy)"
             )
 
 

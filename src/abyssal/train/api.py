@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from abyssal.contracts.solution import Solution
-from abyssal.core.config import load_config, resolve_paths
+from abyssal.core.config import load_config, path_values, resolve_paths
 from abyssal.core.devices import autocast_dtype, resolve_device
 from abyssal.core.errors import AbyssalError
 from abyssal.core.home import check_writable
@@ -49,6 +49,7 @@ class _Destination:
     name: str
     alias: str | None
     home: str | Path | None
+    typed_paths: dict[str, str] | None = None  # config paths as the user typed them
 
 
 def train(
@@ -93,7 +94,9 @@ def train(
     solution = get_solution(solution_name)
     dest = _checked_destination(solution, model_name, alias, home)
     if resume is None:
-        cfg = resolve_paths(load_config(solution.config_cls, config_path, overrides or []))
+        typed = load_config(solution.config_cls, config_path, overrides or [])
+        cfg = resolve_paths(typed)
+        dest.typed_paths = _typed_paths(typed, cfg)
         _check_device(cfg)
         return _train_new(solution, cfg, solution.prepare(cfg), dest)
     if config_path is not None or overrides:
@@ -150,6 +153,14 @@ def _checked_destination(
     store.check_writable()
     check_writable(runs_dir(home), "runs folder")
     return _Destination(store, name, alias, home)
+
+
+def _typed_paths(typed: Any, resolved: Any) -> dict[str, str]:
+    """Config paths that resolving changed, as typed and where: ``{"data.path": "t.csv (in
+    /home/ana)"}``, kept in the lineage so that a moved file can be reported with both paths."""
+    after = path_values(resolved)
+    where = Path.cwd()
+    return {k: f"{v} (in {where})" for k, v in path_values(typed).items() if after.get(k) != v}
 
 
 def _check_device(cfg: Any) -> None:
@@ -213,7 +224,11 @@ def _register(
             "headline_metric": solution.headline_metric(cfg, data),
         },
         metrics=metrics,
-        lineage={"data_fingerprint": data.fingerprint, "data": getattr(data, "description", "")},
+        lineage={
+            "data_fingerprint": data.fingerprint,
+            "data": getattr(data, "description", ""),
+            **({"paths_as_typed": dest.typed_paths} if dest.typed_paths else {}),
+        },
         run_id=run.id,
     )
     if dest.alias is not None:
