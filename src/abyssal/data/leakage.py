@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from abyssal.core.errors import DataError
+from abyssal.core.config import field
+from abyssal.core.errors import ConfigError, DataError
 
 DEFAULT_THRESHOLD = 0.99
 """Single-feature AUROC (either direction) above which a feature counts as leaky."""
@@ -39,6 +40,30 @@ MIN_PER_CLASS = 10
 """Rows of each class (with a value) a feature needs to be judged."""
 MIN_ROWS_PER_CATEGORY = 10
 """Average rows per category a categorical feature needs to be judged."""
+
+
+@dataclass
+class LeakageOptions:
+    """The leakage guard's settings, shared by the data configs of every solution (a base class:
+    its keys sit in the solution's ``data`` section)."""
+
+    leakage_check: bool = field(
+        True,
+        help="refuse to train when a feature alone separates the training labels "
+        "(single-feature AUROC above data.leakage_threshold); false: no check",
+    )
+    allow_leaky_features: list[str] = field(
+        default_factory=list, help="features the leakage check lets through, by name"
+    )
+    leakage_threshold: float = field(
+        0.99, help="single-feature AUROC (either direction) above which a feature is leaky"
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.leakage_threshold <= 1.0:
+            raise ConfigError(
+                f"data.leakage_threshold must be in (0.5, 1], got {self.leakage_threshold}"
+            )
 
 
 @dataclass(frozen=True)

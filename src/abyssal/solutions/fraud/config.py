@@ -8,10 +8,11 @@ from typing import Literal
 from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.config import field
 from abyssal.core.errors import ConfigError
+from abyssal.data.leakage import LeakageOptions
 
 
 @dataclass
-class FraudDataConfig:
+class FraudDataConfig(LeakageOptions):
     """Where the data comes from and how it is split."""
 
     source: Literal["synthetic", "transactions", "edges", "bitcoin_otc"] = field(
@@ -45,17 +46,6 @@ class FraudDataConfig:
         help="node files: a text column with at most this many distinct values is one-hot "
         "encoded; with more, each node gets its value's frequency",
     )
-    leakage_check: bool = field(
-        True,
-        help="refuse to train when a node-file feature alone separates the training labels "
-        "(single-feature AUROC above data.leakage_threshold)",
-    )
-    allow_leaky_features: list[str] = field(
-        default_factory=list, help="node-file features the leakage check lets through, by name"
-    )
-    leakage_threshold: float = field(
-        0.99, help="single-feature AUROC (either direction) above which a feature is leaky"
-    )
     split: int = field(0, help="bitcoin_otc: which of the ten fixed splits (0-9)")
     val_frac: float = field(0.2, help="share of labelled accounts for validation")
     test_frac: float = field(0.2, help="share of labelled accounts for testing")
@@ -70,6 +60,7 @@ class FraudDataConfig:
     synthetic_seed: int = field(0, help="synthetic source: generator seed")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.source in ("transactions", "edges") and self.path is None:
             raise ConfigError(f"data.path is required for data.source={self.source}")
         if not 0 < self.val_frac < 1 or not 0 < self.test_frac < 1:
@@ -82,10 +73,6 @@ class FraudDataConfig:
             raise ConfigError(f"data.split_seed must be >= 0, got {self.split_seed}")
         if self.max_onehot_values < 1:
             raise ConfigError(f"data.max_onehot_values must be >= 1, got {self.max_onehot_values}")
-        if not 0.5 < self.leakage_threshold <= 1:
-            raise ConfigError(
-                f"data.leakage_threshold must be in (0.5, 1], got {self.leakage_threshold}"
-            )
         if self.node_column == self.label_column:
             raise ConfigError(
                 f"data.node_column and data.label_column are both '{self.node_column}'"

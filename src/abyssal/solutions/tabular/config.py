@@ -14,6 +14,7 @@ from typing import Literal
 from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.config import field
 from abyssal.core.errors import ConfigError
+from abyssal.data.leakage import LeakageOptions
 
 MISSING_MARKERS = ["NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"]
 """Text cells read as missing values, besides empty cells (``data.missing_values``)."""
@@ -22,7 +23,7 @@ MAX_CATEGORIES = 250
 
 
 @dataclass
-class TabularDataConfig:
+class TabularDataConfig(LeakageOptions):
     """Where the table comes from, which columns are what, and how rows are split."""
 
     source: Literal["file", "breast_cancer", "diabetes"] = field(
@@ -68,23 +69,13 @@ class TabularDataConfig:
     max_classes: int = field(
         20, help="task=auto: integer targets with at most this many distinct values are classes"
     )
-    leakage_check: bool = field(
-        True,
-        help="classification: refuse to train when a feature alone separates the training "
-        "classes (single-feature AUROC above data.leakage_threshold); false: no check",
-    )
-    allow_leaky_features: list[str] = field(
-        default_factory=list, help="features the leakage check lets through, by name"
-    )
-    leakage_threshold: float = field(
-        0.99, help="single-feature AUROC (either direction) above which a feature is leaky"
-    )
     val_frac: float = field(0.2, help="share of rows for validation (stratified by class)")
     test_frac: float = field(0.2, help="share of rows for testing (stratified by class)")
     split_seed: int = field(0, help="seed of the random split")
     batch_size: int = field(64, help="rows per training batch (per process)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.source == "file" and not self.path:
             raise ConfigError("data.path is required for data.source=file")
         if self.source == "file" and not self.target:
@@ -100,10 +91,6 @@ class TabularDataConfig:
             raise ConfigError(
                 f"data.max_categories must be <= {MAX_CATEGORIES} (the boosted trees' limit), "
                 f"got {self.max_categories}"
-            )
-        if not 0.5 < self.leakage_threshold <= 1:
-            raise ConfigError(
-                f"data.leakage_threshold must be in (0.5, 1], got {self.leakage_threshold}"
             )
         both = sorted(set(self.categorical or []) & set(self.numeric or []))
         if both:
