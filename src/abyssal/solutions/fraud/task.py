@@ -141,7 +141,8 @@ class FraudTask:
         self.data = data
         self.spec = spec
         self.graph = GraphTensors.from_graph(data.graph)
-        everything = make_batch(data, "train", Shard(), self.graph)
+        self._batches: dict[tuple[str, Shard], FraudBatch] = {}
+        everything = self._batch("train", Shard())
         cap = cfg.model.max_pos_weight
         self.pos_weight = _pos_weight(everything.node_y, cap)
         self.txn_pos_weight = (
@@ -155,7 +156,14 @@ class FraudTask:
         return model
 
     def train_batches(self, epoch: int, shard: Shard) -> list[FraudBatch]:
-        return [make_batch(self.data, "train", shard, self.graph)]
+        return [self._batch("train", shard)]
+
+    def _batch(self, split: str, shard: Shard) -> FraudBatch:
+        """The split's batch for ``shard``, built once (full-graph batches do not change)."""
+        key = (split, shard)
+        if key not in self._batches:
+            self._batches[key] = make_batch(self.data, split, shard, self.graph)
+        return self._batches[key]
 
     def move_batch(self, batch: FraudBatch, device: torch.device) -> FraudBatch:
         return batch.to(device)
@@ -179,7 +187,7 @@ class FraudTask:
         return loss
 
     def val_batches(self, shard: Shard) -> list[FraudBatch]:
-        return [make_batch(self.data, "val", shard, self.graph)]
+        return [self._batch("val", shard)]
 
     def validation_step(self, model: TemporalGAT, batch: FraudBatch) -> dict[str, torch.Tensor]:
         g = batch.graph
