@@ -16,7 +16,11 @@ import torch
 
 
 def recent_edge_mask(
-    dst: torch.Tensor, age: torch.Tensor, cap: int | None, group: torch.Tensor | None = None
+    dst: torch.Tensor,
+    age: torch.Tensor,
+    cap: int | None,
+    group: torch.Tensor | None = None,
+    num_groups: int | None = None,
 ) -> torch.Tensor:
     """Mark, for every receiver (and every edge group), its ``cap`` most recent incoming edges.
 
@@ -27,6 +31,9 @@ def recent_edge_mask(
         group: an optional non-negative group id per edge (e.g. its kind); the cap then applies
             to each receiver's edges of each group, so rare old edges of one kind (a device
             link) are not crowded out by many recent ones of another (purchases).
+        num_groups: an upper bound on the group ids, when known; with it (or without groups)
+            the mask is computed with fixed shapes and no device-to-host synchronisation, so a
+            forward that calls it can be captured in a CUDA graph or exported.
 
     Returns:
         A bool mask over the edges; ties in age go to the edge with the larger position.
@@ -52,13 +59,14 @@ def recent_edge_mask(
     if cap is None or e == 0:
         return torch.ones(e, dtype=torch.bool, device=dst.device)
     if group is not None:  # one ranking per (receiver, group)
-        dst = dst * (int(group.max()) + 1) + group
+        width = num_groups if num_groups is not None else int(group.max()) + 1
+        dst = dst * width + group
     order = torch.arange(e - 1, -1, -1, device=dst.device)  # later positions first among ties
     order = order[torch.sort(age[order], stable=True).indices]  # then by age
     order = order[torch.sort(dst[order], stable=True).indices]  # grouped by receiver
-    _, counts = torch.unique_consecutive(dst[order], return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(e, device=dst.device) - torch.repeat_interleave(starts, counts)  # (E,)
+    key = dst[order].contiguous()  # (E,) sorted
+    first = torch.searchsorted(key, key)  # (E,) where each receiver's run starts
+    rank = torch.arange(e, device=dst.device) - first  # (E,) position within the run
     mask = torch.zeros(e, dtype=torch.bool, device=dst.device)
     mask[order] = rank < cap
     return mask

@@ -154,15 +154,30 @@ class TemporalGAT(nn.Module):
     ) -> list[torch.Tensor]:
         """Embeddings after every layer: ``[h0, h1, ..., hL]``, each (N, H).
 
-        Only each receiver's ``neighbour_cap`` most recent incoming edges take part.
+        Only each receiver's ``neighbour_cap`` most recent incoming edges take part: the others
+        are sent to a spare receiver row that is dropped after each layer, so shapes stay fixed
+        and the forward never waits on the device (it can be exported or captured in a CUDA
+        graph); the kept edges' attention and messages are exactly those of the capped graph.
         """
-        if self.neighbour_cap is not None:
+        n = x.shape[0]
+        capped = self.neighbour_cap is not None
+        if capped:
             groups = edge_groups(edge_attr)
-            keep = recent_edge_mask(edge_index[1], edge_dt, self.neighbour_cap, groups)  # (E,)
-            edge_index, edge_attr, edge_dt = edge_index[:, keep], edge_attr[keep], edge_dt[keep]
+            keep = recent_edge_mask(
+                edge_index[1],
+                edge_dt,
+                self.neighbour_cap,
+                groups,
+                num_groups=edge_group_count(edge_attr),
+            )  # (E,)
+            sink = torch.full_like(edge_index[1], n)
+            edge_index = torch.stack([edge_index[0], torch.where(keep, edge_index[1], sink)])
         hs = [self.encode(x)]
         for i in range(len(self.convs)):
-            hs.append(self.layer(i, hs[-1], hs[-1], edge_index, edge_attr, edge_dt))
+            h = hs[-1]
+            h_dst = torch.cat([h, h.new_zeros(1, h.shape[1])]) if capped else h  # (N[+1], H)
+            m = self.convs[i]((h, h_dst), edge_index, self.edge_inputs(edge_attr, edge_dt))
+            hs.append(self.combine(i, h, m[:n]))
         return hs
 
     def forward(
@@ -198,6 +213,11 @@ def edge_groups(edge_attr: torch.Tensor) -> torch.Tensor:
     """
     kind = edge_attr[:, 1:-1].argmax(dim=1)  # (E,)
     return kind * 2 + edge_attr[:, -1].round().long()
+
+
+def edge_group_count(edge_attr: torch.Tensor) -> int:
+    """How many groups :func:`edge_groups` can return: two directions of each edge kind."""
+    return 2 * (edge_attr.shape[1] - 2)
 
 
 def _mlp(inputs: int, hidden: int) -> nn.Sequential:
