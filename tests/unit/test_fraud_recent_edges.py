@@ -157,3 +157,38 @@ def test_the_cap_applies_per_kind_and_direction() -> None:
         assert not torch.allclose(model.embed(x, edge_index, attr, dt)[-1], base)
     groups = edge_groups(torch.tensor([[0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]]))
     assert groups.tolist() == [1, 2]
+
+
+def _brute_force_mask(dst: torch.Tensor, age: torch.Tensor, cap: int) -> torch.Tensor:
+    keep = torch.zeros(len(dst), dtype=torch.bool)
+    for receiver in dst.unique():
+        edges = [i for i in range(len(dst)) if dst[i] == receiver]
+        for i in sorted(edges, key=lambda i: (float(age[i]), -i))[:cap]:
+            keep[i] = True
+    return keep
+
+
+def test_recent_edge_mask_equals_a_brute_force_ranking_with_many_ties() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        e = int(torch.randint(1, 60, (1,), generator=gen))
+        dst = torch.randint(0, 6, (e,), generator=gen)
+        age = torch.randint(0, 4, (e,), generator=gen).float()  # many equal ages
+        for cap in (1, 2, 5):
+            assert torch.equal(recent_edge_mask(dst, age, cap), _brute_force_mask(dst, age, cap))
+
+
+def test_recent_edge_mask_exports_to_onnx(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
+
+    class Cap(torch.nn.Module):
+        def forward(self, dst: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+            return recent_edge_mask(dst, age, 2)
+
+    dst, age = torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([3.0, 1.0, 1.0, 5.0, 2.0, 0.0])
+    path = tmp_path / "cap.onnx"
+    torch.onnx.export(Cap(), (dst, age), path, dynamo=True, verbose=False)
+    got = ort.InferenceSession(str(path)).run(None, {"dst": dst.numpy(), "age": age.numpy()})[0]
+    assert got.tolist() == recent_edge_mask(dst, age, 2).tolist()

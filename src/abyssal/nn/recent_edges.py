@@ -61,12 +61,26 @@ def recent_edge_mask(
     if group is not None:  # one ranking per (receiver, group)
         width = num_groups if num_groups is not None else int(group.max()) + 1
         dst = dst * width + group
-    order = torch.arange(e - 1, -1, -1, device=dst.device)  # later positions first among ties
-    order = order[torch.sort(age[order], stable=True).indices]  # then by age
-    order = order[torch.sort(dst[order], stable=True).indices]  # grouped by receiver
-    key = dst[order].contiguous()  # (E,) sorted
-    first = torch.searchsorted(key, key)  # (E,) where each receiver's run starts
-    rank = torch.arange(e, device=dst.device) - first  # (E,) position within the run
+    # Every sort below is over distinct keys, so any sort algorithm gives the same order and the
+    # whole computation has fixed shapes: no device sync, exportable to ONNX and capturable.
+    pos = torch.arange(e, device=dst.device)
+    by_age = _dense_rank(age) * e + (e - 1 - pos)  # (E,) distinct: older last, ties: later first
+    within = torch.empty_like(pos)
+    within[torch.argsort(by_age)] = pos  # (E,) position in (age, later-first) order
+    order = torch.argsort(_dense_rank(dst) * e + within)  # grouped by receiver, then by age
+    run = _dense_rank(dst[order])  # (E,) which receiver run each sorted edge belongs to
+    start = torch.full_like(pos, e).scatter_reduce(0, run, pos, "amin")  # first slot of each run
     mask = torch.zeros(e, dtype=torch.bool, device=dst.device)
-    mask[order] = rank < cap
+    mask[order] = pos - start[run] < cap
     return mask
+
+
+def _dense_rank(values: torch.Tensor) -> torch.Tensor:
+    """(E,) the rank of each value among the distinct values (equal values share a rank)."""
+    order = torch.argsort(values)
+    ordered = values[order]
+    new = torch.ones_like(ordered, dtype=torch.long)
+    new[1:] = (ordered[1:] != ordered[:-1]).long()
+    rank = torch.empty_like(new)
+    rank[order] = torch.cumsum(new, 0) - 1
+    return rank
