@@ -19,6 +19,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
         _train,
         _evaluate,
         _predict,
+        _optimize,
         _models,
         _runs,
         _version,
@@ -234,6 +235,78 @@ def _default_ref(name: str) -> str:
     return f"{name}:production" if "production" in ModelStore().aliases(name) else f"{name}:latest"
 
 
+# -- optimize -----------------------------------------------------------------------------------
+
+
+def _optimize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "optimize",
+        help="build faster versions of a model (compile, ONNX, INT8, CUDA graphs, placement), "
+        "measure them and register the winners",
+    )
+    p.add_argument("model", help="model ref: NAME, NAME:VERSION or NAME:ALIAS")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.path="
+    )
+    p.add_argument("--target", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument(
+        "--methods",
+        help="comma-separated methods or groups (compile, onnx, int8, cudagraphs, ...; "
+        "default: every method for the target; --methods help lists them)",
+    )
+    p.add_argument("--batch-sizes", default="1,32", help="measured batch sizes (default 1,32)")
+    p.add_argument(
+        "--target-batch", type=int, default=1, help="the batch size the guard compares at"
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="largest allowed loss of the validation metric, in its units (default 0.01)",
+    )
+    p.add_argument("--reps", type=int, default=100, help="timed calls per measurement at most")
+    p.add_argument(
+        "--keep", choices=("best", "all"), default="best", help="register the best or all winners"
+    )
+    p.add_argument("--picture", help="write the graph coloured by device here (SVG)")
+    p.add_argument("--json", help="write the full report here (JSON)")
+    p.set_defaults(handler=cmd_optimize)
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from abyssal.optimize import GROUPS, METHODS, optimize_version
+
+    if args.methods == "help":
+        rows = [[n, "/".join(m.targets), m.summary] for n, m in METHODS.items()]
+        rows += [[n, "group", ", ".join(members)] for n, members in GROUPS.items()]
+        print(table(["method", "target", "what it does"], rows))
+        return 0
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    report = optimize_version(
+        args.model,
+        target=args.target,
+        methods=methods,
+        keep=args.keep,
+        overrides=args.overrides,
+        picture=Path(args.picture) if args.picture else None,
+        log=print,
+        batch_sizes=sizes,
+        target_batch=args.target_batch,
+        tolerance=args.tolerance,
+        reps=args.reps,
+    )
+    print()
+    print(report.render())
+    if args.json:
+        from abyssal.core.atomic import write_text_atomic
+
+        write_text_atomic(Path(args.json), json.dumps(report.to_dict(), indent=2, default=str))
+    return 0
+
+
 # -- models and runs --------------------------------------------------------------------------
 
 
@@ -301,11 +374,60 @@ def cmd_models_compare(args: argparse.Namespace) -> int:
     cmp = ModelStore().compare(args.a, args.b)
     rows = [[k, v.get("a"), v.get("b"), v.get("delta")] for k, v in cmp["metrics"].items()]
     print(table(["metric", cmp["a"], cmp["b"], "delta"], rows))
-    changes = cmp["config_changes"]
+    changes = {k: v for k, v in cmp["config_changes"].items() if not k.startswith("optimization")}
     print(f"\nconfig changes: {len(changes)}; same weights: {cmp['same_weights']}")
     for key, (a, b) in changes.items():
         print(f"  {key}: {a!r} -> {b!r}")
+    _print_optimization(ModelStore(), cmp["a"], cmp["b"])
     return 0
+
+
+def _print_optimization(store: Any, ref_a: str, ref_b: str) -> None:
+    """When one version was optimized from the other, the measurements of that one run."""
+    for parent, child in ((ref_a, ref_b), (ref_b, ref_a)):
+        opt = store.resolve(child).config.get("optimization")
+        if not opt or opt.get("parent") != parent:
+            continue
+        m = opt["measurements"]
+        rows = []
+        for size in m["parent"]:
+            p, c = m["parent"][size], m["candidate"].get(size)
+            if c:
+                rows.append(
+                    [
+                        size,
+                        p["p50_ms"],
+                        c["p50_ms"],
+                        p["p99_ms"],
+                        c["p99_ms"],
+                        p["p50_ms"] / c["p50_ms"],
+                    ]
+                )
+        print(
+            f"\n{child} is {parent} optimized with {opt['method']} for {opt['target']}; "
+            "measured together in one run:"
+        )
+        print(
+            table(
+                [
+                    "batch",
+                    f"p50 ms {parent}",
+                    f"p50 ms {child}",
+                    f"p99 ms {parent}",
+                    f"p99 ms {child}",
+                    "speed-up",
+                ],
+                rows,
+            )
+        )
+        size_a, size_b = m.get("parent_size_bytes"), m.get("size_bytes")
+        if size_a and size_b:
+            print(f"size {size_a / 1e6:.2f} MB -> {size_b / 1e6:.2f} MB ({size_a / size_b:.2f}x)")
+        if m.get("metric") and m.get("metric_delta") is not None:
+            print(
+                f"{m['metric']} change {m['metric_delta']:+.4f}; largest output difference "
+                f"{fmt(m.get('max_abs_diff'))}"
+            )
 
 
 def cmd_models_gc(args: argparse.Namespace) -> int:

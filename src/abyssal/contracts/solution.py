@@ -187,6 +187,22 @@ class Solution(ABC):
         """Small, valid positional inputs of ``model.forward`` (for graph capture and export)."""
         raise self._lacks("example_inputs", "example model inputs")
 
+    def input_axes(self, cfg: Any, spec: dict[str, Any]) -> tuple[dict[int, str], ...]:
+        """The named axes of each input of :meth:`example_inputs` that vary between calls.
+
+        ``"batch"`` is the batch axis (throughput is counted along it); other names (``"nodes"``,
+        ``"edges"``, ``"tokens"``) mark sizes that differ between calls. Export and compilation
+        keep every named axis dynamic. By default the first axis of each input is the batch.
+        """
+        return tuple({0: "batch"} for _ in self.example_inputs(cfg, spec))
+
+    def model_inputs(self, cfg: Any, data: PreparedData, batch: int, seed: int) -> tuple[Any, ...]:
+        """Real positional inputs of ``model.forward`` from prepared data: ``batch`` items (along
+        the ``"batch"`` axis) drawn with ``seed``. Optimization measures latency on these, checks
+        exported graphs on them and calibrates INT8 with them. A solution whose inputs have no
+        batch axis (a whole graph) ignores ``batch``."""
+        raise self._lacks("model_inputs", "model inputs drawn from its data")
+
     def predictor(self, loaded: Any) -> Predictor:
         """A :class:`Predictor` over a loaded model version (``abyssal.solutions.LoadedModel``)."""
         raise self._lacks("predictor", "request parsing and prediction")

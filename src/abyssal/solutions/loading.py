@@ -8,6 +8,12 @@ an earlier one (the base weights). Every parameter and buffer of the model must 
 artifact (unless an external base, which the builder loads itself, supplies the rest) and no
 artifact may hold a key the model lacks. Loading never unpickles.
 
+A version registered by ``abyssal optimize`` holds no weights of its own: its base is the parent,
+and its config's ``optimization`` entry names the variant (compiled, ONNX Runtime, INT8, CUDA
+graphs, placed) and its recipe. Loading builds the parent's model, then
+:func:`abyssal.nn.variants.load_variant` turns it into the optimized one from the version's own
+files, so ``predict`` and ``evaluate`` run it unchanged.
+
 Example:
     >>> loaded = load_model("text-lora:production")  # doctest: +SKIP
     >>> loaded.model.training
@@ -57,7 +63,7 @@ def load_model(
     ref: str,
     store: ModelStore | None = None,
     overrides: list[str] | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> LoadedModel:
     """Load the version ``ref`` (``"fraud:production"``, ``"fraud:3"``, ``"fraud"``) and its bases.
 
@@ -65,7 +71,8 @@ def load_model(
         ref: the model reference.
         store: the model store; the default store when ``None``.
         overrides: ``key=value`` changes to the stored config (e.g. ``data.path=other.csv``).
-        device: where to put the model.
+        device: where to put the model (default: the CPU, or the device an optimized
+            version was made for).
 
     Returns:
         The loaded model with its solution and config. Loading never unpickles.
@@ -92,9 +99,41 @@ def load_model(
     for link in chain:
         if isinstance(link, ExternalBase):
             check_external_base(link, mv.ref)
-    model = solution.build_model(cfg, stored["model_spec"])
-    apply_chain(model, store, chain)
-    return LoadedModel(mv, solution, cfg, stored["model_spec"], model.to(device).eval())
+    spec = stored["model_spec"]
+    model = solution.build_model(cfg, spec)
+    optimization = stored.get("optimization")
+    if optimization is None:
+        apply_chain(model, store, chain)
+        return LoadedModel(mv, solution, cfg, spec, model.to(device or "cpu").eval())
+    apply_chain(model, store, chain[1:])  # the parent's weights; the top holds the variant's
+    target = torch.device(device or optimization.get("target", "cpu"))
+    model = _optimized(model.to(target).eval(), store, mv, solution, cfg, spec, target)
+    return LoadedModel(mv, solution, cfg, spec, model.eval())
+
+
+def _optimized(
+    model: torch.nn.Module,
+    store: ModelStore,
+    mv: ModelVersion,
+    solution: Solution,
+    cfg: Any,
+    spec: dict[str, Any],
+    device: torch.device,
+) -> torch.nn.Module:
+    """The optimized variant of ``model`` that ``mv`` records (see ``abyssal.optimize``)."""
+    from abyssal.nn.variants import LoadContext, load_variant
+
+    optimization = mv.config["optimization"]
+    files = {record.name: store.artifact_path(mv, record.name) for record in mv.artifacts}
+
+    def example() -> tuple[Any, ...]:
+        inputs = solution.example_inputs(cfg, spec)
+        return tuple(v.to(device) if isinstance(v, torch.Tensor) else v for v in inputs)
+
+    ctx = LoadContext(
+        device=device, example_inputs=example, input_axes=solution.input_axes(cfg, spec)
+    )
+    return load_variant(model, optimization["variant"], optimization["recipe"], files, ctx)
 
 
 def check_data_paths(

@@ -114,6 +114,21 @@ class FraudSolution(Solution):
         edge_dt = torch.rand(e, generator=gen) * 86400.0  # (E,) seconds
         return x, torch.stack([src, dst]), edge_attr, edge_dt
 
+    def input_axes(self, cfg: FraudConfig, spec: dict[str, Any]) -> tuple[dict[int, str], ...]:
+        """Nodes and edges vary between graphs; a forward scores a whole graph (no batch)."""
+        return ({0: "nodes"}, {1: "edges"}, {0: "edges"}, {0: "edges"})
+
+    def model_inputs(
+        self, cfg: FraudConfig, data: FraudData, batch: int, seed: int
+    ) -> tuple[torch.Tensor, ...]:
+        """The whole graph ``(x, edge_index, edge_attr, edge_dt)``; ``batch`` does not apply
+        (one forward scores every account). Different seeds scale the node features by a
+        factor within 1 ± 1e-3, so repeated calls see fresh values."""
+        g = GraphTensors.from_graph(data.graph)
+        gen = torch.Generator().manual_seed(seed)
+        jitter = 1.0 + 1e-3 * (2 * torch.rand(g.x.shape, generator=gen) - 1)  # (N, F)
+        return g.x * jitter if seed else g.x, g.edge_index, g.edge_attr, g.edge_dt()
+
     def predictor(self, loaded: LoadedModel) -> FraudPredictor:
         return FraudPredictor(loaded)
 

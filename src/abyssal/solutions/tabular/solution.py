@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 
 from abyssal.contracts.prediction import TablePredictionReport
@@ -95,6 +96,15 @@ class TabularSolution(Solution):
         numeric = torch.zeros(2, pre.numeric_width)  # (2, W)
         categorical = torch.zeros(2, len(pre.categorical), dtype=torch.long)  # (2, Fc)
         return numeric, categorical
+
+    def model_inputs(
+        self, cfg: TabularConfig, data: TabularData, batch: int, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch`` validation rows (drawn with replacement when the split is smaller)."""
+        rows = data.rows("val")
+        pick = np.random.default_rng(seed).choice(rows, size=batch, replace=batch > len(rows))
+        numeric, categorical, _ = data.arrays(np.sort(pick))
+        return torch.from_numpy(numeric), torch.from_numpy(categorical)
 
     def predictor(self, loaded: Any) -> TabularPredictor:
         return TabularPredictor.from_spec(loaded.model, loaded.spec)

@@ -1,0 +1,285 @@
+"""The optimization methods: how each candidate is built from the eager model.
+
+Every candidate is built, written to a work folder and then loaded back through the same loader
+(:func:`abyssal.nn.variants.load_variant`) that ``load_model`` uses for a registered optimized
+version, so what is measured is exactly what a later ``abyssal predict`` runs.
+
+Methods (``--methods``; a group name expands to its members):
+
+============================  ======  ==================================================
+method                        target  what it does
+============================  ======  ==================================================
+compile                       both    ``torch.compile`` (Inductor, default mode)
+compile-cudagraphs            cuda    ``torch.compile(mode="reduce-overhead")``
+cudagraph                     cuda    the eager forward captured whole in CUDA graphs
+cudagraph-bf16                cuda    the same in bfloat16
+bf16                          cuda    eager in bfloat16
+onnx                          cpu     ONNX Runtime FP32, all graph optimizations
+onnx-int8-dynamic             cpu     ONNX Runtime, INT8 weights, dynamic activations
+onnx-int8-static              cpu     ONNX Runtime, static QDQ INT8 calibrated on real inputs
+int8-dynamic                  cpu     PyTorch dynamic INT8 for ``nn.Linear``
+int8-weight                   cpu     weight-only INT8 (dequantized in the forward)
+placement                     cuda    the placement plan: each operator on its best device
+============================  ======  ==================================================
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from abyssal.core.artifacts import ArtifactSource
+from abyssal.core.errors import AbyssalError
+from abyssal.optimize.subject import Subject, to_device
+
+
+class OptimizeError(AbyssalError):
+    """A bad optimization request: an unknown method or target, or a target this machine lacks."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One optimization method: the variant that loads it, its recipe and where it applies."""
+
+    name: str
+    variant: str
+    targets: tuple[str, ...]
+    summary: str
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "compile",
+            "compile",
+            ("cpu", "cuda"),
+            "torch.compile, default mode",
+            {"mode": "default"},
+        ),
+        Method(
+            "compile-cudagraphs",
+            "compile",
+            ("cuda",),
+            "torch.compile, reduce-overhead (CUDA graphs)",
+            {"mode": "reduce-overhead"},
+        ),
+        Method(
+            "cudagraph",
+            "cudagraph",
+            ("cuda",),
+            "whole forward in CUDA graphs",
+            {"dtype": "float32"},
+        ),
+        Method(
+            "cudagraph-bf16",
+            "cudagraph",
+            ("cuda",),
+            "CUDA graphs in bfloat16",
+            {"dtype": "bfloat16"},
+        ),
+        Method("bf16", "bf16", ("cuda",), "eager in bfloat16", {"dtype": "bfloat16"}),
+        Method("onnx", "onnx", ("cpu",), "ONNX Runtime FP32"),
+        Method("onnx-int8-dynamic", "onnx", ("cpu",), "ONNX Runtime INT8, dynamic activations"),
+        Method("onnx-int8-static", "onnx", ("cpu",), "ONNX Runtime INT8, static QDQ"),
+        Method("int8-dynamic", "int8-dynamic", ("cpu",), "PyTorch dynamic INT8 (Linear)"),
+        Method("int8-weight", "int8-weight", ("cpu",), "weight-only INT8"),
+        Method("placement", "placement", ("cuda",), "operators placed by the cost model"),
+    )
+}
+"""Every method by name."""
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "int8": ("int8-dynamic", "int8-weight", "onnx-int8-dynamic", "onnx-int8-static"),
+    "cudagraphs": ("compile-cudagraphs", "cudagraph", "cudagraph-bf16"),
+}
+"""Names that expand to several methods (each kept only where it applies to the target)."""
+
+TARGETS = ("cpu", "cuda")
+
+
+def resolve_methods(names: list[str] | None, target: str) -> list[str]:
+    """The methods to try for ``target``: the given names (groups expanded), or all of them.
+
+    Raises:
+        OptimizeError: an unknown target or method (the valid ones are listed), or a method
+            that does not apply to the target (its targets are named).
+    """
+    if target not in TARGETS:
+        raise OptimizeError(f"unknown target '{target}'; valid targets: {', '.join(TARGETS)}")
+    if not names:
+        return [n for n, m in METHODS.items() if target in m.targets]
+    chosen: list[str] = []
+    for name in names:
+        if name in GROUPS:
+            chosen += [n for n in GROUPS[name] if target in METHODS[n].targets]
+        elif name in METHODS:
+            if target not in METHODS[name].targets:
+                raise OptimizeError(
+                    f"method '{name}' applies to target {'/'.join(METHODS[name].targets)}, "
+                    f"not {target}"
+                )
+            chosen.append(name)
+        else:
+            valid = ", ".join([*METHODS, *GROUPS])
+            raise OptimizeError(f"unknown method '{name}'; valid methods: {valid}")
+    return list(dict.fromkeys(chosen))
+
+
+def check_target(target: str) -> torch.device:
+    """The device of ``target``.
+
+    Raises:
+        OptimizeError: ``cuda`` without a CUDA device, in one line.
+    """
+    if target == "cuda" and not torch.cuda.is_available():
+        raise OptimizeError(
+            f"--target cuda needs a CUDA GPU; torch {torch.__version__} sees none here "
+            "(use --target cpu)"
+        )
+    return torch.device(target)
+
+
+@dataclass
+class Candidate:
+    """A built candidate, loaded back from its files.
+
+    Args:
+        method: the method's name.
+        module: the runnable model (an ``OptimizedModel``).
+        variant: the loader that rebuilds it.
+        recipe: what the loader needs besides the files (stored with the version).
+        artifacts: the files to register with the version.
+        size_bytes: bytes on disk of what this candidate runs (its files, or the parent's
+            weights when it has none).
+        note: how it was built (e.g. which exporter).
+    """
+
+    method: str
+    module: nn.Module
+    variant: str
+    recipe: dict[str, Any]
+    artifacts: list[ArtifactSource]
+    size_bytes: int
+    note: str = ""
+
+
+@dataclass
+class BuildContext:
+    """What every builder gets."""
+
+    subject: Subject
+    device: torch.device
+    workdir: Path
+    load_context: Any
+    assignment: dict[str, str] | None = None
+
+
+def parameter_bytes(model: nn.Module) -> int:
+    """Bytes of a model's parameters and buffers as stored (FP32 weights on disk)."""
+    state = model.state_dict()
+    return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+
+
+def build_candidate(method: str, ctx: BuildContext) -> Candidate:
+    """Build ``method``'s candidate for the subject, then load it back from its files.
+
+    Raises:
+        AbyssalError (or a subclass): the method failed; the message names the step.
+    """
+    spec = METHODS[method]
+    builder = _BUILDERS.get(spec.variant, _recipe_only)
+    return builder(spec, ctx)
+
+
+def _fresh(ctx: BuildContext) -> nn.Module:
+    return copy.deepcopy(ctx.subject.model).to(ctx.device).eval()
+
+
+def _load(ctx: BuildContext, variant: str, recipe: dict, files: dict[str, Path]) -> nn.Module:
+    from abyssal.nn.variants import load_variant
+
+    return load_variant(_fresh(ctx), variant, recipe, files, ctx.load_context)
+
+
+def _recipe_only(spec: Method, ctx: BuildContext) -> Candidate:
+    """compile, cudagraph, bf16: nothing to store but the recipe."""
+    recipe = dict(spec.recipe)
+    module = _load(ctx, spec.variant, recipe, {})
+    size = parameter_bytes(ctx.subject.model)
+    if recipe.get("dtype") in ("bfloat16", "float16"):
+        size //= 2
+    return Candidate(spec.name, module, spec.variant, recipe, [], size)
+
+
+def _placement(spec: Method, ctx: BuildContext) -> Candidate:
+    if not ctx.assignment:
+        raise AbyssalError("placement: no plan (the graph could not be captured and analysed)")
+    axes = [{str(k): v for k, v in named.items()} for named in ctx.subject.input_axes]
+    recipe = {"assignment": ctx.assignment, "io_device": str(ctx.device), "dynamic": axes}
+    module = _load(ctx, spec.variant, recipe, {})
+    return Candidate(
+        spec.name, module, spec.variant, recipe, [], parameter_bytes(ctx.subject.model)
+    )
+
+
+def _onnx(spec: Method, ctx: BuildContext) -> Candidate:
+    from abyssal.optimize.export import export_onnx
+    from abyssal.optimize.quantize import onnx_int8_dynamic, onnx_int8_static
+
+    subject = ctx.subject
+    cpu_model = copy.deepcopy(subject.model).cpu().eval()
+    example = to_device(subject.make_inputs(2 if subject.batched else 1, 0), "cpu")
+    fp32 = ctx.workdir / f"{spec.name}.fp32.onnx"
+    exported = export_onnx(cpu_model, example, fp32, input_axes=subject.input_axes)
+    path, note = fp32, f"exported with the {exported.exporter} exporter"
+    if exported.note:
+        note += f" ({exported.note})"
+    if spec.name == "onnx-int8-dynamic":
+        path = onnx_int8_dynamic(fp32, ctx.workdir / "model.int8.onnx")
+        note += "; INT8 weights (MatMul, Gemm, Gather), activations quantized per call"
+    elif spec.name == "onnx-int8-static":
+        feeds = [exported.feed(inputs) for inputs in subject.calibration_inputs()]
+        path = onnx_int8_static(fp32, ctx.workdir / "model.int8.onnx", feeds)
+        note += f"; static QDQ INT8 calibrated on {len(feeds)} real input batches"
+    name = "model.int8.onnx" if spec.name != "onnx" else "model.onnx"
+    recipe = {**exported.recipe(), "file": name}
+    module = _load(ctx, "onnx", recipe, {name: path})
+    artifact = ArtifactSource.file(name, "onnx", path)
+    return Candidate(spec.name, module, "onnx", recipe, [artifact], path.stat().st_size, note)
+
+
+def _int8_torch(spec: Method, ctx: BuildContext) -> Candidate:
+    from safetensors.torch import save_file
+
+    from abyssal.optimize.quantize import dynamic_int8, weight_only_int8
+
+    model = copy.deepcopy(ctx.subject.model).cpu().eval()
+    if spec.name == "int8-dynamic":
+        _, tensors, meta = dynamic_int8(model)
+        recipe: dict[str, Any] = {"state": meta}
+    else:
+        _, tensors = weight_only_int8(model)
+        recipe = {"embeddings": True}
+    name = "model.int8.safetensors"
+    path = ctx.workdir / f"{spec.name}.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    recipe["file"] = name
+    module = _load(ctx, spec.variant, recipe, {name: path})
+    artifact = ArtifactSource.file(name, "quantized", path)
+    return Candidate(spec.name, module, spec.variant, recipe, [artifact], path.stat().st_size)
+
+
+_BUILDERS: dict[str, Callable[[Method, BuildContext], Candidate]] = {
+    "onnx": _onnx,
+    "int8-dynamic": _int8_torch,
+    "int8-weight": _int8_torch,
+    "placement": _placement,
+}
