@@ -251,7 +251,15 @@ def markdown(result: dict) -> str:
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in result["targets"]:
         lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |")
-    lines += ["", provenance(result), ""]
+    env = result["environment"]
+    versions = ", ".join(
+        f"{k} {env['versions'].get(k)}" for k in ("onnxruntime", "transformers", "torchvision")
+    )
+    gpu = env["machine"].get("gpu") or "none"
+    lines += ["", provenance(result), f"GPU: {gpu}; {versions}; torch threads {result['threads']}."]
+    if env.get("note"):
+        lines.append(f"Note: {env['note']}.")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -30,13 +30,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from abyssal.optimize import Subject
 
 DATASETS = Path(
     os.environ.get("ABYSSAL_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets")
@@ -61,27 +63,8 @@ MINILM_CONFIG = {  # sentence-transformers/all-MiniLM-L6-v2 config.json, for ran
 }
 
 
-@dataclass
-class FallbackSubject:
-    """Same fields as ``abyssal.optimize.Subject``; used only while that API is absent."""
-
-    name: str
-    model: nn.Module
-    make_inputs: Callable[[int, int], tuple]
-    input_axes: tuple[dict[int, str], ...]
-    evaluate: Callable[[nn.Module], dict[str, float]] | None = None
-    metric: str | None = None
-    mode: Literal["max", "min"] = "max"
-    calibration: Callable[[], list[tuple]] | None = None
-    batched: bool = True
-
-
-def make_subject(**fields: Any) -> Any:
-    """An ``abyssal.optimize.Subject`` (a :class:`FallbackSubject` where it cannot be imported)."""
-    try:
-        from abyssal.optimize import Subject
-    except ImportError:
-        Subject = FallbackSubject
+def make_subject(**fields: Any) -> Subject:
+    """An ``abyssal.optimize.Subject``."""
     return Subject(**fields)
 
 
@@ -565,19 +548,16 @@ def gat_subject(
     epochs: int = 60,
     home: Path | None = None,
     split: int = 0,
-    use_api: bool = True,
-) -> Any:
+) -> Subject:
     """The fraud solution trained on Bitcoin-OTC split ``split``, as a full-graph Subject.
 
     Trains with ``abyssal.train.api.train`` (baselines off) into ``home`` (default: a temporary
-    folder removed at exit). With ``use_api`` the Subject comes from
-    ``abyssal.optimize.subject_from_version`` (renamed ``gat``; its model is the solution's
-    ``TemporalGAT``); without, or where that API is absent, from :func:`fraud_version_subject`:
-    inputs ``(x, edge_index, edge_attr, edge_dt)`` of the whole graph, the account logits alone,
-    ``evaluate`` -> the solution's split metrics (``val_auprc``, ``test_auprc``, ...), metric
-    ``val_auprc``.
+    folder removed at exit); the Subject is the solution's own
+    (``abyssal.optimize.subject_from_version``: the whole graph as input, ``evaluate`` the
+    solution's split metrics, metric ``val_auprc``), renamed ``gat``.
     """
     from abyssal.core.store import ModelStore
+    from abyssal.optimize import subject_from_version
     from abyssal.train.api import train
 
     if home is None:
@@ -593,36 +573,8 @@ def gat_subject(
         "baselines=false",
     ]
     ref = train("fraud", None, overrides, home=home).version.ref
-    store = ModelStore(home)
-    try:
-        from abyssal.optimize import subject_from_version
-    except ImportError:
-        use_api = False
-    if not use_api:
-        return fraud_version_subject(ref, store)
-    built = subject_from_version(ref, store=store)
-    subject = built[0] if isinstance(built, tuple) else built  # (Subject, LoadedModel)
+    subject, _ = subject_from_version(ref, store=ModelStore(home))
     return replace(subject, name="gat")
-
-
-def fraud_version_subject(ref: str, store: Any) -> Any:
-    """A full-graph Subject ``gat`` from a registered fraud version (see :func:`gat_subject`)."""
-    from abyssal.solutions.fraud.dataset import GraphTensors
-    from abyssal.solutions.fraud.metrics import split_metrics, split_positives
-    from abyssal.solutions.loading import load_model
-
-    loaded = load_model(ref, store)
-    prepared = loaded.solution.prepare(loaded.cfg)
-    g = GraphTensors.from_graph(prepared.graph)
-    inputs = (g.x, g.edge_index, g.edge_attr, g.edge_dt())
-    y, masks = prepared.graph.y, prepared.masks
-
-    @torch.no_grad()
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        risk = torch.sigmoid(first_output(model(*inputs)).float()).numpy()  # (N,)
-        return {**split_metrics(y, risk, masks), **split_positives(y, masks)}
-
-    return graph_subject("gat", NodeRisk(loaded.model), inputs, evaluate)
 
 
 def gat_random_subject(
@@ -678,7 +630,6 @@ BUILDERS: dict[str, tuple[Callable[..., Any], dict, dict]] = {
     "minilm": (minilm_subject, {"n_train": 300, "n_test": 120}, {}),
     "minilm_random": (minilm_random_subject, {}, {}),
     "gat": (gat_subject, {"epochs": 3}, {}),
-    "gat_fallback": (gat_subject, {"epochs": 3, "use_api": False}, {"use_api": False}),
     "gat_random": (gat_random_subject, {"n_nodes": 600, "n_edges": 3000}, {}),
 }
 

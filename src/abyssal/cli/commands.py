@@ -264,6 +264,12 @@ def _optimize(sub: argparse._SubParsersAction) -> None:
         default=0.01,
         help="largest allowed loss of the validation metric, in its units (default 0.01)",
     )
+    p.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.05,
+        help="how much faster (p50, fraction) than the parent a candidate must be (default 0.05)",
+    )
     p.add_argument("--reps", type=int, default=100, help="timed calls per measurement at most")
     p.add_argument(
         "--keep", choices=("best", "all"), default="best", help="register the best or all winners"
@@ -296,6 +302,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         batch_sizes=sizes,
         target_batch=args.target_batch,
         tolerance=args.tolerance,
+        min_gain=args.min_gain,
         reps=args.reps,
     )
     print()

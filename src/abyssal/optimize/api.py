@@ -50,12 +50,13 @@ Log = Callable[[str], None]
 class CandidateResult:
     """What one method gave.
 
-    ``status`` is ``accepted``, ``rejected`` (built and measured, but slower or less accurate)
-    or ``failed`` (could not be built or run; ``reason`` says where).
+    ``status`` is ``reference`` (the eager parent), ``accepted``, ``rejected`` (built and
+    measured, but slower or less accurate) or ``failed`` (could not be built or run; ``reason``
+    says where).
     """
 
     method: str
-    status: Literal["accepted", "rejected", "failed"]
+    status: Literal["reference", "accepted", "rejected", "failed"]
     reason: str
     timings: dict[int, Timing] = field(default_factory=dict)
     size_bytes: int | None = None
@@ -93,6 +94,7 @@ class OptimizeReport:
     baseline: CandidateResult
     results: list[CandidateResult]
     mode: Literal["max", "min"] = "max"
+    min_gain: float = 0.05
     graph: Any = None
     plan: Any = None
     graph_note: str = ""
@@ -115,9 +117,17 @@ class OptimizeReport:
             row: list[Any] = [r.method, r.status]
             for b in self.batch_sizes:
                 t = r.timings.get(b)
-                row += [t.p50_ms, t.p99_ms, round(t.throughput, 1)] if t else ["-", "-", "-"]
-            size = r.size_bytes / 1e6 if r.size_bytes is not None else None
-            row += [size, r.metric_delta, r.max_abs_diff, r.reason]
+                row += (
+                    [f"{t.p50_ms:.3f}", f"{t.p99_ms:.3f}", f"{t.throughput:,.0f}"]
+                    if t
+                    else ["-", "-", "-"]
+                )
+            row += [
+                f"{r.size_bytes / 1e6:.2f}" if r.size_bytes is not None else "-",
+                f"{r.metric_delta:+.4f}" if r.metric_delta is not None else "-",
+                f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-",
+                r.reason,
+            ]
             rows.append(row)
         return headers, rows
 
@@ -149,6 +159,7 @@ class OptimizeReport:
             "batch_sizes": self.batch_sizes,
             "metric": self.metric,
             "tolerance": self.tolerance,
+            "min_gain": self.min_gain,
             "baseline": self.baseline.to_dict(),
             "results": [r.to_dict() for r in self.results],
             "plan": self.plan.summary() if self.plan is not None else None,
@@ -164,7 +175,7 @@ def optimize_subject(
     batch_sizes: Sequence[int] = (1, 32),
     target_batch: int = 1,
     tolerance: float = 0.01,
-    min_gain: float = 0.02,
+    min_gain: float = 0.05,
     reps: int = 100,
     warmup: int = 5,
     budget_s: float = 20.0,
@@ -182,7 +193,8 @@ def optimize_subject(
         batch_sizes: measured sizes (only the first when the subject has no batch axis).
         target_batch: the size the guard compares at (must be among ``batch_sizes``).
         tolerance: the largest allowed loss of ``subject.metric`` (in its own units).
-        min_gain: a candidate must be at least this fraction faster (p50) than eager.
+        min_gain: a candidate must be at least this fraction faster (p50) than eager (5% by
+            default: run-to-run noise of a busy CPU is a few percent).
         reps, warmup, budget_s: per measurement (see :func:`~abyssal.optimize.measure.measure`).
         analyse_graph: capture and analyse the graph and plan placement (needed by the
             ``placement`` method).
@@ -224,8 +236,8 @@ def optimize_subject(
     base_metrics = _evaluate(subject, subject.model)
     baseline = CandidateResult(
         "eager",
-        "accepted",
         "reference",
+        "the parent, as it runs today",
         timings(subject.model, "eager"),
         parameter_bytes(subject.model),
         base_metrics,
@@ -240,6 +252,7 @@ def optimize_subject(
         baseline,
         [],
         mode=subject.mode,
+        min_gain=min_gain,
     )
     assignment = None
     if analyse_graph:

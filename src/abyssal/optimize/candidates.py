@@ -157,8 +157,8 @@ class Candidate:
         variant: the loader that rebuilds it.
         recipe: what the loader needs besides the files (stored with the version).
         artifacts: the files to register with the version.
-        size_bytes: bytes on disk of what this candidate runs (its files, or the parent's
-            weights when it has none).
+        size_bytes: bytes of the weights this candidate runs: its files, plus the parent's
+            weights it still uses (all of them when it has no files).
         note: how it was built (e.g. which exporter).
     """
 
@@ -274,7 +274,24 @@ def _int8_torch(spec: Method, ctx: BuildContext) -> Candidate:
     recipe["file"] = name
     module = _load(ctx, spec.variant, recipe, {name: path})
     artifact = ArtifactSource.file(name, "quantized", path)
-    return Candidate(spec.name, module, spec.variant, recipe, [artifact], path.stat().st_size)
+    # the file holds the quantized layers; the rest of the model still runs the parent's weights
+    if spec.name == "int8-dynamic":  # every nn.Linear, weight and bias
+        replaced = {
+            f"{n}.{p}" if n else p
+            for n, m in ctx.subject.model.named_modules()
+            if isinstance(m, nn.Linear)
+            for p in ("weight", "bias")
+        }
+    else:  # the weights whose int8 copies the file holds
+        suffix = ".weight_int8"
+        replaced = {k[: -len(suffix)] + ".weight" for k in tensors if k.endswith(suffix)}
+    rest = sum(
+        v.numel() * v.element_size()
+        for k, v in ctx.subject.model.state_dict().items()
+        if k not in replaced and isinstance(v, torch.Tensor)
+    )
+    size = path.stat().st_size + rest
+    return Candidate(spec.name, module, spec.variant, recipe, [artifact], size)
 
 
 _BUILDERS: dict[str, Callable[[Method, BuildContext], Candidate]] = {
