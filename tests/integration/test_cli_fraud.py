@@ -237,9 +237,12 @@ def test_predictor_scores_requests_one_at_a_time(demo: Path) -> None:
     stranger = {**bad, "amount": 3, "user_id": "nobody"}
     with pytest.raises(DataError, match="unknown account 'nobody'"):
         predictor.parse(stranger)
-    x, edge_index, edge_attr, edge_dt = loaded.solution.example_inputs(loaded.cfg, loaded.spec)
-    node_logits, txn_logits = loaded.model(x, edge_index, edge_attr, edge_dt)
-    assert node_logits.shape == (x.shape[0],) and txn_logits is None
+    example = loaded.solution.example_inputs(loaded.cfg, loaded.spec)
+    assert len(example) == len(loaded.solution.input_axes(loaded.cfg, loaded.spec)) == 6
+    node_logits, txn_logits = loaded.model(*example)
+    assert node_logits.shape == (example[0].shape[0],) and txn_logits.shape == (2,)
+    node_logits, txn_logits = loaded.model(*example[:4])  # node scores alone
+    assert node_logits.shape == (example[0].shape[0],) and txn_logits is None
 
 
 def test_semicolon_file_is_named_as_such(demo, tmp_path, capsys) -> None:

@@ -151,3 +151,29 @@ def test_an_optimized_version_is_not_optimized_again(parent) -> None:
     report = optimize_version(ref, "cpu", ["onnx"], min_gain=-100.0, **QUICK)
     with pytest.raises(AbyssalError, match="already an optimized version"):
         optimize_version(report.results[0].registered, "cpu", ["onnx"], **QUICK)
+
+
+def test_a_fraud_transaction_graph_optimizes_to_onnx_and_scores_through_it(tmp_path, capsys):
+    demo = tmp_path / "fraud"
+    args = ["generate", "fraud", "--out", str(demo), "users=150", "rings=3", "days=15"]
+    assert main([*args, "new_frac=0.03"]) == 0
+    train = ["train", "fraud", "data.source=transactions", f"data.path={demo / 'transactions.csv'}"]
+    assert main([*train, "train.epochs=2", "train.progress=false", "model.hidden=16"]) == 0
+    report = optimize_version("fraud:1", "cpu", ["onnx"], min_gain=-100.0, **QUICK)
+    result = report.results[0]
+    assert result.status == "accepted", result.reason
+    assert result.max_abs_diff < 1e-4  # account and transaction logits alike
+    child = load_model(result.registered)
+    parent = load_model("fraud:1")
+    example = parent.solution.example_inputs(parent.cfg, parent.spec)
+    assert len(example) == 6  # the graph and its transactions
+    with torch.inference_mode():
+        for got, want in zip(child.model(*example), parent.model(*example), strict=True):
+            assert torch.allclose(got, want, atol=1e-4)
+    with pytest.raises(AbyssalError, match="exported for 6 inputs and is called with 4"):
+        child.model(*example[:4])
+    capsys.readouterr()
+    assert main(["evaluate", result.registered]) == 0
+    assert "AUPRC" in capsys.readouterr().out
+    new = ["predict", "fraud", "--model", result.registered, "--input"]
+    assert main([*new, str(demo / "new_transactions.csv"), "--top", "1"]) == 0

@@ -358,9 +358,11 @@ def _load_onnx(model: nn.Module, recipe: dict, files: Mapping[str, Path], ctx: L
 
     Recipe: ``input_names``, ``input_positions``, ``output_names`` (informative), ``outputs``
     (the output structure), ``providers`` (e.g. ``["CUDAExecutionProvider"]``),
-    ``intra_op_num_threads``.
+    ``intra_op_num_threads``, ``arity`` (the number of positional inputs it was exported with;
+    a call with another number is refused rather than fed in part).
     """
     path = _one_file(files, ".onnx", "onnx")
+    arity = recipe.get("arity")
     runner = OnnxRunner(
         path,
         input_names=recipe.get("input_names"),
@@ -369,7 +371,18 @@ def _load_onnx(model: nn.Module, recipe: dict, files: Mapping[str, Path], ctx: L
         providers=recipe.get("providers"),
         intra_op_num_threads=recipe.get("intra_op_num_threads"),
     )
-    return OptimizedModel(model, runner)
+    if arity is None:
+        return OptimizedModel(model, runner)
+
+    def run(*args: Any) -> Any:
+        if len(args) != arity:
+            raise VariantError(
+                f"this ONNX graph was exported for {arity} inputs and is called with "
+                f"{len(args)}; optimize the model with inputs shaped like this call"
+            )
+        return runner(*args)
+
+    return OptimizedModel(model, run)
 
 
 _variant("onnx", ("cpu", "cuda"), "ONNX Runtime session (FP32)")(_load_onnx)

@@ -139,6 +139,9 @@ class OptimizeReport:
             f" (metric {self.metric or 'none'}, tolerance {fmt(self.tolerance)})",
             table(headers, rows),
         ]
+        notes = [f"  {r.method}: {r.note}" for r in self.results if r.note]
+        if notes:
+            lines += ["notes:", *notes]
         if self.plan is not None:
             lines.append(f"placement {self.plan.summary()}")
         if self.graph_note:

@@ -231,7 +231,7 @@ def _placement(spec: Method, ctx: BuildContext) -> Candidate:
 
 
 def _onnx(spec: Method, ctx: BuildContext) -> Candidate:
-    from abyssal.optimize.export import export_onnx
+    from abyssal.optimize.export import check_onnx, export_onnx
     from abyssal.optimize.quantize import onnx_int8_dynamic, onnx_int8_static
 
     subject = ctx.subject
@@ -249,11 +249,31 @@ def _onnx(spec: Method, ctx: BuildContext) -> Candidate:
         feeds = [exported.feed(inputs) for inputs in subject.calibration_inputs()]
         path = onnx_int8_static(fp32, ctx.workdir / "model.int8.onnx", feeds)
         note += f"; static QDQ INT8 calibrated on {len(feeds)} real input batches"
+    real = [to_device(subject.make_inputs(2 if subject.batched else 1, s), "cpu") for s in (7, 8)]
+    agreement = check_onnx(
+        path, cpu_model, [*real, *(_randomised(x, s) for s, x in enumerate(real))]
+    )
+    note += (
+        f"; against PyTorch on 2 real and 2 random input sets: max |diff| "
+        f"{agreement.max_abs_diff:.1e}, rows agreeing {agreement.agreement:.3f}"
+    )
     name = "model.int8.onnx" if spec.name != "onnx" else "model.onnx"
-    recipe = {**exported.recipe(), "file": name}
+    recipe = {**exported.recipe(), "file": name, "arity": len(example)}
     module = _load(ctx, "onnx", recipe, {name: path})
     artifact = ArtifactSource.file(name, "onnx", path)
     return Candidate(spec.name, module, "onnx", recipe, [artifact], path.stat().st_size, note)
+
+
+def _randomised(inputs: tuple, seed: int) -> tuple:
+    """The inputs with every floating tensor replaced by standard normal values (integer inputs,
+    indices and token ids, are kept: random ones may not be valid)."""
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(
+        torch.randn(v.shape, generator=gen, dtype=v.dtype)
+        if isinstance(v, torch.Tensor) and v.is_floating_point()
+        else v
+        for v in inputs
+    )
 
 
 def _int8_torch(spec: Method, ctx: BuildContext) -> Candidate:

@@ -104,7 +104,8 @@ class FraudSolution(Solution):
         return run_baselines(data, seed=cfg.train.seed) if cfg.baselines else {}
 
     def example_inputs(self, cfg: FraudConfig, spec: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-        """A 6-account ring with 8 directed edges: ``(x, edge_index, edge_attr, edge_dt)``."""
+        """A 6-account ring with 8 directed edges: ``(x, edge_index, edge_attr, edge_dt)``, and
+        for a transaction graph two transactions: ``txn_nodes`` (2, 3) and ``txn_amount`` (2,)."""
         gen = torch.Generator().manual_seed(0)
         n, e = 6, 8
         src = torch.tensor([0, 1, 2, 3, 4, 5, 0, 3])
@@ -112,22 +113,31 @@ class FraudSolution(Solution):
         x = torch.rand(n, spec["in_features"], generator=gen)  # (N, F)
         edge_attr = torch.rand(e, spec["edge_features"], generator=gen)  # (E, A)
         edge_dt = torch.rand(e, generator=gen) * 86400.0  # (E,) seconds
-        return x, torch.stack([src, dst]), edge_attr, edge_dt
+        graph = (x, torch.stack([src, dst]), edge_attr, edge_dt)
+        if spec.get("input") != "transactions":
+            return graph
+        return (*graph, torch.tensor([[0, 1, 2], [3, 4, 5]]), torch.rand(2, generator=gen))
 
     def input_axes(self, cfg: FraudConfig, spec: dict[str, Any]) -> tuple[dict[int, str], ...]:
-        """Nodes and edges vary between graphs; a forward scores a whole graph (no batch)."""
-        return ({0: "nodes"}, {1: "edges"}, {0: "edges"}, {0: "edges"})
+        """Nodes, edges (and transactions) vary between graphs; a forward scores a whole graph,
+        so there is no batch axis."""
+        graph = ({0: "nodes"}, {1: "edges"}, {0: "edges"}, {0: "edges"})
+        if spec.get("input") != "transactions":
+            return graph
+        return (*graph, {0: "transactions"}, {0: "transactions"})
 
     def model_inputs(
         self, cfg: FraudConfig, data: FraudData, batch: int, seed: int
     ) -> tuple[torch.Tensor, ...]:
-        """The whole graph ``(x, edge_index, edge_attr, edge_dt)``; ``batch`` does not apply
-        (one forward scores every account). Different seeds scale the node features by a
-        factor within 1 ± 1e-3, so repeated calls see fresh values."""
-        g = GraphTensors.from_graph(data.graph)
+        """The whole graph as :func:`score_graph` feeds it (with its transactions, for a
+        transaction graph); ``batch`` does not apply (one forward scores every account).
+        Different seeds scale the node features by a factor within 1 ± 1e-3, so repeated calls
+        see fresh values."""
+        inputs = graph_inputs(data)
         gen = torch.Generator().manual_seed(seed)
-        jitter = 1.0 + 1e-3 * (2 * torch.rand(g.x.shape, generator=gen) - 1)  # (N, F)
-        return g.x * jitter if seed else g.x, g.edge_index, g.edge_attr, g.edge_dt()
+        x = inputs[0]
+        jitter = 1.0 + 1e-3 * (2 * torch.rand(x.shape, generator=gen) - 1)  # (N, F)
+        return (x * jitter if seed else x, *inputs[1:])
 
     def predictor(self, loaded: LoadedModel) -> FraudPredictor:
         return FraudPredictor(loaded)
@@ -160,6 +170,19 @@ def check_feature_count(model: torch.nn.Module, data: FraudData) -> None:
     )
 
 
+def graph_inputs(data: FraudData) -> tuple[torch.Tensor, ...]:
+    """The model's inputs for the whole graph: ``(x, edge_index, edge_attr, edge_dt)`` and, for a
+    transaction graph, every transaction's ``txn_nodes`` (T, 3) and signed-log ``txn_amount``."""
+    g = GraphTensors.from_graph(data.graph)
+    graph = (g.x, g.edge_index, g.edge_attr, g.edge_dt())
+    txn = data.graph.transactions
+    if txn is None:
+        return graph
+    amount = torch.tensor([signed_log(a) for a in txn.amount.tolist()], dtype=torch.float32)
+    nodes = torch.from_numpy(np.stack([txn.user, txn.counterparty, txn.device], axis=1))
+    return (*graph, nodes, amount)
+
+
 @torch.no_grad()
 def score_graph(model: torch.nn.Module, data: FraudData) -> tuple[np.ndarray, np.ndarray | None]:
     """Account risk (N,) and, for transaction graphs, transaction risk (T,), in [0, 1].
@@ -168,14 +191,8 @@ def score_graph(model: torch.nn.Module, data: FraudData) -> tuple[np.ndarray, np
     """
     model.eval()
     device = next(model.parameters()).device
-    g = GraphTensors.from_graph(data.graph).to(device)
-    txn = data.graph.transactions
-    inputs: tuple[torch.Tensor, ...] = ()
-    if txn is not None:
-        amount = torch.tensor([signed_log(a) for a in txn.amount.tolist()], dtype=torch.float32)
-        nodes = torch.from_numpy(np.stack([txn.user, txn.counterparty, txn.device], axis=1))
-        inputs = (nodes.to(device), amount.to(device))
-    node, txn_logits = model(g.x, g.edge_index, g.edge_attr, g.edge_dt(), *inputs)
+    inputs = tuple(t.to(device) for t in graph_inputs(data))
+    node, txn_logits = model(*inputs)
     node_risk = torch.sigmoid(node).float().cpu().numpy()
     if txn_logits is None:
         return node_risk, None
