@@ -106,7 +106,8 @@ def capture(
             except Exception:
                 pass
             else:
-                why = ": ".join(p for p in (_culprit(export_error), _first_line(export_error)) if p)
+                first = _first_line(export_error).split("! For more information")[0]
+                why = ": ".join(p for p in (_culprit(export_error), first) if p)
                 note = f"dynamic axes dropped ({why}); the graph holds these input shapes"
                 return CapturedGraph(module, "export", note)
         try:

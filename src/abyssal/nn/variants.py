@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -306,6 +307,8 @@ def _compile(model: nn.Module, recipe: dict, ctx: LoadContext, mode: str) -> Opt
             f"{backend!r} and {dynamic!r}"
         )
     inductor_cache_dir()
+    if ctx.device.type == "cpu":  # Inductor notes the missing CUDA runtime when it builds C++
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     options: dict[str, Any] = {"backend": backend, "dynamic": dynamic}
     if backend == "inductor":
         options["mode"] = mode

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import tempfile
@@ -297,7 +298,7 @@ def _try_candidate(
         step = "measure"
         result.timings = timings(cand.module, method)
         step = "evaluate"
-        result.metrics = _evaluate(ctx.subject, cand.module)
+        result.metrics = _evaluate(ctx.subject, cand.module, quiet=True)
     except Exception as exc:  # a failed candidate is reported, never fatal
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return CandidateResult(method, "failed", f"{step} failed: {message}"[:300])
@@ -349,12 +350,20 @@ def _max_diff(
     return worst
 
 
-def _evaluate(subject: Subject, model: torch.nn.Module) -> dict[str, float]:
+def _evaluate(subject: Subject, model: torch.nn.Module, quiet: bool = False) -> dict[str, float]:
+    """The subject's metrics of ``model``; ``quiet``: without abyssal's warnings about the data,
+    which the parent's evaluation has already shown."""
     if subject.evaluate is None:
         return {}
-    with torch.inference_mode():
-        metrics = dict(subject.evaluate(model))
-    return metrics
+    logger = logging.getLogger("abyssal")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        with torch.inference_mode():
+            return dict(subject.evaluate(model))
+    finally:
+        logger.setLevel(level)
 
 
 def _load_context(subject: Subject, device: torch.device) -> Any:

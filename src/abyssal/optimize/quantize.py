@@ -274,12 +274,20 @@ def _workspace(src: Path, dst: Path):
 
 
 def _step(what: str, step: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one step; its failure names ``what`` and ``step``. ORT's quantization tools log
+    their notes (per-channel axes of 1-D weights, shape inference) to the root logger: only
+    errors pass while a step runs."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
     try:
         return fn(*args)
     except QuantizationError:
         raise
     except Exception as exc:  # ORT and onnx raise many types
         raise QuantizationError(f"{what}: {step} failed: {first_line(exc)}") from exc
+    finally:
+        root.setLevel(level)
 
 
 def _preprocess(src: Path, out: Path, *, required: bool) -> Path:
