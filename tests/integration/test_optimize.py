@@ -177,3 +177,32 @@ def test_a_fraud_transaction_graph_optimizes_to_onnx_and_scores_through_it(tmp_p
     assert "AUPRC" in capsys.readouterr().out
     new = ["predict", "fraud", "--model", result.registered, "--input"]
     assert main([*new, str(demo / "new_transactions.csv"), "--top", "1"]) == 0
+
+
+class _Branchy(torch.nn.Module):
+    """A forward neither torch.export nor torch.fx can capture (a branch on tensor values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        if y.sum() > 0:
+            return y
+        return -y
+
+
+def test_an_uncapturable_model_is_optimized_eagerly_with_the_reason() -> None:
+    from abyssal.optimize import Subject, optimize_subject
+
+    def make(batch: int, seed: int) -> tuple[torch.Tensor]:
+        return (torch.randn(batch, 8, generator=torch.Generator().manual_seed(seed)),)
+
+    subject = Subject("branchy", _Branchy().eval(), make, ({0: "batch"},))
+    report = optimize_subject(subject, "cpu", ["int8-weight"], **QUICK | {"analyse_graph": True})
+    assert report.graph is None and report.plan is None
+    assert "not captured, eager only" in report.graph_note
+    assert "if y.sum() > 0" in report.graph_note  # the line that broke capture
+    assert report.results[0].status in ("accepted", "rejected")  # the method still ran
+    assert report.results[0].max_abs_diff < 0.05

@@ -46,6 +46,14 @@ from abyssal.optimize.subject import Subject, output_tensors, subject_from_versi
 
 Log = Callable[[str], None]
 
+SHOWN = 10
+"""Rows of the operator and placement tables that ``render`` prints (JSON has them all)."""
+
+
+def _table_dict(headed: tuple[list[str], list[list[Any]]]) -> list[dict[str, Any]]:
+    headers, rows = headed
+    return [dict(zip(headers, row, strict=True)) for row in rows]
+
 
 @dataclass
 class CandidateResult:
@@ -143,6 +151,14 @@ class OptimizeReport:
         notes = [f"  {r.method}: {r.note}" for r in self.results if r.note]
         if notes:
             lines += ["notes:", *notes]
+        if self.graph is not None:
+            headers, rows = self.graph.table(top=SHOWN)
+            lines += [f"operators (the {len(rows)} slowest of {len(self.graph.operators())}):"]
+            lines.append(table(headers, rows))
+        if self.plan is not None and self.graph is not None:
+            headers, rows = self.plan.table(self.graph)
+            more = f" (first {SHOWN} of {len(rows)})" if len(rows) > SHOWN else ""
+            lines += [f"placement by module{more}:", table(headers, rows[:SHOWN])]
         if self.plan is not None:
             lines.append(f"placement {self.plan.summary()}")
         if self.graph_note:
@@ -167,6 +183,12 @@ class OptimizeReport:
             "baseline": self.baseline.to_dict(),
             "results": [r.to_dict() for r in self.results],
             "plan": self.plan.summary() if self.plan is not None else None,
+            "operators": _table_dict(self.graph.table()) if self.graph is not None else None,
+            "placement": (
+                _table_dict(self.plan.table(self.graph))
+                if self.plan is not None and self.graph is not None
+                else None
+            ),
             "graph_note": self.graph_note,
         }
 
@@ -404,7 +426,8 @@ def _analyse(
             say(f"graph: {report.graph_note}")
             return None
         report.graph = graph
-        report.graph_note = f"captured with {captured.method} ({len(graph.ops)} operators)" + (
+        count = len(graph.operators())
+        report.graph_note = f"captured with {captured.method} ({count} operators)" + (
             f"; {captured.note}" if captured.note else ""
         )
         if "cuda" in devices:
