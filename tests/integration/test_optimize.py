@@ -206,3 +206,23 @@ def test_an_uncapturable_model_is_optimized_eagerly_with_the_reason() -> None:
     assert "if y.sum() > 0" in report.graph_note  # the line that broke capture
     assert report.results[0].status in ("accepted", "rejected")  # the method still ran
     assert report.results[0].max_abs_diff < 0.05
+
+
+def test_bad_settings_are_refused_before_anything_runs(capsys) -> None:
+    from abyssal.optimize import Subject, optimize_subject
+    from abyssal.optimize.candidates import check_target
+
+    with pytest.raises(OptimizeError, match="unknown target 'tpu'; valid targets: cpu, cuda"):
+        check_target("tpu")
+    model = torch.nn.Linear(4, 2)
+    subject = Subject("tiny", model, lambda b, s: (torch.randn(b, 4),), ({0: "batch"},))
+    for bad, match in (
+        ({"reps": 0}, "reps must be a whole number >= 1"),
+        ({"batch_sizes": (1, 0)}, "batch sizes must be whole numbers >= 1"),
+        ({"tolerance": float("nan")}, "tolerance must be a finite number"),
+    ):
+        with pytest.raises(AbyssalError, match=match):
+            optimize_subject(subject, "cpu", ["compile"], **bad)
+    with pytest.raises(SystemExit):
+        main(["optimize", "tabular:1", "--batch-sizes", "1,x"])
+    assert "--batch-sizes: expected a whole number, got 'x'" in capsys.readouterr().err

@@ -218,6 +218,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _sizes(text: str) -> list[int]:
+    """An argparse type: comma-separated whole numbers >= 1, e.g. ``1,32``."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected sizes such as 1,32")
+    return [_positive(p) for p in parts]
+
+
 def _count(text: str) -> int:
     """An argparse type: a whole number >= 0."""
     try:
@@ -254,9 +270,14 @@ def _optimize(sub: argparse._SubParsersAction) -> None:
         help="comma-separated methods or groups (compile, onnx, int8, cudagraphs, ...; "
         "default: every method for the target; --methods help lists them)",
     )
-    p.add_argument("--batch-sizes", default="1,32", help="measured batch sizes (default 1,32)")
     p.add_argument(
-        "--target-batch", type=int, default=1, help="the batch size the guard compares at"
+        "--batch-sizes",
+        type=_sizes,
+        default=[1, 32],
+        help="measured batch sizes, comma-separated (default 1,32)",
+    )
+    p.add_argument(
+        "--target-batch", type=_positive, default=1, help="the batch size the guard compares at"
     )
     p.add_argument(
         "--tolerance",
@@ -270,7 +291,9 @@ def _optimize(sub: argparse._SubParsersAction) -> None:
         default=0.05,
         help="how much faster (p50, fraction) than the parent a candidate must be (default 0.05)",
     )
-    p.add_argument("--reps", type=int, default=100, help="timed calls per measurement at most")
+    p.add_argument(
+        "--reps", type=_positive, default=100, help="timed calls per measurement at most"
+    )
     p.add_argument(
         "--keep", choices=("best", "all"), default="best", help="register the best or all winners"
     )
@@ -290,7 +313,6 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         print(table(["method", "target", "what it does"], rows))
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     report = optimize_version(
         args.model,
         target=args.target,
@@ -299,7 +321,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         picture=Path(args.picture) if args.picture else None,
         log=print,
-        batch_sizes=sizes,
+        batch_sizes=args.batch_sizes,
         target_batch=args.target_batch,
         tolerance=args.tolerance,
         min_gain=args.min_gain,

@@ -237,6 +237,7 @@ def optimize_subject(
     """
     say = log or (lambda _line: None)
     device = check_target(target)
+    _check_options(batch_sizes, reps, warmup, tolerance, budget_s)
     chosen = resolve_methods(list(methods) if methods else None, target)
     sizes = list(dict.fromkeys(batch_sizes)) if subject.batched else [1]
     if not subject.batched:
@@ -294,6 +295,20 @@ def optimize_subject(
         say(f"  -> {result.status}: {result.reason}")
         report.results.append(result)
     return report
+
+
+def _check_options(
+    batch_sizes: Sequence[int], reps: int, warmup: int, tolerance: float, budget_s: float
+) -> None:
+    """Refuse measurement settings that cannot give a result, naming the setting."""
+    if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise AbyssalError(f"batch sizes must be whole numbers >= 1, got {list(batch_sizes)}")
+    for name, value, low in (("reps", reps, 1), ("warmup", warmup, 0)):
+        if not isinstance(value, int) or value < low:
+            raise AbyssalError(f"{name} must be a whole number >= {low}, got {value!r}")
+    for name, value in (("tolerance", tolerance), ("budget_s", budget_s)):
+        if not math.isfinite(value) or value < 0:
+            raise AbyssalError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _try_candidate(

@@ -137,8 +137,10 @@ def check_target(target: str) -> torch.device:
     """The device of ``target``.
 
     Raises:
-        OptimizeError: ``cuda`` without a CUDA device, in one line.
+        OptimizeError: an unknown target; ``cuda`` without a CUDA device, in one line.
     """
+    if target not in TARGETS:
+        raise OptimizeError(f"unknown target '{target}'; valid targets: {', '.join(TARGETS)}")
     if target == "cuda" and not torch.cuda.is_available():
         raise OptimizeError(
             f"--target cuda needs a CUDA GPU; torch {torch.__version__} sees none here "
