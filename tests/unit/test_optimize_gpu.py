@@ -110,6 +110,8 @@ def test_bfloat16_is_close_to_float32(method: str) -> None:
         assert got.dtype == torch.float32
         scale = want.abs().max()
         assert (got - want).abs().max() <= 0.03 * scale
+        # the base keeps FP32 for callers of its other methods (a live scorer's layers)
+        assert next(fast.base.parameters()).dtype == torch.float32
 
 
 def test_half_is_close_to_float32() -> None:

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -336,18 +337,19 @@ def _load_compile_cudagraphs(model: nn.Module, recipe: dict, files, ctx: LoadCon
 @_variant("cudagraph", ("cuda",), "whole-model CUDA graph replay, one graph per input shape")
 def _load_cudagraph(model: nn.Module, recipe: dict, files, ctx: LoadContext):
     """:class:`CudaGraphRunner`; recipe ``dtype``: ``float32`` (default), ``bfloat16``,
-    ``float16`` (the model is cast to it)."""
+    ``float16`` (a copy of the model is cast to it; the base keeps FP32 for callers of its other
+    methods, such as a live scorer that runs layers one by one)."""
     dtype = _dtype(recipe, "float32", tuple(_DTYPES))
-    model = model.to(dtype) if dtype != torch.float32 else model
-    return OptimizedModel(model, CudaGraphRunner(model, torch.device(ctx.device), dtype))
+    runs = copy.deepcopy(model).to(dtype) if dtype != torch.float32 else model
+    return OptimizedModel(model, CudaGraphRunner(runs, torch.device(ctx.device), dtype))
 
 
 def _load_low_precision(default: str):
     def load(model: nn.Module, recipe: dict, files, ctx: LoadContext) -> OptimizedModel:
-        """Eager forward in half precision; recipe ``dtype``: ``bfloat16`` or ``float16``."""
+        """Eager forward in half precision on a cast copy; recipe ``dtype``: ``bfloat16`` or
+        ``float16``. The base keeps FP32 for callers of its other methods."""
         dtype = _dtype(recipe, default, ("bfloat16", "float16"))
-        model = model.to(dtype)
-        return OptimizedModel(model, LowPrecisionRunner(model, dtype))
+        return OptimizedModel(model, LowPrecisionRunner(copy.deepcopy(model).to(dtype), dtype))
 
     return load
 
