@@ -35,6 +35,7 @@ from torch import fx, nn
 from torch.utils._pytree import tree_map_only
 
 from abyssal.core.errors import AbyssalError
+from abyssal.core.logs import quiet_loggers
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
 _OPERATOR = re.compile(r"\baten\.[A-Za-z_]\w*(?:\.\w+)?|\b([A-Za-z_]\w*)::[A-Za-z_]\w*")
@@ -160,16 +161,11 @@ def _export(model: nn.Module, inputs: tuple[Any, ...], shapes: Any) -> fx.GraphM
 def _quiet_export() -> Iterator[None]:
     """Hide what a failing export prints (its partial graph, fake-tensor and symbol logs): the
     failure is reported in the capture note or error instead."""
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+    with (
+        quiet_loggers(*_NOISY_LOGGERS, level=logging.CRITICAL),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        yield
 
 
 def _both_failed(model: nn.Module, export_error: BaseException, fx_error: BaseException) -> str:

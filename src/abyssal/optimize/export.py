@@ -17,10 +17,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from torch import nn
 
 from abyssal.core.atomic import atomic_path
 from abyssal.core.errors import AbyssalError
+from abyssal.core.logs import quiet_loggers
 from abyssal.core.optional import require
 from abyssal.nn.variant_runners import OnnxRunner, first_line, flatten_outputs, input_position
 
@@ -230,7 +229,7 @@ def _export(
     try:
         with warnings.catch_warnings():  # axes sharing a name: one is kept, as intended
             warnings.filterwarnings("ignore", message=r".*will not be used, since it shares")
-            with _quiet_loggers("onnx_ir", "onnxscript"):  # notes on defaulted attribute types
+            with quiet_loggers("onnx_ir", "onnxscript"):  # notes on defaulted attribute types
                 program = _dynamo_export(wrapper, tensors, names, outputs, axes, opset)
         with atomic_path(path) as tmp:
             program.save(tmp, external_data=False)
@@ -258,20 +257,6 @@ def _export(
             f"TorchScript exporter ({first_line(exc)})"
         ) from exc
     return "torchscript", f"dynamo exporter failed: {dynamo_error}"
-
-
-@contextlib.contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    """Only errors from these loggers while the block runs."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 def _dynamo_export(

@@ -32,6 +32,7 @@ from torch import nn
 
 from abyssal.core.atomic import move_into_place
 from abyssal.core.errors import AbyssalError
+from abyssal.core.logs import quiet_loggers
 from abyssal.core.optional import require
 from abyssal.core.state_flatten import storable_tensors
 from abyssal.nn.int8 import (
@@ -277,17 +278,13 @@ def _step(what: str, step: str, fn: Callable[..., Any], *args: Any) -> Any:
     """Run one step; its failure names ``what`` and ``step``. ORT's quantization tools log
     their notes (per-channel axes of 1-D weights, shape inference) to the root logger: only
     errors pass while a step runs."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
     try:
-        return fn(*args)
+        with quiet_loggers(""):
+            return fn(*args)
     except QuantizationError:
         raise
     except Exception as exc:  # ORT and onnx raise many types
         raise QuantizationError(f"{what}: {step} failed: {first_line(exc)}") from exc
-    finally:
-        root.setLevel(level)
 
 
 def _preprocess(src: Path, out: Path, *, required: bool) -> Path:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from abyssal.contracts.solution import Solution
 from abyssal.core.errors import AbyssalError
 
 Inputs = tuple[Any, ...]
@@ -146,11 +147,8 @@ def subject_from_version(
     check_data_paths(loaded, overrides)
     data = solution.prepare(cfg)
     metric, mode = solution.monitor(cfg, data)
-    try:
-        solution.model_inputs(cfg, data, 1, 0)
-        real = True
-    except AbyssalError:
-        real = False
+    # real inputs where the solution draws them from its data, else the examples resized
+    real = type(solution).model_inputs is not Solution.model_inputs
 
     def make_inputs(batch: int, seed: int) -> Inputs:
         if real:
