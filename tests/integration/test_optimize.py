@@ -226,3 +226,21 @@ def test_bad_settings_are_refused_before_anything_runs(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["optimize", "tabular:1", "--batch-sizes", "1,x"])
     assert "--batch-sizes: expected a whole number, got 'x'" in capsys.readouterr().err
+
+
+def test_every_kept_onnx_candidate_registers_its_own_file(parent) -> None:
+    ref, _ = parent
+    methods = ["onnx", "onnx-int8-dynamic", "onnx-int8-static"]
+    report = optimize_version(ref, "cpu", methods, keep="all", min_gain=-100.0, **QUICK)
+    assert [r.status for r in report.results] == ["accepted"] * 3
+    store = ModelStore()
+    shas = {store.resolve(r.registered).artifacts[0].sha256 for r in report.results}
+    assert len(shas) == 3  # FP32, dynamic INT8 and static INT8 are three different files
+    for result in report.results:  # each registered file runs what was measured
+        loaded = load_model(result.registered)
+        assert loaded.version.artifacts[0].name in ("model.onnx", "model.int8.onnx")
+        numeric, categorical = loaded.solution.example_inputs(loaded.cfg, loaded.spec)
+        with torch.inference_mode():
+            got = loaded.model(numeric, categorical)
+            want = result.candidate.module(numeric, categorical)
+        assert torch.allclose(got, want)

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 import shutil
 import tempfile
@@ -32,6 +31,7 @@ import torch
 
 from abyssal.core.display import fmt, table
 from abyssal.core.errors import AbyssalError
+from abyssal.core.logs import quiet_loggers
 from abyssal.optimize.candidates import (
     METHODS,
     BuildContext,
@@ -286,9 +286,9 @@ def optimize_subject(
         assignment = _analyse(subject, report, device, picture, say)
     load_context = _load_context(subject, device)
     reference = [output_tensors(subject.model(*inputs_for(sizes[-1])(seed))) for seed in (101, 102)]
+    ctx = BuildContext(subject, device, workdir, load_context, assignment)
     for i, method in enumerate(chosen, 1):
         say(f"[{i}/{len(chosen)}] {method}: {METHODS[method].summary}")
-        ctx = BuildContext(subject, device, workdir, load_context, assignment)
         result = _try_candidate(
             method, ctx, report, reference, inputs_for(sizes[-1]), timings, min_gain
         )
@@ -392,15 +392,8 @@ def _evaluate(subject: Subject, model: torch.nn.Module, quiet: bool = False) -> 
     which the parent's evaluation has already shown."""
     if subject.evaluate is None:
         return {}
-    logger = logging.getLogger("abyssal")
-    level = logger.level
-    if quiet:
-        logger.setLevel(logging.ERROR)
-    try:
-        with torch.inference_mode():
-            return dict(subject.evaluate(model))
-    finally:
-        logger.setLevel(level)
+    with quiet_loggers(*(["abyssal"] if quiet else [])), torch.inference_mode():
+        return dict(subject.evaluate(model))
 
 
 def _load_context(subject: Subject, device: torch.device) -> Any:

@@ -182,6 +182,7 @@ class BuildContext:
     workdir: Path
     load_context: Any
     assignment: dict[str, str] | None = None
+    exports: dict[str, Any] = field(default_factory=dict)  # the FP32 ONNX export, made once
 
 
 def parameter_bytes(model: nn.Module) -> int:
@@ -239,17 +240,21 @@ def _onnx(spec: Method, ctx: BuildContext) -> Candidate:
     subject = ctx.subject
     cpu_model = copy.deepcopy(subject.model).cpu().eval()
     example = to_device(subject.make_inputs(2 if subject.batched else 1, 0), "cpu")
-    fp32 = ctx.workdir / f"{spec.name}.fp32.onnx"
-    exported = export_onnx(cpu_model, example, fp32, input_axes=subject.input_axes)
+    exported = ctx.exports.get("fp32")
+    if exported is None:  # the ONNX methods share one FP32 export
+        fp32 = ctx.workdir / "model.fp32.onnx"
+        exported = export_onnx(cpu_model, example, fp32, input_axes=subject.input_axes)
+        ctx.exports["fp32"] = exported
+    fp32 = exported.path
     path, note = fp32, f"exported with the {exported.exporter} exporter"
     if exported.note:
         note += f" ({exported.note})"
     if spec.name == "onnx-int8-dynamic":
-        path = onnx_int8_dynamic(fp32, ctx.workdir / "model.int8.onnx")
+        path = onnx_int8_dynamic(fp32, ctx.workdir / f"{spec.name}.onnx")
         note += "; INT8 weights (MatMul, Gemm, Gather), activations quantized per call"
     elif spec.name == "onnx-int8-static":
         feeds = [exported.feed(inputs) for inputs in subject.calibration_inputs()]
-        path = onnx_int8_static(fp32, ctx.workdir / "model.int8.onnx", feeds)
+        path = onnx_int8_static(fp32, ctx.workdir / f"{spec.name}.onnx", feeds)
         note += f"; static QDQ INT8 calibrated on {len(feeds)} real input batches"
     real = [to_device(subject.make_inputs(2 if subject.batched else 1, s), "cpu") for s in (7, 8)]
     agreement = check_onnx(
