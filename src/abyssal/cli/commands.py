@@ -134,6 +134,13 @@ def _train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", help="model name in the store (default: the solution name)")
     p.add_argument("--alias", help="point this alias (e.g. candidate) at the new version")
+    p.add_argument(
+        "--nproc",
+        type=_positive,
+        metavar="N",
+        help="start N processes on this host with torchrun (one per GPU, or N CPU processes); "
+        "needs a distributed train.strategy (ddp, fsdp, parameter_server)",
+    )
     p.set_defaults(handler=cmd_train)
 
 
@@ -141,6 +148,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from abyssal.solutions import get_solution
     from abyssal.train.api import train
 
+    if args.nproc is not None:
+        from abyssal.cli.launch import launch_torchrun
+
+        return launch_torchrun(args.nproc, args.argv)
     out = train(
         args.solution,
         args.config,
@@ -149,6 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_name=args.name,
         alias=args.alias,
     )
+    if out is None:  # another process of a distributed launch reports
+        return 0
     print(f"\nrun {out.run.id}: registered {out.version.ref}")
     _print_metrics(get_solution(args.solution).metric_layout, out.metrics)
     return 0

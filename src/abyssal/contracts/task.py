@@ -32,25 +32,35 @@ class Shard:
     Args:
         rank: this process's index, ``0 <= rank < world_size``.
         world_size: the number of processes sharing the data.
+        offset: items at the front of the epoch's order already trained on (by any number of
+            processes) and skipped before dealing: set by the trainer when a run resumes
+            mid-epoch on another number of processes, 0 otherwise.
 
     Example:
         >>> Shard().take(3).tolist()
         [0, 1, 2]
+        >>> Shard(0, 2, offset=4).take(8).tolist()
+        [4, 6]
     """
 
     rank: int = 0
     world_size: int = 1
+    offset: int = 0
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ConfigError(f"bad shard: rank {self.rank} of world size {self.world_size}")
+        if self.offset < 0:
+            raise ConfigError(f"bad shard: offset {self.offset} < 0")
 
     def take(self, n: int, *, seed: int | None = None) -> np.ndarray:
         """This rank's indices of ``range(n)``.
 
-        The indices (shuffled by ``seed``, or in order when ``seed`` is ``None``) are dealt round
-        robin, so the ranks' parts are disjoint, together cover ``range(n)``, and differ in size
-        by at most one. The same ``(n, seed)`` gives the same parts on every process.
+        The indices (shuffled by ``seed``, or in order when ``seed`` is ``None``), past the first
+        ``offset``, are dealt round robin, so the ranks' parts are disjoint, together cover the
+        rest, and differ in size by at most one. The same ``(n, seed)`` gives the same parts on
+        every process. Dealt this way, the first ``k`` items of every rank together are the first
+        ``k * world_size`` items of the order, whatever the number of ranks.
 
         Args:
             n: how many items there are.
@@ -67,7 +77,7 @@ class Shard:
             order = np.arange(n, dtype=np.int64)
         else:
             order = np.random.default_rng(seed).permutation(n).astype(np.int64)
-        return order[self.rank :: self.world_size]
+        return order[self.offset + self.rank :: self.world_size]
 
     def split(self, items: np.ndarray, *, seed: int | None = None) -> np.ndarray:
         """This rank's part of ``items`` (an array of indices or rows), as :meth:`take` deals."""
@@ -88,7 +98,11 @@ class TrainTask(Protocol):
         """A fresh ``torch.nn.Module`` (weights drawn from the current torch RNG)."""
 
     def train_batches(self, epoch: int, shard: Shard) -> Iterable[Any]:
-        """This shard's training batches of epoch ``epoch`` (0-based), on the CPU."""
+        """This shard's training batches of epoch ``epoch`` (0-based), on the CPU.
+
+        Under strategies that keep processes in lockstep (``ddp``, ``fsdp``) the batches need a
+        length, so that every process trains the same number; a batch that defines ``len()``
+        (its number of items) lets a run resume mid-epoch on another number of processes."""
 
     def move_batch(self, batch: Any, device: Any) -> Any:
         """``batch`` moved to ``device``."""

@@ -1,7 +1,10 @@
 """How to train (not what): :class:`TrainConfig`, the ``train`` section of every solution's config.
 
 Optimizers and learning-rate schedules are chosen by name from the registries in
-:mod:`abyssal.train.optim`; the names are checked there before a run starts.
+:mod:`abyssal.train.optim`, strategies from :data:`abyssal.train.strategy.STRATEGIES`; the names
+are checked there before a run starts. Each built-in distributed strategy has its own section
+(``train.ddp``, ``train.fsdp``, ``train.parameter_server``); ``train.backend`` and
+``train.timeout_s`` apply to all of them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,77 @@ from typing import Literal
 
 from abyssal.core.config import field
 from abyssal.core.errors import ConfigError
+
+
+@dataclass
+class DDPConfig:
+    """``train.strategy=ddp``: torch ``DistributedDataParallel``."""
+
+    bucket_cap_mb: float = field(25.0, help="gradient all-reduce bucket size in MiB")
+    find_unused_parameters: bool = field(
+        False, help="allow parameters that some steps do not use (slower; off unless needed)"
+    )
+    static_graph: bool = field(
+        False, help="the set of used parameters never changes between steps (lets DDP optimise)"
+    )
+    gradient_as_bucket_view: bool = field(
+        True, help="gradients are views into the all-reduce buckets (saves one copy)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.bucket_cap_mb <= 0:
+            raise ConfigError(f"train.ddp.bucket_cap_mb must be > 0, got {self.bucket_cap_mb}")
+
+
+@dataclass
+class FSDPConfig:
+    """``train.strategy=fsdp``: fully sharded data parallelism (FSDP2 ``fully_shard``)."""
+
+    reshard_after_forward: bool = field(
+        True,
+        help="free gathered parameters after each block's forward (less memory, one more "
+        "all-gather in backward)",
+    )
+    param_dtype: Literal["auto", "fp32", "bf16", "fp16"] = field(
+        "auto",
+        help="dtype parameters are gathered and computed in; auto: bf16/fp16 when "
+        "train.precision asks for it, else fp32",
+    )
+    reduce_dtype: Literal["fp32", "bf16"] = field(
+        "fp32", help="dtype gradients are reduced in (fp32 keeps sums exact)"
+    )
+    cpu_offload: bool = field(
+        False,
+        help="keep sharded parameters, gradients and optimizer state in CPU memory (for models "
+        "whose state does not fit the GPUs even sharded; the step runs on the CPU)",
+    )
+    shard_modules: list[str] = field(
+        default_factory=list,
+        help="class names of the blocks sharded one by one (e.g. ['TransformerBlock']); empty: "
+        "every module held in a ModuleList or Sequential of two or more, else the whole model",
+    )
+
+
+@dataclass
+class ParameterServerConfig:
+    """``train.strategy=parameter_server``: asynchronous training against parameter servers."""
+
+    servers: int = field(
+        1, help="how many of the launched processes hold parameters (the others are workers)"
+    )
+    staleness: int = field(
+        0,
+        help="how many steps a worker may run ahead of the slowest one; 0: synchronous (every "
+        "step waits for all workers' gradients)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.servers < 1:
+            raise ConfigError(f"train.parameter_server.servers must be >= 1, got {self.servers}")
+        if self.staleness < 0:
+            raise ConfigError(
+                f"train.parameter_server.staleness must be >= 0, got {self.staleness}"
+            )
 
 
 @dataclass
@@ -69,7 +143,28 @@ class TrainConfig:
     patience: int = field(10, help="evaluations without improvement before stopping; 0: never stop")
     checkpoint_every: int = field(1, help="write a resumable checkpoint every N evaluations")
     progress: bool = field(True, help="show a progress bar with ETA and live metrics")
-    strategy: Literal["local"] = field("local", help="local: one process, CPU or one CUDA device")
+    strategy: str = field(
+        "local",
+        help="local: one process, CPU or one CUDA device; ddp: data parallel over processes "
+        "(launch with --nproc N or torchrun); fsdp: fully sharded data parallel; "
+        "parameter_server: asynchronous workers and parameter servers",
+    )
+    backend: Literal["auto", "nccl", "gloo"] = field(
+        "auto", help="distributed strategies: auto picks nccl on CUDA devices, gloo on CPUs"
+    )
+    timeout_s: float = field(
+        600.0,
+        help="distributed strategies: a collective that waits longer than this (a rank died or "
+        "hangs) fails the run instead of hanging",
+    )
+    ddp: DDPConfig = field(default_factory=DDPConfig, help="train.strategy=ddp settings")
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig, help="train.strategy=fsdp settings")
+    parameter_server: ParameterServerConfig = field(
+        default_factory=ParameterServerConfig, help="train.strategy=parameter_server settings"
+    )
+    compile: bool = field(
+        False, help="torch.compile the model's forward for training (first steps compile)"
+    )
     deterministic: bool = field(
         True,
         help="deterministic kernels (torch.use_deterministic_algorithms), so that a run repeats "
@@ -94,6 +189,8 @@ class TrainConfig:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"train.timeout_s must be > 0, got {self.timeout_s}")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
             raise ConfigError(
                 f"train.clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}"

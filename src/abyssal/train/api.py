@@ -9,15 +9,24 @@ their data from any working directory.
 A run's status tells how far it got: the trainer leaves it ``trained``, and only once its model
 version is registered is it ``completed``. Resuming a run that was killed in between registers its
 model without training again; resuming a run that already registered one returns that version.
+
+Under a distributed strategy (``train.strategy=ddp`` and a ``torchrun`` launch) every process
+calls :func:`train`: each prepares the data and trains its shard; only the main process creates
+the run (the others open it by the id it broadcasts), writes checkpoints and registers the model
+version, and only it gets a :class:`TrainOutcome` (the others get ``None``). Parameter-server
+processes serve the workers and return ``None``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from abyssal.contracts.solution import Solution
+from abyssal.contracts.task import TrainTask
+from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.config import load_config, path_values, resolve_paths
 from abyssal.core.devices import autocast_dtype, resolve_device
 from abyssal.core.errors import AbyssalError
@@ -27,7 +36,9 @@ from abyssal.core.store import ModelStore, ModelVersion
 from abyssal.core.versions import check_alias, check_name
 from abyssal.solutions import get_solution
 from abyssal.solutions.loading import version_config
+from abyssal.train.checkpoint import TrainState
 from abyssal.train.optim import check_names, trainable_parameters
+from abyssal.train.strategy import Strategy, check_strategy_name, make_strategy
 from abyssal.train.trainer import FitResult, Trainer
 
 
@@ -61,7 +72,7 @@ def train(
     model_name: str | None = None,
     alias: str | None = None,
     home: str | Path | None = None,
-) -> TrainOutcome:
+) -> TrainOutcome | None:
     """Train ``solution_name`` and register the best model as a new version.
 
     The data is read and validated before the run is created, so bad input leaves nothing behind.
@@ -79,7 +90,8 @@ def train(
         home: the abyssal home (store and runs); ``$ABYSSAL_HOME`` or ``~/.abyssal`` by default.
 
     Returns:
-        The run, the registered version and its metrics.
+        The run, the registered version and its metrics; ``None`` on every process but the main
+        one of a distributed launch.
 
     Raises:
         RunLockedError: ``resume`` names a run another process is executing (its pid is named).
@@ -98,23 +110,26 @@ def train(
         cfg = resolve_paths(typed)
         dest.typed_paths = _typed_paths(typed, cfg)
         _check_device(cfg)
-        return _train_new(solution, cfg, solution.prepare(cfg), dest)
+        with _joined(cfg.train) as strategy:
+            return _train_new(solution, cfg, solution.prepare(cfg), dest, strategy)
     if config_path is not None or overrides:
         raise AbyssalError(
             "--resume continues with the run's saved config: drop --config/overrides"
         )
     run = Run.open(resume, root=home)
-    run.lock()  # refused at once while another process executes the run
     if run.solution != solution.name:
         raise AbyssalError(f"run {run.id} trained '{run.solution}', not '{solution.name}'")
-    produced = dest.store.versions_of_run(run.id)
-    if produced:
-        return _already_registered(run, produced[-1], dest)
     cfg = resolve_paths(load_config(solution.config_cls, run.config_path))
     _check_device(cfg)
-    data = solution.prepare(cfg)
-    task = solution.task(cfg, data)
-    return _fit_and_register(solution, cfg, data, task, run, dest, resume=True)
+    with _joined(cfg.train) as strategy:
+        if strategy.is_main:
+            run.lock()  # refused at once while another process executes the run
+        produced = dest.store.versions_of_run(run.id)
+        if produced:
+            return _already_registered(run, produced[-1], dest) if strategy.is_main else None
+        data = solution.prepare(cfg)
+        task = solution.task(cfg, data)
+        return _fit_and_register(solution, cfg, data, task, run, dest, strategy, resume=True)
 
 
 def train_prepared(
@@ -125,10 +140,11 @@ def train_prepared(
     model_name: str | None = None,
     alias: str | None = None,
     home: str | Path | None = None,
-) -> TrainOutcome:
+) -> TrainOutcome | None:
     """Train on data already prepared (e.g. a ``torch_geometric`` graph) and register the model.
 
-    The same checks as :func:`train` run before the run is created.
+    The same checks as :func:`train` run before the run is created. Under a distributed launch
+    every process calls it and only the main one gets the outcome.
 
     Example:
         >>> from abyssal.solutions.fraud.dataset import prepare_pyg_data
@@ -138,7 +154,101 @@ def train_prepared(
     dest = _checked_destination(solution, model_name, alias, home)
     cfg = resolve_paths(cfg)
     _check_device(cfg)
-    return _train_new(solution, cfg, data, dest)
+    with _joined(cfg.train) as strategy:
+        return _train_new(solution, cfg, data, dest, strategy)
+
+
+def fit_task(
+    task: TrainTask,
+    cfg: TrainConfig,
+    *,
+    metric: str,
+    mode: Literal["max", "min"] = "max",
+    home: str | Path | None = None,
+    on_step: Callable[[TrainState], None] | None = None,
+    label: str = "task",
+    resume: str | None = None,
+) -> FitResult | None:
+    """Train any :class:`~abyssal.contracts.task.TrainTask` under ``cfg.strategy`` in a new run
+    (no solution, no model version): what benchmarks and custom loops use.
+
+    Args:
+        task: the task.
+        cfg: the ``train`` config (strategy, precision, steps, ...).
+        metric: the validation metric to watch; ``mode`` whether larger is better.
+        home: the abyssal home for the run record and checkpoints.
+        on_step: called after every optimizer step on every training process.
+        label: the run's solution label.
+        resume: a run id to continue from its last checkpoint (on any number of processes).
+
+    Returns:
+        The fit result on training processes; ``None`` on parameter-server processes.
+
+    Example:
+        >>> cfg = TrainConfig(max_steps=100)
+        >>> fit = fit_task(task, cfg, metric="val_loss", mode="min")  # doctest: +SKIP
+    """
+    check_names(cfg)
+    check_strategy_name(cfg.strategy)
+    with _joined(cfg) as strategy:
+        if resume is None:
+            run = _shared_run(strategy, lambda: Run.create("train", label, cfg, root=home), home)
+        else:
+            run = Run.open(resume, root=home)
+        if not strategy.trains:
+            strategy.serve(_builder(task, cfg), cfg)
+            return None
+        trainer = Trainer(task, cfg, run, metric=metric, mode=mode, strategy=strategy)
+        trainer.on_step = on_step
+        return trainer.fit(resume=resume is not None)
+
+
+class _joined:
+    """``with _joined(cfg) as strategy``: the strategy (joining the process group), closed at
+    the end: cleanly after success, at once after an error."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.strategy: Strategy | None = None
+
+    def __enter__(self) -> Strategy:
+        check_strategy_name(self.cfg.strategy)
+        self.strategy = make_strategy(self.cfg)
+        return self.strategy
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if self.strategy is not None:
+            self.strategy.close(ok=kind is None)
+
+
+def _shared_run(strategy: Strategy, create: Callable[[], Run], home: str | Path | None) -> Run:
+    """The new run: created by the main process, opened by the others with the id it sends."""
+    run, error = None, None
+    if strategy.is_main:
+        try:
+            run = create()
+        except Exception as exc:  # the others wait for the id: send them word first
+            error = exc
+    ident = strategy.broadcast(None if run is None else run.id)
+    if error is not None:
+        raise error
+    if ident is None:
+        raise AbyssalError("the main process could not create the run (see its error)")
+    return run if run is not None else Run.open(ident, root=home)
+
+
+def _builder(task: TrainTask, cfg: TrainConfig) -> Callable[[], Any]:
+    """How a serving process builds the model: as the trainer does (seeded, frozen set)."""
+
+    def build() -> Any:
+        from abyssal.core.devices import seed_everything
+
+        seed_everything(cfg.seed)
+        model = task.build_model()
+        trainable_parameters(model, cfg.trainable, cfg.frozen)
+        return model
+
+    return build
 
 
 def _checked_destination(
@@ -164,17 +274,24 @@ def _typed_paths(typed: Any, resolved: Any) -> dict[str, str]:
 
 
 def _check_device(cfg: Any) -> None:
-    """The configured device exists here, and the precision suits it."""
-    autocast_dtype(cfg.train.precision, resolve_device(cfg.train.device))
+    """The strategy is known; for one process, the device exists here and the precision suits
+    it (distributed strategies check their devices when they start)."""
+    check_strategy_name(cfg.train.strategy)
+    if cfg.train.strategy == "local":
+        autocast_dtype(cfg.train.precision, resolve_device(cfg.train.device))
 
 
-def _train_new(solution: Solution, cfg: Any, data: Any, dest: _Destination) -> TrainOutcome:
+def _train_new(
+    solution: Solution, cfg: Any, data: Any, dest: _Destination, strategy: Strategy
+) -> TrainOutcome | None:
     task = solution.task(cfg, data)  # checks the data against the config before a run exists
     check_names(cfg.train)
     if cfg.train.trainable is not None or cfg.train.frozen:  # patterns are checked up front too
         trainable_parameters(task.build_model(), cfg.train.trainable, cfg.train.frozen)
-    run = Run.create("train", solution.name, cfg, root=dest.home)
-    return _fit_and_register(solution, cfg, data, task, run, dest, resume=False)
+    run = _shared_run(
+        strategy, lambda: Run.create("train", solution.name, cfg, root=dest.home), dest.home
+    )
+    return _fit_and_register(solution, cfg, data, task, run, dest, strategy, resume=False)
 
 
 def _fit_and_register(
@@ -184,12 +301,20 @@ def _fit_and_register(
     task: Any,
     run: Run,
     dest: _Destination,
+    strategy: Strategy,
     *,
     resume: bool,
-) -> TrainOutcome:
+) -> TrainOutcome | None:
+    if not strategy.trains:
+        strategy.serve(_builder(task, cfg.train), cfg.train)
+        return None
     metric, mode = solution.monitor(cfg, data)
-    trainer = Trainer(task, cfg.train, run, metric=metric, mode=mode, end_status="trained")
+    trainer = Trainer(
+        task, cfg.train, run, metric=metric, mode=mode, end_status="trained", strategy=strategy
+    )
     fit = trainer.fit(resume=resume)
+    if not strategy.is_main:
+        return None
     try:
         metrics = _final_metrics(solution, cfg, data, fit)
         version = _register(solution, cfg, data, fit, run, metrics, dest)

@@ -3,12 +3,16 @@
 A checkpoint called ``name`` (``"last"``, ``"best"``) in a folder is::
 
     <name>-<sha256[:16]>.safetensors   every tensor: model.<key>, optim.state.<param index>.<key>,
-                                       rng.torch_cpu (uint8), rng.cuda.<device index> (uint8)
+                                       rng.torch_cpu (uint8), rng.cuda.<device index> (uint8), and
+                                       rng.rank<r>.* for the other ranks of a distributed run
     <name>.json                        everything else, and the file name + sha256 of the tensors
     <name>.prev.json                   the previous <name>.json, kept as a fall-back
 
 The JSON holds the training counters (:class:`TrainState`), the optimizer's ``param_groups`` and
-non-tensor state, the Python and NumPy RNG states and the ``GradScaler`` state. Saving writes the
+non-tensor state, the Python and NumPy RNG states and the ``GradScaler`` state. The model and
+optimizer states are full (never sharded) and the optimizer's state is keyed by parameter index,
+so a checkpoint written by a run of N processes (any strategy) loads into a run of M processes or
+into one model on one CPU. Saving writes the
 tensors to a temporary file, renames it into place, then writes the JSON the same way, last. A
 killed process therefore leaves the old JSON naming the old, intact tensors file. Loading checks the
 tensors against the sha256 that the JSON names; a mismatch (a torn or damaged pair) falls back to
@@ -29,6 +33,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,12 @@ class TrainState:
         best_step: the step at which ``best_metric`` was reached.
         evals_since_improvement: evaluations since ``best_step``.
         stopped_early: whether early stopping ended the run.
+        world_size: how many processes trained when the checkpoint was written.
+        items_in_epoch: how many items (over all processes) of the epoch after ``epoch`` were
+            trained on, when the task's batches tell their size; ``None`` when unknown. It lets a
+            run resumed mid-epoch on another number of processes continue at the same place.
+        epoch_offset: items of the current epoch trained before a resume on another number of
+            processes (the epoch's batches then start after them).
     """
 
     epoch: int = -1
@@ -80,6 +91,9 @@ class TrainState:
     best_step: int | None = None
     evals_since_improvement: int = 0
     stopped_early: bool = False
+    world_size: int = 1
+    items_in_epoch: int | None = 0
+    epoch_offset: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainState:
@@ -116,27 +130,41 @@ class Checkpoint:
         """The model's ``state_dict`` (CPU tensors)."""
         return {k[6:]: v for k, v in self.tensors.items() if k.startswith("model.")}
 
+    def optimizer_state(self) -> dict[str, Any] | None:
+        """The optimizer's ``state_dict`` (state keyed by parameter index), or ``None`` for a
+        weights-only checkpoint."""
+        return None if self.meta.get("optimizer") is None else _unflatten_optimizer(self)
+
+    @property
+    def rng_ranks(self) -> int:
+        """How many processes' RNG states the checkpoint holds (0 when none)."""
+        if self.meta.get("rng") is None:
+            return 0
+        return 1 + len(self.meta.get("rng_ranks") or [])
+
 
 def save_checkpoint(
     directory: str | Path,
     name: str,
     *,
-    model: nn.Module,
+    model: nn.Module | Mapping[str, torch.Tensor],
     state: TrainState,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | Mapping[str, Any] | None = None,
     scaler: torch.amp.GradScaler | None = None,
-    rng: bool = True,
+    rng: bool | Sequence[RngState] = True,
 ) -> Path:
     """Write a checkpoint atomically (tensors first, the JSON that names them last).
 
     Args:
         directory: the checkpoint folder (created if missing).
         name: the checkpoint's name, e.g. ``"last"`` or ``"best"``.
-        model: the (unwrapped) model whose ``state_dict`` is saved.
+        model: the (unwrapped) model, or its full ``state_dict``.
         state: the training counters.
-        optimizer: the optimizer, or ``None`` for a weights-only checkpoint.
+        optimizer: the optimizer or its full ``state_dict``; ``None`` for a weights-only
+            checkpoint.
         scaler: the ``GradScaler``, if mixed precision uses one.
-        rng: whether to save the Python, NumPy, torch CPU and CUDA RNG states.
+        rng: ``True``: save this process's Python, NumPy, torch CPU and CUDA RNG states;
+            ``False``: none; or every process's states in rank order (:func:`capture_rng`).
 
     Returns:
         The path of the JSON sidecar.
@@ -149,13 +177,21 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(directory, name)
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    weights = model.state_dict() if isinstance(model, nn.Module) else model
+    tensors = {f"model.{k}": v for k, v in weights.items()}
     meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "name": name}
     meta["saved"] = utc_now("milliseconds")
     meta["state"] = dataclasses.asdict(state)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = optimizer.state_dict()
     meta["optimizer"] = _flatten_optimizer(optimizer, tensors) if optimizer else None
     meta["scaler"] = scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}
-    meta["rng"] = _flatten_rng(tensors) if rng else None
+    ranks = [capture_rng()] if rng is True else list(rng or [])
+    meta["rng"] = _flatten_rng(ranks[0], tensors, "rng.") if ranks else None
+    if len(ranks) > 1:
+        meta["rng_ranks"] = [
+            _flatten_rng(r, tensors, f"rng.rank{i}.") for i, r in enumerate(ranks[1:], 1)
+        ]
     meta["tensors"], meta["sha256"] = _write_tensors(directory, name, tensors)
     current = directory / f"{name}.json"
     if current.exists():
@@ -312,10 +348,7 @@ def _remove_stale_temps(directory: Path, name: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def _flatten_optimizer(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
-) -> dict[str, Any]:
-    sd = optimizer.state_dict()
+def _flatten_optimizer(sd: Mapping[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     scalars: dict[str, dict[str, Any]] = {}
     for index, entries in sd["state"].items():
         for key, value in entries.items():
@@ -343,26 +376,62 @@ def _unflatten_optimizer(ckpt: Checkpoint) -> dict[str, Any]:
     return {"state": dict(sorted(state.items())), "param_groups": groups}
 
 
-def _flatten_rng(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    tensors["rng.torch_cpu"] = torch.get_rng_state()
+@dataclass
+class RngState:
+    """One process's random number generator states (picklable, to gather across ranks)."""
+
+    python: Any
+    numpy: dict[str, Any]
+    torch_cpu: torch.Tensor
+    cuda: list[torch.Tensor]
+    cuda_current: bool = False  # ``cuda`` holds the current device's state only
+
+
+def capture_rng(all_devices: bool = True) -> RngState:
+    """This process's Python, NumPy, torch CPU and (initialised) CUDA RNG states.
+
+    Args:
+        all_devices: every visible CUDA device's state (one process, one or more GPUs), or only
+            the current device's (one process per GPU: touching the others would create a CUDA
+            context on each).
+    """
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    states = torch.cuda.get_rng_state_all() if cuda else []
-    for index, value in enumerate(states):
-        tensors[f"rng.cuda.{index}"] = value
     numpy_state = np.random.get_state(legacy=False)
     numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
-    return {"python": random.getstate(), "numpy": numpy_state, "cuda_devices": len(states)}
+    states: list[torch.Tensor] = []
+    if cuda and all_devices:
+        states = list(torch.cuda.get_rng_state_all())
+    elif cuda:
+        states = [torch.cuda.get_rng_state()]
+    return RngState(
+        random.getstate(), numpy_state, torch.get_rng_state(), states, cuda and not all_devices
+    )
 
 
-def restore_rng(ckpt: Checkpoint) -> None:
-    """Restore the Python, NumPy, torch CPU and (same device count) CUDA RNG states, if saved."""
-    saved = ckpt.meta.get("rng")
-    if saved is None:
-        return
+def _flatten_rng(rng: RngState, tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, Any]:
+    tensors[f"{prefix}torch_cpu"] = rng.torch_cpu
+    for index, value in enumerate(rng.cuda):
+        tensors[f"{prefix}cuda.{index}"] = value
+    out = {"python": rng.python, "numpy": rng.numpy, "cuda_devices": len(rng.cuda)}
+    if rng.cuda_current:
+        out["cuda_current"] = True
+    return out
+
+
+def restore_rng(ckpt: Checkpoint, rank: int = 0) -> bool:
+    """Restore the Python, NumPy, torch CPU and (same device count) CUDA RNG states of process
+    ``rank``, if the checkpoint holds them; returns whether it did."""
+    if rank >= ckpt.rng_ranks:
+        return False
+    saved = ckpt.meta["rng"] if rank == 0 else ckpt.meta["rng_ranks"][rank - 1]
+    prefix = "rng." if rank == 0 else f"rng.rank{rank}."
     version, internal, gauss = saved["python"]
     random.setstate((version, tuple(internal), gauss))
     np.random.set_state(saved["numpy"])
-    torch.set_rng_state(ckpt.tensors["rng.torch_cpu"])
+    torch.set_rng_state(ckpt.tensors[f"{prefix}torch_cpu"])
     count = saved["cuda_devices"]
-    if count and torch.cuda.is_available() and torch.cuda.device_count() == count:
-        torch.cuda.set_rng_state_all([ckpt.tensors[f"rng.cuda.{i}"] for i in range(count)])
+    if saved.get("cuda_current") and count == 1 and torch.cuda.is_available():
+        torch.cuda.set_rng_state(ckpt.tensors[f"{prefix}cuda.0"])
+    elif count and torch.cuda.is_available() and torch.cuda.device_count() == count:
+        torch.cuda.set_rng_state_all([ckpt.tensors[f"{prefix}cuda.{i}"] for i in range(count)])
+    return True

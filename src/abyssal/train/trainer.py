@@ -20,16 +20,17 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import clip_grad_norm_
 from tqdm.auto import tqdm
 
 from abyssal.contracts.task import TrainTask
@@ -45,17 +46,18 @@ from abyssal.core.runs import Run
 from abyssal.train.checkpoint import (
     Checkpoint,
     TrainState,
+    capture_rng,
     checkpoint_exists,
     read_checkpoint,
-    restore_checkpoint,
     restore_rng,
     save_checkpoint,
 )
 from abyssal.train.optim import build_optimizer, lr_factor, set_learning_rate, trainable_parameters
-from abyssal.train.strategy import STRATEGIES, Strategy
+from abyssal.train.strategy import Strategy, load_model_state, make_strategy
 
 RESERVED_KEYS = ("epoch", "step", "train_loss", "time")
 _MIN_HINTS = ("loss", "rmse", "mse", "mae", "error")
+_CUDA_LOSS_CHECK_EVERY = 50  # steps between loss checks on a GPU (each one waits for the GPU)
 
 
 @dataclass
@@ -97,6 +99,11 @@ class _Session:
     pending_rng: Checkpoint | None = None  # RNG to restore after skipping a resumed epoch's batches
     bar: Any = None
     clock: float = field(default_factory=time.perf_counter)
+    loss_window: torch.Tensor | None = None  # summed loss of steps not yet checked, on the device
+    window_first_step: int = 0  # the first step loss_window covers
+    local_items: int | None = 0  # items this process trained on in the epoch (None: unknown)
+    topology_offset: int | None = None  # items of the resumed epoch done under another topology
+    trimmed: bool = False  # already said that ranks trim epochs to a common batch count
 
 
 class Trainer:
@@ -110,10 +117,12 @@ class Trainer:
             (normally the solution's choice).
         mode: whether larger ``metric`` is better; used when ``cfg.early_stopping_mode`` is
             ``auto``.
-        strategy: where to train; ``STRATEGIES.get(cfg.strategy)()`` by default.
+        strategy: where to train; ``make_strategy(cfg)`` by default.
         end_status: the run's status when training ends: ``completed``, or ``trained`` for a
             caller that still has to register the model (:func:`abyssal.train.api.train` then
             sets ``completed``), so that a run killed in between does not read as completed.
+        on_step: called with the counters after every optimizer step, on every training process
+            (e.g. to time steps); it must not change them.
 
     Raises:
         ConfigError: no metric to watch, or an ``end_status`` other than these two.
@@ -134,6 +143,7 @@ class Trainer:
         mode: Literal["max", "min"] = "max",
         strategy: Strategy | None = None,
         end_status: Literal["completed", "trained"] = "completed",
+        on_step: Callable[[TrainState], None] | None = None,
     ) -> None:
         if end_status not in ("completed", "trained"):
             raise ConfigError(f"end_status must be 'completed' or 'trained', got {end_status!r}")
@@ -145,25 +155,33 @@ class Trainer:
         if not self.metric:
             raise ConfigError("no validation metric to watch: set train.early_stopping_metric")
         self.mode = _resolve_mode(cfg, metric, mode)
-        self.strategy = strategy if strategy is not None else STRATEGIES.get(cfg.strategy)()
+        self.strategy = strategy if strategy is not None else make_strategy(cfg)
+        self.on_step = on_step
 
     def fit(self, resume: bool = False) -> FitResult:
         """Train to the end (``cfg.epochs``, ``cfg.max_steps`` or early stopping).
 
+        Call it on every training process of the strategy; only the main one writes the run's
+        records and checkpoints.
+
         Args:
             resume: continue from the run's last checkpoint (model, optimizer, scaler, counters,
-                best-so-far, metric history, and the position inside a partly trained epoch); a
-                run that has already reached its end just returns its result.
+                best-so-far, metric history, and the position inside a partly trained epoch,
+                also when the number of processes changed); a run that has already reached its
+                end just returns its result.
 
         Returns:
-            The result, with the best weights loaded.
+            The result, with the best weights loaded into a plain (unwrapped, unsharded) model.
 
         Raises:
             RunLockedError: another process is training the run (nothing is changed then).
-            AbyssalError: a non-finite training loss (naming the epoch and step), a missing
-                validation metric, a damaged checkpoint, or ``resume=False`` on a run that already
-                has checkpoints. The run is marked ``failed`` (``interrupted`` on Ctrl-C).
+            AbyssalError: a non-finite training loss (naming the epoch and steps), a missing
+                validation metric, a damaged checkpoint or one of another model, or
+                ``resume=False`` on a run that already has checkpoints. The run is marked
+                ``failed`` (``interrupted`` on Ctrl-C).
         """
+        if not self.strategy.trains:
+            raise AbyssalError("this process serves the others (strategy.serve), it does not train")
         if self.strategy.is_main:
             self.run.lock()  # before anything else: a second trainer changes nothing
         try:
@@ -182,15 +200,21 @@ class Trainer:
             self._loop(s)
         return self._finish(s)
 
+    def build_model(self) -> nn.Module:
+        """The task's model as every process builds it: seeded, with frozen parameters set."""
+        seed_everything(self.cfg.seed)
+        raw = self.task.build_model()
+        trainable_parameters(raw, self.cfg.trainable, self.cfg.frozen)  # freeze before wrapping
+        return raw
+
     def _start(self, resume: bool) -> _Session:
         cfg = self.cfg
         device = self.strategy.device(cfg.device)
         dtype = autocast_dtype(cfg.precision, device)
         total = self._total_steps()
-        seed_everything(cfg.seed)
-        raw = self.task.build_model()
-        trainable_parameters(raw, cfg.trainable, cfg.frozen)  # freeze before any wrapping
-        model = self.strategy.setup(raw, device)
+        model = self.strategy.setup(self.build_model(), device)
+        if cfg.compile:
+            model.compile()  # in place: parameter names and checkpoints stay as they are
         optimizer = build_optimizer(self.strategy.unwrap(model), cfg)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         s = _Session(model, optimizer, scaler, device, dtype, total)
@@ -203,19 +227,34 @@ class Trainer:
         if self.strategy.is_main:
             self.run.set_status("running")
         trained = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+        where = f"{device}"
+        if self.strategy.world_size > 1:
+            where = f"{self.strategy.world_size} processes ({self.strategy.name}, {device} here)"
         self._log(
-            f"training on {device}, precision {dtype or torch.float32}, metric {self.metric} "
+            f"training on {where}, precision {dtype or torch.float32}, metric {self.metric} "
             f"({self.mode}), {trained:,} trainable parameters, {total or 'unknown'} steps"
         )
         return s
 
+    def _batch_count(self, batches: Any) -> int | None:
+        """The epoch's batch count every process trains (the fewest any has, in lockstep)."""
+        count = len(batches) if hasattr(batches, "__len__") else None
+        if not self.strategy.lockstep or self.strategy.world_size == 1:
+            return count
+        if count is None:
+            raise ConfigError(
+                f"train.strategy={self.strategy.name} keeps processes in step, so every process "
+                "must train the same number of batches, and this task's batches have no length"
+            )
+        return self.strategy.agree(count, "min")
+
     def _total_steps(self) -> int | None:
         """All optimizer steps of the run, when the task's batches have a length (or max_steps)."""
         cfg = self.cfg
-        batches = self.task.train_batches(0, self.strategy.shard)
+        count = self._batch_count(self.task.train_batches(0, self.strategy.shard))
         total = None
-        if hasattr(batches, "__len__"):
-            total = cfg.epochs * math.ceil(len(batches) / cfg.grad_accum_steps)
+        if count is not None:
+            total = cfg.epochs * math.ceil(count / cfg.grad_accum_steps)
         if cfg.max_steps is not None:
             total = cfg.max_steps if total is None else min(total, cfg.max_steps)
         if total is None and cfg.schedule != "constant":
@@ -235,27 +274,47 @@ class Trainer:
         ckpt = read_checkpoint(folder, "last")
         if ckpt.note:
             self._log(ckpt.note)
-        model = self.strategy.unwrap(s.model)
-        s.state = restore_checkpoint(
-            ckpt, model=model, optimizer=s.optimizer, scaler=s.scaler, rng=False
-        )
-        if s.state.batches_in_epoch:
+        self.strategy.load_state(s.model, s.optimizer, ckpt.model_state(), ckpt.optimizer_state())
+        if s.scaler.is_enabled() and ckpt.meta.get("scaler"):
+            s.scaler.load_state_dict(ckpt.meta["scaler"])
+        s.state = st = ckpt.state
+        moved = st.world_size != self.strategy.world_size
+        if st.batches_in_epoch:
             s.pending_rng = ckpt
-        step = s.state.global_step
+            if moved:
+                self._resume_elsewhere(s, st)
+        step = st.global_step
         if self.strategy.is_main:
             self.run.truncate_metrics_after_step(step)
         s.history = [r for r in self.run.metrics_history() if r.get("step", -1) <= step]
-        st = s.state
         where = f"{st.batches_in_epoch} batches into epoch {st.epoch + 1}"
-        if not st.batches_in_epoch:
+        if s.topology_offset is not None:
+            where = f"{s.topology_offset} items into epoch {st.epoch + 1}"
+        elif not st.batches_in_epoch:
             where = f"after epoch {st.epoch}"
-        self._log(f"resumed {where} (step {step})")
+        was = f", written by {st.world_size} processes" if moved else ""
+        self._log(f"resumed {where} (step {step}{was})")
+
+    def _resume_elsewhere(self, s: _Session, st: TrainState) -> None:
+        """A mid-epoch checkpoint of another number of processes: continue the epoch's order
+        after the items already trained on, dealt over this run's processes."""
+        if st.items_in_epoch is None:
+            raise AbyssalError(
+                f"cannot resume mid-epoch on {self.strategy.world_size} processes: the checkpoint "
+                f"was written by {st.world_size} after {st.batches_in_epoch} batches of epoch "
+                f"{st.epoch + 1}, and this task's batches do not tell their size (len), so the "
+                f"position cannot be carried over; resume on {st.world_size} processes"
+            )
+        s.topology_offset = st.items_in_epoch
+        st.batches_in_epoch = 0
 
     def _finished(self, s: _Session) -> bool:
         st, cfg = s.state, self.cfg
         if st.stopped_early or (cfg.max_steps is not None and st.global_step >= cfg.max_steps):
             return True
-        return st.epoch + 1 >= cfg.epochs and st.batches_in_epoch == 0
+        return (
+            st.epoch + 1 >= cfg.epochs and st.batches_in_epoch == 0 and (s.topology_offset is None)
+        )
 
     def _loop(self, s: _Session) -> None:
         by_step = self.cfg.max_steps is not None
@@ -277,19 +336,22 @@ class Trainer:
         # Every epoch starts from RNG states fixed by (seed, epoch) alone, so a resumed run
         # draws the same batches and dropout masks as an uninterrupted one.
         seed_everything(derive_seed(self.cfg.seed, epoch))
-        batches = self._epoch_batches(s, epoch)
+        batches, remaining = self._epoch_batches(s, epoch)
         k, window, pending = self.cfg.grad_accum_steps, None, 0
-        for batch in batches:
-            loss = self._backward(s, batch)
+        for i, batch in enumerate(batches):
+            last = remaining is not None and i + 1 == remaining
+            loss = self._backward(s, batch, sync=pending + 1 == k or last)
             window = loss if window is None else window + loss
             pending += 1
             s.state.batches_in_epoch += 1
+            if s.local_items is not None:
+                s.local_items = s.local_items + len(batch) if hasattr(batch, "__len__") else None
             if pending == k:
                 self._step(s, epoch, window, pending)
                 window, pending = None, 0
                 if self._after_step(s, epoch):
                     return
-        if s.state.batches_in_epoch == 0:
+        if s.state.batches_in_epoch == 0 and s.topology_offset is None:
             raise AbyssalError(f"the task yielded no training batches for epoch {epoch}")
         if pending:  # flush the partial accumulation at the end of the epoch
             self._step(s, epoch, window, pending)
@@ -297,24 +359,46 @@ class Trainer:
                 return
         self._end_epoch(s, epoch)
 
-    def _epoch_batches(self, s: _Session, epoch: int) -> Iterator[Any]:
-        """The epoch's batches; on a mid-epoch resume, past those already trained on."""
-        batches = iter(self.task.train_batches(epoch, self.strategy.shard))
-        skip = s.state.batches_in_epoch
+    def _epoch_batches(self, s: _Session, epoch: int) -> tuple[Iterator[Any], int | None]:
+        """The epoch's batches on this process, past those a resumed run already trained on,
+        and how many there are (``None``: unknown)."""
+        st = s.state
+        shard = self.strategy.shard
+        if st.epoch_offset:
+            shard = dataclasses.replace(shard, offset=st.epoch_offset)
+        skip = st.batches_in_epoch
+        if s.topology_offset is not None:  # resumed on another number of processes
+            st.epoch_offset = s.topology_offset
+            shard = dataclasses.replace(shard, offset=s.topology_offset)
+            s.topology_offset, skip = None, 0
+        s.local_items = 0
+        listed = self.task.train_batches(epoch, shard)
+        count = self._batch_count(listed)
+        own = len(listed) if hasattr(listed, "__len__") else None
+        if count is not None and own is not None and count < own and not s.trimmed:
+            s.trimmed = True
+            self._log(f"processes hold unequal batch counts: each trains {count} per epoch")
+        batches = iter(listed)
         for done in range(skip):
-            if next(batches, None) is None:
+            batch = next(batches, None)
+            if batch is None:
                 raise AbyssalError(
                     f"cannot resume: epoch {epoch} now has {done} batches, the checkpoint was "
                     f"written after {skip} (the data or the batch size changed)"
                 )
+            if s.local_items is not None:
+                s.local_items = s.local_items + len(batch) if hasattr(batch, "__len__") else None
         if s.pending_rng is not None:  # the RNG as it was when the checkpoint was written
-            restore_rng(s.pending_rng)
+            restore_rng(s.pending_rng, self.strategy.rank)
             s.pending_rng = None
-        return batches
+        if count is None:
+            return batches, None
+        return itertools.islice(batches, max(0, count - skip)), max(0, count - skip)
 
     def _end_epoch(self, s: _Session, epoch: int) -> None:
         st = s.state
         st.epoch, st.batches_in_epoch = epoch, 0
+        st.epoch_offset, st.items_in_epoch, s.local_items = 0, 0, 0
         if self.cfg.max_steps is None:
             s.bar.update(1)
         every = self.cfg.eval_every_steps
@@ -332,30 +416,35 @@ class Trainer:
             self._evaluate(s, epoch)
         return reached or st.stopped_early
 
-    def _backward(self, s: _Session, batch: Any) -> torch.Tensor:
-        """Forward and backward one batch; gradients add up, scaled by 1/k. Returns the loss."""
+    def _backward(self, s: _Session, batch: Any, sync: bool) -> torch.Tensor:
+        """Forward and backward one batch; gradients add up, scaled by 1/k. Returns the loss.
+
+        ``sync=False`` on micro-batches that do not end an accumulation window: the strategy
+        then skips gradient synchronisation (DDP's ``no_sync``)."""
         batch = self.task.move_batch(batch, s.device)
-        with self._autocast(s):
-            loss = self.task.training_loss(s.model, batch)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise AbyssalError(f"training_loss must return a scalar tensor, got {loss!r:.80}")
-        s.scaler.scale(loss.reshape(()) / self.cfg.grad_accum_steps).backward()
+        with self.strategy.accumulate(s.model, sync):
+            with self._autocast(s):
+                loss = self.task.training_loss(s.model, batch)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise AbyssalError(f"training_loss must return a scalar tensor, got {loss!r:.80}")
+            s.scaler.scale(loss.reshape(()) / self.cfg.grad_accum_steps).backward()
         return loss.detach().float().reshape(())
 
     def _step(self, s: _Session, epoch: int, window: torch.Tensor, count: int) -> None:
         """One optimizer step over ``count`` accumulated batches at the scheduled rate."""
         cfg, st = self.cfg, s.state
-        value = window.item()
-        if not math.isfinite(value):
-            raise AbyssalError(
-                f"training loss is {value} at epoch {epoch}, step {st.global_step + 1}: lower "
-                "train.lr, set train.clip_grad_norm, or check the data and the loss"
-            )
         k = cfg.grad_accum_steps
         if count < k:  # a partial window: make its gradient the mean over `count` batches
             for param in s.model.parameters():
                 if param.grad is not None:
                     param.grad.mul_(k / count)
+        if s.loss_window is None:
+            s.loss_window, s.window_first_step = window, st.global_step + 1
+        else:
+            s.loss_window = s.loss_window + window
+        st.loss_batches += count
+        if s.device.type == "cpu" or (st.global_step + 1) % _CUDA_LOSS_CHECK_EVERY == 0:
+            self._check_loss(s, epoch, st.global_step + 1)  # before the step, where it is cheap
         factor = lr_factor(
             cfg.schedule,
             step=st.global_step,
@@ -364,18 +453,33 @@ class Trainer:
             min_ratio=cfg.min_lr_ratio,
         )
         set_learning_rate(s.optimizer, factor)
-        if cfg.clip_grad_norm is not None:
-            s.scaler.unscale_(s.optimizer)
-            clip_grad_norm_(s.model.parameters(), cfg.clip_grad_norm)
-        s.scaler.step(s.optimizer)
-        s.scaler.update()
-        s.optimizer.zero_grad(set_to_none=True)
+        self.strategy.step(s.model, s.optimizer, s.scaler, cfg.clip_grad_norm)
         st.global_step += 1
-        st.loss_sum += value
-        st.loss_batches += count
+        if self.on_step is not None:
+            self.on_step(st)
+
+    def _check_loss(self, s: _Session, epoch: int, step: int) -> None:
+        """Move the device-side loss sum into the counters; fail on a non-finite loss.
+
+        On a GPU this waits for the device, so it runs every few dozen steps and before each
+        evaluation, not every step. Processes in lockstep agree on the verdict."""
+        if s.loss_window is None:
+            return
+        value = s.loss_window.item()
+        if self.strategy.lockstep and self.strategy.world_size > 1:
+            value = self.strategy.mean(value)
+        first, s.loss_window = s.window_first_step, None
+        if not math.isfinite(value):
+            steps = f"step {step}" if first == step else f"steps {first}-{step}"
+            raise AbyssalError(
+                f"training loss is {value} at epoch {epoch}, {steps}: lower train.lr, set "
+                "train.clip_grad_norm, or check the data and the loss"
+            )
+        s.state.loss_sum += value
 
     def _evaluate(self, s: _Session, epoch: int) -> None:
         st = s.state
+        self._check_loss(s, epoch, st.global_step)
         metrics = self._validate(s)
         train_loss = self.strategy.mean(st.loss_sum / max(1, st.loss_batches))
         now = time.perf_counter()
@@ -426,29 +530,41 @@ class Trainer:
         return better
 
     def _record(self, s: _Session, row: dict[str, Any], improved: bool) -> None:
-        """Log the evaluation's row and write the best and last checkpoints that are due."""
-        if self.strategy.is_main:
+        """Log the evaluation's row and write the best and last checkpoints that are due.
+
+        States are gathered on every process (collectives under FSDP or a parameter server);
+        only the main process writes."""
+        st, strategy = s.state, self.strategy
+        last_due = st.evaluations % self.cfg.checkpoint_every == 0 or self._finished(s)
+        weights = strategy.model_state(s.model) if improved or last_due else None
+        optimizer = rngs = None
+        if last_due:
+            optimizer = strategy.optimizer_state(s.model, s.optimizer)
+            rngs = strategy.all_gather(capture_rng(all_devices=strategy.world_size == 1))
+            items = strategy.all_gather(s.local_items)
+            st.world_size = strategy.world_size
+            st.items_in_epoch = None if None in items else st.epoch_offset + sum(items)
+        if strategy.is_main:
             self.run.log_metrics(row)
-            self.run.log(_describe(row, self.metric, s.state))
-            folder, model = self.run.checkpoint_dir, self.strategy.unwrap(s.model)
+            self.run.log(_describe(row, self.metric, st))
+            folder = self.run.checkpoint_dir
             if improved:
-                save_checkpoint(folder, "best", model=model, state=s.state, rng=False)
-            if s.state.evaluations % self.cfg.checkpoint_every == 0 or self._finished(s):
+                save_checkpoint(folder, "best", model=weights, state=st, rng=False)
+            if last_due:
                 save_checkpoint(
                     folder,
                     "last",
-                    model=model,
-                    state=s.state,
-                    optimizer=s.optimizer,
+                    model=weights,
+                    state=st,
+                    optimizer=optimizer,
                     scaler=s.scaler,
+                    rng=rngs,
                 )
-        self.strategy.barrier()
+        strategy.barrier()
 
     def _finish(self, s: _Session) -> FitResult:
         st = s.state
-        model = self.strategy.unwrap(s.model)
-        if st.best_step is not None:
-            model.load_state_dict(read_checkpoint(self.run.checkpoint_dir, "best").model_state())
+        model = self._best_model(s)
         model.eval()
         row = next((r for r in s.history if r.get("step") == st.best_step), {})
         best = {k: v for k, v in row.items() if k not in RESERVED_KEYS}
@@ -465,6 +581,27 @@ class Trainer:
                 f"best epoch {result.best_epoch}, step {st.best_step}"
             )
         return result
+
+    def _best_model(self, s: _Session) -> nn.Module:
+        """A plain model with the best weights (the last ones when no evaluation was finite).
+
+        One process: the trained module itself. Several: a fresh model on this process's device
+        with the full state (wrapped and sharded models are not what a model version holds)."""
+        best = None
+        if s.state.best_step is not None:
+            best = read_checkpoint(self.run.checkpoint_dir, "best").model_state()
+        if self.strategy.world_size == 1 and self.strategy.name == "local":
+            model = self.strategy.unwrap(s.model)
+            if best is not None:
+                model.load_state_dict(best)
+            return model
+        if best is None:
+            best = self.strategy.model_state(s.model)  # a collective: every process calls it
+        if not self.strategy.is_main:
+            return self.strategy.unwrap(s.model)
+        model = self.build_model()
+        load_model_state(model, best)
+        return model.to(s.device)
 
     def _autocast(self, s: _Session) -> torch.autocast:
         return torch.autocast(s.device.type, dtype=s.dtype, enabled=s.dtype is not None)
@@ -492,6 +629,10 @@ def validate_task(
     """Validation metrics over every process's shard: outputs per batch, concatenated, gathered
     across processes, then ``task.validation_metrics`` on the whole set (call on every rank).
 
+    Under a strategy whose forward runs collectives (``lockstep``, e.g. FSDP's parameter
+    gathers), processes with fewer batches repeat their first one, discarding the outputs, so
+    that every process makes the same number of calls.
+
     Args:
         task: the task.
         model: the model as the strategy set it up (called through ``forward``).
@@ -501,17 +642,35 @@ def validate_task(
 
     Returns:
         The task's metrics, the same on every process.
+
+    Raises:
+        AbyssalError: in lockstep, a process has no validation batch while others have some.
     """
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    batches = task.val_batches(strategy.shard)
+    extra, first = 0, None
+    if getattr(strategy, "lockstep", False) and strategy.world_size > 1:
+        batches = list(batches)
+        fewest, most = strategy.agree(len(batches), "min"), strategy.agree(len(batches), "max")
+        if fewest == 0 and most > 0:
+            raise AbyssalError(
+                f"a process has no validation batch while another has {most}: the validation "
+                f"set is smaller than the {strategy.world_size} processes that share it"
+            )
+        extra = most - len(batches)
     try:
         with torch.no_grad(), autocast:
-            for batch in task.val_batches(strategy.shard):
-                out = task.validation_step(model, task.move_batch(batch, device))
+            for batch in batches:
+                moved = task.move_batch(batch, device)
+                first = moved if first is None else first
+                out = task.validation_step(model, moved)
                 for key, value in out.items():
                     parts.setdefault(key, []).append(_to_numpy(value))
+            for _ in range(extra):  # keep in step with processes that have more batches
+                task.validation_step(model, first)
     finally:
         model.train(was_training)
     outputs = strategy.gather({k: np.concatenate(v) for k, v in parts.items()})

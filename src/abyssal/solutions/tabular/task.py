@@ -56,6 +56,10 @@ class TabularBatch:
         """The batch on ``device``."""
         return TabularBatch(*(t.to(device) for t in vars(self).values()))
 
+    def __len__(self) -> int:
+        """The number of rows (what a trainer counts to resume mid-epoch)."""
+        return len(self.rows)
+
 
 def build_model(cfg: TabularConfig, spec: Mapping[str, Any]) -> TabularMLP:
     """The network for ``cfg`` and a model spec (its ``preprocessing`` gives the input sizes).
@@ -123,7 +127,8 @@ def balanced_batches(
         >>> [len(b) for b in balanced_batches(np.arange(5), 11, Shard(1, 2), 4)]
         [3, 2]
     """
-    largest = math.ceil(total / shard.world_size)  # the biggest part any process holds
+    # the biggest part any process holds (past the items a resumed epoch already trained on)
+    largest = math.ceil(max(0, total - shard.offset) / shard.world_size)
     count = max(1, math.ceil(largest / batch_size))
     return np.array_split(rows, count)
 
