@@ -58,6 +58,7 @@ class FraudDataConfig(LeakageOptions):
     synthetic_rings: int = field(12, help="synthetic source: number of planted fraud rings")
     synthetic_days: int = field(60, help="synthetic source: days of activity")
     synthetic_seed: int = field(0, help="synthetic source: generator seed")
+    synthetic_merchants: int = field(300, help="synthetic source: number of merchants")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -111,6 +112,40 @@ class FraudModelConfig:
 
 
 @dataclass
+class FraudSamplingConfig:
+    """Neighbour-sampled mini-batches (``abyssal.solutions.fraud.sampling``)."""
+
+    batch_size: int | None = field(
+        None,
+        help="seed accounts per training batch: each batch is the exact computation subgraph "
+        "of its seeds (model.layers hops of the edges the model keeps); null: full-graph "
+        "training, one batch of the whole graph per epoch",
+    )
+    transactions_per_batch: int | None = field(
+        512,
+        help="labelled training transactions per batch (graphs with labelled transactions), "
+        "each scored as of itself (no later event enters); the epoch's others wait for a "
+        "later epoch; null: all of them, spread over the epoch's batches",
+    )
+    fanout: int | None = field(
+        None,
+        help="without model.neighbour_cap: in-edges kept per receiver and (kind, direction), "
+        "the most recent (scores then approximate the whole graph's); null: all in-edges",
+    )
+    eval_batch_size: int | None = field(
+        None,
+        help="validation accounts per batch, scored on their subgraphs (same scores as the "
+        "whole graph); null: validation on the whole graph in one batch",
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "transactions_per_batch", "fanout", "eval_batch_size"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"sampling.{key} must be >= 1 or null, got {value}")
+
+
+@dataclass
 class FraudRingConfig:
     """Gang detection over the risk-weighted graph."""
 
@@ -148,6 +183,9 @@ class FraudConfig:
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(early_stopping_metric="val_auprc", patience=20),
         help="training",
+    )
+    sampling: FraudSamplingConfig = field(
+        default_factory=FraudSamplingConfig, help="neighbour-sampled mini-batches"
     )
     rings: FraudRingConfig = field(default_factory=FraudRingConfig, help="rings")
     live: FraudLiveConfig = field(default_factory=FraudLiveConfig, help="live scoring")

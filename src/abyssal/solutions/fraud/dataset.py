@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,12 +15,15 @@ from abyssal.core.errors import DataError
 from abyssal.data.fingerprint import combine_fingerprints, fingerprint_frame
 from abyssal.data.leakage import check_leakage
 from abyssal.solutions.fraud.config import FraudDataConfig
+from abyssal.solutions.fraud.features import EventLog, LoggedActivity, NodeActivity
 from abyssal.solutions.fraud.graph import (
+    TXN_KINDS,
+    TXN_NODE_TYPES,
     FraudGraph,
+    TransactionIndex,
     edge_attributes,
     graph_from_edges,
     graph_from_pyg,
-    graph_from_transactions,
 )
 from abyssal.solutions.fraud.nodes import NodeFileOptions
 
@@ -117,11 +121,132 @@ def prepare_fraud_data(cfg: FraudDataConfig) -> FraudData:
             path=cfg.path,
             column="label",
         )
-    graph = graph_from_transactions(df, cfg.windows)
+    graph = transaction_graph(df, cfg.windows)
     desc = f"transactions {cfg.path}" if cfg.path else _synthetic_description(cfg)
     data = _with_random_split(graph, cfg, fingerprint_frame(df), desc)
     data.transactions = df
     return data
+
+
+def transaction_graph(df: pd.DataFrame, windows: Sequence[int]) -> FraudGraph:
+    """The graph :func:`~abyssal.solutions.fraud.graph.graph_from_transactions` builds, the same
+    nodes, edges and features, without a Python loop per transaction.
+
+    Node features come from an :class:`~abyssal.solutions.fraud.features.EventLog` of the
+    transactions (each row is one step: its event to the counterparty, then to the device); the
+    graph's ``activity`` streams those events only when a live scorer first needs it.
+
+    Args:
+        df: a validated, time-sorted transactions table.
+        windows: feature windows in seconds.
+    """
+    txn, keys, node_type = _transaction_nodes(df)
+    log = _transaction_log(txn, node_type, windows)
+    y = np.full(len(keys), -1, dtype=np.int8)
+    if txn.label is not None:
+        y[node_type == 0] = 0
+        np.maximum.at(y, txn.user, txn.label)
+    return FraudGraph(
+        node_keys=keys,
+        node_types=TXN_NODE_TYPES,
+        node_type=node_type,
+        kinds=TXN_KINDS,
+        x=log.features(np.arange(len(keys))),
+        feature_names=list(log.names),
+        y=y,
+        activity=LoggedActivity(log, lambda act: _stream_transactions(act, txn)),
+        transactions=txn,
+        **_transaction_edges(txn),
+    )
+
+
+def transaction_log(graph: FraudGraph) -> EventLog:
+    """The event log of a transaction graph (kept by :func:`transaction_graph`, else built)."""
+    log = getattr(graph.activity, "log", None)
+    if log is not None:
+        return log
+    windows = graph.activity.windows if graph.activity is not None else ()
+    return _transaction_log(graph.transactions, graph.node_type, windows)
+
+
+def _transaction_log(txn: TransactionIndex, node_type: np.ndarray, windows) -> EventLog:
+    """Each transaction row is one step: its event to the counterparty, then to the device."""
+    steps = np.arange(len(txn.user), dtype=np.int64)
+    both = lambda a: np.concatenate([a, a])  # noqa: E731
+    return EventLog(
+        node_type,
+        TXN_NODE_TYPES,
+        TXN_KINDS,
+        windows,
+        src=both(txn.user),
+        dst=np.concatenate([txn.counterparty, txn.device]),
+        time=both(txn.time),
+        value=both(txn.amount),
+        kind=np.repeat([0, 1], len(steps)),
+        step=both(steps),
+    )  # kind-major: the log orders each node's group by step itself
+
+
+def _transaction_nodes(
+    df: pd.DataFrame,
+) -> tuple[TransactionIndex, list[tuple[str, str]], np.ndarray]:
+    """Node numbers as ``graph_from_transactions`` gives them: users in order of first
+    appearance, then devices, then merchants (a counterparty that is a user is that user)."""
+    user, users = pd.factorize(df["user_id"].astype(str), sort=False)
+    device, devices = pd.factorize(df["device_id"].astype(str), sort=False)
+    cp_ids = df["counterparty_id"].astype(str)
+    cp = pd.Index(users).get_indexer(cp_ids)
+    merchant_rows = cp < 0
+    merchant, merchants = pd.factorize(cp_ids[merchant_rows], sort=False)
+    n_u, n_d = len(users), len(devices)
+    cp[merchant_rows] = n_u + n_d + merchant
+    keys = [("user", str(k)) for k in users] + [("device", str(k)) for k in devices]
+    keys += [("merchant", str(k)) for k in merchants]
+    node_type = np.repeat(np.arange(3, dtype=np.int64), [n_u, n_d, len(merchants)])
+    txn = TransactionIndex(
+        ids=df["transaction_id"].to_numpy(dtype=str),
+        user=user.astype(np.int64),
+        counterparty=cp.astype(np.int64),
+        device=n_u + device.astype(np.int64),
+        amount=df["amount"].to_numpy(dtype=np.float64),
+        time=df["timestamp"].to_numpy(dtype=np.int64),
+        label=df["label"].to_numpy(dtype=np.int8) if "label" in df else None,
+    )
+    return txn, keys, node_type
+
+
+def _transaction_edges(txn: TransactionIndex) -> dict[str, np.ndarray]:
+    """One edge per transaction, then one per first (user, device) pair right after it."""
+    n = len(txn.user)
+    pair = txn.user * (int(txn.device.max(initial=0)) + 1) + txn.device
+    first = np.zeros(n, dtype=bool)
+    first[np.unique(pair, return_index=True)[1]] = True
+    txn_pos = np.arange(n) + np.cumsum(first) - first  # earlier device edges come before
+    dev_pos = txn_pos[first] + 1
+    e = n + int(first.sum())
+    out = {
+        "edge_src": np.empty(e, np.int64), "edge_dst": np.empty(e, np.int64),
+        "edge_value": np.empty(e, np.float64), "edge_time": np.empty(e, np.int64),
+        "edge_kind": np.empty(e, np.int64),
+    }  # fmt: skip
+    for name, at_txn, at_dev in (
+        ("edge_src", txn.user, txn.user[first]),
+        ("edge_dst", txn.counterparty, txn.device[first]),
+        ("edge_value", txn.amount, np.zeros(len(dev_pos))),
+        ("edge_time", txn.time, txn.time[first]),
+        ("edge_kind", np.zeros(n, np.int64), np.ones(len(dev_pos), np.int64)),
+    ):
+        out[name][txn_pos], out[name][dev_pos] = at_txn, at_dev
+    return out
+
+
+def _stream_transactions(activity: NodeActivity, txn: TransactionIndex) -> None:
+    """Every transaction's two events, in order, as ``graph_from_transactions`` streams them."""
+    rows = zip(txn.user.tolist(), txn.counterparty.tolist(), txn.device.tolist(),
+               txn.time.tolist(), txn.amount.tolist(), strict=True)  # fmt: skip
+    for u, c, d, t, amount in rows:
+        activity.add_event(u, c, t=t, value=amount, kind=0)
+        activity.add_event(u, d, t=t, value=amount, kind=1)
 
 
 def node_file_options(cfg: FraudDataConfig) -> NodeFileOptions:
@@ -218,6 +343,7 @@ def load_transactions(cfg: FraudDataConfig) -> pd.DataFrame:
 
     synthetic = generate_transactions(
         n_users=cfg.synthetic_users,
+        n_merchants=cfg.synthetic_merchants,
         n_rings=cfg.synthetic_rings,
         days=cfg.synthetic_days,
         seed=cfg.synthetic_seed,

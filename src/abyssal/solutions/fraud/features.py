@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -228,3 +228,260 @@ def _window_label(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+class EventLog:
+    """Every node's events, per (kind, direction) group, with running statistics after each one.
+
+    The vectorised twin of streaming the same events through :class:`NodeActivity`: the
+    features of any nodes *as of* any step (after the events of steps ``0..step``) come out of
+    a few array lookups, equal to what :meth:`NodeActivity.matrix` gives after streaming those
+    events (float sums are accumulated in event order, ``log1p`` is ``math.log1p``). The
+    neighbour sampler uses it to give a transaction the features its nodes had when it was
+    made; the graph build uses it (``step=None``: every event) instead of a Python loop.
+
+    Args:
+        node_type: (N,) type index of each node.
+        node_types, kinds, windows: as for :class:`NodeActivity` (temporal features only).
+        src, dst: (V,) the events' nodes, in stream order (times non-decreasing per node).
+        time: (V,) int seconds; value: (V,) float amounts; kind: (V,) kind index.
+        step: (V,) non-decreasing step of each event (e.g. its transaction's row); an
+            as-of query at step ``s`` sees the events with ``step <= s``.
+
+    Example:
+        >>> log = EventLog(np.zeros(2, np.int64), ("user",), ("edge",), (86400,),
+        ...                np.array([0]), np.array([1]), np.array([100]), np.array([5.0]),
+        ...                np.array([0]), np.array([0]))
+        >>> log.features(np.array([0]))[0, :3].tolist()
+        [1.0, 0.6931471805599453, 0.6931471824645996]
+    """
+
+    def __init__(
+        self,
+        node_type: np.ndarray,
+        node_types: Sequence[str],
+        kinds: Sequence[str],
+        windows: Sequence[int],
+        src: np.ndarray,
+        dst: np.ndarray,
+        time: np.ndarray,
+        value: np.ndarray,
+        kind: np.ndarray,
+        step: np.ndarray,
+    ) -> None:
+        self.node_type = np.asarray(node_type, dtype=np.int64)
+        self.node_types, self.kinds = tuple(node_types), tuple(kinds)
+        self.windows = tuple(int(w) for w in windows)
+        self.names = feature_names(self.kinds, self.windows, self.node_types)
+        self.groups = 2 * len(self.kinds)
+        n, v = len(self.node_type), len(src)
+        seg = np.concatenate([src * self.groups + 2 * kind, dst * self.groups + 2 * kind + 1])
+        order = np.argsort(seg, kind="stable")  # (2V,) by (node, group), stream order within
+        seg = seg[order]
+        counts = np.bincount(seg, minlength=n * self.groups)
+        self.start = np.concatenate([[0], np.cumsum(counts)])  # (N*G + 1,)
+        side = order % v if v else order  # the event of each group-event
+        times = np.asarray(time, dtype=np.int64)[side]
+        self.t0 = int(times.min()) if v else 0
+        self.step_span = int(step.max()) + 2 if v else 1
+        self.step_key = seg * self.step_span + np.asarray(step, dtype=np.int64)[side]
+        self.time_key = (seg << 32) + (times - self.t0)  # (2V,) sorted: segment, then time
+        neighbour = np.concatenate([dst, src])[order]
+        del order
+        self._running_stats(seg, times, np.asarray(value, dtype=np.float64)[side], neighbour)
+
+    def time_of(self, index: np.ndarray) -> np.ndarray:
+        """(n,) time of group-events ``index``."""
+        return (self.time_key[index] & 0xFFFFFFFF) + self.t0
+
+    def _running_stats(
+        self, seg: np.ndarray, time: np.ndarray, value: np.ndarray, neighbour: np.ndarray
+    ) -> None:
+        """Per group-event: the group's statistics after it (sums in stream order). Minima and
+        maxima are kept in float32, which commutes with taking them."""
+        starts, lengths = self.start[:-1], np.diff(self.start)
+        signed = np.copysign(exact_log1p(np.abs(value)), value)
+        acc = lambda fn, x: _segment_accumulate(fn, x, starts, lengths)  # noqa: E731
+        self.total = acc(np.add, signed)
+        self.sumsq = acc(np.add, signed * signed)
+        self.cum_abs = acc(np.add, np.abs(value))
+        self.vmin = acc(np.minimum, signed).astype(np.float32)
+        self.vmax = acc(np.maximum, signed).astype(np.float32)
+        first = self.start[seg]  # (2V,) each group-event's segment start
+        self.negatives = _segment_count(value < 0, first)
+        pair = np.unique(seg * (int(neighbour.max(initial=0)) + 1) + neighbour, True)[1]
+        new = np.zeros(len(value), dtype=bool)
+        new[pair] = True
+        self.distinct = _segment_count(new, first)
+        gap = np.diff(time, prepend=time[:1]).astype(np.float64)
+        gap[first[first < len(gap)]] = np.inf
+        self.gap_min = acc(np.minimum, gap)
+        every = np.arange(len(value))
+        self.bursts = [
+            acc(np.maximum, self._window_counts(every, w)).astype(np.int32) for w in self.windows
+        ]
+
+    def _window_counts(self, last: np.ndarray, w: int) -> np.ndarray:
+        """Events of each group within ``w`` seconds up to (and including) group-event ``last``."""
+        seg_start = self.start[self.time_key[last] >> 32]
+        lo = np.searchsorted(self.time_key, self.time_key[last] - w, side="right")
+        return last + 1 - np.maximum(lo, seg_start)
+
+    def last_event(self, nodes: np.ndarray, group: int, step: int | None = None) -> np.ndarray:
+        """(n,) index of each node's latest group-event of ``group`` (as of ``step``), -1: none."""
+        seg = np.asarray(nodes, dtype=np.int64) * self.groups + group
+        if step is None:
+            end = self.start[seg + 1]
+        else:
+            key = seg * self.step_span + np.minimum(np.asarray(step), self.step_span - 2)
+            end = np.searchsorted(self.step_key, key, side="right")
+        return np.where(end > self.start[seg], end - 1, -1)
+
+    def last_time(self, nodes: np.ndarray, step: np.ndarray | int | None = None) -> np.ndarray:
+        """(n,) time of each node's latest event as of ``step`` (every event: None); 0: none."""
+        out = np.zeros(len(nodes), dtype=np.int64)
+        for g in range(self.groups):
+            last = self.last_event(nodes, g, step)
+            out = np.maximum(out, np.where(last >= 0, self.time_of(np.maximum(last, 0)), 0))
+        return out
+
+    def features(
+        self, nodes: np.ndarray, step: np.ndarray | int | None = None, *, exact: bool = True
+    ) -> np.ndarray:
+        """(n, F) float32 features of ``nodes`` after the events of steps ``<= step`` (one step
+        per node, or one for all; None: every event), as :meth:`NodeActivity.matrix` gives.
+
+        ``exact=False`` takes numpy's ``log1p``, several times faster; it may differ from
+        ``math.log1p`` in the last bit of a float64, which float32 rounding almost always hides.
+        """
+        nodes = np.asarray(nodes, dtype=np.int64)
+        log1p = exact_log1p if exact else np.log1p
+        parts = [np.eye(len(self.node_types))[self.node_type[nodes]]]
+        parts += [self._group_features(nodes, g, step, log1p) for g in range(self.groups)]
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def _group_features(self, nodes: np.ndarray, group: int, step, exact_log1p) -> np.ndarray:
+        last = self.last_event(nodes, group, step)
+        has = last >= 0
+        j = np.maximum(last, 0)
+        s0 = self.start[nodes * self.groups + group]
+        count = np.where(has, j - s0 + 1, 1).astype(np.float64)
+        mean = self.total[j] / count
+        var = np.maximum(self.sumsq[j] / count - mean * mean, 0.0)
+        tenure = (self.time_of(j) - self.time_of(np.minimum(s0, j))).astype(np.float64)
+        several = count > 1
+        mean_gap = np.where(several, tenure / np.maximum(count - 1, 1), 0.0)
+        cols = [
+            exact_log1p(count), mean, np.sqrt(var), self.vmin[j], self.vmax[j],
+            self.negatives[j] / count, exact_log1p(self.distinct[j].astype(np.float64)),
+            exact_log1p(tenure), exact_log1p(mean_gap),
+            exact_log1p(np.where(several, self.gap_min[j], 0.0)),
+        ]  # fmt: skip
+        windowed = [self._window_counts(j, w) for w in self.windows]
+        cols += [exact_log1p(c.astype(np.float64)) for c in windowed]
+        for c in windowed:
+            lo = j + 1 - c  # first group-event inside the window
+            before = np.where(lo > s0, self.cum_abs[np.maximum(lo - 1, 0)], 0.0)
+            cols.append(exact_log1p(self.cum_abs[j] - before))
+        cols += [exact_log1p(b[j].astype(np.float64)) for b in self.bursts]
+        out = np.stack(cols, axis=1)  # (n, 10 + 3W)
+        out[~has] = 0.0
+        return out
+
+
+def exact_log1p(values: np.ndarray) -> np.ndarray:
+    """``math.log1p`` of every value (numpy's own ``log1p`` may differ in the last bit), computed
+    once per distinct value."""
+    values = np.asarray(values, dtype=np.float64)
+    top = values.max(initial=0.0)
+    if values.size and values.min() >= 0 and top < min(values.size, 1 << 24):
+        small = values.astype(np.int64)
+        if np.array_equal(small, values):  # small counts: one table lookup
+            table = np.array([math.log1p(v) for v in range(int(top) + 1)], dtype=np.float64)
+            return table[small]
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return np.array([math.log1p(v) for v in distinct.tolist()])[inverse].reshape(values.shape)
+
+
+def _segment_accumulate(
+    fn: np.ufunc, values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, short: int = 32
+) -> np.ndarray:
+    """``fn.accumulate`` within each segment, strictly in order (float sums match a Python loop).
+
+    Segments are walked position by position up to ``short`` (all segments at once), and the
+    longer ones' tails one segment at a time with ``fn.accumulate``, so there is no Python loop
+    per event and none per short segment.
+    """
+    out = values.copy()
+    if len(values) == 0:
+        return out
+    order = np.argsort(-lengths, kind="stable")
+    s, n = starts[order], lengths[order]
+    active = np.searchsorted(-n, -np.arange(short + 1), side="left")  # segments longer than k
+    for k in range(1, min(short, int(n[0]))):
+        idx = s[: active[k]] + k
+        out[idx] = fn(out[idx - 1], values[idx])
+    for i in range(active[short]):
+        lo, hi = s[i] + short - 1, s[i] + n[i]
+        out[lo:hi] = fn.accumulate(out[lo:hi])
+    return out
+
+
+def _segment_count(flags: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Running count of ``flags`` within each segment (``first``: each entry's segment start)."""
+    total = np.cumsum(flags, dtype=np.int64)
+    before = np.where(first > 0, total[np.maximum(first - 1, 0)], 0)
+    return (total - before).astype(np.int32)
+
+
+class LoggedActivity(NodeActivity):
+    """A :class:`NodeActivity` whose features and latest times come from an :class:`EventLog`
+    until something needs the streaming state (a new node or event, one node's vector): then the
+    events are streamed once by ``replay`` and it behaves as the class it extends.
+
+    So a large graph gets its feature matrix without a Python loop per event, and a live scorer
+    built over it still streams (Python loop, once) when it is first used.
+
+    Args:
+        log: the graph's events.
+        replay: streams every event of the log into a fresh :class:`NodeActivity` (this one).
+    """
+
+    def __init__(self, log: EventLog, replay: Callable[[NodeActivity], None]) -> None:
+        super().__init__(log.kinds, log.windows, log.node_types)
+        self.log = log
+        self._replay: Callable[[NodeActivity], None] | None = replay
+        self._last = log.last_time(np.arange(len(log.node_type)))
+
+    def _stream(self) -> None:
+        replay, self._replay = self._replay, None
+        if replay is not None:
+            for t in self.log.node_type.tolist():
+                NodeActivity.add_node(self, t)
+            replay(self)
+
+    def __len__(self) -> int:
+        return len(self.log.node_type) if self._replay is not None else super().__len__()
+
+    def add_node(self, node_type: int) -> int:
+        self._stream()
+        return super().add_node(node_type)
+
+    def add_event(self, src: int, dst: int, *, t: int, value: float, kind: int) -> None:
+        self._stream()
+        super().add_event(src, dst, t=t, value=value, kind=kind)
+
+    def last_time(self, node: int) -> int:
+        if self._replay is not None:
+            return int(self._last[node])
+        return super().last_time(node)
+
+    def vector(self, node: int) -> list[float]:
+        self._stream()
+        return super().vector(node)
+
+    def matrix(self, nodes: Sequence[int] | None = None) -> np.ndarray:
+        if self._replay is None:
+            return super().matrix(nodes)
+        every = np.arange(len(self)) if nodes is None else np.asarray(nodes, dtype=np.int64)
+        return self.log.features(every)

@@ -219,7 +219,13 @@ def _start_seconds(start: str) -> int:
 
 
 def _ids(prefix: str, index: np.ndarray, width: int = 5) -> np.ndarray:
-    return np.array([f"{prefix}{i:0{width}d}" for i in index.tolist()], dtype=object)
+    """``prefix`` + zero-padded number of each index, formatting each distinct index once."""
+    index = np.asarray(index, dtype=np.int64)
+    if len(index) < 4096:
+        return np.array([f"{prefix}{i:0{width}d}" for i in index.tolist()], dtype=object)
+    distinct, inverse = np.unique(index, return_inverse=True)
+    names = np.array([f"{prefix}{i:0{width}d}" for i in distinct.tolist()], dtype=object)
+    return names[inverse.reshape(-1)]
 
 
 def _build_world(

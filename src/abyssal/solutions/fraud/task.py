@@ -10,12 +10,20 @@ import torch
 from torch.nn import functional as F
 
 from abyssal.contracts.task import Shard
+from abyssal.core.devices import derive_seed
 from abyssal.core.errors import ConfigError
 from abyssal.solutions.fraud.config import FraudConfig
-from abyssal.solutions.fraud.dataset import FraudData, GraphTensors
-from abyssal.solutions.fraud.features import signed_log
+from abyssal.solutions.fraud.dataset import FraudData, GraphTensors, transaction_log
+from abyssal.solutions.fraud.features import exact_log1p
 from abyssal.solutions.fraud.metrics import ranking_metrics
 from abyssal.solutions.fraud.model import TemporalGAT
+from abyssal.solutions.fraud.sampling import (
+    LazyBatches,
+    NeighbourSampler,
+    balanced_parts,
+    deal,
+    transaction_edge_steps,
+)
 
 
 @dataclass
@@ -116,10 +124,9 @@ def make_batch(
         txn = g.transactions
         rows = shard.split(np.flatnonzero(tmasks[split]))
         idx = np.stack([txn.user[rows], txn.counterparty[rows], txn.device[rows]], axis=1)
-        amount = np.array([signed_log(a) for a in txn.amount[rows].tolist()], dtype=np.float32)
         txn_parts = (
             torch.from_numpy(idx),
-            torch.from_numpy(amount),
+            torch.from_numpy(signed_log_amounts(txn.amount[rows])),
             torch.from_numpy(txn.label[rows].astype(np.float32)),
         )
     return FraudBatch(
@@ -130,10 +137,21 @@ def make_batch(
     )
 
 
+def signed_log_amounts(amount: np.ndarray) -> np.ndarray:
+    """(T,) float32 ``signed_log`` of each amount, vectorised (the same values)."""
+    amount = np.asarray(amount, dtype=np.float64)
+    return np.copysign(exact_log1p(np.abs(amount)), amount).astype(np.float32)
+
+
 class FraudTask:
     """Implements :class:`~abyssal.contracts.task.TrainTask` for the fraud solution.
 
-    Full-graph training: one batch per epoch, the whole graph, the shard's labelled accounts.
+    Full-graph training (``sampling.batch_size`` null): one batch per epoch, the whole graph,
+    the shard's labelled accounts. Sampled (:mod:`~abyssal.solutions.fraud.sampling`): each
+    epoch the training accounts are shuffled by ``(train.seed, epoch)``, dealt to the ranks,
+    cut into batches (as many on every rank), and each batch is the computation subgraph of its
+    accounts and of up to ``sampling.transactions_per_batch`` labelled transactions (each as
+    of itself).
     """
 
     def __init__(self, cfg: FraudConfig, data: FraudData, spec: dict) -> None:
@@ -142,11 +160,33 @@ class FraudTask:
         self.spec = spec
         self.graph = GraphTensors.from_graph(data.graph)
         self._batches: dict[tuple[str, Shard], FraudBatch] = {}
-        everything = self._batch("train", Shard())
+        self.sampler = self._sampler() if self._sampled else None
         cap = cfg.model.max_pos_weight
-        self.pos_weight = _pos_weight(everything.node_y, cap)
-        self.txn_pos_weight = (
-            _pos_weight(everything.txn_y, cap) if everything.txn_y is not None else None
+        y = data.graph.y[data.masks["train"]]
+        self.pos_weight = _pos_weight(torch.from_numpy(y.astype(np.float32)), cap)
+        tmasks = data.transaction_masks()
+        self.txn_pos_weight = None
+        if tmasks is not None:
+            label = data.graph.transactions.label[tmasks["train"]]
+            self.txn_pos_weight = _pos_weight(torch.from_numpy(label.astype(np.float32)), cap)
+
+    @property
+    def _sampled(self) -> bool:
+        s = self.cfg.sampling
+        return s.batch_size is not None or s.eval_batch_size is not None
+
+    def _sampler(self) -> NeighbourSampler:
+        g, m = self.data.graph, self.cfg.model
+        limit = m.neighbour_cap if m.neighbour_cap is not None else self.cfg.sampling.fanout
+        timed = g.transactions is not None and g.activity is not None
+        return NeighbourSampler(
+            self.graph,
+            g.edge_kind,
+            len(g.kinds),
+            m.layers,
+            limit,
+            edge_step=transaction_edge_steps(g.edge_kind) if timed else None,
+            log=transaction_log(g) if timed else None,
         )
 
     def build_model(self) -> TemporalGAT:
@@ -155,8 +195,48 @@ class FraudTask:
         model.set_feature_scaling(x.mean(0), x.std(0))
         return model
 
-    def train_batches(self, epoch: int, shard: Shard) -> list[FraudBatch]:
-        return [self._batch("train", shard)]
+    def train_batches(self, epoch: int, shard: Shard) -> list[FraudBatch] | LazyBatches:
+        size = self.cfg.sampling.batch_size
+        if size is None:
+            return [self._batch("train", shard)]
+        seed = derive_seed(self.cfg.train.seed, epoch)
+        labelled = np.flatnonzero(self.data.masks["train"])
+        parts = balanced_parts(shard.split(labelled, seed=seed), len(labelled), shard, size)
+        txn = self._transaction_rows("train")
+        rows = [np.empty(0, np.int64)] * len(parts)
+        if txn is not None:
+            per = self.cfg.sampling.transactions_per_batch
+            rows = deal(shard.split(txn, seed=seed), len(parts), per)
+        return LazyBatches(list(zip(parts, rows, strict=True)), self.sampled_batch)
+
+    def _transaction_rows(self, split: str) -> np.ndarray | None:
+        """Rows of the split's labelled transactions, when they are trained on."""
+        tmasks = self.data.transaction_masks()
+        if tmasks is None or self.cfg.model.transaction_loss_weight <= 0:
+            return None
+        return np.flatnonzero(tmasks[split])
+
+    def sampled_batch(self, nodes: np.ndarray, txn_rows: np.ndarray | None = None) -> FraudBatch:
+        """The batch of seed accounts ``nodes`` (scored on the whole graph) and labelled
+        transactions ``txn_rows`` (each scored as of itself), on their computation subgraph."""
+        g = self.data.graph
+        seeds, steps = [nodes], [np.full(len(nodes), self.sampler.end)]
+        with_txn = txn_rows is not None and len(txn_rows) > 0
+        if with_txn:
+            t = g.transactions
+            seeds += [t.user[txn_rows], t.counterparty[txn_rows], t.device[txn_rows]]
+            steps += [txn_rows] * 3
+        sub = self.sampler.subgraph(np.concatenate(seeds), np.concatenate(steps))
+        rows = torch.from_numpy(sub.seeds)
+        n = len(nodes)
+        node_y = torch.from_numpy(g.y[nodes].astype(np.float32))
+        if not with_txn:
+            return FraudBatch(sub.graph, rows[:n], node_y, None, None, None)
+        t = g.transactions
+        txn = rows[n:].view(3, -1).T.contiguous()  # (t, 3) user, counterparty, device rows
+        amount = torch.from_numpy(signed_log_amounts(t.amount[txn_rows]))
+        label = torch.from_numpy(t.label[txn_rows].astype(np.float32))
+        return FraudBatch(sub.graph, rows[:n], node_y, txn, amount, label)
 
     def _batch(self, split: str, shard: Shard) -> FraudBatch:
         """The split's batch for ``shard``, built once (full-graph batches do not change)."""
@@ -186,8 +266,13 @@ class FraudTask:
             loss = loss + weight * txn_loss
         return loss
 
-    def val_batches(self, shard: Shard) -> list[FraudBatch]:
-        return [self._batch("val", shard)]
+    def val_batches(self, shard: Shard) -> list[FraudBatch] | LazyBatches:
+        size = self.cfg.sampling.eval_batch_size
+        if size is None:
+            return [self._batch("val", shard)]
+        labelled = np.flatnonzero(self.data.masks["val"])
+        parts = balanced_parts(shard.split(labelled), len(labelled), shard, size)
+        return LazyBatches([(p,) for p in parts], self.sampled_batch)
 
     def validation_step(self, model: TemporalGAT, batch: FraudBatch) -> dict[str, torch.Tensor]:
         g = batch.graph
