@@ -174,8 +174,8 @@ def test_toy_task_satisfies_protocols():
     assert isinstance(ToyTask(), TrainTask)
     assert isinstance(LocalStrategy(), Strategy)
     assert STRATEGIES.get("local") is LocalStrategy
-    with pytest.raises(RegistryError, match="choose one of: local"):
-        STRATEGIES.get("ddp")
+    with pytest.raises(RegistryError, match="unknown strategy 'horovod'; choose one of: "):
+        STRATEGIES.get("horovod")
 
 
 def test_loss_decreases_and_run_is_recorded(capsys):

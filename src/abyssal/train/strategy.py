@@ -349,7 +349,4 @@ def _register_builtin() -> None:
     # The distributed strategies import torch.distributed pieces; they register on first use.
     import abyssal.train.data_parallel
 
-    try:
-        import abyssal.train.parameter_server  # noqa: F401
-    except ModuleNotFoundError:  # TEMP until the module lands
-        pass
+    import abyssal.train.parameter_server  # noqa: F401

@@ -237,14 +237,16 @@ class Trainer:
         return s
 
     def _batch_count(self, batches: Any) -> int | None:
-        """The epoch's batch count every process trains (the fewest any has, in lockstep)."""
+        """The epoch's batch count every process trains: the fewest any has, so that processes
+        end their epochs together (in lockstep, DDP and FSDP collectives need it; a parameter
+        server at staleness 0 waits for every worker's push)."""
         count = len(batches) if hasattr(batches, "__len__") else None
-        if not self.strategy.lockstep or self.strategy.world_size == 1:
+        if self.strategy.world_size == 1:
             return count
         if count is None:
             raise ConfigError(
-                f"train.strategy={self.strategy.name} keeps processes in step, so every process "
-                "must train the same number of batches, and this task's batches have no length"
+                f"train.strategy={self.strategy.name} has every process train the same number "
+                "of batches each epoch, and this task's batches have no length"
             )
         return self.strategy.agree(count, "min")
 
@@ -585,22 +587,20 @@ class Trainer:
     def _best_model(self, s: _Session) -> nn.Module:
         """A plain model with the best weights (the last ones when no evaluation was finite).
 
-        One process: the trained module itself. Several: a fresh model on this process's device
-        with the full state (wrapped and sharded models are not what a model version holds)."""
-        best = None
-        if s.state.best_step is not None:
-            best = read_checkpoint(self.run.checkpoint_dir, "best").model_state()
+        One process: the trained module itself. Several: on the main process, a fresh model on
+        its device with the full state (wrapped and sharded models are not what a model version
+        holds); only the main process reads the best checkpoint."""
+        folder, has_best = self.run.checkpoint_dir, s.state.best_step is not None
         if self.strategy.world_size == 1 and self.strategy.name == "local":
             model = self.strategy.unwrap(s.model)
-            if best is not None:
-                model.load_state_dict(best)
+            if has_best:
+                model.load_state_dict(read_checkpoint(folder, "best").model_state())
             return model
-        if best is None:
-            best = self.strategy.model_state(s.model)  # a collective: every process calls it
+        last = None if has_best else self.strategy.model_state(s.model)  # a collective
         if not self.strategy.is_main:
             return self.strategy.unwrap(s.model)
         model = self.build_model()
-        load_model_state(model, best)
+        load_model_state(model, read_checkpoint(folder, "best").model_state() if has_best else last)
         return model.to(s.device)
 
     def _autocast(self, s: _Session) -> torch.autocast:
