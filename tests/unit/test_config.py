@@ -151,7 +151,8 @@ def test_empty_nested_yaml_section_keeps_field_default_factory_values(tmp_path):
 def test_unknown_top_level_override_lists_valid_keys():
     msg = error(load_config, FraudConfig, overrides=["bogus=1"])
     assert msg == (
-        "config: unknown key 'bogus'; valid keys are: data, model, train, sampling, rings, live, baselines"
+        "config: unknown key 'bogus'; valid keys are: "
+        "data, model, train, sampling, rings, live, baselines"
     )
 
 

@@ -348,5 +348,4 @@ def check_strategy_name(name: str) -> None:
 def _register_builtin() -> None:
     # The distributed strategies import torch.distributed pieces; they register on first use.
     import abyssal.train.data_parallel
-
     import abyssal.train.parameter_server  # noqa: F401
