@@ -150,6 +150,9 @@ class FSDPStrategy(ProcessGroupStrategy):
         options["reshard_after_forward"] = c.reshard_after_forward
         if c.cpu_offload:
             options["offload_policy"] = CPUOffloadPolicy()
+        for param in model.parameters():  # FSDP2 shards contiguous tensors only
+            if not param.is_contiguous():  # e.g. channels_last conv weights; inputs may stay so
+                param.data = param.data.contiguous()
         blocks = shard_units(model, c.shard_modules)
         for block in blocks:
             fully_shard(block, **options)
@@ -235,12 +238,14 @@ class FSDPStrategy(ProcessGroupStrategy):
 
 
 def shard_units(model: nn.Module, class_names: list[str]) -> list[nn.Module]:
-    """The blocks FSDP shards one by one, innermost last (``fully_shard`` order).
+    """The blocks FSDP shards one by one, deepest first (``fully_shard`` shards a block's
+    inner blocks before the block itself).
 
     Args:
         model: the model.
         class_names: module class names; empty: every member of a ``ModuleList`` and of a
-            ``Sequential`` of two or more modules that holds parameters.
+            ``Sequential`` of two or more modules that holds parameters and is not inside
+            another such member.
 
     Raises:
         AbyssalError: a class name matches no module (the model's block classes are listed).
@@ -253,14 +258,19 @@ def shard_units(model: nn.Module, class_names: list[str]) -> list[nn.Module]:
                 f"train.fsdp.shard_modules: no module of class {', '.join(m_missing)}; the model "
                 f"has {', '.join(kinds[:20])}"
             )
-        return [m for m in chosen if m is not model]
-    chosen = []
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) or (
-            isinstance(module, nn.Sequential) and len(module) >= 2
-        ):
-            chosen.extend(m for m in module if any(True for _ in m.parameters()))
-    return chosen
+    else:
+        chosen = []
+        for module in model.modules():
+            if isinstance(module, nn.ModuleList) or (
+                isinstance(module, nn.Sequential) and len(module) >= 2
+            ):
+                chosen.extend(m for m in module if any(True for _ in m.parameters()))
+        # the outermost such blocks: a block's own small Sequentials are gathered with it
+        inner = {id(x) for m in chosen for x in m.modules() if x is not m}
+        chosen = [m for m in chosen if id(m) not in inner]
+    depth = {id(m): name.count(".") + 1 for name, m in model.named_modules() if name}
+    unique = list({id(m): m for m in chosen if m is not model}.values())
+    return sorted(unique, key=lambda m: -depth[id(m)])
 
 
 def _initialise(model: nn.Module) -> None:
