@@ -109,13 +109,46 @@ def test_a_checkpoint_of_two_fsdp_processes_resumes_on_one_process(tmp_path, sin
     first = launch(tmp_path, "cut", 2, {"train": {"strategy": "fsdp"}, "exit_at": 10})
     assert first.returncode != 0 and first.result is None
     run_id = _only_run(tmp_path / "home")
-    state = read_checkpoint(tmp_path / "home" / "runs" / run_id / "checkpoints", "last").state
+    ckpt = read_checkpoint(tmp_path / "home" / "runs" / run_id / "checkpoints", "last")
+    state = ckpt.state
     assert (state.global_step, state.world_size, state.batches_in_epoch) == (9, 2, 3)
     assert state.items_in_epoch == 48
+    shards = sorted(p.name for p in ckpt.sharded_folder.iterdir())  # one file per process
+    assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp"]
     spec = {"train": {"strategy": "local"}, "resume": run_id}
     resumed = ok(launch(tmp_path, "resumed", 0, spec))
     np.testing.assert_allclose(params(resumed), params(single), rtol=1e-5, atol=1e-6)
     assert [r["step"] for r in resumed["history"]] == [3, 6, 9, 12, 15, 18]
+
+
+def test_a_sharded_checkpoint_resumes_exactly_on_the_same_fsdp_processes(tmp_path):
+    whole = ok(launch(tmp_path, "whole", 2, {"train": {"strategy": "fsdp"}}))
+    home = tmp_path / "cut_home"
+    spec = {"train": {"strategy": "fsdp"}, "exit_at": 10, "home": str(home)}
+    assert launch(tmp_path, "cut", 2, spec).returncode != 0
+    spec = {"train": {"strategy": "fsdp"}, "resume": _only_run(home), "home": str(home)}
+    resumed = ok(launch(tmp_path, "resumed", 2, spec))
+    np.testing.assert_allclose(params(resumed), params(whole), rtol=1e-6, atol=1e-7)
+
+
+def test_full_state_fsdp_checkpoints_resume_on_one_process(tmp_path, single):
+    train = {"strategy": "fsdp", "fsdp": {"sharded_checkpoints": False}}
+    assert launch(tmp_path, "cut", 2, {"train": train, "exit_at": 10}).returncode != 0
+    run_id = _only_run(tmp_path / "home")
+    ckpt = read_checkpoint(tmp_path / "home" / "runs" / run_id / "checkpoints", "last")
+    assert ckpt.sharded_folder is None and ckpt.optimizer_state() is not None
+    spec = {"train": {"strategy": "local"}, "resume": run_id}
+    resumed = ok(launch(tmp_path, "resumed", 0, spec))
+    np.testing.assert_allclose(params(resumed), params(single), rtol=1e-5, atol=1e-6)
+
+
+def test_a_damaged_shard_falls_back_to_the_previous_checkpoint(tmp_path):
+    assert launch(tmp_path, "cut", 2, {"train": {"strategy": "fsdp"}, "exit_at": 10}).returncode
+    folder = tmp_path / "home" / "runs" / _only_run(tmp_path / "home") / "checkpoints"
+    shard = read_checkpoint(folder, "last").sharded_folder / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:-8])  # torn by a crash or a full disk
+    ckpt = read_checkpoint(folder, "last")
+    assert ckpt.state.global_step == 6 and "__1_0.distcp" in ckpt.note
 
 
 def test_a_killed_rank_stops_the_job_and_the_last_checkpoint_resumes_exactly(tmp_path, ddp):

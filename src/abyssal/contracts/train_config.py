@@ -58,6 +58,11 @@ class FSDPConfig:
         help="keep sharded parameters, gradients and optimizer state in CPU memory (for models "
         "whose state does not fit the GPUs even sharded; the step runs on the CPU)",
     )
+    sharded_checkpoints: bool = field(
+        True,
+        help="each process writes its own shards (torch.distributed.checkpoint); false: full "
+        "states gathered onto rank 0's CPU. Either resumes on any number of processes",
+    )
     shard_modules: list[str] = field(
         default_factory=list,
         help="class names of the blocks sharded one by one (e.g. ['TransformerBlock']); empty: "

@@ -7,6 +7,9 @@ A checkpoint called ``name`` (``"last"``, ``"best"``) in a folder is::
                                        rng.rank<r>.* for the other ranks of a distributed run
     <name>.json                        everything else, and the file name + sha256 of the tensors
     <name>.prev.json                   the previous <name>.json, kept as a fall-back
+    <name>-<sha16>.dcp/                a sharded checkpoint's model and optimizer state, one file
+                                       per process (torch.distributed.checkpoint); the JSON then
+                                       names the folder and each file's sha256
 
 The JSON holds the training counters (:class:`TrainState`), the optimizer's ``param_groups`` and
 non-tensor state, the Python and NumPy RNG states and the ``GradScaler`` state. The model and
@@ -136,6 +139,12 @@ class Checkpoint:
         return None if self.meta.get("optimizer") is None else _unflatten_optimizer(self)
 
     @property
+    def sharded_folder(self) -> Path | None:
+        """The folder of a sharded checkpoint's model and optimizer state, or ``None``."""
+        entry = self.meta.get("sharded")
+        return None if not entry else self.path.parent / entry["folder"]
+
+    @property
     def rng_ranks(self) -> int:
         """How many processes' RNG states the checkpoint holds (0 when none)."""
         if self.meta.get("rng") is None:
@@ -152,6 +161,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | Mapping[str, Any] | None = None,
     scaler: torch.amp.GradScaler | None = None,
     rng: bool | Sequence[RngState] = True,
+    sharded: tuple[str, dict[str, str]] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (tensors first, the JSON that names them last).
 
@@ -165,6 +175,9 @@ def save_checkpoint(
         scaler: the ``GradScaler``, if mixed precision uses one.
         rng: ``True``: save this process's Python, NumPy, torch CPU and CUDA RNG states;
             ``False``: none; or every process's states in rank order (:func:`capture_rng`).
+        sharded: the folder (and its files' sha256) that
+            :func:`abyssal.train.sharded.write_sharded` wrote with the model and optimizer
+            state; ``model`` and ``optimizer`` are then empty.
 
     Returns:
         The path of the JSON sidecar.
@@ -192,6 +205,8 @@ def save_checkpoint(
         meta["rng_ranks"] = [
             _flatten_rng(r, tensors, f"rng.rank{i}.") for i, r in enumerate(ranks[1:], 1)
         ]
+    if sharded is not None:
+        meta["sharded"] = {"folder": sharded[0], "files": sharded[1]}
     meta["tensors"], meta["sha256"] = _write_tensors(directory, name, tensors)
     current = directory / f"{name}.json"
     if current.exists():
@@ -317,6 +332,12 @@ def _read_verified(path: Path) -> Checkpoint:
             f"{tensor_path.name} has sha256 {digest[:16]}..., {path.name} expects "
             f"{meta['sha256'][:16]}... (torn or damaged pair)"
         )
+    if meta.get("sharded"):
+        from abyssal.train.sharded import verify_sharded
+
+        problem = verify_sharded(path.parent, meta["sharded"])
+        if problem is not None:
+            raise _DamagedCheckpoint(f"{path.name} names a sharded state where {problem}")
     return Checkpoint(meta=meta, tensors=safetensors.torch.load(data), path=path)
 
 
@@ -331,11 +352,15 @@ def _write_tensors(directory: Path, name: str, tensors: dict[str, torch.Tensor])
 
 def _prune(directory: Path, name: str) -> None:
     """Delete tensor files of ``name`` that neither ``name.json`` nor ``name.prev.json`` names."""
-    keep = set()
+    keep, folders = set(), set()
     for suffix in ("", ".prev"):
         meta = peek_checkpoint(directory, f"{name}{suffix}")
         if meta is not None:
             keep.add(meta.get("tensors"))
+            folders.add((meta.get("sharded") or {}).get("folder"))
+    from abyssal.train.sharded import prune_sharded
+
+    prune_sharded(directory, name, {f for f in folders if f})
     pattern = re.compile(rf"^{re.escape(name)}-[0-9a-f]{{16}}\.safetensors$")
     for path in directory.iterdir():
         if pattern.match(path.name) and path.name not in keep:
@@ -346,6 +371,9 @@ def _remove_stale_temps(directory: Path, name: str) -> None:
     # Temporary files of a killed writer; one process writes a run's checkpoints at a time.
     for path in directory.glob(f".{name}.*.tmp"):
         path.unlink(missing_ok=True)
+    from abyssal.train.sharded import remove_stale_sharded
+
+    remove_stale_sharded(directory, name)  # the current save's folder is already in place
 
 
 def _flatten_optimizer(sd: Mapping[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:

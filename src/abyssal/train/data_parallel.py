@@ -31,13 +31,14 @@ from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.devices import autocast_dtype
 from abyssal.core.errors import AbyssalError
 from abyssal.train.distributed import Launch, ProcessGroupStrategy
-from abyssal.train.strategy import STRATEGIES, load_model_state, optimizer_step
+from abyssal.train.strategy import STRATEGIES, load_model_state
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class DDPStrategy(ProcessGroupStrategy):
-    """One full replica per process; gradients all-reduced in buckets during backward.
+    """One full replica per process; gradients all-reduced in buckets during backward, so the
+    base class's usual step (unscale, clip, step) is the same on every replica.
 
     Settings: ``train.ddp`` (bucket size, unused parameters, static graph), ``train.backend``,
     ``train.timeout_s``.
@@ -72,16 +73,6 @@ class DDPStrategy(ProcessGroupStrategy):
             return contextlib.nullcontext()
         return model.no_sync()
 
-    def step(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler,
-        clip_grad_norm: float | None,
-    ) -> None:
-        """The usual step: gradients are already averaged, so every replica steps alike."""
-        optimizer_step(model, optimizer, scaler, clip_grad_norm)
-
     def model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The replica's ``state_dict`` (the same on every rank)."""
         return self.unwrap(model).state_dict()
@@ -109,7 +100,8 @@ class FSDPStrategy(ProcessGroupStrategy):
     Blocks (``train.fsdp.shard_modules``, or by default every member of a ``ModuleList`` or of a
     ``Sequential`` of two or more modules) are sharded one by one, then the whole model, so only
     one block's full parameters exist at a time. Mixed precision follows ``train.precision``
-    (parameters gathered in bf16, gradients reduced in ``train.fsdp.reduce_dtype``).
+    (parameters gathered in bf16, gradients reduced in ``train.fsdp.reduce_dtype``). The usual
+    step clips to the global norm over every shard and steps each process's shard.
 
     Raises:
         AbyssalError: one process on a CPU (nothing to shard over: use ``local``), or fp16
@@ -129,6 +121,7 @@ class FSDPStrategy(ProcessGroupStrategy):
             raise AbyssalError(
                 "train.strategy=fsdp trains in fp32 or bf16: set train.precision=bf16 (or auto)"
             )
+        self.sharded_checkpoints = cfg.fsdp.sharded_checkpoints
 
     def setup(self, model: nn.Module, device: torch.device) -> nn.Module:
         """Shard ``model`` block by block over the process group, on ``device``.
@@ -178,16 +171,6 @@ class FSDPStrategy(ProcessGroupStrategy):
         if setter is not None:
             setter(sync)
         return contextlib.nullcontext()
-
-    def step(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler,
-        clip_grad_norm: float | None,
-    ) -> None:
-        """Clip to the global norm (over every shard) and step each process's shard."""
-        optimizer_step(model, optimizer, scaler, clip_grad_norm)
 
     def _options(self) -> Any:
         from torch.distributed.checkpoint.state_dict import StateDictOptions

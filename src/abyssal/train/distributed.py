@@ -31,7 +31,7 @@ import torch.distributed as dist
 from abyssal.contracts.task import Shard
 from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.errors import AbyssalError, ConfigError
-from abyssal.train.strategy import gather_outputs
+from abyssal.train.strategy import gather_outputs, optimizer_step
 
 LAUNCH_HINT = (
     "launch one process per device: `abyssal train SOLUTION ... --nproc N` or "
@@ -120,7 +120,8 @@ def choose_backend(backend: str, device: torch.device) -> str:
 class ProcessGroupStrategy:
     """The communication half of a multi-process strategy, over the default process group.
 
-    Subclasses set ``name`` and implement setup, unwrap, accumulate, step and the state dicts.
+    Subclasses set ``name`` and implement setup, unwrap, accumulate and the state dicts (and
+    ``step`` where the usual one does not fit).
 
     Args:
         cfg: the ``train`` config (``device``, ``backend``, ``timeout_s``).
@@ -134,6 +135,7 @@ class ProcessGroupStrategy:
     name = "distributed"
     trains = True
     lockstep = True
+    sharded_checkpoints = False
 
     def __init__(self, cfg: TrainConfig, launch: Launch | None = None) -> None:
         launch = launch or Launch.from_env()
@@ -160,6 +162,17 @@ class ProcessGroupStrategy:
     def device(self, spec: str) -> torch.device:
         """The device chosen at start (``cuda:LOCAL_RANK`` or the CPU)."""
         return self._device
+
+    def step(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        clip_grad_norm: float | None,
+    ) -> None:
+        """Unscale, clip to the global norm, step, zero: the same on every process when the
+        gradients are synchronised (DDP, FSDP); a parameter server replaces it."""
+        optimizer_step(model, optimizer, scaler, clip_grad_norm)
 
     def _comm_device(self) -> torch.device:
         return self._device if self.backend == "nccl" else torch.device("cpu")

@@ -58,7 +58,9 @@ class Strategy(Protocol):
         trains: ``False`` on a process that only serves others (a parameter server); the trainer
             then calls :meth:`serve` instead of training.
         lockstep: every rank must make the same number of forward and backward calls (collectives
-            run inside them); the trainer then trims an epoch to the batches every rank has.
+            run inside them).
+        sharded_checkpoints: every rank writes its own shards of the model and optimizer state
+            (:mod:`abyssal.train.sharded`) instead of rank 0 writing full states.
     """
 
     name: str
@@ -68,6 +70,7 @@ class Strategy(Protocol):
     shard: Shard
     trains: bool
     lockstep: bool
+    sharded_checkpoints: bool
 
     def device(self, spec: str) -> torch.device:
         """The device this process trains on, given the config's device spec."""
@@ -152,6 +155,7 @@ class LocalStrategy:
     shard = Shard(0, 1)
     trains = True
     lockstep = False
+    sharded_checkpoints = False
 
     def __init__(self, cfg: TrainConfig | None = None) -> None:
         self.cfg = cfg

@@ -53,6 +53,7 @@ from abyssal.train.checkpoint import (
     save_checkpoint,
 )
 from abyssal.train.optim import build_optimizer, lr_factor, set_learning_rate, trainable_parameters
+from abyssal.train.sharded import load_sharded_full, load_sharded_into, sharded_state, write_sharded
 from abyssal.train.strategy import Strategy, load_model_state, make_strategy
 
 RESERVED_KEYS = ("epoch", "step", "train_loss", "time")
@@ -276,7 +277,7 @@ class Trainer:
         ckpt = read_checkpoint(folder, "last")
         if ckpt.note:
             self._log(ckpt.note)
-        self.strategy.load_state(s.model, s.optimizer, ckpt.model_state(), ckpt.optimizer_state())
+        self._load_states(s, ckpt)
         if s.scaler.is_enabled() and ckpt.meta.get("scaler"):
             s.scaler.load_state_dict(ckpt.meta["scaler"])
         s.state = st = ckpt.state
@@ -296,6 +297,21 @@ class Trainer:
             where = f"after epoch {st.epoch}"
         was = f", written by {st.world_size} processes" if moved else ""
         self._log(f"resumed {where} (step {step}{was})")
+
+    def _load_states(self, s: _Session, ckpt: Checkpoint) -> None:
+        """The checkpoint's model and optimizer state into the set-up model and optimizer."""
+        folder = ckpt.sharded_folder
+        if folder is None:
+            model, optimizer = ckpt.model_state(), ckpt.optimizer_state()
+        elif self.strategy.sharded_checkpoints:  # each process reads its own new shards
+            load_sharded_into(folder, s.model, s.optimizer)
+            return
+        else:  # full states, read by each process from the shards of another run's layout
+            cfg = self.cfg
+            model, optimizer = load_sharded_full(
+                folder, self.build_model, lambda m: build_optimizer(m, cfg)
+            )
+        self.strategy.load_state(s.model, s.optimizer, model, optimizer)
 
     def _resume_elsewhere(self, s: _Session, st: TrainState) -> None:
         """A mid-epoch checkpoint of another number of processes: continue the epoch's order
@@ -538,10 +554,20 @@ class Trainer:
         only the main process writes."""
         st, strategy = s.state, self.strategy
         last_due = st.evaluations % self.cfg.checkpoint_every == 0 or self._finished(s)
-        weights = strategy.model_state(s.model) if improved or last_due else None
-        optimizer = rngs = None
+        folder = self.run.checkpoint_dir
+        weights = optimizer = rngs = best_shards = last_shards = None
+        if strategy.sharded_checkpoints:  # every process writes its shards
+            weights, optimizer = {}, None
+            if improved:
+                best_shards = write_sharded(folder, "best", sharded_state(s.model, None), strategy)
+            if last_due:
+                state = sharded_state(s.model, s.optimizer)
+                last_shards = write_sharded(folder, "last", state, strategy)
+        elif improved or last_due:
+            weights = strategy.model_state(s.model)
+            if last_due:
+                optimizer = strategy.optimizer_state(s.model, s.optimizer)
         if last_due:
-            optimizer = strategy.optimizer_state(s.model, s.optimizer)
             rngs = strategy.all_gather(capture_rng(all_devices=strategy.world_size == 1))
             items = strategy.all_gather(s.local_items)
             st.world_size = strategy.world_size
@@ -549,9 +575,10 @@ class Trainer:
         if strategy.is_main:
             self.run.log_metrics(row)
             self.run.log(_describe(row, self.metric, st))
-            folder = self.run.checkpoint_dir
             if improved:
-                save_checkpoint(folder, "best", model=weights, state=st, rng=False)
+                save_checkpoint(
+                    folder, "best", model=weights, state=st, rng=False, sharded=best_shards
+                )
             if last_due:
                 save_checkpoint(
                     folder,
@@ -561,6 +588,7 @@ class Trainer:
                     optimizer=optimizer,
                     scaler=s.scaler,
                     rng=rngs,
+                    sharded=last_shards,
                 )
         strategy.barrier()
 
@@ -599,8 +627,14 @@ class Trainer:
         last = None if has_best else self.strategy.model_state(s.model)  # a collective
         if not self.strategy.is_main:
             return self.strategy.unwrap(s.model)
+        if has_best:
+            ckpt = read_checkpoint(folder, "best")
+            shards = ckpt.sharded_folder
+            last = ckpt.model_state() if shards is None else None
+            if shards is not None:  # read by this process alone into a plain CPU model
+                last, _ = load_sharded_full(shards, self.build_model, None)
         model = self.build_model()
-        load_model_state(model, read_checkpoint(folder, "best").model_state() if has_best else last)
+        load_model_state(model, last)
         return model.to(s.device)
 
     def _autocast(self, s: _Session) -> torch.autocast:
