@@ -98,6 +98,13 @@ def test_ddp_with_gradient_accumulation_equals_one_process(tmp_path, single):
     np.testing.assert_allclose(params(out), params(single), rtol=1e-5, atol=1e-6)
 
 
+def test_the_trainer_on_two_workers_and_a_parameter_server_equals_one_process(tmp_path, single):
+    """Staleness 0: the server averages both workers' gradients and takes one step."""
+    spec = {"train": {"strategy": "parameter_server", "parameter_server": {"staleness": 0}}}
+    out = ok(launch(tmp_path, "ps", 3, spec))
+    np.testing.assert_allclose(params(out), params(single), rtol=1e-5, atol=1e-6)
+
+
 def test_fsdp_on_two_processes_matches_ddp(tmp_path, ddp):
     out = ok(launch(tmp_path, "fsdp", 2, {"train": {"strategy": "fsdp"}}))
     np.testing.assert_allclose(params(out), params(ddp), rtol=1e-5, atol=1e-6)

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,9 +32,15 @@ from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.devices import autocast_dtype
 from abyssal.core.errors import AbyssalError
 from abyssal.train.distributed import Launch, ProcessGroupStrategy
-from abyssal.train.strategy import STRATEGIES, load_model_state
+from abyssal.train.strategy import STRATEGIES, load_model_state, optimizer_parameter_names
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# torch >= 2.14 names it forward_sync_buffers (broadcast_buffers is deprecated there)
+_NO_FORWARD_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 class DDPStrategy(ProcessGroupStrategy):
@@ -60,7 +67,7 @@ class DDPStrategy(ProcessGroupStrategy):
             find_unused_parameters=c.find_unused_parameters,
             static_graph=c.static_graph,
             gradient_as_bucket_view=c.gradient_as_bucket_view,
-            broadcast_buffers=False,  # no collective in forward: ranks may validate unevenly
+            **_NO_FORWARD_BUFFER_SYNC,  # no collective in forward: ranks may validate unevenly
         )
 
     def unwrap(self, model: nn.Module) -> nn.Module:
@@ -194,7 +201,7 @@ class FSDPStrategy(ProcessGroupStrategy):
         state = get_optimizer_state_dict(model, optimizer, options=self._options())
         if not self.is_main:
             return None
-        return _by_index(state, _parameter_names(model, optimizer))
+        return _by_index(state, optimizer_parameter_names(model, optimizer))
 
     def load_state(
         self,
@@ -214,7 +221,7 @@ class FSDPStrategy(ProcessGroupStrategy):
         options = StateDictOptions(full_state_dict=True)
         set_model_state_dict(model, dict(model_state), options=options)
         if optimizer is not None and optimizer_state is not None:
-            names = _parameter_names(model, optimizer)
+            names = optimizer_parameter_names(model, optimizer)
             set_optimizer_state_dict(
                 model, optimizer, _by_name(optimizer_state, names), options=options
             )
@@ -267,12 +274,6 @@ def _initialise(model: nn.Module) -> None:
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
                 reset()
-
-
-def _parameter_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """The names of the optimizer's parameters, in ``Optimizer.state_dict()`` index order."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
 
 def _by_index(state: Mapping[str, Any], names: list[str]) -> dict[str, Any]:

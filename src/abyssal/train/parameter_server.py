@@ -55,11 +55,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import reduce
 from typing import Any, Literal
 
 import torch
@@ -71,12 +69,26 @@ from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.errors import AbyssalError
 from abyssal.train.distributed import LAUNCH_HINT, Launch, ProcessGroupStrategy, choose_device
 from abyssal.train.optim import build_optimizer, trainable_parameters
-from abyssal.train.strategy import STRATEGIES, load_model_state
-
-# Message kinds (header[0]) and tags. A header is float64: [kind, worker, clock, finite, lrs, size].
-INIT, PULL, PUSH, OPT_STATE, LOAD, DONE = range(1, 7)
-_HEADER, _BODY, _REPLY = 1, 2, 3
-_HEADER_LEN = 6
+from abyssal.train.ps_server import (
+    BODY,
+    DONE,
+    HEADER,
+    INIT,
+    LOAD,
+    OPT_STATE,
+    PULL,
+    PUSH,
+    REPLY,
+    ServerLoop,
+    flatten,
+    grad_or_zeros,
+    recv_object,
+    squared_norm,
+    to_bytes,
+    unflatten_into,
+    wire_dtype,
+)
+from abyssal.train.strategy import STRATEGIES, load_model_state, optimizer_parameter_names
 
 
 @dataclass(frozen=True)
@@ -196,9 +208,9 @@ class ParameterServerStrategy(ProcessGroupStrategy):
         self._plan = ShardPlan.deal([(n, p.numel()) for n, p in named], self.num_servers)
         by_name = dict(named)
         self._params = [[by_name[n] for n in names] for names in self._plan.names]
-        self._replies = [torch.empty(n, dtype=_wire_dtype(ps)) for n, ps in self._shards()]
+        self._replies = [torch.empty(n, dtype=wire_dtype(ps)) for n, ps in self._shards()]
         if self.is_main:
-            flats = [_flatten([p.detach() for p in ps]).cpu() for ps in self._params]
+            flats = [flatten([p.detach() for p in ps]).cpu() for ps in self._params]
             self._exchange(INIT, flats, reply=False)
         else:
             self._copy_in(self._exchange(PULL, reply=True))
@@ -229,8 +241,8 @@ class ParameterServerStrategy(ProcessGroupStrategy):
         self._worker_only("step")
         if scaler.is_enabled():
             scaler.unscale_(optimizer)
-        flats = [_flatten([_grad(p) for p in ps]) for ps in self._params]
-        norm = math.sqrt(sum(float(_norm_sq(f)) for f in flats))
+        flats = [flatten([grad_or_zeros(p) for p in ps]) for ps in self._params]
+        norm = math.sqrt(sum(float(squared_norm(f)) for f in flats))
         finite = math.isfinite(norm)
         if finite and clip_grad_norm is not None and self.cfg.parameter_server.staleness > 0:
             coef = clip_grad_norm / (norm + 1e-6)  # clip_grad_norm_'s rule
@@ -266,8 +278,8 @@ class ParameterServerStrategy(ProcessGroupStrategy):
         by_name: dict[str, Any] = {}
         for server in range(self.num_servers):
             self._wait(self._send_header(server, OPT_STATE))
-            by_name.update(_recv_object(self._server_rank(server), self._fail))
-        names = _optimizer_names(model, optimizer)
+            by_name.update(recv_object(self._server_rank(server), self._fail))
+        names = optimizer_parameter_names(model, optimizer)
         state = {i: by_name[n] for i, n in enumerate(names) if n in by_name}
         return {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
 
@@ -309,7 +321,7 @@ class ParameterServerStrategy(ProcessGroupStrategy):
     ) -> None:
         by_name: dict[str, Any] = {}
         if groups is not None and optimizer is not None and optimizer_state is not None:
-            names = _optimizer_names(model, optimizer)
+            names = optimizer_parameter_names(model, optimizer)
             by_name = {names[int(i)]: s for i, s in optimizer_state["state"].items()}
         for server, names in enumerate(self._require_plan().names):
             payload = {
@@ -317,11 +329,11 @@ class ParameterServerStrategy(ProcessGroupStrategy):
                 "state": {n: by_name[n] for n in names if n in by_name},
                 "groups": groups,
             }
-            data, dst = _to_bytes(payload), self._server_rank(server)
+            data, dst = to_bytes(payload), self._server_rank(server)
             works = self._send_header(server, LOAD, size=data.numel())
-            works.append(dist.isend(data, dst, tag=_BODY))
+            works.append(dist.isend(data, dst, tag=BODY))
             ack = torch.zeros(1)
-            works.append(dist.irecv(ack, dst, tag=_REPLY))
+            works.append(dist.irecv(ack, dst, tag=REPLY))
             self._wait(works)
 
     # -- serving -----------------------------------------------------------------------------
@@ -342,10 +354,10 @@ class ParameterServerStrategy(ProcessGroupStrategy):
             if name not in keep:
                 param.data = torch.empty(0, dtype=param.dtype)
         params = dict(named)
-        server = _Server(
+        server = ServerLoop(
             {n: params[n] for n in plan.names[self.rank]},
             optimizer,
-            _optimizer_names(model, optimizer),
+            optimizer_parameter_names(model, optimizer),
             workers=self.num_workers,
             staleness=cfg.parameter_server.staleness,
             clip=cfg.clip_grad_norm,
@@ -436,10 +448,10 @@ class ParameterServerStrategy(ProcessGroupStrategy):
         header = torch.tensor(
             [kind, self.rank, self._clock, float(finite), len(lrs), size], dtype=torch.float64
         )
-        works = [dist.isend(header, self._server_rank(server), tag=_HEADER)]
+        works = [dist.isend(header, self._server_rank(server), tag=HEADER)]
         if lrs:
             lr = torch.tensor(list(lrs), dtype=torch.float64)
-            works.append(dist.isend(lr, self._server_rank(server), tag=_BODY))
+            works.append(dist.isend(lr, self._server_rank(server), tag=BODY))
         return works
 
     def _exchange(
@@ -457,9 +469,9 @@ class ParameterServerStrategy(ProcessGroupStrategy):
             dst = self._server_rank(server)
             works += self._send_header(server, kind, size=numel, lrs=lrs, finite=finite)
             if bodies:
-                works.append(dist.isend(bodies[server], dst, tag=_BODY))
+                works.append(dist.isend(bodies[server], dst, tag=BODY))
             if reply:
-                works.append(dist.irecv(self._replies[server], dst, tag=_REPLY))
+                works.append(dist.irecv(self._replies[server], dst, tag=REPLY))
         self._wait(works)
         return self._replies
 
@@ -473,254 +485,7 @@ class ParameterServerStrategy(ProcessGroupStrategy):
     def _copy_in(self, flats: Sequence[torch.Tensor]) -> None:
         with torch.no_grad():
             for flat, params in zip(flats, self._params, strict=True):
-                _unflatten_into(flat.to(params[0].device), params)
-
-
-class _Server:
-    """One server's loop: answer workers' messages, one at a time, until all are done."""
-
-    def __init__(
-        self,
-        shard: dict[str, nn.Parameter],
-        optimizer: torch.optim.Optimizer,
-        optimizer_names: list[str],
-        *,
-        workers: int,
-        staleness: int,
-        clip: float | None,
-        group: Any,
-        timeout_s: float,
-    ) -> None:
-        self.shard, self.params = shard, list(shard.values())  # model order
-        self.optimizer, self.names = optimizer, optimizer_names
-        self.numel = sum(p.numel() for p in self.params)
-        self.dtype = _wire_dtype(self.params)
-        self.staleness, self.clip, self.group, self.timeout_s = staleness, clip, group, timeout_s
-        self.clock = [0] * workers
-        self.active = set(range(workers))
-        self.waiting: set[int] = set()  # pushed, not yet answered
-        self.queued: list[int] = []  # pulled before the first parameters arrived
-        self.round: dict[int, tuple[torch.Tensor, bool, list[float]]] = {}  # staleness 0
-        self.ready = False
-        self._flat: torch.Tensor | None = None
-
-    def run(self) -> None:
-        """Serve until every worker has said it is done."""
-        while self.active:
-            header = torch.zeros(_HEADER_LEN, dtype=torch.float64)
-            src = self._recv_from_any(header)
-            kind, worker, clock, finite, n_lr, size = (int(v) for v in header.tolist())
-            if worker != src or src not in self.active:
-                raise AbyssalError(f"parameter server: unexpected message from rank {src}")
-            lrs = self._recv(torch.zeros(n_lr, dtype=torch.float64), src, _BODY) if n_lr else None
-            self._handle(kind, src, clock, bool(finite), lrs, size)
-
-    def _handle(self, kind: int, src: int, clock: int, finite: bool, lrs: Any, size: int) -> None:
-        if kind in (INIT, PUSH) and size != self.numel:
-            raise AbyssalError(
-                f"parameter server: worker {src} sent {size} values, this server holds "
-                f"{self.numel}: workers and servers must build the same model"
-            )
-        if kind == INIT:
-            self._recv_flat(src, into_params=True)
-            self._set_ready()
-        elif kind == PULL and not self.ready:
-            self.queued.append(src)
-        elif kind == PULL:
-            self._send_params(src)
-        elif kind == PUSH:
-            if clock != self.clock[src]:
-                raise AbyssalError(
-                    f"parameter server: worker {src} pushed step {clock} out of turn"
-                )
-            self._push(src, self._recv_flat(src), finite, [float(v) for v in lrs.tolist()])
-        elif kind == OPT_STATE:
-            _send_object(self._optimizer_shard(), src)
-        elif kind == LOAD:
-            self._load(_from_bytes(self._recv_bytes(src, size)))
-            dist.send(torch.zeros(1), src, tag=_REPLY)
-            self._set_ready()
-        elif kind == DONE:
-            self.active.discard(src)
-            self._settle()
-        else:
-            raise AbyssalError(f"parameter server: unknown message kind {kind} from rank {src}")
-
-    def _push(self, src: int, grad: torch.Tensor, finite: bool, lrs: list[float]) -> None:
-        self.clock[src] += 1
-        self.waiting.add(src)
-        if self.staleness > 0:  # asynchronous: every push is one update
-            self._apply(grad, finite, lrs, clip=False)
-        else:
-            self.round[src] = (grad, finite, lrs)
-        self._settle()
-
-    def _settle(self) -> None:
-        """Apply a complete synchronous round; answer every worker the staleness bound allows."""
-        if self.round and all(w in self.round for w in self.active):
-            order = sorted(self.round)  # worker order: the sum does not depend on arrival
-            total = self.round[order[0]][0].clone()
-            for w in order[1:]:
-                total.add_(self.round[w][0])
-            finite = all(self.round[w][1] for w in order)
-            self._apply(total.div_(len(order)), finite, self.round[order[0]][2], clip=True)
-            self.round.clear()
-        slowest = min((self.clock[w] for w in self.active), default=0)
-        for worker in sorted(self.waiting):
-            if self.clock[worker] - slowest <= self.staleness:
-                self.waiting.discard(worker)
-                self._send_params(worker)
-
-    def _apply(self, grad: torch.Tensor, finite: bool, lrs: list[float], *, clip: bool) -> None:
-        """One optimizer step with ``grad`` (this server's flat shard of the gradient)."""
-        if clip and self.clip is not None:  # the global norm, over every server's shard
-            norm_sq = _norm_sq(grad).reshape(1)
-            if self.group is not None:
-                dist.all_reduce(norm_sq, group=self.group)
-            norm = float(norm_sq.sqrt())
-            finite = finite and math.isfinite(norm)
-            coef = self.clip / (norm + 1e-6)
-            if finite and coef < 1.0:
-                grad.mul_(coef)
-        if not finite:
-            return  # skipped, as GradScaler skips a step with inf/nan gradients
-        if len(lrs) != len(self.optimizer.param_groups):
-            raise AbyssalError(
-                f"parameter server: a worker's optimizer has {len(lrs)} parameter groups, this "
-                f"server's {len(self.optimizer.param_groups)}"
-            )
-        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-            group["lr"] = lr
-        offset = 0
-        for p in self.params:
-            p.grad = grad[offset : offset + p.numel()].view(p.shape).to(p.dtype)
-            offset += p.numel()
-        self.optimizer.step()
-        for p in self.params:
-            p.grad = None
-        self._flat = None
-
-    def _send_params(self, worker: int) -> None:
-        if self._flat is None:
-            self._flat = _flatten([p.detach() for p in self.params])
-        dist.send(self._flat, worker, tag=_REPLY)
-
-    def _set_ready(self) -> None:
-        self.ready = True
-        for worker in self.queued:
-            self._send_params(worker)
-        self.queued.clear()
-
-    def _optimizer_shard(self) -> dict[str, Any]:
-        state = self.optimizer.state_dict()["state"]
-        return {self.names[i]: s for i, s in state.items() if self.names[i] in self.shard}
-
-    def _load(self, payload: dict[str, Any]) -> None:
-        with torch.no_grad():
-            for name, value in payload["params"].items():
-                self.shard[name].copy_(value)
-        self._flat = None
-        if payload["groups"] is None:
-            return
-        own_groups = self.optimizer.state_dict()["param_groups"]
-        index = {n: i for i, n in enumerate(self.names)}
-        self.optimizer.load_state_dict(
-            {
-                "state": {index[n]: s for n, s in payload["state"].items()},
-                "param_groups": [
-                    {**saved, "params": own["params"]}
-                    for saved, own in zip(payload["groups"], own_groups, strict=True)
-                ],
-            }
-        )
-
-    def _recv_from_any(self, header: torch.Tensor) -> int:
-        try:
-            return dist.recv(header, None, tag=_HEADER)
-        except RuntimeError as error:
-            raise self._fail(error) from error
-
-    def _recv(self, tensor: torch.Tensor, src: int, tag: int) -> torch.Tensor:
-        try:
-            dist.recv(tensor, src, tag=tag)
-        except RuntimeError as error:
-            raise self._fail(error) from error
-        return tensor
-
-    def _fail(self, error: Exception) -> AbyssalError:
-        return AbyssalError(
-            f"parameter server: no message from the workers within train.timeout_s="
-            f"{self.timeout_s:g}s (a worker died or hangs): {error}"
-        )
-
-    def _recv_flat(self, src: int, *, into_params: bool = False) -> torch.Tensor:
-        flat = self._recv(torch.empty(self.numel, dtype=self.dtype), src, _BODY)
-        if into_params:
-            with torch.no_grad():
-                _unflatten_into(flat, self.params)
-            self._flat = None
-        return flat
-
-    def _recv_bytes(self, src: int, size: int) -> torch.Tensor:
-        return self._recv(torch.empty(size, dtype=torch.uint8), src, _BODY)
-
-
-def _grad(param: nn.Parameter) -> torch.Tensor:
-    return param.grad if param.grad is not None else torch.zeros_like(param)
-
-
-def _norm_sq(flat: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(flat, dtype=torch.float64).square()
-
-
-def _wire_dtype(params: Sequence[torch.Tensor]) -> torch.dtype:
-    """The dtype a shard travels in: wide enough for every parameter in it."""
-    return reduce(torch.promote_types, (p.dtype for p in params))
-
-
-def _flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    dtype = _wire_dtype(tensors)
-    return torch.cat([t.reshape(-1).to(dtype) for t in tensors])  # (numel,)
-
-
-def _unflatten_into(flat: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
-    offset = 0
-    for p in params:
-        p.copy_(flat[offset : offset + p.numel()].view(p.shape))
-        offset += p.numel()
-
-
-def _optimizer_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """The names of ``optimizer``'s parameters, in ``Optimizer.state_dict()`` index order."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-
-
-def _to_bytes(obj: Any) -> torch.Tensor:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
-
-
-def _from_bytes(data: torch.Tensor) -> Any:
-    return torch.load(io.BytesIO(data.numpy().tobytes()), weights_only=True)
-
-
-def _send_object(obj: Any, dst: int) -> None:
-    data = _to_bytes(obj)
-    dist.send(torch.tensor([data.numel()], dtype=torch.int64), dst, tag=_REPLY)
-    dist.send(data, dst, tag=_REPLY)
-
-
-def _recv_object(src: int, fail: Callable[[Exception], Exception]) -> Any:
-    try:
-        size = torch.zeros(1, dtype=torch.int64)
-        dist.recv(size, src, tag=_REPLY)
-        data = torch.empty(int(size), dtype=torch.uint8)
-        dist.recv(data, src, tag=_REPLY)
-    except RuntimeError as error:
-        raise fail(error) from error
-    return _from_bytes(data)
+                unflatten_into(flat.to(params[0].device), params)
 
 
 STRATEGIES.add("parameter_server", ParameterServerStrategy)

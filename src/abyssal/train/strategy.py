@@ -289,6 +289,13 @@ def load_model_state(
         model.load_state_dict(dict(state))
 
 
+def optimizer_parameter_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The names of ``optimizer``'s parameters in ``Optimizer.state_dict()`` index order (what
+    turns an index-keyed optimizer state into a name-keyed one and back)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
 def gather_outputs(
     outputs: Mapping[str, np.ndarray], group: object = None
 ) -> dict[str, np.ndarray]:
