@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -55,6 +54,9 @@ from abyssal.train.checkpoint import (
 from abyssal.train.optim import build_optimizer, lr_factor, set_learning_rate, trainable_parameters
 from abyssal.train.sharded import load_sharded_full, load_sharded_into, sharded_state, write_sharded
 from abyssal.train.strategy import Strategy, load_model_state, make_strategy
+from abyssal.train.validation import validate_task
+
+__all__ = ["FitResult", "Trainer", "validate_task"]
 
 RESERVED_KEYS = ("epoch", "step", "train_loss", "time")
 _MIN_HINTS = ("loss", "rmse", "mse", "mae", "error")
@@ -653,64 +655,6 @@ class Trainer:
             self.run.log(f"{status}: {error}")
 
 
-def validate_task(
-    task: TrainTask,
-    model: nn.Module,
-    strategy: Strategy,
-    device: torch.device,
-    dtype: torch.dtype | None = None,
-) -> dict[str, float]:
-    """Validation metrics over every process's shard: outputs per batch, concatenated, gathered
-    across processes, then ``task.validation_metrics`` on the whole set (call on every rank).
-
-    Under a strategy whose forward runs collectives (``lockstep``, e.g. FSDP's parameter
-    gathers), processes with fewer batches repeat their first one, discarding the outputs, so
-    that every process makes the same number of calls.
-
-    Args:
-        task: the task.
-        model: the model as the strategy set it up (called through ``forward``).
-        strategy: gives this process's shard and gathers the outputs.
-        device: where batches go.
-        dtype: the autocast dtype, or ``None`` for none.
-
-    Returns:
-        The task's metrics, the same on every process.
-
-    Raises:
-        AbyssalError: in lockstep, a process has no validation batch while others have some.
-    """
-    was_training = model.training
-    model.eval()
-    parts: dict[str, list[np.ndarray]] = {}
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-    batches = task.val_batches(strategy.shard)
-    extra, first = 0, None
-    if getattr(strategy, "lockstep", False) and strategy.world_size > 1:
-        batches = list(batches)
-        fewest, most = strategy.agree(len(batches), "min"), strategy.agree(len(batches), "max")
-        if fewest == 0 and most > 0:
-            raise AbyssalError(
-                f"a process has no validation batch while another has {most}: the validation "
-                f"set is smaller than the {strategy.world_size} processes that share it"
-            )
-        extra = most - len(batches)
-    try:
-        with torch.no_grad(), autocast:
-            for batch in batches:
-                moved = task.move_batch(batch, device)
-                first = moved if first is None else first
-                out = task.validation_step(model, moved)
-                for key, value in out.items():
-                    parts.setdefault(key, []).append(_to_numpy(value))
-            for _ in range(extra):  # keep in step with processes that have more batches
-                task.validation_step(model, first)
-    finally:
-        model.train(was_training)
-    outputs = strategy.gather({k: np.concatenate(v) for k, v in parts.items()})
-    return dict(task.validation_metrics(outputs))
-
-
 def _resolve_mode(
     cfg: TrainConfig, metric: str | None, mode: Literal["max", "min"]
 ) -> Literal["max", "min"]:
@@ -722,15 +666,6 @@ def _resolve_mode(
     if watched is None or watched == metric:
         return mode
     return "min" if any(h in watched.lower() for h in _MIN_HINTS) else "max"
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach()
-        if value.is_floating_point() and value.dtype != torch.float64:
-            value = value.float()  # bf16 / fp16 outputs of autocast
-        return value.cpu().numpy()
-    return np.asarray(value)
 
 
 def _describe(row: dict[str, Any], metric: str, state: TrainState) -> str:
