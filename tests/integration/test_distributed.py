@@ -234,3 +234,30 @@ def _only_run(home: Path) -> str:
     runs = sorted(p.name for p in (home / "runs").iterdir() if p.is_dir())
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def test_abyssal_train_nproc_registers_one_version_that_loads_on_one_cpu(tmp_path):
+    """`abyssal train fraud --nproc 2 train.strategy=ddp`: two processes, one run, one version
+    (rank 0's), which evaluates on one CPU like any other."""
+    env = {**os.environ, "ABYSSAL_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    args = [
+        "data.synthetic_users=300",
+        "data.synthetic_days=14",
+        "model.hidden=16",
+        "model.heads=2",
+        "baselines=false",
+        "train.epochs=2",
+        "train.progress=false",
+    ]
+    cmd = [sys.executable, "-m", "abyssal", "train", "fraud", "--nproc", "2"]
+    done = subprocess.run(
+        [*cmd, "train.strategy=ddp", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("registered fraud:1") == 1 and "fraud:2" not in done.stdout
+    assert len(list((tmp_path / "home" / "runs").iterdir())) == 1
+    evaluate = [sys.executable, "-m", "abyssal", "evaluate", "fraud:1", "train.device=cpu"]
+    again = subprocess.run(evaluate, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "AUPRC" in again.stdout

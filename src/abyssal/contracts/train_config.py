@@ -66,7 +66,7 @@ class FSDPConfig:
     shard_modules: list[str] = field(
         default_factory=list,
         help="class names of the blocks sharded one by one (e.g. ['TransformerBlock']); empty: "
-        "every module held in a ModuleList or Sequential of two or more, else the whole model",
+        "the outermost members of ModuleLists and of Sequentials of two or more, then the model",
     )
 
 
