@@ -107,7 +107,8 @@ def test_the_trainer_on_two_workers_and_a_parameter_server_equals_one_process(tm
 
 def test_fsdp_on_two_processes_matches_ddp(tmp_path, ddp):
     out = ok(launch(tmp_path, "fsdp", 2, {"train": {"strategy": "fsdp"}}))
-    np.testing.assert_allclose(params(out), params(ddp), rtol=1e-5, atol=1e-6)
+    # reduce-scatter and all-reduce may add in another order: equal up to float rounding
+    np.testing.assert_allclose(params(out), params(ddp), rtol=1e-4, atol=1e-5)
 
 
 def test_a_checkpoint_of_two_fsdp_processes_resumes_on_one_process(tmp_path, single):

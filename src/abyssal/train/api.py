@@ -200,7 +200,9 @@ def fit_task(
             return None
         trainer = Trainer(task, cfg, run, metric=metric, mode=mode, strategy=strategy)
         trainer.on_step = on_step
-        return trainer.fit(resume=resume is not None)
+        fit = trainer.fit(resume=resume is not None)
+        strategy.close(ok=True)
+        return fit
 
 
 class _joined:
@@ -313,6 +315,10 @@ def _fit_and_register(
         task, cfg.train, run, metric=metric, mode=mode, end_status="trained", strategy=strategy
     )
     fit = trainer.fit(resume=resume)
+    # Leave the process group before the final evaluation and registration, which only the
+    # main process does and which may take longer than train.timeout_s on a large graph: the
+    # others must not wait for it in a collective that would time out and fail the job.
+    strategy.close(ok=True)
     if not strategy.is_main:
         return None
     try:
