@@ -182,6 +182,14 @@ def test_resuming_with_another_model_shape_is_refused(tmp_path):
     assert "holds another model" in again.stderr and "0.weight" in again.stderr
 
 
+def test_resuming_a_sharded_checkpoint_with_another_model_shape_is_refused(tmp_path):
+    assert launch(tmp_path, "cut", 2, {"train": {"strategy": "fsdp"}, "exit_at": 4}).returncode
+    spec = {"train": {"strategy": "local"}, "resume": _only_run(tmp_path / "home"), "hidden": 8}
+    again = launch(tmp_path, "other", 0, spec)
+    assert again.returncode != 0
+    assert "does not fit this model" in again.stderr
+
+
 def test_fsdp_on_one_cpu_process_is_refused_with_what_to_change(tmp_path):
     done = launch(tmp_path, "fsdp1", 1, {"train": {"strategy": "fsdp"}})
     assert done.returncode != 0

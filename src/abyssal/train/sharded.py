@@ -98,17 +98,7 @@ def load_sharded_into(
 ) -> None:
     """Load a sharded checkpoint into a sharded (FSDP) model and its optimizer, each process
     reading its own new shards (call on every process of the group)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_state_dict
-
-    state = sharded_state(model, optimizer)
-    _load(dcp, state, folder, no_dist=False)
-    set_state_dict(
-        model,
-        optimizer if optimizer is not None else [],
-        model_state_dict=state["model"],
-        optim_state_dict=state.get("optim", {}),
-    )
+    _load_into(folder, model, optimizer, no_dist=False)
 
 
 def load_sharded_full(
@@ -119,20 +109,9 @@ def load_sharded_full(
     """Full states from a sharded checkpoint, read by this process alone into a plain model built
     on the CPU: the model's ``state_dict`` and (with ``build_optimizer``) the optimizer's, keyed
     by parameter index like ``Optimizer.state_dict()``."""
-    import torch.distributed.checkpoint as dcp
-
     model = build()
     optimizer = build_optimizer(model) if build_optimizer is not None else None
-    state = sharded_state(model, optimizer)
-    _load(dcp, state, folder, no_dist=True)
-    from torch.distributed.checkpoint.state_dict import set_state_dict
-
-    set_state_dict(
-        model,
-        optimizer if optimizer is not None else [],
-        model_state_dict=state["model"],
-        optim_state_dict=state.get("optim", {}),
-    )
+    _load_into(folder, model, optimizer, no_dist=True)
     return model.state_dict(), (optimizer.state_dict() if optimizer is not None else None)
 
 
@@ -149,14 +128,29 @@ def remove_stale_sharded(directory: Path, name: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _load(dcp: Any, state: dict[str, Any], folder: Path, *, no_dist: bool) -> None:
+def _load_into(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, *, no_dist: bool
+) -> None:
+    """Read the folder into the model's (and optimizer's) own state layout and load it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    state = sharded_state(model, optimizer)
     try:
         dcp.load(state, checkpoint_id=folder, no_dist=no_dist)
-    except Exception as exc:  # DCP reports a missing key or a shape mismatch deep inside
+    except (Exception, CheckpointException) as exc:  # the latter is a BaseException
+        lines = [line for line in str(exc).splitlines() if line.strip()]
         raise AbyssalError(
             f"the sharded checkpoint {folder.name} does not fit this model (another model or "
-            f"configuration?): {type(exc).__name__}: {str(exc)[:300]}"
+            f"configuration?): {lines[-1][:300] if lines else type(exc).__name__}"
         ) from exc
+    set_state_dict(
+        model,
+        optimizer if optimizer is not None else [],
+        model_state_dict=state["model"],
+        optim_state_dict=state.get("optim", {}),
+    )
 
 
 def _fsync_dir(directory: Path) -> None:
