@@ -41,6 +41,9 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+PREFETCH = 0  # train.prefetch_batches for every run (--prefetch)
+
+
 def config(users: int, days: int, device: str, epochs: int, sampled: dict | None) -> FraudConfig:
     """Synthetic data scaled with ``users`` (12 rings and 300 merchants per 2,000 users at the
     defaults, at least 300 merchants), the default model, no tree baselines."""
@@ -52,6 +55,7 @@ def config(users: int, days: int, device: str, epochs: int, sampled: dict | None
     cfg.train.device, cfg.train.epochs, cfg.train.progress = device, epochs, False
     cfg.train.patience = 10**6  # every epoch runs: time per epoch is what is measured
     cfg.baselines = False
+    cfg.train.prefetch_batches = PREFETCH
     for key, value in (sampled or {}).items():
         setattr(cfg.sampling, key, value)
     return cfg
@@ -236,9 +240,14 @@ def main() -> None:
     p.add_argument("--compare-epochs", type=int, default=20)
     p.add_argument("--compare-batch", type=int, default=2048)
     p.add_argument("--parts", default="compare,large", help="compare, large or both")
+    p.add_argument(
+        "--prefetch", type=int, default=0, help="train.prefetch_batches: build batches ahead"
+    )
     p.add_argument("--quick", action="store_true", help="tiny CPU smoke run")
     p.add_argument("--out", default=str(RESULTS / "fraud_large"))
     args = p.parse_args()
+    global PREFETCH
+    PREFETCH = args.prefetch
     if args.quick:
         args.device, args.users, args.days, args.epochs, args.max_steps = "cpu", 3000, 10, 1, 3
         args.batch, args.eval_batch, args.txn_per_batch = 512, 1024, 128

@@ -449,3 +449,23 @@ def test_deterministic_kernels_are_on_during_fit_and_restored_after() -> None:
     assert not torch.are_deterministic_algorithms_enabled()
     with deterministic_kernels(False):
         assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_prefetched_batches_train_exactly_like_batches_built_when_due():
+    plain, _ = _fit(ToyTask(), epochs=3)  # dropout draws from the global RNG, in the loop
+    ahead, _ = _fit(ToyTask(), epochs=3, prefetch_batches=2)
+    assert _same_weights(plain.model, ahead.model)
+    assert [r["accuracy"] for r in plain.history] == [r["accuracy"] for r in ahead.history]
+
+
+def test_prefetching_stops_at_max_steps_and_raises_a_building_error_where_it_is_due():
+    result, _ = _fit(ToyTask(batches=8), epochs=3, max_steps=3, prefetch_batches=4)
+    assert result.history[-1]["step"] == 3
+
+    class Broken(ToyTask):
+        def train_batches(self, epoch, shard=ONE):
+            yield from list(super().train_batches(epoch, shard))[:2]
+            raise ValueError("row 17 is not a number")
+
+    with pytest.raises(ValueError, match="row 17"):
+        _fit(Broken(), epochs=1, prefetch_batches=2)

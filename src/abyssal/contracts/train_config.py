@@ -170,6 +170,12 @@ class TrainConfig:
     compile: bool = field(
         False, help="torch.compile the model's forward for training (first steps compile)"
     )
+    prefetch_batches: int = field(
+        0,
+        help="build up to this many next training batches in a background thread while the "
+        "model trains (for tasks that make batches on the fly, e.g. sampled graphs); 0: build "
+        "each when it is due",
+    )
     deterministic: bool = field(
         True,
         help="deterministic kernels (torch.use_deterministic_algorithms), so that a run repeats "
@@ -194,6 +200,8 @@ class TrainConfig:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.prefetch_batches < 0:
+            raise ConfigError(f"train.prefetch_batches must be >= 0, got {self.prefetch_batches}")
         if self.timeout_s <= 0:
             raise ConfigError(f"train.timeout_s must be > 0, got {self.timeout_s}")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:

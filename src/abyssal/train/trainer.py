@@ -52,6 +52,7 @@ from abyssal.train.checkpoint import (
     save_checkpoint,
 )
 from abyssal.train.optim import build_optimizer, lr_factor, set_learning_rate, trainable_parameters
+from abyssal.train.prefetch import Prefetcher
 from abyssal.train.sharded import load_sharded_full, load_sharded_into, sharded_state, write_sharded
 from abyssal.train.strategy import Strategy, load_model_state, make_strategy
 from abyssal.train.validation import validate_task
@@ -357,6 +358,13 @@ class Trainer:
         # draws the same batches and dropout masks as an uninterrupted one.
         seed_everything(derive_seed(self.cfg.seed, epoch))
         batches, remaining = self._epoch_batches(s, epoch)
+        depth = self.cfg.prefetch_batches
+        with Prefetcher(batches, depth) if depth else contextlib.nullcontext(batches) as batches:
+            self._train_batches(s, epoch, batches, remaining)
+
+    def _train_batches(
+        self, s: _Session, epoch: int, batches: Iterator[Any], remaining: int | None
+    ) -> None:
         k, window, pending = self.cfg.grad_accum_steps, None, 0
         for i, batch in enumerate(batches):
             last = remaining is not None and i + 1 == remaining
