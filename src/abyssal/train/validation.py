@@ -50,7 +50,8 @@ def validate_task(
     extra, first = 0, None
     if getattr(strategy, "lockstep", False) and strategy.world_size > 1:
         batches = list(batches)
-        fewest, most = strategy.agree(len(batches), "min"), strategy.agree(len(batches), "max")
+        counts = strategy.all_gather(len(batches))  # one collective for both ends
+        fewest, most = min(counts), max(counts)
         if fewest == 0 and most > 0:
             raise AbyssalError(
                 f"a process has no validation batch while another has {most}: the validation "

@@ -101,6 +101,10 @@ def graph_from_transactions(df: pd.DataFrame, windows: Sequence[int]) -> FraudGr
 
     Returns:
         The graph with temporal features computed by streaming every transaction.
+
+    This is the reference, one transaction at a time; training and prediction use the
+    vectorised :func:`abyssal.solutions.fraud.dataset.transaction_graph`, which the tests hold to
+    the same nodes, edges and features.
     """
     user_set = set(df["user_id"].tolist())
     keys: list[tuple[str, str]] = []

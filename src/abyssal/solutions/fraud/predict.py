@@ -23,7 +23,7 @@ from abyssal.core.display import table
 from abyssal.core.errors import DataError
 from abyssal.data.tables import write_table
 from abyssal.solutions.fraud.config import FraudConfig, FraudDataConfig
-from abyssal.solutions.fraud.graph import FraudGraph, graph_from_edges, graph_from_transactions
+from abyssal.solutions.fraud.graph import FraudGraph, graph_from_edges
 from abyssal.solutions.fraud.live import LiveScorer
 from abyssal.solutions.fraud.rings import Ring, find_rings
 from abyssal.solutions.fraud.streams import (
@@ -126,12 +126,12 @@ def history_graph(cfg: FraudConfig, history: str | Path | None = None) -> FraudG
 
         path = d.path if history is None else str(history)
         return edge_list_graph(replace(d, path=path))[0]
-    if history is not None:
-        return graph_from_transactions(read_transactions(history), d.windows)
-    if d.source in ("transactions", "synthetic"):
-        from abyssal.solutions.fraud.dataset import load_transactions
+    from abyssal.solutions.fraud.dataset import load_transactions, transaction_graph
 
-        return graph_from_transactions(load_transactions(d), d.windows)
+    if history is not None:
+        return transaction_graph(read_transactions(history), d.windows)
+    if d.source in ("transactions", "synthetic"):
+        return transaction_graph(load_transactions(d), d.windows)
     from abyssal.solutions.fraud.bitcoin_otc import load_bitcoin_otc
 
     otc = load_bitcoin_otc(d.path)
