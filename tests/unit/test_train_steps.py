@@ -228,3 +228,29 @@ def test_train_checks_optimizer_names_and_patterns_before_a_run_exists(tmp_path)
     with pytest.raises(RegistryError, match="unknown optimizer 'lamb'"):
         train("tabular", overrides=[*base, "train.optimizer=lamb"])
     assert list_runs() == []
+
+
+def test_lr_multipliers_give_each_parameter_its_first_matching_rate():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    cfg = _cfg(lr=0.1, lr_multipliers={"0.weight": 0.5, "0.*": 0.1})
+    optimizer = build_optimizer(model, cfg)
+    rate = {id(p): g["base_lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert rate[id(model[0].weight)] == pytest.approx(0.05)
+    assert rate[id(model[0].bias)] == pytest.approx(0.01)
+    assert rate[id(model[2].weight)] == pytest.approx(0.1)
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay[id(model[0].bias)] == 0.0 and decay[id(model[0].weight)] == cfg.weight_decay
+    with pytest.raises(ConfigError, match=r"pattern 'head\.\*' matches no trainable"):
+        build_optimizer(model, _cfg(lr_multipliers={"head.*": 0.1}))
+    with pytest.raises(ConfigError, match=r"lr_multipliers\['0\.\*'\] must be a number >= 0"):
+        _cfg(lr_multipliers={"0.*": -1.0})
+
+
+def test_delayed_parameters_hold_still_for_the_first_epochs_then_train():
+    seed_everything(0)
+    init = StepTask().build_model()
+    held, _ = _fit(StepTask(), epochs=1, delayed=["0.*"], delay_epochs=1)
+    assert torch.equal(held.model[0].weight, init[0].weight)  # epoch 0: held still
+    assert not torch.equal(held.model[3].weight, init[3].weight)
+    moved, _ = _fit(StepTask(), epochs=2, delayed=["0.*"], delay_epochs=1)
+    assert not torch.equal(moved.model[0].weight, init[0].weight)  # epoch 1: trains

@@ -129,6 +129,18 @@ class TrainConfig:
         default_factory=list,
         help="glob patterns of parameter names to freeze (e.g. ['backbone.*'])",
     )
+    lr_multipliers: dict[str, float] = field(
+        default_factory=dict,
+        help="discriminative learning rates: glob pattern of parameter names -> multiplier of "
+        "train.lr (e.g. {'backbone.layer4.*': 0.1, 'backbone.*': 0.01}); the first pattern that "
+        "matches a parameter applies, unmatched parameters train at train.lr",
+    )
+    delayed: list[str] = field(
+        default_factory=list,
+        help="glob patterns of parameters held still (learning rate 0) for the first "
+        "train.delay_epochs epochs, then trained: staged fine-tuning (head first, then backbone)",
+    )
+    delay_epochs: int = field(0, help="epochs the train.delayed parameters are held still")
     grad_accum_steps: int = field(1, help="batches whose gradients are summed before a step")
     clip_grad_norm: float | None = field(1.0, help="clip gradients to this L2 norm; null: no clip")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
@@ -200,6 +212,13 @@ class TrainConfig:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.delay_epochs < 0:
+            raise ConfigError(f"train.delay_epochs must be >= 0, got {self.delay_epochs}")
+        for pattern, mult in self.lr_multipliers.items():
+            if not isinstance(mult, int | float) or mult < 0 or mult != mult:
+                raise ConfigError(
+                    f"train.lr_multipliers['{pattern}'] must be a number >= 0, got {mult!r}"
+                )
         if self.prefetch_batches < 0:
             raise ConfigError(f"train.prefetch_batches must be >= 0, got {self.prefetch_batches}")
         if self.timeout_s <= 0:

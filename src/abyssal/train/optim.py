@@ -100,12 +100,7 @@ def trainable_parameters(
     named = list(model.named_parameters())
     names = [n for n, _ in named]
     for key, patterns in (("trainable", trainable or []), ("frozen", frozen)):
-        for pattern in patterns:
-            if not fnmatch.filter(names, pattern):
-                shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
-                raise ConfigError(
-                    f"train.{key} pattern '{pattern}' matches no parameter; parameters: {shown}"
-                )
+        _check_patterns(key, patterns, names)
     chosen = []
     for name, param in named:
         keep = trainable is None or any(fnmatch.fnmatchcase(name, p) for p in trainable)
@@ -141,16 +136,61 @@ def parameter_groups(
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimizer over the model's trainable parameters, in parameter groups."""
+    """The configured optimizer over the model's trainable parameters, in parameter groups.
+
+    Parameters are grouped by learning-rate multiplier (``train.lr_multipliers``), by whether
+    they wait ``train.delay_epochs`` (``train.delayed``), then by weight decay; each group records
+    ``base_lr`` (``train.lr`` times its multiplier) and ``delayed``.
+    """
     named = trainable_parameters(model, cfg.trainable, cfg.frozen)
-    groups = parameter_groups(named, cfg.weight_decay, cfg.decay_norm_and_bias)
+    names = [n for n, _ in named]
+    for key, patterns in (("lr_multipliers", list(cfg.lr_multipliers)), ("delayed", cfg.delayed)):
+        _check_patterns(key, patterns, names, "trainable parameter")
+    keyed: dict[tuple[float, bool], list[tuple[str, nn.Parameter]]] = {}
+    for name, param in named:
+        keyed.setdefault(_placement(name, cfg), []).append((name, param))
+    groups, settings = [], []
+    for (mult, delayed), members in keyed.items():
+        for group in parameter_groups(members, cfg.weight_decay, cfg.decay_norm_and_bias):
+            groups.append(group)
+            settings.append((cfg.lr * mult, delayed))
     optimizer = OPTIMIZERS.get(cfg.optimizer)(groups, cfg)
-    for group in optimizer.param_groups:
-        group["base_lr"] = cfg.lr
+    for group, (base_lr, delayed) in zip(optimizer.param_groups, settings, strict=True):
+        group["base_lr"], group["delayed"] = base_lr, delayed
     return optimizer
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, factor: float) -> None:
-    """Set every group's learning rate to its ``base_lr`` times ``factor``."""
+def _placement(name: str, cfg: TrainConfig) -> tuple[float, bool]:
+    """A parameter's learning-rate multiplier (the first matching pattern's) and delay."""
+    mult = next(
+        (
+            float(m)
+            for pattern, m in cfg.lr_multipliers.items()
+            if fnmatch.fnmatchcase(name, pattern)
+        ),
+        1.0,
+    )
+    delayed = cfg.delay_epochs > 0 and any(fnmatch.fnmatchcase(name, p) for p in cfg.delayed)
+    return mult, delayed
+
+
+def _check_patterns(
+    key: str, patterns: Sequence[str], names: Sequence[str], what: str = "parameter"
+) -> None:
+    """Refuse a pattern that matches none of ``names`` (a typo would silently do nothing)."""
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+            raise ConfigError(
+                f"train.{key} pattern '{pattern}' matches no {what}; {what}s: {shown}"
+            )
+
+
+def set_learning_rate(
+    optimizer: torch.optim.Optimizer, factor: float, *, epoch: int = 0, delay_epochs: int = 0
+) -> None:
+    """Set every group's learning rate to its ``base_lr`` times ``factor``; 0 for a ``delayed``
+    group while ``epoch < delay_epochs`` (0-based epochs)."""
     for group in optimizer.param_groups:
-        group["lr"] = group["base_lr"] * factor
+        held = group.get("delayed", False) and epoch < delay_epochs
+        group["lr"] = 0.0 if held else group["base_lr"] * factor

@@ -480,7 +480,7 @@ class Trainer:
             warmup=cfg.warmup_steps,
             min_ratio=cfg.min_lr_ratio,
         )
-        set_learning_rate(s.optimizer, factor)
+        set_learning_rate(s.optimizer, factor, epoch=epoch, delay_epochs=cfg.delay_epochs)
         self.strategy.step(s.model, s.optimizer, s.scaler, cfg.clip_grad_norm)
         st.global_step += 1
         if self.on_step is not None:
