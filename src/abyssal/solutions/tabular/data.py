@@ -23,6 +23,7 @@ import pandas as pd
 from abyssal.core.errors import DataError
 from abyssal.data.fingerprint import fingerprint_frame
 from abyssal.data.leakage import check_leakage
+from abyssal.data.splits import SPLITS, stratified_split
 from abyssal.data.tables import first_row, read_table
 from abyssal.solutions.tabular.bundled import BUNDLED_TARGETS, bundled_table
 from abyssal.solutions.tabular.cells import CellReader
@@ -31,7 +32,6 @@ from abyssal.solutions.tabular.preprocessing import TablePreprocessor, TargetEnc
 from abyssal.solutions.tabular.schema import TableSchema, TaskKind, resolve_schema
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -348,7 +348,8 @@ def split_rows(
     """Random train/validation/test rows; stratified by class when ``labels`` are given.
 
     Each class (or, without labels, the whole table) gives ``round(size * frac)`` of its rows to
-    validation and to test, and keeps at least one for training.
+    validation and to test, and keeps at least one for training (see
+    :func:`abyssal.data.splits.stratified_split`).
 
     Args:
         n: number of rows.
@@ -362,43 +363,9 @@ def split_rows(
     Raises:
         DataError: a split would be empty.
     """
-    rng = np.random.default_rng(cfg.split_seed)
-    groups = [np.arange(n)]
-    if labels is not None:
-        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    for group in groups:
-        for split, rows in _cut(rng.permutation(group), cfg.val_frac, cfg.test_frac).items():
-            parts[split].append(rows)
-    splits = {s: np.sort(np.concatenate(p)).astype(np.int64) for s, p in parts.items()}
-    _check_split(splits, where)
-    return splits
-
-
-def _cut(rows: np.ndarray, val_frac: float, test_frac: float) -> dict[str, np.ndarray]:
-    n = len(rows)
-    n_val, n_test = round(n * val_frac), round(n * test_frac)
-    while n - n_val - n_test < 1:  # keep one training row per class
-        if n_val >= n_test:
-            n_val -= 1
-        else:
-            n_test -= 1
-    return {
-        "val": rows[:n_val],
-        "test": rows[n_val : n_val + n_test],
-        "train": rows[n_val + n_test :],
-    }
-
-
-def _check_split(splits: dict[str, np.ndarray], where: str) -> None:
-    sizes = {s: len(r) for s, r in splits.items()}
-    if min(sizes.values()) < 1:
-        raise DataError(
-            f"too few rows for the split: {sum(sizes.values())} rows give {sizes['train']} "
-            f"training, {sizes['val']} validation and {sizes['test']} test rows; each split "
-            "needs at least one (add rows, or change data.val_frac / data.test_frac)",
-            path=where,
-        )
+    return stratified_split(
+        n, labels, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.split_seed, where=where
+    )
 
 
 def _fingerprint(data: TabularData) -> str:
