@@ -207,9 +207,16 @@ def _predict(sub: argparse._SubParsersAction) -> None:
         metavar="key=value",
         help="changes to the model's stored config, e.g. live.on_unknown_account=add",
     )
-    p.add_argument("--input", required=True, help="the data to predict (CSV or Parquet)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--input", help="the data to predict (CSV or Parquet; an image, a folder)")
+    what.add_argument(
+        "--images", dest="input", help="image solutions: a folder of images, one image, or a CSV"
+    )
     p.add_argument("--model", help="model ref (default: SOLUTION:production if set, else latest)")
     p.add_argument("--out", help="write the predictions here (CSV or Parquet)")
+    p.add_argument(
+        "--explain", metavar="DIR", help="write explanations (Grad-CAM heat maps as PNG) here"
+    )
     p.add_argument(
         "--top", type=_count, default=10, help="how many items of each kind to print (>= 0)"
     )
@@ -226,7 +233,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise AbyssalError(
             f"{loaded.version.ref} is a '{loaded.solution.name}' model, not '{args.solution}'"
         )
-    report = loaded.solution.predict_file(loaded, args.input, out=args.out)
+    options = {} if args.explain is None else {"explain": args.explain}
+    report = loaded.solution.predict_file(loaded, args.input, out=args.out, **options)
     print(report.render(top=args.top))
     return 0
 

@@ -208,14 +208,23 @@ class Solution(ABC):
         raise self._lacks("predictor", "request parsing and prediction")
 
     def predict_file(
-        self, loaded: Any, path: str | Path, *, out: str | Path | None = None
+        self,
+        loaded: Any,
+        path: str | Path,
+        *,
+        out: str | Path | None = None,
+        explain: str | Path | None = None,
     ) -> PredictionReport:
         """Predict every row of the file ``path``; write them to ``out`` (atomically) if given.
 
         Every row is validated before anything is written; an error names the file and row. By
-        default each row of the table is one request to :meth:`predictor`.
+        default each row of the table is one request to :meth:`predictor`. ``explain``: a folder
+        for explanations (heat maps), for solutions that make them.
         """
         from abyssal.contracts.prediction import predict_table
+
+        if explain is not None:
+            raise self._lacks("predict_file(explain=...)", "explanations of predictions")
 
         return predict_table(self.predictor(loaded), path, ref=loaded.version.ref, out=out)
 

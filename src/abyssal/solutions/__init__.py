@@ -23,6 +23,12 @@ SOLUTIONS.add_lazy(
     extra="tabular",
     summary="classification or regression on a table: neural network beside boosted trees",
 )
+SOLUTIONS.add_lazy(
+    "defect",
+    "abyssal.solutions.defect.solution:DefectSolution",
+    extra="defect",
+    summary="visual defect inspection: ResNet-50 transfer, focal loss, few-shot, Grad-CAM, INT8",
+)
 
 
 def get_solution(name: str) -> Solution:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from abyssal.contracts.solution import Solution
 from abyssal.contracts.task import TrainTask
 from abyssal.contracts.train_config import TrainConfig
+from abyssal.core.atomic import write_text_atomic
 from abyssal.core.config import load_config, path_values, resolve_paths
 from abyssal.core.devices import autocast_dtype, resolve_device
 from abyssal.core.errors import AbyssalError
@@ -223,6 +224,16 @@ class _joined:
             self.strategy.close(ok=kind is None)
 
 
+def write_run_files(run: Run, data: Any) -> None:
+    """Write what prepared data asks to keep with the run (``data.run_files()``: name -> text,
+    e.g. the split), atomically, into the run folder."""
+    files = getattr(data, "run_files", None)
+    if not callable(files):
+        return
+    for name, text in files().items():
+        write_text_atomic(run.path / name, text)
+
+
 def _shared_run(strategy: Strategy, create: Callable[[], Run], home: str | Path | None) -> Run:
     """The new run: created by the main process, opened by the others with the id it sends."""
     run, error = None, None
@@ -293,6 +304,8 @@ def _train_new(
     run = _shared_run(
         strategy, lambda: Run.create("train", solution.name, cfg, root=dest.home), dest.home
     )
+    if strategy.is_main:
+        write_run_files(run, data)
     return _fit_and_register(solution, cfg, data, task, run, dest, strategy, resume=False)
 
 

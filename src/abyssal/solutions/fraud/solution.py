@@ -143,8 +143,15 @@ class FraudSolution(Solution):
         return FraudPredictor(loaded)
 
     def predict_file(
-        self, loaded: LoadedModel, path: str | Path, *, out: str | Path | None = None
+        self,
+        loaded: LoadedModel,
+        path: str | Path,
+        *,
+        out: str | Path | None = None,
+        explain: str | Path | None = None,
     ) -> PredictReport:
+        if explain is not None:
+            raise self._lacks("predict_file(explain=...)", "explanations of predictions")
         return predict_file(loaded, path, out=out)
 
     def generate_sample(self, options: FraudSampleConfig, out: Path) -> list[str]:

@@ -110,10 +110,17 @@ class TabularSolution(Solution):
         return TabularPredictor.from_spec(loaded.model, loaded.spec)
 
     def predict_file(
-        self, loaded: Any, path: str | Path, *, out: str | Path | None = None
+        self,
+        loaded: Any,
+        path: str | Path,
+        *,
+        out: str | Path | None = None,
+        explain: str | Path | None = None,
     ) -> TablePredictionReport:
         """Predict every row of ``path``; the output keeps the ``data.ignore`` columns (e.g. an
         id) and the target when the file has them, then the response fields."""
+        if explain is not None:
+            raise self._lacks("predict_file(explain=...)", "explanations of predictions")
         ref = loaded.version.ref
         return predict_rows_file(self.predictor(loaded), path, ref=ref, out=out)
 

@@ -1,0 +1,184 @@
+"""The defect-inspection solution: classify surface defects in images of parts.
+
+A torchvision (or timm) backbone, ResNet-50 by default, fine-tuned with cross-entropy or focal
+loss, from no weights, ImageNet weights, a weights file, or another version's backbone (SimCLR
+pretraining with ``objective=simclr``, or supervised training on another image set). Few-shot
+and imbalanced variants subset the training split; Grad-CAM explains predictions.
+
+Example:
+    >>> from abyssal.train.api import train
+    >>> overrides = ["data.path=parts/", "model.backbone=resnet18"]
+    >>> out = train("defect", overrides=overrides)  # doctest: +SKIP
+    >>> out.metrics["test_accuracy"]  # doctest: +SKIP
+    0.98
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from abyssal.contracts.solution import MetricLayout, Solution
+from abyssal.core.errors import ConfigError, DataError
+from abyssal.solutions.defect.config import DefectConfig
+from abyssal.solutions.defect.data import DefectData, prepare_defect_data
+from abyssal.solutions.defect.evaluation import evaluate_defect, prototype_baseline
+from abyssal.solutions.defect.model import (
+    DefectNet,
+    imagenet_weights,
+    load_backbone_weights,
+    make_backbone,
+    read_weights_file,
+)
+from abyssal.solutions.defect.sample import DefectSampleConfig, generate_sample
+from abyssal.solutions.defect.task import ClassifyTask, SimCLRTask
+
+
+def build_defect_model(cfg: DefectConfig, spec: dict[str, Any]) -> DefectNet:
+    """The network for ``cfg`` and a model spec (classes, channels), without trained weights."""
+    backbone, features = make_backbone(cfg.model.backbone, spec["channels"])
+    simclr = spec.get("objective", "classify") == "simclr"
+    model = DefectNet(
+        backbone,
+        features,
+        cfg.model.projection if simclr else len(spec["classes"]),
+        channels=spec["channels"],
+        dropout=0.0 if simclr else cfg.model.dropout,
+        projection=simclr,
+    )
+    model.defect_spec = dict(spec)  # plain data beside the weights: scoring checks classes
+    return model
+
+
+def pretrained_state(cfg: DefectConfig) -> dict[str, torch.Tensor] | None:
+    """The starting backbone weights ``model.pretrained`` names, read once (before a run
+    exists, so a bad name fails early)."""
+    source = cfg.model.pretrained
+    if source == "none":
+        return None
+    if source == "imagenet":
+        if cfg.model.backbone.startswith("timm:"):
+            raise ConfigError("model.pretrained=imagenet: for timm backbones pass a weights file")
+        return imagenet_weights(cfg.model.backbone)
+    if Path(source).suffix in (".pt", ".pth", ".bin", ".safetensors") or Path(source).is_file():
+        return read_weights_file(source)
+    from abyssal.solutions.loading import load_model
+
+    loaded = load_model(source)
+    if loaded.solution.name != "defect":
+        raise ConfigError(f"model.pretrained={source} is a '{loaded.solution.name}' model")
+    return {k: v.cpu() for k, v in loaded.model.state_dict().items()}
+
+
+class DefectSolution(Solution):
+    """Classify images of parts into defect classes; explain with Grad-CAM."""
+
+    name: ClassVar[str] = "defect"
+    config_cls: ClassVar[type] = DefectConfig
+    default_metric: ClassVar[str] = "val_macro_f1"
+    sample_config_cls: ClassVar[type] = DefectSampleConfig
+    metric_layout: ClassVar[MetricLayout] = MetricLayout(
+        columns=(
+            ("accuracy", "accuracy"),
+            ("macro_f1", "macro-F1"),
+            ("knn_accuracy", "1-NN accuracy"),
+            ("heat_in_box", "heat in box"),
+            ("box_area", "box area"),
+            ("images", "images"),
+        ),
+        models=(("", "network"), ("proto_", "prototype head")),
+        extras=("best_epoch", "epochs_run", "train_images", "pretrained_tensors"),
+        headline="test_accuracy",
+    )
+
+    # -- the training half ---------------------------------------------------------------------
+
+    def prepare(self, cfg: DefectConfig) -> DefectData:
+        return prepare_defect_data(cfg.data, progress=cfg.train.progress)
+
+    def task(self, cfg: DefectConfig, data: DefectData) -> ClassifyTask | SimCLRTask:
+        spec = self.model_spec(cfg, data)
+        task = (
+            SimCLRTask(cfg, data, spec)
+            if cfg.objective == "simclr"
+            else ClassifyTask(cfg, data, spec)
+        )
+        state = pretrained_state(cfg)
+        if state is not None:
+            probe = build_defect_model(cfg, spec)  # check the weights fit before a run exists
+            load_backbone_weights(probe, state, source=cfg.model.pretrained)
+            task.pretrained = state
+        return task
+
+    def model_spec(self, cfg: DefectConfig, data: DefectData) -> dict[str, Any]:
+        return {
+            "classes": list(data.classes),
+            "channels": data.channels,
+            "image_size": data.size,
+            "objective": cfg.objective,
+        }
+
+    def build_model(self, cfg: DefectConfig, spec: dict[str, Any]) -> torch.nn.Module:
+        return build_defect_model(cfg, spec)
+
+    def evaluate(
+        self, cfg: DefectConfig, model: torch.nn.Module, data: DefectData
+    ) -> dict[str, float]:
+        return evaluate_defect(cfg, model, data)
+
+    def baselines(self, cfg: DefectConfig, data: DefectData) -> dict[str, float]:
+        if not cfg.baselines or cfg.model.pretrained == "none" or cfg.objective != "classify":
+            return {}
+        return prototype_baseline(cfg, data, pretrained_state(cfg))
+
+    def monitor(self, cfg: DefectConfig, data: DefectData) -> tuple[str, Literal["max", "min"]]:
+        default = "val_knn_accuracy" if cfg.objective == "simclr" else self.default_metric
+        metric = cfg.train.early_stopping_metric or default
+        return metric, "min" if metric.endswith("loss") else "max"
+
+    def headline_metric(self, cfg: DefectConfig, data: DefectData) -> str:
+        return "test_knn_accuracy" if cfg.objective == "simclr" else "test_accuracy"
+
+    # -- the serving half ----------------------------------------------------------------------
+
+    def example_inputs(self, cfg: DefectConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
+        size = spec["image_size"]
+        return (torch.rand(2, spec["channels"], size, size),)  # (B, C, S, S) in [0, 1]
+
+    def model_inputs(
+        self, cfg: DefectConfig, data: DefectData, batch: int, seed: int
+    ) -> tuple[torch.Tensor]:
+        """``batch`` validation images (drawn with replacement when the split is smaller)."""
+        rows = data.rows("val")
+        pick = np.random.default_rng(seed).choice(rows, size=batch, replace=batch > len(rows))
+        return (torch.from_numpy(data.images[np.sort(pick)]).float() / 255.0,)
+
+    def predictor(self, loaded: Any) -> Any:
+        from abyssal.solutions.defect.predict import DefectPredictor
+
+        return DefectPredictor.from_loaded(loaded)
+
+    def predict_file(
+        self,
+        loaded: Any,
+        path: str | Path,
+        *,
+        out: str | Path | None = None,
+        explain: str | Path | None = None,
+    ) -> Any:
+        """Predict one image, every image under a folder (streamed in batches), or the images a
+        CSV's ``path`` column names; ``explain``: write Grad-CAM heat maps (PNG) there."""
+        from abyssal.solutions.defect.predict import predict_images
+
+        if loaded.spec.get("objective") == "simclr":
+            raise DataError(
+                f"{loaded.version.ref} is a self-supervised backbone (objective=simclr): it has "
+                "no classes; fine-tune it with model.pretrained=" + loaded.version.ref
+            )
+        return predict_images(self.predictor(loaded), path, out=out, explain=explain)
+
+    def generate_sample(self, options: DefectSampleConfig, out: Path) -> list[str]:
+        return generate_sample(options, out)
