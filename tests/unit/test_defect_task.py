@@ -52,6 +52,10 @@ def test_few_shot_and_imbalance_change_only_the_training_split(parts: Path) -> N
     assert np.array_equal(few.rows("test"), whole.rows("test"))
     cut = prepare_defect_data(_cfg(parts, minority="spot", minority_ratio=0.2).data, progress=False)
     assert cut.counts("train").tolist() == [6, 6, 6, 1]
+    both = prepare_defect_data(
+        _cfg(parts, shots=5, minority="spot", minority_ratio=0.2).data, progress=False
+    )
+    assert both.counts("train").tolist() == [5, 5, 5, 1]  # shots first, then the cut
     with pytest.raises(ConfigError, match=r"data\.minority 'rust' is not a class"):
         prepare_defect_data(_cfg(parts, minority="rust").data, progress=False)
 

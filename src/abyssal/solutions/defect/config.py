@@ -148,6 +148,11 @@ class DefectConfig:
         default_factory=lambda: TrainConfig(epochs=30, lr=1e-3, patience=8, weight_decay=0.05),
         help="training (the watched metric: val_accuracy; val_knn_accuracy for simclr)",
     )
+    heat_in_box: bool = field(
+        True,
+        help="at evaluation, score the Grad-CAM heat inside the annotated boxes over the test "
+        "images that have boxes (one backward pass per image)",
+    )
     baselines: bool = field(
         True,
         help="with model.pretrained: also score a prototype head (nearest class mean of the "

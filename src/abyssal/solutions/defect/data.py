@@ -149,6 +149,10 @@ def prepare_defect_data(cfg: DefectDataConfig, *, progress: bool = True) -> Defe
 def _subset(
     cfg: DefectDataConfig, labels: np.ndarray, train: np.ndarray, classes: list[str]
 ) -> np.ndarray:
+    """The training rows of the variant: ``data.shots`` per class first, then the minority
+    class cut to ``data.minority_ratio`` of the others (so both together stay imbalanced)."""
+    if cfg.shots is not None:
+        train = few_shot_rows(labels, train, cfg.shots, cfg.shots_seed)
     if cfg.minority is not None:
         if cfg.minority not in classes:
             raise ConfigError(f"data.minority '{cfg.minority}' is not a class; classes: {classes}")
@@ -159,8 +163,6 @@ def _subset(
             ratio=cfg.minority_ratio,
             seed=cfg.split_seed,
         )
-    if cfg.shots is not None:
-        train = few_shot_rows(labels, train, cfg.shots, cfg.shots_seed)
     return train
 
 

@@ -79,7 +79,9 @@ def evaluate_defect(
             probs = torch.softmax(split_outputs(model, data, rows, size, "logits"), dim=1)
             m = classification_metrics(data.labels[rows], probs, data.classes)
             metrics.update(prefixed(m, f"{split}_"))
-        metrics.update(prefixed(heat_in_box_share(model, data, data.rows("test"), size), "test_"))
+        if cfg.heat_in_box:
+            heat = heat_in_box_share(model, data, data.rows("test"), size)
+            metrics.update(prefixed(heat, "test_"))
     model.train(was_training)
     return metrics
 
