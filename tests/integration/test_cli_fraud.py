@@ -197,7 +197,10 @@ def test_unknown_model_and_solution_are_clear(capsys: pytest.CaptureFixture[str]
     assert main(["evaluate", "nothing:1"]) == 1
     assert "unknown model" in capsys.readouterr().err.lower()
     assert main(["train", "nosuch"]) == 1
-    assert "unknown solution 'nosuch'; choose one of: defect, fraud, tabular" in capsys.readouterr().err
+    assert (
+        "unknown solution 'nosuch'; choose one of: defect, fraud, tabular"
+        in capsys.readouterr().err
+    )
 
 
 def test_overrides_after_config_file(demo: Path, tmp_path: Path) -> None:
