@@ -101,3 +101,25 @@ def test_simclr_task_has_two_views_and_scores_embeddings(parts: Path) -> None:
     out = task.validation_step(model.eval(), next(iter(task.val_batches(Shard()))))
     assert out["embedding"].shape[1] == 512
     assert 0 <= task.validation_metrics(out)["val_knn_accuracy"] <= 1
+
+
+def test_a_pretrained_ref_is_read_from_the_home_train_was_given(
+    parts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from abyssal.train.api import train
+
+    monkeypatch.setenv("ABYSSAL_HOME", str(tmp_path / "elsewhere"))
+    home = tmp_path / "home"
+    base = [
+        f"data.path={parts}",
+        "data.image_size=16",
+        "model.backbone=resnet18",
+        "train.epochs=1",
+        "train.progress=false",
+        "data.workers=0",
+        "heat_in_box=false",
+    ]
+    ssl = train("defect", overrides=[*base, "objective=simclr"], model_name="ssl", home=home)
+    tuned = train("defect", overrides=[*base, f"model.pretrained={ssl.version.ref}"], home=home)
+    assert tuned.version.ref == "defect:1" and "proto_test_accuracy" in tuned.metrics
+    assert not (tmp_path / "elsewhere").exists()

@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from abyssal.core.atomic import pid_temp_file
@@ -14,9 +17,30 @@ from abyssal.core.errors import AbyssalError
 DEFAULT_HOME = "~/.abyssal"
 """The home folder when neither an explicit folder nor ``$ABYSSAL_HOME`` is given."""
 
+_IN_USE: ContextVar[Path | None] = ContextVar("abyssal_home_in_use", default=None)
+
+
+@contextmanager
+def using_home(root: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Within the block, :func:`abyssal_home` without an explicit folder means ``root`` (when
+    given): what ``train(..., home=H)`` wraps itself in, so that everything it reaches (a
+    ``model.pretrained`` ref loaded from the store) reads the same home.
+
+    Example:
+        >>> with using_home("/tmp/h"):
+        ...     abyssal_home()
+        PosixPath('/tmp/h')
+    """
+    token = _IN_USE.set(Path(root).expanduser() if root is not None else _IN_USE.get())
+    try:
+        yield
+    finally:
+        _IN_USE.reset(token)
+
 
 def abyssal_home(root: str | os.PathLike[str] | None = None) -> Path:
-    """The abyssal home folder: ``root`` if given, else ``$ABYSSAL_HOME``, else ``~/.abyssal``.
+    """The abyssal home folder: ``root`` if given, else the one a :func:`using_home` block
+    names, else ``$ABYSSAL_HOME``, else ``~/.abyssal``.
 
     Args:
         root: an explicit home folder, overriding the environment.
@@ -30,6 +54,9 @@ def abyssal_home(root: str | os.PathLike[str] | None = None) -> Path:
     """
     if root is not None:
         return Path(root).expanduser()
+    in_use = _IN_USE.get()
+    if in_use is not None:
+        return in_use
     return Path(os.environ.get("ABYSSAL_HOME") or DEFAULT_HOME).expanduser()
 
 

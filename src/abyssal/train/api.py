@@ -31,7 +31,7 @@ from abyssal.core.atomic import write_text_atomic
 from abyssal.core.config import load_config, path_values, resolve_paths
 from abyssal.core.devices import autocast_dtype, resolve_device
 from abyssal.core.errors import AbyssalError
-from abyssal.core.home import check_writable
+from abyssal.core.home import check_writable, using_home
 from abyssal.core.runs import Run, runs_dir
 from abyssal.core.store import ModelStore, ModelVersion
 from abyssal.core.versions import check_alias, check_name
@@ -104,6 +104,19 @@ def train(
         >>> out.version.ref, out.run.status  # doctest: +SKIP
         ('fraud:1', 'completed')
     """
+    with using_home(home):
+        return _train(solution_name, config_path, overrides, model_name, alias, home, resume)
+
+
+def _train(
+    solution_name: str,
+    config_path: str | Path | None,
+    overrides: list[str] | None,
+    model_name: str | None,
+    alias: str | None,
+    home: str | Path | None,
+    resume: str | None,
+) -> TrainOutcome | None:
     solution = get_solution(solution_name)
     dest = _checked_destination(solution, model_name, alias, home)
     if resume is None:
@@ -152,11 +165,12 @@ def train_prepared(
         >>> sol = get_solution("fraud")  # doctest: +SKIP
         >>> out = train_prepared(sol, sol.config_cls(), prepare_pyg_data(graph))  # doctest: +SKIP
     """
-    dest = _checked_destination(solution, model_name, alias, home)
-    cfg = resolve_paths(cfg)
-    _check_device(cfg)
-    with _joined(cfg.train) as strategy:
-        return _train_new(solution, cfg, data, dest, strategy)
+    with using_home(home):
+        dest = _checked_destination(solution, model_name, alias, home)
+        cfg = resolve_paths(cfg)
+        _check_device(cfg)
+        with _joined(cfg.train) as strategy:
+            return _train_new(solution, cfg, data, dest, strategy)
 
 
 def fit_task(
