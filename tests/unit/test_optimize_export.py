@@ -213,3 +213,18 @@ def test_quantizing_a_missing_or_broken_file_names_the_problem(tmp_path: Path) -
         onnx_int8_static(broken, tmp_path / "q.onnx", feeds)
     assert not (tmp_path / "q.onnx").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.onnx"]
+
+
+def test_onnx_sessions_use_torch_thread_count_unless_told(
+    mlp_export: tuple[MLP, OnnxExport],
+) -> None:
+    _, exported = mlp_export
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        options = OnnxRunner(exported.path).session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        told = OnnxRunner(exported.path, intra_op_num_threads=2).session.get_session_options()
+        assert told.intra_op_num_threads == 2
+    finally:
+        torch.set_num_threads(before)

@@ -361,7 +361,9 @@ class OnnxRunner:
     graph does not have (pruned by the exporter) is not fed. Outputs come back as tensors on the
     first tensor input's device, rebuilt into ``outputs`` (a :func:`flatten_outputs` structure)
     when given, else one tensor or a tuple. The session uses ``ORT_ENABLE_ALL`` graph
-    optimisation and ORT's default thread count unless ``intra_op_num_threads`` is given.
+    optimisation and, unless ``intra_op_num_threads`` is given, torch's intra-op thread count
+    (``torch.get_num_threads()``) when the session is made: one setting governs both, so eager
+    and ONNX Runtime variants compare on equal threads.
 
     Args:
         path: the ``.onnx`` file.
@@ -370,7 +372,7 @@ class OnnxRunner:
         outputs: the output structure.
         providers: execution providers wanted, e.g. ``["CUDAExecutionProvider"]``; those not
             available are skipped, ``CPUExecutionProvider`` is always last.
-        intra_op_num_threads: ORT's intra-op threads.
+        intra_op_num_threads: ORT's intra-op threads (default: torch's).
 
     Example:
         >>> run = OnnxRunner("model.onnx")  # doctest: +SKIP
@@ -391,8 +393,7 @@ class OnnxRunner:
         ort = require("onnxruntime", extra="optimize", purpose="running ONNX model versions")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_num_threads:
-            options.intra_op_num_threads = int(intra_op_num_threads)
+        options.intra_op_num_threads = int(intra_op_num_threads or torch.get_num_threads())
         available = set(ort.get_available_providers())
         wanted = [p for p in providers or () if p in available and p != "CPUExecutionProvider"]
         self.providers = [*wanted, "CPUExecutionProvider"]
