@@ -24,9 +24,11 @@ Usage:
     python benchmarks/defect.py --device cuda --home H --commit SHA --edge-export DIR
     python benchmarks/defect.py --parts edge --edge-model DIR --merge defect_cuda.json
 
-``--edge-export DIR`` writes the chosen classifier's weights and metadata, and ``--edge-model DIR``
-registers them in this run's store, so that the edge part can run on another machine than the
-training; ``--merge FILE`` keeps the parts of an earlier result (with their environment).
+``--edge-export DIR`` writes the chosen classifier's weights (float16, in pieces of at most 15 MiB,
+so a ResNet-50 comes back from a device call in one go) and metadata, and ``--edge-model DIR``
+registers them (back in float32) in this run's store, so that the edge part can run on another
+machine than the training; it then measures the rounded model itself. ``--merge FILE`` keeps the
+parts of an earlier result (with their environment).
 Writes ``benchmarks/results/defect_<cuda|cpu>.json`` and ``.md`` (``--out`` overrides). CPU
 timings are only as good as the machine is quiet: each part records the load average, and two
 PyTorch threads sharing two busy cores run many times slower (ONNX Runtime suffers less).
@@ -39,7 +41,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -280,44 +281,72 @@ def edge_model(bench: Bench, store: Any) -> tuple[str, str]:
     )
 
 
+PIECE_BYTES = 15 * 2**20
+"""``--edge-export`` splits the weights into files this large at most: the device returns files of
+at most 16 MiB, 64 MiB per call, so a float16 ResNet-50 (47 MB) comes back in one call."""
+
+
 def export_version(store: Any, ref: str, folder: Path) -> None:
-    """Write ``ref``'s weights (``model.safetensors``, as stored) and metadata
-    (``version.json``) into ``folder``, for :func:`import_version` on another machine."""
+    """Write ``ref``'s weights as float16 safetensors in pieces (``weights.partNN``) and its
+    metadata (``version.json``, with each piece's SHA-256) into ``folder``, for
+    :func:`import_version` on another machine. Float16 halves what travels; the importing side
+    measures the rounded model's own accuracy, so every figure it reports is of that model."""
+    from safetensors.torch import save
+
     mv = store.resolve(ref)
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(store.artifact_path(mv, mv.weights.name), folder / "model.safetensors")
+    state = store.load_weights(mv)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    blob = save({k: v.contiguous() for k, v in half.items()})
+    pieces = []
+    for i in range(0, len(blob), PIECE_BYTES):
+        name = f"weights.part{i // PIECE_BYTES:02d}"
+        (folder / name).write_bytes(blob[i : i + PIECE_BYTES])
+        pieces.append(
+            {"file": name, "sha256": hashlib.sha256(blob[i : i + PIECE_BYTES]).hexdigest()}
+        )
     meta = {
         "ref": mv.ref,
         "name": mv.name,
         "solution": mv.solution,
         "config": mv.config,
         "metrics": mv.metrics,
-        "sha256": mv.weights.sha256,
+        "dtype": "float16",
+        "pieces": pieces,
         "lineage": {k: mv.lineage.get(k) for k in ("data", "data_fingerprint")},
     }
     (folder / "version.json").write_text(json.dumps(meta, indent=2))
-    log(f"exported {mv.ref} to {folder} ({mv.weights.size / 2**20:.1f} MiB of weights)")
+    size = len(blob) / 2**20
+    log(f"exported {mv.ref} to {folder}: {size:.1f} MiB float16 in {len(pieces)} pieces")
 
 
 def import_version(store: Any, folder: Path) -> str:
-    """Register the version :func:`export_version` wrote (its SHA-256 checked) in ``store``."""
-    from safetensors.torch import load_file
+    """Register the version :func:`export_version` wrote (each piece's SHA-256 checked; the
+    weights back in float32) in ``store``. The pieces may sit in ``folder`` or any folder below."""
+    from safetensors.torch import load
 
     meta = json.loads((folder / "version.json").read_text())
-    path = folder / "model.safetensors"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != meta["sha256"]:
-        raise RuntimeError(f"{path}: SHA-256 {digest}, exported {meta['sha256']} (truncated?)")
+    parts = []
+    for piece in meta["pieces"]:
+        found = sorted(folder.rglob(piece["file"]))
+        if not found:
+            raise RuntimeError(f"{folder}: piece {piece['file']} is missing")
+        data = found[0].read_bytes()
+        if hashlib.sha256(data).hexdigest() != piece["sha256"]:
+            raise RuntimeError(f"{found[0]}: SHA-256 differs from the export's (truncated?)")
+        parts.append(data)
+    state = load(b"".join(parts))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     lineage = {k: v for k, v in meta["lineage"].items() if v is not None}
     mv = store.register(
         meta["name"],
-        load_file(str(path)),
+        state,
         solution=meta["solution"],
         config=meta["config"],
         metrics=meta["metrics"],
-        lineage={**lineage, "imported_from": meta["ref"]},
+        lineage={**lineage, "imported_from": f"{meta['ref']} (weights rounded to float16)"},
     )
-    log(f"edge: imported {meta['ref']} from {folder} as {mv.ref}")
+    log(f"edge: imported {meta['ref']} from {folder} as {mv.ref} (float16-rounded weights)")
     return mv.ref
 
 

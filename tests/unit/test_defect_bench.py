@@ -171,3 +171,22 @@ def test_markdown_reports_failed_and_skipped_parts_and_the_targets(bench):
         "| test accuracy >= 0.97 on the full split | 0.9750 (scratch, defect-scratch:1) | met |"
         in text
     )
+
+
+def test_edge_export_travels_in_pieces_and_imports_float16_rounded(bench, tmp_path, monkeypatch):
+    from abyssal.core.store import ModelStore
+
+    source, target = ModelStore(tmp_path / "a"), ModelStore(tmp_path / "b")
+    state = {"w": torch.randn(64, 64), "steps": torch.tensor(3)}
+    mv = source.register("defect-scratch", state, solution="defect", config={}, metrics={})
+    monkeypatch.setattr(bench, "PIECE_BYTES", 4096)  # 64x64 float16 = 8 KiB: three pieces
+    bench.export_version(source, mv.ref, tmp_path / "edge")
+    assert len(list((tmp_path / "edge").glob("weights.part*"))) == 3
+    ref = bench.import_version(target, tmp_path / "edge")
+    back = target.load_weights(ref)
+    assert back["w"].dtype == torch.float32 and torch.equal(back["w"], state["w"].half().float())
+    assert torch.equal(back["steps"], state["steps"])
+    piece = tmp_path / "edge" / "weights.part01"
+    piece.write_bytes(piece.read_bytes()[:-1])
+    with pytest.raises(RuntimeError, match="SHA-256 differs"):
+        bench.import_version(target, tmp_path / "edge")
