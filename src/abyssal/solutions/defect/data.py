@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -86,9 +87,10 @@ class DefectData:
         for name in SPLITS:
             where[self.splits[name]] = name
         out = io.StringIO()
-        out.write("path,label,split\n")
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["path", "label", "split"])
         for record, label, split in zip(self.records, self.labels, where, strict=True):
-            out.write(f"{_csv_cell(str(record.path))},{_csv_cell(self.classes[label])},{split}\n")
+            writer.writerow([str(record.path), self.classes[label], split])
         return {"split.csv": out.getvalue()}
 
 
@@ -212,7 +214,3 @@ def describe(data: DefectData, cfg: DefectDataConfig, layout: str, skipped: int)
     if skipped:
         line += f"; {skipped} non-image files skipped"
     return line
-
-
-def _csv_cell(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text

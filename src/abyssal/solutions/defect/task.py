@@ -128,7 +128,10 @@ class _ImageTask:
 
     def _batch(self, rows: np.ndarray, draws: torch.Tensor | None) -> ImageBatch:
         rows = np.asarray(rows, dtype=np.int64)
-        images = np.stack([self._image(r) for r in rows]) if len(rows) else self.data.images[:0]
+        if len(rows) == 0 or rows.min() >= 0:  # labelled images only: one gather
+            images = self.data.images[rows]
+        else:
+            images = np.stack([self._image(r) for r in rows])
         labels = np.where(rows >= 0, self.data.labels[np.maximum(rows, 0)], -1)
         if draws is None:
             draws = torch.zeros(len(rows), 0, 0)
