@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from abyssal.bench.classification import classification_metrics, knn_accuracy
 from abyssal.core.errors import ConfigError
 from abyssal.solutions.defect.augment import DRAWS, augment, augment_draws
-from abyssal.solutions.defect.metrics import classification_metrics, knn_accuracy
 from abyssal.solutions.defect.model import (
     DefectNet,
     class_means,

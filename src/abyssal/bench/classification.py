@@ -1,5 +1,6 @@
-"""Metrics of the defect solution, in numpy: accuracy, macro-F1, per-class recall, and the
-nearest-neighbour accuracy of embeddings.
+"""Classification metrics in numpy, shared by the solutions that classify (defect, text):
+accuracy, macro-F1, per-class recall, the confusion matrix, and the nearest-neighbour accuracy of
+embeddings.
 
 Example:
     >>> import numpy as np
@@ -29,15 +30,17 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.nda
 
 
 def classification_metrics(
-    labels: Any, probabilities: Any, classes: Sequence[str]
+    labels: Any, probabilities: Any, classes: Sequence[str], *, count: str = "images"
 ) -> dict[str, float]:
     """Accuracy, macro-F1 (unweighted over the classes present in ``labels`` or predicted),
-    recall per class (``recall_<name>``; NaN for a class absent from ``labels``) and ``images``.
+    recall per class (``recall_<name>``; NaN for a class absent from ``labels``) and the number
+    of items scored (under the key ``count``).
 
     Args:
         labels: (N,) class indices.
         probabilities: (N, K) class probabilities.
         classes: the K class names.
+        count: the key of the item count (``images``, ``texts``).
     """
     labels = _numpy(labels).astype(np.int64)
     predicted = _numpy(probabilities).argmax(axis=1)
@@ -52,7 +55,7 @@ def classification_metrics(
     out = {
         "accuracy": float(hit.sum() / max(1, len(labels))),
         "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
-        "images": len(labels),
+        count: len(labels),
     }
     for name, r in zip(classes, recall, strict=True):
         out[f"recall_{name}"] = float(r)
