@@ -12,11 +12,15 @@ from abyssal.core.display import fmt, table
 
 def register_all(sub: argparse._SubParsersAction) -> None:
     """Add every verb to the CLI."""
+    from abyssal.cli.finetune import add_finetune, add_merge
+
     for add in (
         _solutions,
         _config,
         _generate,
         _train,
+        add_finetune,
+        add_merge,
         _evaluate,
         _predict,
         _optimize,
@@ -174,6 +178,9 @@ def _print_metrics(layout: Any, metrics: dict[str, Any]) -> None:
     extras = layout.extra_values(metrics)
     if extras:
         print("  ".join(f"{k}={fmt(v)}" for k, v in extras.items()))
+    for split, headers, matrix in layout.confusion_tables(metrics):
+        print(f"confusion matrix ({split}):")
+        print(table(headers, matrix))
 
 
 def _evaluate(sub: argparse._SubParsersAction) -> None:

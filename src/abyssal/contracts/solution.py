@@ -11,6 +11,7 @@ registration line in ``abyssal.solutions``.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ class MetricLayout:
         splits: the splits shown, in order.
         extras: keys printed on one line under the table (thresholds, epochs).
         headline: the one metric a list of versions shows, e.g. ``"test_auprc"``.
+        confusion: splits whose confusion matrix is shown under the table, from the metrics
+            ``<split>_confusion__<true class>__<predicted class>`` (counts).
 
     Example:
         >>> layout = MetricLayout(columns=(("acc", "accuracy"),), headline="test_acc")
@@ -62,6 +65,7 @@ class MetricLayout:
     splits: tuple[str, ...] = ("val", "test")
     extras: tuple[str, ...] = ("best_epoch", "epochs_run")
     headline: str = ""
+    confusion: tuple[str, ...] = ()
 
     @property
     def headers(self) -> list[str]:
@@ -95,6 +99,51 @@ class MetricLayout:
     def extra_values(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
         """The :attr:`extras` present in ``metrics``, in order."""
         return {k: metrics[k] for k in self.extras if k in metrics}
+
+    def confusion_tables(
+        self, metrics: Mapping[str, Any]
+    ) -> list[tuple[str, list[str], list[list[Any]]]]:
+        """``(split, headers, rows)`` per :attr:`confusion` split found in ``metrics``: one row
+        per true class, one column per predicted class.
+
+        Example:
+            >>> layout = MetricLayout(columns=(), confusion=("test",))
+            >>> m = {"test_confusion__a__a": 3, "test_confusion__a__b": 1,
+            ...      "test_confusion__b__a": 0, "test_confusion__b__b": 2}
+            >>> layout.confusion_tables(m)[0][2]
+            [['a', 3, 1], ['b', 0, 2]]
+        """
+        out = []
+        for split in self.confusion:
+            prefix = f"{split}_confusion__"
+            cells = {
+                tuple(k[len(prefix) :].split("__", 1)): v
+                for k, v in metrics.items()
+                if k.startswith(prefix) and "__" in k[len(prefix) :]
+            }
+            if not cells:
+                continue
+            classes = list(dict.fromkeys(true for true, _ in cells))
+            headers = ["true \\ predicted", *classes]
+            rows = [[t, *(cells.get((t, p), 0) for p in classes)] for t in classes]
+            out.append((split, headers, rows))
+        return out
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a trained model version stores, when not simply all of its weights.
+
+    Attributes:
+        artifacts: the files (an adapter's tensors, a head, ...).
+        base: what the version builds on: another version's ref or an external base (e.g. the
+            Hugging Face folder whose weights the model loads itself).
+        lineage: extra lineage entries (e.g. the fingerprint of the base's tensors).
+    """
+
+    artifacts: list[Any]
+    base: Any = None
+    lineage: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @runtime_checkable
@@ -181,6 +230,13 @@ class Solution(ABC):
         """The one test metric a list of versions shows (stored with each version)."""
         return self.metric_layout.headline
 
+    def registration(
+        self, cfg: Any, model: torch.nn.Module, data: PreparedData
+    ) -> Registration | None:
+        """What the trained ``model``'s version stores; ``None`` (the default): its whole state
+        dict as the weights. A LoRA fine-tune returns its adapter on an external base."""
+        return None
+
     # -- the serving half ----------------------------------------------------------------------
 
     def example_inputs(self, cfg: Any, spec: dict[str, Any]) -> tuple[Any, ...]:
@@ -227,6 +283,11 @@ class Solution(ABC):
             raise self._lacks("predict_file(explain=...)", "explanations of predictions")
 
         return predict_table(self.predictor(loaded), path, ref=loaded.version.ref, out=out)
+
+    def adapter_onto(self, base_model: torch.nn.Module, ref: str, store: Any = None) -> Any:
+        """The adapter version ``ref`` laid onto ``base_model`` (refused if it is not the base
+        the adapter was trained on); for solutions that fine-tune adapters."""
+        raise self._lacks("adapter_onto", "adapters")
 
     def generate_sample(self, options: Any, out: Path) -> list[str]:
         """Write sample data (``options`` is a :attr:`sample_config_cls`) into the folder ``out``.

@@ -373,9 +373,13 @@ def _register(
     metrics: dict[str, float],
     dest: _Destination,
 ) -> ModelVersion:
+    model = getattr(fit.model, "module", fit.model)
+    stored = solution.registration(cfg, model, data)
     version = dest.store.register(
         dest.name,
-        fit.model.state_dict(),
+        None if stored is not None else fit.model.state_dict(),
+        artifacts=stored.artifacts if stored is not None else (),
+        base=stored.base if stored is not None else None,
         solution=solution.name,
         config={
             **version_config(solution, cfg, solution.model_spec(cfg, data)),
@@ -386,6 +390,7 @@ def _register(
             "data_fingerprint": data.fingerprint,
             "data": getattr(data, "description", ""),
             **({"paths_as_typed": dest.typed_paths} if dest.typed_paths else {}),
+            **(dict(stored.lineage) if stored is not None else {}),
         },
         run_id=run.id,
     )
