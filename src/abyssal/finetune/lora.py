@@ -25,10 +25,13 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from abyssal.core.errors import ConfigError
@@ -207,3 +210,46 @@ def trainable_share(model: nn.Module) -> float:
     total = sum(p.numel() for p in model.parameters())
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trained / max(1, total)
+
+
+ADAPTER_KEYS = ("lora_", "modules_to_save")
+"""Parameter names that belong to a LoRA adapter (PEFT's naming), not to the base."""
+
+
+def resolve_targets(model: nn.Module, targets: str | Sequence[str]) -> list[str]:
+    """``targets`` as module names: ``"auto"`` resolved to the architecture's attention
+    projections, other names checked against the model (:func:`check_target_modules`)."""
+    return check_target_modules(model, targets)
+
+
+def is_adapter_key(name: str) -> bool:
+    """Whether a state-dict key belongs to a LoRA adapter (or a module saved with it)."""
+    return any(part in name for part in ADAPTER_KEYS)
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's tensors of a PEFT model: the LoRA matrices and the modules saved with it
+    (``modules_to_save``, e.g. a classification head), on the CPU."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if is_adapter_key(k)}
+
+
+def base_fingerprint(base: nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) over the names, dtypes, shapes and bytes of a base model's
+    tensors, with or without LoRA layers in it (adapter tensors are left out, PEFT's
+    ``.base_layer`` renaming undone): equal for the same base weights however they were loaded.
+
+    Example:
+        >>> base_fingerprint(torch.nn.Linear(2, 2)) == base_fingerprint(torch.nn.Linear(2, 2))
+        False
+    """
+    digest = hashlib.sha256()
+    state = {
+        name.replace(".base_layer", ""): tensor
+        for name, tensor in base.state_dict().items()
+        if not is_adapter_key(name) and isinstance(tensor, torch.Tensor)
+    }
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]

@@ -29,6 +29,12 @@ SOLUTIONS.add_lazy(
     extra="defect",
     summary="visual defect inspection: ResNet-50 transfer, focal loss, few-shot, Grad-CAM, INT8",
 )
+SOLUTIONS.add_lazy(
+    "text",
+    "abyssal.solutions.text.solution:TextSolution",
+    extra="text",
+    summary="text classification on a Hugging Face model: full, LoRA or frozen-base fine-tuning",
+)
 
 
 def get_solution(name: str) -> Solution:

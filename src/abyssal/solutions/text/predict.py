@@ -1,0 +1,158 @@
+"""Predict texts with a loaded text model: one request at a time (serving) or a whole file.
+
+A file is a CSV, JSONL or PhraseBank file as in training; its label column is optional. When
+labels are present they must be classes the model was trained on (a row with another is refused,
+by line), and the report scores the predictions against them.
+
+Example:
+    >>> loaded = load_model("text:production")  # doctest: +SKIP
+    >>> report = predict_texts(TextPredictor.from_loaded(loaded), "new.csv", out="scored.csv")
+    ... # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from abyssal.bench.classification import classification_metrics
+from abyssal.contracts.prediction import TablePredictionReport
+from abyssal.core.errors import DataError
+from abyssal.data.tables import write_table
+from abyssal.solutions.text.data import tokenize
+from abyssal.solutions.text.model import load_tokenizer
+from abyssal.solutions.text.records import read_texts
+from abyssal.solutions.text.task import length_sorted_batches, pad_batch
+
+MAX_TEXT_CHARS = 100_000
+"""The longest text one request may carry (a bigger payload is refused, not tokenized)."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TextItem:
+    """One parsed request: its token ids (cut to the model's limit)."""
+
+    ids: np.ndarray
+    truncated: bool
+
+
+class TextPredictor:
+    """Scores texts with one loaded text model version."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, spec: Mapping[str, Any], cfg: Any,
+                 ref: str) -> None:  # fmt: skip
+        self.model, self.tokenizer, self.spec, self.cfg, self.ref = model, tokenizer, spec, cfg, ref
+        self.classes: list[str] = list(spec["classes"])
+
+    @classmethod
+    def from_loaded(cls, loaded: Any) -> TextPredictor:
+        tokenizer = load_tokenizer(Path(loaded.spec["base"]), loaded.spec["kind"])
+        return cls(loaded.model, tokenizer, loaded.spec, loaded.cfg, loaded.version.ref)
+
+    def tokenize(self, texts: Sequence[str], where: Any = None) -> list[np.ndarray]:
+        """Token ids, texts over the limit cut or refused as ``data.overlong`` says."""
+        tokens = tokenize(
+            self.tokenizer,
+            texts,
+            limit=int(self.spec["max_length"]),
+            overlong=self.cfg.data.overlong,
+            where=where,
+        )
+        return tokens.ids
+
+    def parse(self, payload: Mapping[str, Any]) -> TextItem:
+        """``{"text": "..."}``: a non-empty string of at most :data:`MAX_TEXT_CHARS`."""
+        text = payload.get("text")
+        if not isinstance(text, str):
+            raise DataError(f"'text' must be a string, got {type(text).__name__}", column="text")
+        if not text.strip():
+            raise DataError("'text' is empty", column="text")
+        if len(text) > MAX_TEXT_CHARS:
+            raise DataError(
+                f"'text' has {len(text)} characters, more than {MAX_TEXT_CHARS}", column="text"
+            )
+        ids = self.tokenize([text.strip()])[0]
+        return TextItem(ids, truncated=len(ids) >= int(self.spec["max_length"]))
+
+    @torch.no_grad()
+    def probabilities(self, ids: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """(N, K) class probabilities, scored in length-sorted batches, in input order."""
+        lengths = np.array([len(x) for x in ids], dtype=np.int64)
+        out = np.zeros((len(ids), len(self.classes)), dtype=np.float32)
+        device = next(self.model.parameters()).device if _has_params(self.model) else "cpu"
+        for part in length_sorted_batches(lengths, np.arange(len(ids)), batch_size):
+            batch = pad_batch([ids[i] for i in part], int(self.spec["pad_id"])).to(device)
+            logits = self.model(batch.input_ids, batch.attention_mask)
+            out[part] = torch.softmax(torch.as_tensor(logits).float(), dim=1).cpu().numpy()
+        return out
+
+    def respond(self, probs: np.ndarray) -> list[dict[str, Any]]:
+        """One response per row of probabilities: label, its probability, and all of them."""
+        out = []
+        for p in probs:
+            k = int(p.argmax())
+            row = {"label": self.classes[k], "probability": round(float(p[k]), 6)}
+            row.update({f"p_{c}": round(float(v), 6) for c, v in zip(self.classes, p, strict=True)})
+            out.append(row)
+        return out
+
+    def predict(self, items: Sequence[TextItem]) -> list[dict[str, Any]]:
+        return self.respond(self.probabilities([item.ids for item in items]))
+
+
+def _has_params(model: torch.nn.Module) -> bool:
+    return any(True for _ in model.parameters())
+
+
+def predict_texts(
+    predictor: TextPredictor, path: str | Path, *, out: str | Path | None = None
+) -> TablePredictionReport:
+    """Predict every text of ``path``; write ``out`` (CSV or Parquet) atomically if given.
+
+    Raises:
+        DataError: a bad file or row (named by line), a label the model was never trained on.
+    """
+    cfg = predictor.cfg.data
+    records = read_texts(
+        path,
+        format="auto",  # from the file's suffix, whatever the training file was
+        text_column=cfg.text_column,
+        label_column=cfg.label_column,
+        encoding=cfg.encoding,
+        require_labels=False,
+    )
+    known = set(predictor.classes)
+    for i, label in enumerate(records.labels or []):
+        if label not in known:
+            raise DataError(
+                f"{records.where(i)}: label {label!r} was never trained; {predictor.ref} knows "
+                f"{predictor.classes}"
+            )
+    ids = predictor.tokenize(records.texts, where=records.where)
+    probs = predictor.probabilities(ids)
+    frame = pd.DataFrame({"line": records.lines, "text": records.texts})
+    if records.labels is not None:
+        frame["true_label"] = records.labels
+    frame = pd.concat([frame, pd.DataFrame(predictor.respond(probs))], axis=1)
+    summary = [f"{len(frame)} texts from {path}"]
+    if records.labels is not None:
+        index = {c: i for i, c in enumerate(predictor.classes)}
+        labels = np.array([index[label] for label in records.labels])
+        scores = classification_metrics(labels, probs, predictor.classes, count="texts")
+        summary.append(
+            f"against the file's labels: accuracy {scores['accuracy']:.4f}, macro-F1 "
+            f"{scores['macro_f1']:.4f}"
+        )
+    written = write_table(frame, out) if out is not None else None
+    shown = frame.assign(text=frame["text"].str.slice(0, 60))
+    report = TablePredictionReport(predictor.ref, shown, written, tuple(summary))
+    return report

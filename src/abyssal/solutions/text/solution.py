@@ -1,0 +1,261 @@
+"""The text-classification solution: a Hugging Face base model with a linear head, fine-tuned in
+full, through a LoRA adapter (PEFT), or as a linear probe on a frozen base.
+
+Every version records its base folder as an external base (with a fingerprint of its files) and
+a fingerprint of the base's tensors. A LoRA version stores only its adapter (the LoRA matrices
+and the head, kilobytes to megabytes); a frozen-base version only its head; a full fine-tune all
+its weights. Loading rebuilds the classifier on the base and lays the stored tensors over it; a
+base whose files changed is refused.
+
+Example:
+    >>> from abyssal.train.api import train
+    >>> out = train("text", overrides=["data.path=reviews.csv", "model.tuning=lora"])
+    ... # doctest: +SKIP
+    >>> out.metrics["trainable_share"] < 0.02  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from abyssal.bench.classification import classification_metrics, confusion, prefixed
+from abyssal.contracts.solution import MetricLayout, Registration, Solution
+from abyssal.core.artifacts import ArtifactSource, ExternalBase
+from abyssal.finetune.lora import adapter_state, base_fingerprint, resolve_targets
+from abyssal.solutions.text.config import TextConfig
+from abyssal.solutions.text.data import TextData, prepare_text_data
+from abyssal.solutions.text.model import (
+    attach_lora,
+    build_classifier,
+    freeze_base,
+    hf_base,
+    parameter_counts,
+)
+from abyssal.solutions.text.sample import TextSampleConfig, generate_sample
+from abyssal.solutions.text.task import TextTask, length_sorted_batches, pad_batch
+
+
+def build_text_model(
+    cfg: TextConfig, spec: dict[str, Any], *, training: bool = False, base: Any = None
+) -> torch.nn.Module:
+    """The classifier ``spec`` describes: the base's weights loaded from its folder (or ``base``,
+    an already loaded ``transformers`` model), a fresh head, and per ``spec["tuning"]`` a new LoRA
+    adapter or a frozen base. ``training=False`` skips nothing but documents the caller."""
+    model = build_classifier(
+        Path(spec["base"]),
+        len(spec["classes"]),
+        kind=spec["kind"],
+        pooling=spec["pooling"],
+        dropout=cfg.model.dropout,
+        base=base,
+    )
+    tuning = spec.get("tuning", "full")
+    if tuning == "lora":
+        return attach_lora(model, spec["lora"])
+    if tuning == "frozen":
+        return freeze_base(model)
+    return model
+
+
+def text_spec(cfg: TextConfig, data: TextData) -> dict[str, Any]:
+    """The model spec of ``cfg`` on ``data``: classes, base folder and kind, pooling, tuning,
+    token limit and padding id, and the LoRA targets resolved against the real base."""
+    from abyssal.solutions.text.data import open_base
+
+    folder, config, _, kind = open_base(cfg.model)
+    pooling = cfg.model.pooling
+    if pooling == "auto":
+        pooling = "last" if kind == "causal" else "mean"
+    spec: dict[str, Any] = {
+        "classes": list(data.classes),
+        "base": str(folder),
+        "kind": kind,
+        "pooling": pooling,
+        "tuning": cfg.model.tuning,
+        "max_length": int(data.tokens.limit),
+        "pad_id": int(data.tokens.pad_id),
+        "vocab_size": int(getattr(config, "vocab_size", 0) or 0),
+    }
+    if cfg.model.tuning == "lora":
+        probe = build_classifier(
+            folder, len(data.classes), kind=kind, pooling=pooling, dropout=0.0, weights=False
+        )
+        spec["lora"] = {
+            "r": cfg.lora.r,
+            "alpha": cfg.lora.alpha,
+            "dropout": cfg.lora.dropout,
+            "target_modules": resolve_targets(probe.base, cfg.lora.target_modules),
+        }
+    return spec
+
+
+@dataclass
+class TextScores:
+    """Probabilities of some texts, and their labels."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+
+@torch.no_grad()
+def score_rows(
+    model: torch.nn.Module, data: TextData, rows: np.ndarray, batch_size: int
+) -> TextScores:
+    """Class probabilities of the texts ``rows`` (scored in length-sorted batches, returned in
+    the order of ``rows``)."""
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    probs = np.zeros((len(rows), 0), dtype=np.float32)
+    parts = length_sorted_batches(data.tokens.lengths, np.asarray(rows), batch_size)
+    position = {int(r): i for i, r in enumerate(rows)}
+    out: dict[int, np.ndarray] = {}
+    for part in parts:
+        batch = pad_batch([data.tokens.ids[r] for r in part], data.tokens.pad_id).to(device)
+        logits = model(batch.input_ids, batch.attention_mask).float()
+        for r, p in zip(part, torch.softmax(logits, dim=1).cpu().numpy(), strict=True):
+            out[position[int(r)]] = p
+    model.train(was)
+    if out:
+        probs = np.stack([out[i] for i in range(len(rows))])
+    return TextScores(probs, data.labels[rows])
+
+
+def confusion_metrics(split: str, scores: TextScores, classes: list[str]) -> dict[str, float]:
+    """``<split>_confusion__<true>__<predicted>`` counts."""
+    m = confusion(scores.labels, scores.probabilities.argmax(axis=1), len(classes))
+    return {
+        f"{split}_confusion__{t}__{p}": int(m[i, j])
+        for i, t in enumerate(classes)
+        for j, p in enumerate(classes)
+    }
+
+
+class TextSolution(Solution):
+    """Classify texts with a fine-tuned (full, LoRA or frozen-base) Hugging Face model."""
+
+    name: ClassVar[str] = "text"
+    config_cls: ClassVar[type] = TextConfig
+    default_metric: ClassVar[str] = "val_macro_f1"
+    sample_config_cls: ClassVar[type] = TextSampleConfig
+    metric_layout: ClassVar[MetricLayout] = MetricLayout(
+        columns=(("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("texts", "texts")),
+        extras=(
+            "best_epoch",
+            "epochs_run",
+            "trainable_params",
+            "trainable_share",
+            "train_tokens_per_s",
+            "train_padding_efficiency",
+        ),
+        headline="test_macro_f1",
+        confusion=("test",),
+    )
+
+    def __init__(self) -> None:
+        self._task: TextTask | None = None
+
+    # -- the training half ---------------------------------------------------------------------
+
+    def prepare(self, cfg: TextConfig) -> TextData:
+        return prepare_text_data(cfg.data, cfg.model)
+
+    def task(self, cfg: TextConfig, data: TextData) -> TextTask:
+        self._task = TextTask(cfg, data, self.model_spec(cfg, data))
+        return self._task
+
+    def model_spec(self, cfg: TextConfig, data: TextData) -> dict[str, Any]:
+        if self._task is not None and self._task.data is data:
+            return dict(self._task.spec)
+        return text_spec(cfg, data)
+
+    def build_model(self, cfg: TextConfig, spec: dict[str, Any]) -> torch.nn.Module:
+        return build_text_model(cfg, spec)
+
+    def evaluate(self, cfg: TextConfig, model: torch.nn.Module, data: TextData) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for split in ("val", "test"):
+            scores = score_rows(model, data, data.rows(split), cfg.data.eval_batch_size)
+            metrics = classification_metrics(
+                scores.labels, scores.probabilities, data.classes, count="texts"
+            )
+            out.update(prefixed(metrics, f"{split}_"))
+            out.update(confusion_metrics(split, scores, data.classes))
+        out.update(parameter_counts(model))
+        if self._task is not None:
+            out.update(self._task.clock.metrics())
+        return out
+
+    def registration(self, cfg: TextConfig, model: torch.nn.Module, data: TextData) -> Registration:
+        """A LoRA version stores its adapter, a frozen-base one its head, a full fine-tune all
+        its weights; each names its base folder and the fingerprint of the base's tensors."""
+        spec = self.model_spec(cfg, data)
+        model = getattr(model, "module", model)
+        tuning = spec["tuning"]
+        if tuning == "lora":
+            state = adapter_state(model)
+            artifacts = [ArtifactSource.tensors("adapter_model.safetensors", "adapter", state)]
+        elif tuning == "frozen":
+            head = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
+            artifacts = [ArtifactSource.tensors("head.safetensors", "weights", head)]
+        else:
+            artifacts = [ArtifactSource.tensors("model.safetensors", "weights", model.state_dict())]
+        lineage = {"base_fingerprint": base_fingerprint(hf_base(model)), "tuning": tuning}
+        return Registration(artifacts, ExternalBase.from_path(spec["base"]), lineage)
+
+    # -- the serving half ----------------------------------------------------------------------
+
+    def example_inputs(self, cfg: TextConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
+        vocab = max(2, int(spec.get("vocab_size") or 100))
+        ids = torch.randint(
+            1, min(vocab, 1000), (2, 16), generator=torch.Generator().manual_seed(0)
+        )
+        return ids, torch.ones_like(ids)
+
+    def input_axes(self, cfg: TextConfig, spec: dict[str, Any]) -> tuple[dict[int, str], ...]:
+        return ({0: "batch", 1: "tokens"}, {0: "batch", 1: "tokens"})
+
+    def model_inputs(
+        self, cfg: TextConfig, data: TextData, batch: int, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch`` validation texts (drawn with replacement when the split is smaller)."""
+        rows = data.rows("val")
+        pick = np.random.default_rng(seed).choice(rows, size=batch, replace=batch > len(rows))
+        padded = pad_batch([data.tokens.ids[r] for r in np.sort(pick)], data.tokens.pad_id)
+        return padded.input_ids, padded.attention_mask
+
+    def predictor(self, loaded: Any) -> Any:
+        from abyssal.solutions.text.predict import TextPredictor
+
+        return TextPredictor.from_loaded(loaded)
+
+    def predict_file(
+        self,
+        loaded: Any,
+        path: str | Path,
+        *,
+        out: str | Path | None = None,
+        explain: str | Path | None = None,
+    ) -> Any:
+        """Predict every text of a CSV, JSONL or PhraseBank file (labels, when present, are
+        checked against the trained classes and scored)."""
+        from abyssal.solutions.text.predict import predict_texts
+
+        if explain is not None:
+            raise self._lacks("predict_file(explain=...)", "explanations of predictions")
+        return predict_texts(self.predictor(loaded), path, out=out)
+
+    def adapter_onto(self, base_model: torch.nn.Module, ref: str, store: Any = None) -> Any:
+        """The adapter version ``ref`` on ``base_model`` (see :mod:`.adapters`)."""
+        from abyssal.solutions.text.adapters import adapter_onto
+
+        return adapter_onto(base_model, ref, store)
+
+    def generate_sample(self, options: TextSampleConfig, out: Path) -> list[str]:
+        return generate_sample(options, out)
