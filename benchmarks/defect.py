@@ -53,8 +53,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from environment import environment, write_result
+from environment import env_line, environment, md_table, write_result
+from environment import number_cell as _f
+from environment import target_row as _target
 
+PACKAGES = ("torch", "torchvision", "onnxruntime")  # the versions the results name
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = ROOT / "configs" / "defect"
@@ -567,11 +570,6 @@ def classifier_runs(parts: dict) -> list[tuple[str, dict]]:
     return [(label, r) for label, r in found if r and "test_accuracy" in r.get("metrics", {})]
 
 
-def _target(name: str, measured: str, met: bool | None) -> dict:
-    status = {True: "met", False: "not met", None: "not measured"}[met]
-    return {"target": name, "measured": measured, "status": status}
-
-
 def accuracy_target(parts: dict, name: str, threshold: float, imagenet_ok: bool) -> dict:
     """The best test accuracy of a full-split classifier against ``threshold``."""
     runs = [(label, r) for label, r in classifier_runs(parts) if r.get("full_split")]
@@ -632,27 +630,6 @@ def targets(result: dict) -> list[dict]:
             row["measured"] += " (quick smoke run: does not count)"
             row["status"] = "not measured"
     return rows
-
-
-def _f(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return lines + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
-
-
-def env_line(env: dict, command: str) -> str:
-    m, v = env["machine"], env["versions"]
-    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
-    return (
-        f"Measured {env['date']} on {m.get('platform', '?')}, {m['cpu']} ({m['cores']} "
-        f"cores){gpu}; torch {v['torch']}, torchvision {v['torchvision']}, onnxruntime "
-        f"{v['onnxruntime']}; abyssal commit {env['git_commit']}. Command: `{command}`"
-    )
 
 
 RUN_COLUMNS = ["run", "version", "test accuracy", "test macro-F1", "val accuracy",
@@ -740,7 +717,11 @@ def edge_lines(p: dict) -> list[str]:
                      _f(v["max_abs_prob_diff"], 5)])  # fmt: skip
         for b in sizes:
             t = v["timings"][str(b)]
-            rows[-1] += [_f(t["images_per_s"], 1), _f(t["p50_ms"], 1), _f(t["p99_ms"], 1)]
+            rows[-1] += [
+                _f(t["images_per_s"], 1),
+                _f(t["p50_ms"], 1),
+                _f(t["p99_ms"], 1),
+            ]
     return [
         f"Model {p['model']} ({p['chosen']}). {p['threads']} threads (`torch.set_num_threads`, "
         "ONNX Runtime intra-op threads); latency per image = call time / batch over the real "
@@ -782,7 +763,7 @@ SECTIONS = {"ssl": ssl_lines, "fewshot": fewshot_lines, "imbalance": imbalance_l
 def part_lines(name: str, p: dict) -> list[str]:
     lines = ["", f"## {TITLES[name]}", ""]
     if "environment" in p:  # merged from an earlier result
-        lines += [env_line(p["environment"], p["command"]), ""]
+        lines += [env_line(p["environment"], p["command"], PACKAGES), ""]
     if p["status"] != "ok":
         lines += [f"Status: {p['status']}. {p.get('error') or p.get('reason') or ''}".strip(), ""]
     if name in ("scratch", "focal") and "run" in p:
@@ -800,7 +781,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# NEU-DET defect classification",
         "",
-        env_line(result["environment"], result["command"]),
+        env_line(result["environment"], result["command"], PACKAGES),
         "",
         f"Settings: backbone {s['backbone']}, image size {s['image_size']}, batch {s['batch']}, "
         f"training device {s['device']}, epochs {s['epochs'] or 'config'}, max steps "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import statistics
@@ -11,6 +12,7 @@ import subprocess
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 
 def environment(
@@ -104,3 +106,34 @@ def interval_cell(rows: list[dict], key: str, digits: int = 3) -> str:
     if not lows or not highs:
         return "n/a"
     return f"[{statistics.median(lows):.{digits}f}, {statistics.median(highs):.{digits}f}]"
+
+
+def target_row(name: str, measured: str, met: bool | None) -> dict:
+    """One row of a results' Targets table: met, not met, or not measured (``None``)."""
+    status = {True: "met", False: "not met", None: "not measured"}[met]
+    return {"target": name, "measured": measured, "status": status}
+
+
+def number_cell(value: Any, digits: int = 4) -> str:
+    """``value`` with ``digits`` decimals; ``-`` for missing or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines (a ``|`` inside a cell becomes ``/``)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+
+
+def env_line(env: dict, command: str, packages: tuple[str, ...]) -> str:
+    """One markdown line: when, on which machine (and GPU), with which ``packages``' versions,
+    at which commit and with which command a result was measured."""
+    m, v = env["machine"], env["versions"]
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    versions = ", ".join(f"{p} {v.get(p)}" for p in packages)
+    return (
+        f"Measured {env['date']} on {m.get('platform', '?')}, {m['cpu']} ({m['cores']} "
+        f"cores){gpu}; {versions}; abyssal commit {env['git_commit']}. Command: `{command}`"
+    )

@@ -46,8 +46,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from environment import environment, parse_numbers, write_result
+from environment import (
+    env_line,
+    environment,
+    md_table,
+    parse_numbers,
+    write_result,
+)
+from environment import number_cell as _f
+from environment import target_row as _target
 
+PACKAGES = ("torch", "transformers", "peft")  # the versions the results name
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = ROOT / "configs" / "text" / "phrasebank.yaml"
@@ -284,11 +293,6 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
     return out
 
 
-def _target(name: str, measured: str, met: bool | None) -> dict:
-    status = {True: "met", False: "not met", None: "not measured"}[met]
-    return {"target": name, "measured": measured, "status": status}
-
-
 def ratio_target(summary: dict, name: str, threshold: float) -> dict:
     """The best LoRA rank's mean macro-F1 over full fine-tuning's against ``threshold``."""
     ratios = {m: s["f1_ratio_to_full"] for m, s in summary.items() if m.startswith("lora")}
@@ -328,12 +332,6 @@ def targets(result: dict) -> list[dict]:
 # ---------------------------------------------------------------- report
 
 
-def _f(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def _pct(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.2f} %"
 
@@ -351,21 +349,6 @@ def _size(n: int | None) -> str:
 def _pm(s: dict, key: str) -> str:
     mean, sd = s[f"{key}_mean"], s[f"{key}_sd"]
     return "-" if mean is None else f"{mean:.4f} ± {_f(sd)}"
-
-
-def md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return lines + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
-
-
-def env_line(env: dict, command: str) -> str:
-    m, v = env["machine"], env["versions"]
-    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
-    return (
-        f"Measured {env['date']} on {m.get('platform', '?')}, {m['cpu']} ({m['cores']} "
-        f"cores){gpu}; torch {v.get('torch')}, transformers {v.get('transformers')}, peft "
-        f"{v.get('peft')}; abyssal commit {env['git_commit']}. Command: `{command}`"
-    )
 
 
 def settings_line(s: dict, runs: list[dict]) -> str:
@@ -453,7 +436,7 @@ def batching_lines(p: dict) -> list[str]:
 def part_header(title: str, p: dict) -> list[str]:
     lines = ["", f"## {title}", ""]
     if "environment" in p:  # merged from an earlier result
-        lines += [env_line(p["environment"], p["command"]), ""]
+        lines += [env_line(p["environment"], p["command"], PACKAGES), ""]
     if p.get("status") not in ("ok", None):
         lines += [f"Status: {p['status']}. {p.get('error') or p.get('reason') or ''}".strip(), ""]
     return lines
@@ -465,7 +448,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# LoRA vs full fine-tuning on Financial PhraseBank (50 % agreement)",
         "",
-        env_line(result["environment"], result["command"]),
+        env_line(result["environment"], result["command"], PACKAGES),
         "",
         settings_line(result["settings"], runs),
         "",
