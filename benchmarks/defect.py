@@ -534,7 +534,7 @@ def measure_variant(
     args: argparse.Namespace,
 ) -> dict:
     """One variant on the CPU: its files' size, test metrics and timings at each batch size."""
-    from abyssal.bench.classification import classification_metrics
+    from abyssal.nn.metrics import classification_metrics
 
     mv = store.resolve(ref)
     model = load_on_cpu(store, ref, args.threads)

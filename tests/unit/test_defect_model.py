@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from abyssal.bench.classification import classification_metrics, knn_accuracy
 from abyssal.core.errors import ConfigError
+from abyssal.nn.metrics import classification_metrics, knn_accuracy
 from abyssal.solutions.defect.augment import DRAWS, augment, augment_draws
 from abyssal.solutions.defect.model import (
     DefectNet,

@@ -99,3 +99,22 @@ def test_config_values_are_checked() -> None:
         LoraConfig(r=0)
     with pytest.raises(ConfigError, match=r"lora_dropout must be in \[0, 1\)"):
         LoraConfig(lora_dropout=1.0)
+
+
+def test_a_saved_adapter_folder_refuses_another_base(bert, tmp_path) -> None:
+    from abyssal import LoraConfig, PeftModel
+    from abyssal.core.errors import StoreError
+    from abyssal.nn.lora import BASE_FILE, save_adapter
+
+    base_state = {k: v.clone() for k, v in bert.state_dict().items()}
+    model = PeftModel.from_pretrained(bert, LoraConfig(r=4, target_modules="auto"))
+    save_adapter(model, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / BASE_FILE).is_file()
+    other = type(bert)(bert.config).eval()  # fresh random weights: another base
+    with pytest.raises(StoreError, match="tensor fingerprint"):
+        PeftModel.from_pretrained(other, str(tmp_path / "adapter"))
+    same = type(bert)(bert.config).eval()
+    same.load_state_dict(base_state)
+    assert PeftModel.from_pretrained(same, str(tmp_path / "adapter")) is not None
+    with pytest.raises(ConfigError, match="neither a LoRA config"):
+        PeftModel.from_pretrained(same, "no-such-model:3")

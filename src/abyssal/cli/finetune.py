@@ -71,15 +71,12 @@ def add_merge(sub: argparse._SubParsersAction) -> None:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from abyssal.core.store import ModelStore
-    from abyssal.solutions.text.adapters import merge_adapter
+    from abyssal.solutions import get_solution
 
     store = ModelStore()
     mv = store.resolve(args.model)
-    if mv.solution != "text":
-        from abyssal.core.errors import ConfigError
-
-        raise ConfigError(f"{mv.ref} is a '{mv.solution}' model; merge takes text LoRA adapters")
-    version = merge_adapter(mv.ref, name=args.name, alias=args.alias, store=store)
+    solution = get_solution(mv.solution)
+    version = solution.merge_adapter(mv.ref, name=args.name, alias=args.alias, store=store)
     diff = version.metrics.get("merge_max_abs_logit_diff")
     print(
         f"merged {mv.ref} into its base: registered {version.ref} (parent {mv.ref}); largest "

@@ -289,6 +289,13 @@ class Solution(ABC):
         the adapter was trained on); for solutions that fine-tune adapters."""
         raise self._lacks("adapter_onto", "adapters")
 
+    def merge_adapter(
+        self, ref: str, *, name: str | None = None, alias: str | None = None, store: Any = None
+    ) -> Any:
+        """Fold the adapter version ``ref`` into its base and register the plain model (a new
+        version whose parent is the adapter); for solutions that fine-tune adapters."""
+        raise self._lacks("merge_adapter", "adapters")
+
     def generate_sample(self, options: Any, out: Path) -> list[str]:
         """Write sample data (``options`` is a :attr:`sample_config_cls`) into the folder ``out``.
 

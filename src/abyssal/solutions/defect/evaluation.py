@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from abyssal.bench.classification import classification_metrics, knn_accuracy, prefixed
 from abyssal.core.errors import DataError
 from abyssal.nn.gradcam import GradCAM, heat_in_boxes
+from abyssal.nn.metrics import classification_metrics, knn_accuracy, prefixed
 from abyssal.solutions.defect.config import DefectConfig
 from abyssal.solutions.defect.data import DefectData
 from abyssal.solutions.defect.model import DefectNet, class_means, prototype_logits

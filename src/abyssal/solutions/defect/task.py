@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from abyssal.bench.classification import classification_metrics, knn_accuracy, prefixed
 from abyssal.contracts.task import Shard
 from abyssal.core.devices import derive_seed
 from abyssal.nn.focal import FocalLoss, class_balanced_alpha
+from abyssal.nn.metrics import classification_metrics, knn_accuracy, prefixed
 from abyssal.solutions.defect.augment import augment, augment_draws
 from abyssal.solutions.defect.config import DefectConfig
 from abyssal.solutions.defect.data import DefectData

@@ -31,7 +31,7 @@ from torch import nn
 from abyssal.core.artifacts import ExternalBase
 from abyssal.core.errors import ConfigError, StoreError
 from abyssal.core.store import ModelStore, ModelVersion
-from abyssal.finetune.lora import base_fingerprint
+from abyssal.nn.lora import base_fingerprint
 from abyssal.solutions.loading import load_model, version_config
 from abyssal.solutions.text.model import attach_lora, build_classifier, load_tokenizer
 
@@ -192,7 +192,7 @@ class AdapterSet:
         if spec["base"] != self.spec["base"] or spec["pooling"] != self.spec["pooling"]:
             raise StoreError(f"{mv.ref} uses another base folder or pooling than this set")
         name = adapter_name or f"adapter{len(self.names)}"
-        from abyssal.finetune.lora import LoraConfig
+        from abyssal.nn.lora import LoraConfig
 
         lora = spec["lora"]
         config = LoraConfig(
@@ -205,6 +205,7 @@ class AdapterSet:
         state = self.store.load_tensors(mv, "adapter_model.safetensors")
         renamed = {k.replace(".default.", f".{name}."): v for k, v in state.items() if "lora_" in k}
         _load(self.model, renamed, mv.ref)
+        self.model.eval()  # the new adapter's dropout layers start in training mode
         self._take(mv, name, state)
         return mv.ref
 

@@ -161,7 +161,7 @@ def attach_lora(model: TextClassifier, lora: dict[str, Any]) -> nn.Module:
     """``model`` with a new LoRA adapter (``lora``: ``r``, ``alpha``, ``dropout`` and the
     ``target_modules``, checked against its linear layers); the head trains and is saved with
     the adapter."""
-    from abyssal.finetune.lora import LoraConfig, PeftModel
+    from abyssal.nn.lora import LoraConfig, attach
 
     config = LoraConfig(
         r=int(lora["r"]),
@@ -170,7 +170,7 @@ def attach_lora(model: TextClassifier, lora: dict[str, Any]) -> nn.Module:
         lora_dropout=lora["dropout"],
         modules_to_save=["head"],
     )
-    return PeftModel.from_pretrained(model, config)
+    return attach(model, config)
 
 
 def freeze_base(model: TextClassifier) -> TextClassifier:

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from abyssal.bench.classification import classification_metrics
 from abyssal.contracts.prediction import TablePredictionReport
 from abyssal.core.errors import DataError
 from abyssal.data.tables import write_table
+from abyssal.nn.metrics import classification_metrics
 from abyssal.solutions.text.data import tokenize
 from abyssal.solutions.text.model import load_tokenizer
 from abyssal.solutions.text.records import read_texts
@@ -42,7 +42,6 @@ class TextItem:
     """One parsed request: its token ids (cut to the model's limit)."""
 
     ids: np.ndarray
-    truncated: bool
 
 
 class TextPredictor:
@@ -60,14 +59,8 @@ class TextPredictor:
 
     def tokenize(self, texts: Sequence[str], where: Any = None) -> list[np.ndarray]:
         """Token ids, texts over the limit cut or refused as ``data.overlong`` says."""
-        tokens = tokenize(
-            self.tokenizer,
-            texts,
-            limit=int(self.spec["max_length"]),
-            overlong=self.cfg.data.overlong,
-            where=where,
-        )
-        return tokens.ids
+        limit, overlong = int(self.spec["max_length"]), self.cfg.data.overlong
+        return tokenize(self.tokenizer, texts, limit=limit, overlong=overlong, where=where).ids
 
     def parse(self, payload: Mapping[str, Any]) -> TextItem:
         """``{"text": "..."}``: a non-empty string of at most :data:`MAX_TEXT_CHARS`."""
@@ -80,8 +73,7 @@ class TextPredictor:
             raise DataError(
                 f"'text' has {len(text)} characters, more than {MAX_TEXT_CHARS}", column="text"
             )
-        ids = self.tokenize([text.strip()])[0]
-        return TextItem(ids, truncated=len(ids) >= int(self.spec["max_length"]))
+        return TextItem(self.tokenize([text.strip()])[0])
 
     @torch.no_grad()
     def probabilities(self, ids: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:

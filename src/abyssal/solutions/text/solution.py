@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from abyssal.bench.classification import classification_metrics, confusion, prefixed
 from abyssal.contracts.solution import MetricLayout, Registration, Solution
 from abyssal.core.artifacts import ArtifactSource, ExternalBase
-from abyssal.finetune.lora import adapter_state, base_fingerprint, resolve_targets
+from abyssal.nn.lora import adapter_state, base_fingerprint, resolve_targets
+from abyssal.nn.metrics import classification_metrics, confusion, prefixed
 from abyssal.solutions.text.config import TextConfig
 from abyssal.solutions.text.data import TextData, prepare_text_data
 from abyssal.solutions.text.model import (
@@ -41,12 +41,10 @@ from abyssal.solutions.text.sample import TextSampleConfig, generate_sample
 from abyssal.solutions.text.task import TextTask, length_sorted_batches, pad_batch
 
 
-def build_text_model(
-    cfg: TextConfig, spec: dict[str, Any], *, training: bool = False, base: Any = None
-) -> torch.nn.Module:
+def build_text_model(cfg: TextConfig, spec: dict[str, Any], *, base: Any = None) -> torch.nn.Module:
     """The classifier ``spec`` describes: the base's weights loaded from its folder (or ``base``,
     an already loaded ``transformers`` model), a fresh head, and per ``spec["tuning"]`` a new LoRA
-    adapter or a frozen base. ``training=False`` skips nothing but documents the caller."""
+    adapter or a frozen base."""
     model = build_classifier(
         Path(spec["base"]),
         len(spec["classes"]),
@@ -256,6 +254,14 @@ class TextSolution(Solution):
         from abyssal.solutions.text.adapters import adapter_onto
 
         return adapter_onto(base_model, ref, store)
+
+    def merge_adapter(
+        self, ref: str, *, name: str | None = None, alias: str | None = None, store: Any = None
+    ) -> Any:
+        """See :func:`.adapters.merge_adapter`."""
+        from abyssal.solutions.text.adapters import merge_adapter
+
+        return merge_adapter(ref, name=name, alias=alias, store=store)
 
     def generate_sample(self, options: TextSampleConfig, out: Path) -> list[str]:
         return generate_sample(options, out)

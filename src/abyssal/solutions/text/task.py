@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from abyssal.bench.classification import classification_metrics, prefixed
 from abyssal.contracts.task import Shard
 from abyssal.core.devices import derive_seed
 from abyssal.data.buckets import length_buckets
+from abyssal.nn.metrics import classification_metrics, prefixed
 from abyssal.solutions.text.config import TextConfig
 from abyssal.solutions.text.data import TextData
 
@@ -145,7 +145,7 @@ class TextTask:
     def build_model(self) -> torch.nn.Module:
         from abyssal.solutions.text.solution import build_text_model
 
-        return build_text_model(self.cfg, dict(self.spec), training=True)
+        return build_text_model(self.cfg, dict(self.spec))
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """The epoch's batches of training rows, in training order (every process the same)."""
