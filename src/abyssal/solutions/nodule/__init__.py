@@ -1,0 +1,1 @@
+"""Lung nodules on CT: volume input, world coordinates and nodule-centred crops (groundwork)."""
