@@ -110,18 +110,15 @@ def score_rows(
     device = next(model.parameters()).device
     was = model.training
     model.eval()
-    probs = np.zeros((len(rows), 0), dtype=np.float32)
-    parts = length_sorted_batches(data.tokens.lengths, np.asarray(rows), batch_size)
-    position = {int(r): i for i, r in enumerate(rows)}
-    out: dict[int, np.ndarray] = {}
-    for part in parts:
-        batch = pad_batch([data.tokens.ids[r] for r in part], data.tokens.pad_id).to(device)
+    rows = np.asarray(rows)
+    probs = np.zeros((len(rows), len(data.classes)), dtype=np.float32)
+    lengths = data.tokens.lengths[rows]
+    for part in length_sorted_batches(lengths, np.arange(len(rows)), batch_size):
+        ids = [data.tokens.ids[r] for r in rows[part]]
+        batch = pad_batch(ids, data.tokens.pad_id).to(device)
         logits = model(batch.input_ids, batch.attention_mask).float()
-        for r, p in zip(part, torch.softmax(logits, dim=1).cpu().numpy(), strict=True):
-            out[position[int(r)]] = p
+        probs[part] = torch.softmax(logits, dim=1).cpu().numpy()
     model.train(was)
-    if out:
-        probs = np.stack([out[i] for i in range(len(rows))])
     return TextScores(probs, data.labels[rows])
 
 
