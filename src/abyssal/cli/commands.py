@@ -219,6 +219,20 @@ def _predict(sub: argparse._SubParsersAction) -> None:
     what.add_argument(
         "--images", dest="input", help="image solutions: a folder of images, one image, or a CSV"
     )
+    what.add_argument(
+        "--volumes",
+        dest="input",
+        help="nodule: a folder of per-nodule volumes, one volume, or a table of nodule_id/path",
+    )
+    what.add_argument(
+        "--scan",
+        help="nodule: a whole CT scan (NIfTI, MetaImage, or a DICOM folder); needs --candidates",
+    )
+    p.add_argument(
+        "--candidates",
+        metavar="CSV",
+        help="with --scan: LUNA16-style seriesuid,coordX,coordY,coordZ (world mm) to score",
+    )
     p.add_argument("--model", help="model ref (default: SOLUTION:production if set, else latest)")
     p.add_argument("--out", help="write the predictions here (CSV or Parquet)")
     p.add_argument(
@@ -231,17 +245,20 @@ def _predict(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from abyssal.core.errors import AbyssalError
     from abyssal.solutions.loading import load_model
 
+    if (args.scan is None) != (args.candidates is None):
+        raise AbyssalError("--scan and --candidates go together: a scan and its candidate list")
     loaded = load_model(args.model or _default_ref(args.solution), overrides=args.overrides)
     if loaded.solution.name != args.solution:
-        from abyssal.core.errors import AbyssalError
-
         raise AbyssalError(
             f"{loaded.version.ref} is a '{loaded.solution.name}' model, not '{args.solution}'"
         )
-    options = {} if args.explain is None else {"explain": args.explain}
-    report = loaded.solution.predict_file(loaded, args.input, out=args.out, **options)
+    options: dict[str, Any] = {} if args.explain is None else {"explain": args.explain}
+    if args.scan is not None:
+        options["candidates"] = args.candidates
+    report = loaded.solution.predict_file(loaded, args.scan or args.input, out=args.out, **options)
     print(report.render(top=args.top))
     return 0
 

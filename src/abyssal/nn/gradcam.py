@@ -2,14 +2,15 @@
 Visual Explanations from Deep Networks via Gradient-based Localization", ICCV 2017,
 arXiv:1610.02391).
 
-For a layer with activations ``A`` (K maps of h x w) and the logit ``y_c`` of class ``c``:
+For a layer with activations ``A`` (K maps of h x w, or d x h x w for volumes) and the logit
+``y_c`` of class ``c``:
 
-    w_k = mean over (i, j) of d y_c / d A_k[i, j]
+    w_k = mean over every position p of d y_c / d A_k[p]
     L_c = ReLU(sum_k w_k * A_k)
 
-``L_c`` is upsampled bilinearly to the input size and divided by its maximum. :func:`heat_in_boxes`
-measures how much of a map's heat falls inside annotated boxes (a "pointing" check of the
-explanation against ground truth).
+``L_c`` is upsampled to the input size (bilinearly for images, trilinearly for volumes) and divided
+by its maximum. :func:`heat_in_boxes` measures how much of a 2-D map's heat falls inside annotated
+boxes (a "pointing" check of the explanation against ground truth).
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ from torch import nn
 
 NAMES_SHOWN = 10
 """How many valid module names an unknown-name error lists."""
+
+INPUT_LAYOUT = {2: "(B, C, H, W)", 3: "(B, C, D, H, W)"}
+"""The input layout for each number of spatial dimensions GradCAM supports."""
+
+LAYER_LAYOUT = {2: "(B, K, h, w)", 3: "(B, K, d, h, w)"}
+"""The layer output layout that goes with each input layout."""
+
+UPSAMPLING = {2: "bilinear", 3: "trilinear"}
+"""``F.interpolate`` mode that brings a map to the input size, by number of spatial dims."""
 
 Box = tuple[float, float, float, float]
 """(xmin, ymin, xmax, ymax) in pixels; xmax and ymax are exclusive."""
@@ -68,7 +78,11 @@ def _unknown_module_message(model: nn.Module, name: str, walked: list[str], kids
 
 
 class GradCAM:
-    """Grad-CAM maps of one layer of a classifier.
+    """Grad-CAM maps of one layer of a classifier of images or volumes.
+
+    Images (2 spatial dims) and volumes such as CT cubes (3 spatial dims) work alike: the layer's
+    output must have as many spatial dims as the input, and the map is upsampled to the input's
+    size bilinearly (2-D) or trilinearly (3-D).
 
     The model runs in whatever mode it is in (call ``model.eval()`` first for dropout-free,
     batch-norm-frozen maps). A call leaves no hooks, does not change ``model.training`` or any
@@ -77,20 +91,27 @@ class GradCAM:
     ``torch.no_grad()`` and on a frozen model (every ``requires_grad=False``).
 
     Args:
-        model: maps (B, C, H, W) inputs to (B, num_classes) logits.
-        layer: the layer whose output (B, K, h, w) is explained, or its dotted name in ``model``;
-            usually the last convolutional block. It must run exactly once per forward pass.
+        model: maps (B, C, H, W) or (B, C, D, H, W) inputs to (B, num_classes) logits. To
+            explain one column for every item whatever the prediction (say a nodule classifier's
+            malignancy logit in column 0), call with ``classes=[0] * B``.
+        layer: the layer whose output (B, K, h, w) or (B, K, d, h, w) is explained, or its dotted
+            name in ``model``; usually the last convolutional block. It must run exactly once per
+            forward pass.
 
     Shapes:
-        - inputs: (B, C, H, W) float.
+        - inputs: (B, C, H, W) or (B, C, D, H, W) float.
+        - layer output: (B, K, h, w) or (B, K, d, h, w), as many spatial dims as the inputs.
         - classes: (B,) class indices, or ``None`` for each item's top-1 prediction.
-        - output: ((B, H, W) float32 in [0, 1], (B,) int64 classes explained), on the inputs'
-          device. Each map is divided by its own maximum; an all-zero map stays zero.
+        - output: ((B, H, W) or (B, D, H, W) float32 in [0, 1], (B,) int64 classes explained), on
+          the inputs' device. Each map is divided by its own maximum; an all-zero map stays zero.
 
     Example:
         >>> cam, classes = GradCAM(model, "backbone.layer4")(images)  # doctest: +SKIP
         >>> cam.shape, classes.shape  # doctest: +SKIP
         (torch.Size([8, 224, 224]), torch.Size([8]))
+        >>> cam, _ = GradCAM(nodule_net, "features")(cubes, classes=[0] * 4)  # doctest: +SKIP
+        >>> cam.shape  # doctest: +SKIP
+        torch.Size([4, 32, 32, 32])
     """
 
     def __init__(self, model: nn.Module, layer: nn.Module | str) -> None:
@@ -102,23 +123,24 @@ class GradCAM:
     def __call__(
         self, inputs: torch.Tensor, classes: torch.Tensor | Sequence[int] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if inputs.ndim != 4 or not inputs.dtype.is_floating_point:
+        if inputs.ndim - 2 not in INPUT_LAYOUT or not inputs.dtype.is_floating_point:
             raise ValueError(
-                f"GradCAM inputs must be float (B, C, H, W), got {inputs.dtype} "
-                f"shape {tuple(inputs.shape)}"
+                f"GradCAM inputs must be float {INPUT_LAYOUT[2]} or {INPUT_LAYOUT[3]}, got "
+                f"{inputs.dtype} shape {tuple(inputs.shape)}"
             )
         with torch.enable_grad():
             # a copy that requires grad, so the graph exists even when every parameter is frozen
-            logits, acts = self._forward(inputs.detach().requires_grad_(True))
+            logits, acts = self._forward(inputs.detach().requires_grad_(True), inputs.ndim - 2)
             chosen = _chosen_classes(logits, classes)
             score = logits.gather(1, chosen.unsqueeze(1)).sum()  # one backward for the batch
             (grads,) = torch.autograd.grad(score, acts, allow_unused=True)
         if grads is None:
             raise ValueError("GradCAM: the model's logits do not depend on the layer's output")
-        return _cam(acts.detach(), grads, inputs.shape[-2:]), chosen
+        return _cam(acts.detach(), grads, inputs.shape[2:]), chosen
 
-    def _forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the model, keeping the layer's output; the hook is removed whatever happens."""
+    def _forward(self, inputs: torch.Tensor, spatial: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the model, keeping the layer's output (with ``spatial`` spatial dims, as the
+        inputs); the hook is removed whatever happens."""
         seen: list[torch.Tensor] = []
         handle = self.layer.register_forward_hook(lambda _m, _i, out: seen.append(out))
         try:
@@ -128,9 +150,12 @@ class GradCAM:
         if len(seen) != 1:
             raise ValueError(f"GradCAM layer ran {len(seen)} times in one forward pass; need once")
         acts = seen[0]
-        if not isinstance(acts, torch.Tensor) or acts.ndim != 4:
+        if not isinstance(acts, torch.Tensor) or acts.ndim != spatial + 2:
             shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else type(acts).__name__
-            raise ValueError(f"GradCAM layer output must be a (B, K, h, w) tensor, got {shape}")
+            raise ValueError(
+                f"GradCAM layer output must be a {LAYER_LAYOUT[spatial]} tensor for "
+                f"{INPUT_LAYOUT[spatial]} inputs, got {shape}"
+            )
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
             raise ValueError(f"GradCAM model must return (B, num_classes) logits, got {shape}")
@@ -155,13 +180,18 @@ def _chosen_classes(
 
 
 def _cam(acts: torch.Tensor, grads: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Weighted, rectified, upsampled and max-normalised maps (B, H, W) from (B, K, h, w)."""
+    """Weighted, rectified, upsampled and max-normalised maps (B, *size) from (B, K, *spatial).
+
+    ``spatial`` is (h, w) or (d, h, w) and ``size`` the input's (H, W) or (D, H, W).
+    """
     acts, grads = acts.float(), grads.float()
-    weights = grads.mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1)
-    cam = F.relu((weights * acts).sum(dim=1, keepdim=True))  # (B, 1, h, w)
-    cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
-    cam = cam.squeeze(1)  # (B, H, W)
-    peak = cam.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+    space = tuple(range(2, acts.ndim))  # (2, 3) or (2, 3, 4)
+    weights = grads.mean(dim=space, keepdim=True)  # (B, K, 1, 1[, 1])
+    cam = F.relu((weights * acts).sum(dim=1, keepdim=True))  # (B, 1, [d,] h, w)
+    mode = UPSAMPLING[len(space)]
+    cam = F.interpolate(cam, size=tuple(size), mode=mode, align_corners=False)
+    cam = cam.squeeze(1)  # (B, [D,] H, W)
+    peak = cam.amax(dim=tuple(range(1, cam.ndim)), keepdim=True)  # (B, 1, 1[, 1])
     cam = torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
     return cam.clamp(0.0, 1.0)
 

@@ -35,6 +35,13 @@ SOLUTIONS.add_lazy(
     extra="text",
     summary="text classification on a Hugging Face model: full, LoRA or frozen-base fine-tuning",
 )
+SOLUTIONS.add_lazy(
+    "nodule",
+    "abyssal.solutions.nodule.solution:NoduleSolution",
+    extra="nodule",
+    summary="lung-nodule malignancy on CT: 3-D CNN, multi-scale fusion, Models Genesis, "
+    "knowledge-guided decoder, Grad-CAM",
+)
 
 
 def get_solution(name: str) -> Solution:

@@ -1,0 +1,529 @@
+"""LIDC-IDRI nodule malignancy: five-fold cross-validation by patient of the full model, its
+ablations and a plain 3-D ResNet-18, with patient-level bootstrap intervals; and timing.
+
+Protocol: the table's ``fold`` column (five folds by patient). For test fold k the next fold
+validates (early stopping, operating points) and the other three train. Per fold, one Models
+Genesis pretraining on that fold's training split (labels unused; the test fold never seen),
+then each variant (``--variants``):
+
+- ``full``: fusion + knowledge-guided decoder, from the Genesis encoder;
+- ``no_ssl``: the same from no weights;
+- ``no_fusion``: stage 4 alone (its stem and stages from the Genesis encoder);
+- ``no_kg``: malignancy head on the features alone, no attribute losses;
+- ``resnet18``: torchvision's r3d_18 (one input channel), no pretraining, no attributes.
+
+Every run goes through ``abyssal.train.api.train("nodule", ...)``; each registered model then
+scores its test fold. Pooled over the five folds: AUROC with a 95 % interval (bootstrap over
+patients, 1,000 resamples), sensitivity and specificity with each fold's thresholds chosen on its
+validation fold (Youden's J; 95 % sensitivity), and per variant the paired AUROC difference from
+``full`` (same resamples). Runs of one process append to ``--out`` as they finish; ``--merge``
+combines the files of several processes (e.g. one per fold on one GPU).
+
+``--parts timing``: time per nodule (read a volume, resample, predict) at batch 1, and a whole
+scan of realistic size (a 300 x 512 x 512 synthetic CT, written as NIfTI) with 30 candidates:
+read, crop and predict, on ``--device``; weights do not change the time, so a fresh network of
+the full model's shape is timed.
+
+Usage:
+    python benchmarks/nodule.py --quick --data demo-nodule          # CPU smoke run
+    python benchmarks/nodule.py --device cuda --folds 0 --out f0.json --data lidc/
+    python benchmarks/nodule.py --merge f0.json f1.json ... --out benchmarks/results/nodule_lidc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from environment import env_line, environment, md_table, parse_numbers, write_result
+from environment import number_cell as _f
+from environment import target_row as _target
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "nodule"
+PACKAGES = ("torch", "torchvision", "numpy", "scipy", "nibabel")
+VARIANTS = {
+    "full": (["model.fusion=true", "model.knowledge=true"], True),
+    "resnet18": (["model.arch=resnet18", "model.knowledge=false"], False),
+    "no_ssl": (["model.fusion=true", "model.knowledge=true"], False),
+    "no_kg": (["model.fusion=true", "model.knowledge=false"], True),
+    "no_fusion": (["model.fusion=false", "model.knowledge=true"], True),
+}
+LABELS = {
+    "full": "full model (Genesis + fusion + knowledge decoder)",
+    "no_ssl": "without self-supervised pretraining",
+    "no_fusion": "without multi-scale fusion",
+    "no_kg": "without knowledge-guided decoder",
+    "resnet18": "3-D ResNet-18 (torchvision r3d_18)",
+}
+RESAMPLES = 1000
+TARGET_AUROC = 0.92
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------- training and scoring
+
+
+def common(args: argparse.Namespace, fold: int) -> list[str]:
+    out = [
+        f"data.path={args.data}",
+        f"data.test_fold={fold}",
+        f"train.device={args.device}",
+        "train.progress=false",
+        "train.deterministic=false",
+        f"train.seed={args.seed}",
+    ]
+    if args.quick:
+        out += ["data.cube=16", "data.voxel_mm=2.5", "model.width=4", "data.batch_size=8"]
+    return out
+
+
+def run_fold(args: argparse.Namespace, fold: int, home: Path, record: dict, saved: Any) -> None:
+    """Genesis pretraining and every variant on test fold ``fold``: ``record`` grows as runs
+    end, and ``saved()`` writes the results so far."""
+    from abyssal.train.api import train
+
+    base = common(args, fold)
+    ssl_ref = None
+    if any(VARIANTS[v][1] for v in args.variants):
+        started = time.perf_counter()
+        ssl = train(
+            "nodule",
+            CONFIGS / "genesis.yaml",
+            [*base, f"train.epochs={args.ssl_epochs}"],
+            model_name=f"genesis-f{fold}",
+            home=home,
+        )
+        ssl_ref = ssl.version.ref
+        record["genesis"] = {
+            "ref": ssl_ref,
+            "seconds": round(time.perf_counter() - started, 1),
+            "metrics": _plain(ssl.metrics),
+        }
+        log(f"fold {fold} genesis: {ssl.metrics.get('test_restoration_mse')}")
+        saved()
+    for variant in args.variants:
+        overrides, pretrained = VARIANTS[variant]
+        extra = [f"model.pretrained={ssl_ref}"] if pretrained else []
+        started = time.perf_counter()
+        try:
+            out = train(
+                "nodule",
+                CONFIGS / "lidc.yaml",
+                [*base, *overrides, *extra, f"train.epochs={args.epochs}"],
+                model_name=f"{variant}-f{fold}",
+                home=home,
+            )
+        except Exception as e:  # one failed run is recorded; the others go on
+            traceback.print_exc()
+            record["runs"][variant] = {"error": f"{type(e).__name__}: {e}"}
+            saved()
+            continue
+        scores = test_scores(out.version.ref, home, args)
+        record["runs"][variant] = {
+            "ref": out.version.ref,
+            "seconds": round(time.perf_counter() - started, 1),
+            "metrics": _plain(out.metrics),
+            **scores,
+        }
+        log(f"fold {fold} {variant}: test AUROC {out.metrics.get('test_auroc'):.4f}")
+        saved()
+
+
+def test_scores(ref: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The registered model's probabilities for its test fold's labelled nodules."""
+    from abyssal.core.home import using_home
+    from abyssal.solutions.loading import load_model
+    from abyssal.solutions.nodule.data import prepare_nodule_data
+    from abyssal.solutions.nodule.evaluation import score_cubes, sigmoid
+
+    with using_home(home):
+        loaded = load_model(ref, device=args.device if args.device != "auto" else None)
+    data = prepare_nodule_data(loaded.cfg.data, progress=False)
+    rows = data.rows("test", labelled=True)
+    out = score_cubes(loaded.model, data.cubes[rows], 128)
+    return {
+        "ids": [data.records[i].nodule_id for i in rows],
+        "patients": [data.records[i].patient for i in rows],
+        "labels": data.labels[rows].tolist(),
+        "scores": [round(float(s), 6) for s in sigmoid(out[:, 0])],
+    }
+
+
+def _plain(metrics: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
+            for k, v in metrics.items()}  # fmt: skip
+
+
+def save(args: argparse.Namespace, record: dict) -> None:
+    Path(args.out).with_suffix(".json").write_text(json.dumps(record, indent=1))
+
+
+# ---------------------------------------------------------------- timing
+
+
+def part_timing(args: argparse.Namespace, record: dict) -> None:
+    """Per-nodule and whole-scan times of the full model's architecture on ``--device``."""
+    from abyssal.solutions.nodule.config import NoduleModelConfig
+    from abyssal.solutions.nodule.model import build_nodule_model
+    from abyssal.solutions.nodule.predict import NodulePredictor, predict_scan
+
+    device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available()
+                          else "cpu")  # fmt: skip
+    torch.set_num_threads(args.threads)
+    cube, voxel = (16, 2.5) if args.quick else (32, 1.25)
+    names = ["subtlety", "internalStructure", "calcification", "sphericity", "margin",
+             "lobulation", "spiculation", "texture", "diameter_mm"]  # fmt: skip
+    spec = {"objective": "classify", "cube": cube, "voxel_mm": voxel, "intensity": "auto",
+            "hu_window": [-1000.0, 400.0], "attributes": names, "attribute_scale": []}  # fmt: skip
+    cfg = NoduleModelConfig(width=4 if args.quick else 16)
+    model = build_nodule_model(cfg, spec).to(device).eval()
+    predictor = NodulePredictor(model, spec, "timing", batch_size=32)
+    with tempfile.TemporaryDirectory() as tmp:
+        scan, candidates = synthetic_scan(Path(tmp), small=args.quick)
+        volume_file = Path(tmp) / "nodule.npz"
+        rng = np.random.default_rng(0)
+        np.savez(volume_file, image=rng.integers(0, 255, (8, 64, 64), dtype=np.uint8))
+        per_nodule = []
+        for i in range(args.reps + 3):
+            t = time.perf_counter()
+            item = predictor.parse({"path": str(volume_file), "spacing": [2.0, 0.7, 0.7]})
+            predictor.predict([item])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 3:
+                per_nodule.append(time.perf_counter() - t)
+        x = torch.rand(1, 1, cube, cube, cube, device=device)
+        forward = []
+        with torch.no_grad():
+            for i in range(args.reps + 3):
+                t = time.perf_counter()
+                model(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i >= 3:
+                    forward.append(time.perf_counter() - t)
+        whole = []
+        for _ in range(3):
+            t = time.perf_counter()
+            report = predict_scan(predictor, scan, candidates)
+            whole.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        from abyssal.solutions.nodule.predict import read_scan
+
+        read_scan(scan)
+        read_s = time.perf_counter() - t
+    record["timing"][device.type] = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else _cpu(),
+        "threads": args.threads if device.type == "cpu" else None,
+        "per_nodule_ms_p50": 1000 * float(np.median(per_nodule)),
+        "forward_ms_p50": 1000 * float(np.median(forward)),
+        "scan_seconds_median": float(np.median(whole)),
+        "scan_read_seconds": read_s,
+        "scan_candidates": report.rows,
+        "scan_shape": list(SCAN_SHAPE_SMALL if args.quick else SCAN_SHAPE),
+    }
+    log(f"timing on {device}: {record['timing'][device.type]}")
+    save(args, record)
+
+
+SCAN_SHAPE = (300, 512, 512)
+SCAN_SHAPE_SMALL = (40, 96, 96)
+
+
+def synthetic_scan(folder: Path, *, small: bool) -> tuple[Path, Path]:
+    """A CT-sized NIfTI of lung-like noise (int16 HU, 1.25 x 0.7 x 0.7 mm) and 30 candidates."""
+    import nibabel
+
+    shape = SCAN_SHAPE_SMALL if small else SCAN_SHAPE
+    rng = np.random.default_rng(0)
+    zyx = rng.normal(-850, 60, size=shape).astype(np.int16)
+    spacing = (1.25, 0.7, 0.7)
+    affine = np.diag([-spacing[2], -spacing[1], spacing[0], 1.0])  # RAS of an LPS-ordered grid
+    path = folder / "scan.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.ascontiguousarray(zyx.transpose(2, 1, 0)), affine), path)
+    from abyssal.solutions.nodule.volumes import read_volume, voxel_to_world
+
+    volume = read_volume(path)
+    points = rng.uniform(0.2, 0.8, size=(30, 3)) * (np.array(shape) - 1)
+    world = voxel_to_world(volume, points)
+    csv = folder / "candidates.csv"
+    lines = ["seriesuid,coordX,coordY,coordZ"] + [
+        f"scan,{x:.2f},{y:.2f},{z:.2f}" for x, y, z in world
+    ]
+    csv.write_text("\n".join(lines) + "\n")
+    return path, csv
+
+
+def _cpu() -> str:
+    return environment(PACKAGES)["machine"]["cpu"]
+
+
+# ---------------------------------------------------------------- pooling and the report
+
+
+def pooled(folds: list[dict], variant: str) -> dict[str, Any] | None:
+    """Out-of-fold predictions of ``variant`` pooled over the folds that ran it."""
+    from abyssal.solutions.nodule.evaluation import auroc, rates
+
+    ids, patients, labels, scores, calls_j, calls_95, per_fold = [], [], [], [], [], [], []
+    for f in folds:
+        run = f.get("runs", {}).get(variant)
+        if not run or "scores" not in run:
+            continue
+        m = run["metrics"]
+        s = np.array(run["scores"])
+        ids += run["ids"]
+        patients += run["patients"]
+        labels += run["labels"]
+        scores += run["scores"]
+        calls_j += (s >= m["threshold_youden"]).tolist()
+        calls_95 += (s >= m["threshold_sens95"]).tolist()
+        per_fold.append(auroc(run["labels"], run["scores"]))
+    if not ids:
+        return None
+    y, s = np.array(labels), np.array(scores)
+    out = {"folds": len(per_fold), "nodules": len(y), "malignant": int(y.sum()),
+           "auroc": auroc(y, s), "fold_aurocs": per_fold}  # fmt: skip
+    for name, calls in (("youden", np.array(calls_j)), ("sens95", np.array(calls_95))):
+        sens, spec = rates(y, calls.astype(float), 0.5)
+        out[f"sensitivity_{name}"], out[f"specificity_{name}"] = sens, spec
+    out["_arrays"] = (np.array(ids), np.array(patients), y, s)
+    return out
+
+
+def patient_bootstrap(
+    arrays: dict[str, tuple], reference: str, resamples: int = RESAMPLES, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """95 % intervals of each variant's AUROC and of its difference from ``reference``, from one
+    set of patient resamples (paired: the same patients for every variant)."""
+    from abyssal.solutions.nodule.evaluation import auroc
+
+    patients = sorted({p for a in arrays.values() for p in a[1]})
+    index = {p: i for i, p in enumerate(patients)}
+    rng = np.random.default_rng(seed)
+    draws = [np.bincount(rng.integers(0, len(patients), len(patients)), minlength=len(patients))
+             for _ in range(resamples)]  # fmt: skip
+    keyed = {}
+    for name, (ids, pats, y, s) in arrays.items():
+        order = np.argsort(ids)
+        keyed[name] = (ids[order], np.array([index[p] for p in pats[order]]), y[order], s[order])
+    values: dict[str, list[float]] = {n: [] for n in arrays}
+    deltas: dict[str, list[float]] = {n: [] for n in arrays if n != reference}
+    for weight in draws:
+        got = {}
+        for name, (_, owner, y, s) in keyed.items():
+            w = weight[owner]
+            got[name] = auroc(np.repeat(y, w), np.repeat(s, w))
+            values[name].append(got[name])
+        for name in deltas:
+            if reference in got and _same(keyed[name][0], keyed.get(reference, ([],))[0]):
+                deltas[name].append(got[reference] - got[name])
+    out = {}
+    for name in arrays:
+        v = np.array(values[name])
+        v = v[~np.isnan(v)]
+        out[name] = {"auroc_low": float(np.percentile(v, 2.5)),
+                     "auroc_high": float(np.percentile(v, 97.5))}  # fmt: skip
+        if deltas.get(name):
+            d = np.array(deltas[name])
+            d = d[~np.isnan(d)]
+            out[name].update(delta_low=float(np.percentile(d, 2.5)),
+                             delta_high=float(np.percentile(d, 97.5)))  # fmt: skip
+    return out
+
+
+def _same(a: np.ndarray, b: Any) -> bool:
+    return len(a) == len(b) and bool(np.all(a == b))
+
+
+def summarise(result: dict) -> None:
+    """Pool each variant, bootstrap, and fill ``result['summary']`` and ``['targets']``."""
+    summary, arrays = {}, {}
+    for variant in VARIANTS:
+        p = pooled(result["folds"], variant)
+        if p is not None:
+            arrays[variant] = p.pop("_arrays")
+            summary[variant] = p
+    if arrays:
+        intervals = patient_bootstrap(arrays, "full")
+        for name, cis in intervals.items():
+            summary[name].update(cis)
+            if name != "full" and "full" in summary:
+                summary[name]["delta_auroc"] = summary["full"]["auroc"] - summary[name]["auroc"]
+    result["summary"] = summary
+    full = summary.get("full")
+    result["targets"] = [
+        _target(
+            f"full model AUROC >= {TARGET_AUROC} (pooled 5-fold, LIDC)",
+            "-"
+            if full is None
+            else f"{full['auroc']:.4f} [{full['auroc_low']:.3f}, "
+            f"{full['auroc_high']:.3f}] over {full['folds']} folds",
+            None if full is None or full["folds"] < 5 else full["auroc"] >= TARGET_AUROC,
+        )
+    ]
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Lung-nodule malignancy on LIDC-IDRI: five-fold cross-validation", ""]
+    for env in result.get("environments", [result.get("environment")]):
+        if env:
+            lines.append(env_line(env, result["command"], PACKAGES))
+            lines.append("")
+    lines += [
+        "Data: `lidc_nodules` (2,059 nodules, 689 patients); benign = median malignancy < 3, "
+        "malignant > 3, rated-3 nodules unlabelled (they train the attribute heads and the "
+        "self-supervised stage). Folds: the data's five folds by patient; test fold k, "
+        "validation fold k+1, training the other three. Pooled out-of-fold predictions; "
+        f"intervals: 95 % bootstrap over patients ({RESAMPLES} resamples, paired across "
+        "variants). Operating points are chosen on each fold's validation fold.",
+        "",
+        "## Results",
+        "",
+    ]
+    rows = []
+    for name, s in result.get("summary", {}).items():
+        delta = "-"
+        if "delta_auroc" in s:
+            delta = f"{s['delta_auroc']:+.4f}"
+            if "delta_low" in s:
+                delta += f" [{s['delta_low']:+.3f}, {s['delta_high']:+.3f}]"
+        rows.append([
+            LABELS[name], str(s["folds"]), f"{s['auroc']:.4f}",
+            f"[{s['auroc_low']:.3f}, {s['auroc_high']:.3f}]", delta,
+            f"{_f(s['sensitivity_youden'], 3)} / {_f(s['specificity_youden'], 3)}",
+            f"{_f(s['sensitivity_sens95'], 3)} / {_f(s['specificity_sens95'], 3)}",
+            " ".join(f"{a:.3f}" for a in s["fold_aurocs"]),
+        ])  # fmt: skip
+    lines += md_table(
+        ["model", "folds", "AUROC", "95% CI", "full minus this [CI]", "sens / spec (J)",
+         "sens / spec (95% sens)", "per-fold AUROC"], rows,
+    )  # fmt: skip
+    lines += ["", "## Per fold", ""]
+    fold_rows = []
+    for f in result.get("folds", []):
+        g = f.get("genesis", {})
+        for name, run in f.get("runs", {}).items():
+            m = run.get("metrics", {})
+            fold_rows.append([
+                str(f["fold"]), name, _f(m.get("test_auroc")), _f(m.get("val_auroc")),
+                _f(m.get("test_diameter_mae_mm"), 2), _f(m.get("test_spiculation_mae"), 2),
+                str(m.get("best_epoch", "-")), str(run.get("seconds", run.get("error", "-"))),
+                _f(g.get("metrics", {}).get("test_restoration_mse"), 5),
+            ])  # fmt: skip
+    lines += md_table(
+        ["fold", "variant", "test AUROC", "val AUROC", "diameter MAE mm", "spiculation MAE",
+         "best epoch", "seconds", "Genesis test MSE"], fold_rows,
+    )  # fmt: skip
+    timing = result.get("timing", {})
+    if timing:
+        lines += ["", "## Time", ""]
+        trows = [[k, t["device"], _f(t["per_nodule_ms_p50"], 1), _f(t["forward_ms_p50"], 2),
+                  _f(t["scan_read_seconds"], 2), _f(t["scan_seconds_median"], 2),
+                  f"{t['scan_candidates']} on {'x'.join(map(str, t['scan_shape']))}"]
+                 for k, t in timing.items()]  # fmt: skip
+        lines += md_table(
+            ["where", "device", "per nodule ms (read+resample+predict)", "forward ms",
+             "scan read s", "whole scan s", "candidates"], trows,
+        )  # fmt: skip
+    lines += ["", "## Targets", ""]
+    lines += md_table(
+        ["target", "measured", "status"],
+        [[t["target"], t["measured"], t["status"]] for t in result["targets"]],
+    )
+    lines += ["", *result.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "lidc_nodules"))
+    p.add_argument("--folds", default="0-4", help="test folds, e.g. 0-4 or 0,2")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--parts", default="cv", help="cv, timing or cv,timing")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--ssl-epochs", type=int, default=20)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (timing)")
+    p.add_argument("--reps", type=int, default=30, help="timed calls per nodule measurement")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--home", help="abyssal home for the runs (default: a temporary folder)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nodule_lidc"))
+    p.add_argument("--merge", nargs="*", default=[], help="result files to combine")
+    p.add_argument("--commit", help="the git commit measured (where git is not available)")
+    p.add_argument("--quick", action="store_true", help="tiny network and cubes, 2 epochs")
+    args = p.parse_args(argv)
+    args.variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    if args.quick:
+        args.epochs, args.ssl_epochs, args.reps = 2, 2, 3
+    return args
+
+
+def merge(args: argparse.Namespace) -> dict:
+    result: dict[str, Any] = {"folds": [], "timing": {}, "environments": [], "notes": []}
+    for file in args.merge:
+        part = json.loads(Path(file).read_text())
+        result["folds"] += part.get("folds", [])
+        result["timing"].update(part.get("timing", {}))
+        result["environments"].append(part.get("environment"))
+        result["command"] = part.get("command", "")
+        result["notes"] += part.get("notes", [])
+    result["folds"].sort(key=lambda f: f["fold"])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.merge:
+        result = merge(args)
+        summarise(result)
+        write_result(result, args.out, markdown)
+        return 0
+    torch.backends.cudnn.benchmark = True  # fixed cube sizes: let cuDNN pick its fastest kernels
+    env = environment(PACKAGES)
+    if args.commit:
+        env["git_commit"] = args.commit
+    record: dict[str, Any] = {
+        "environment": env,
+        "command": "python benchmarks/nodule.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "folds": [],
+        "timing": {},
+    }
+    parts = args.parts.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(args.home or tmp)
+        if "cv" in parts:
+            for fold in parse_numbers(args.folds):
+                entry = {"fold": fold, "runs": {}}
+                record["folds"].append(entry)
+                run_fold(args, fold, home, entry, lambda: save(args, record))
+        if "timing" in parts:
+            part_timing(args, record)
+    summarise(record)
+    write_result(record, args.out, markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Scoring a nodule model: AUROC, sensitivity and specificity at two operating points, and the
+error of the predicted attributes.
+
+Operating points are chosen on the validation split and applied unchanged to the test split:
+Youden's J (the threshold that maximises sensitivity + specificity - 1) and the highest threshold
+whose validation sensitivity is at least 95 %. Their validation figures are optimistic by
+construction; the test figures are the honest ones.
+
+Example:
+    >>> auroc(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]))
+    0.75
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from abyssal.solutions.nodule.data import NoduleData
+
+SENSITIVITY_TARGET = 0.95
+
+
+def auroc(labels: Any, scores: Any) -> float:
+    """Area under the ROC curve (ties count half); NaN without both classes."""
+    y = np.asarray(labels).astype(np.int64).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    keep = y >= 0
+    y, s = y[keep], s[keep]
+    pos, neg = int((y == 1).sum()), int((y == 0).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    # average ranks of ties
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
+    ends = np.r_[starts[1:], len(s)]
+    for a, b in zip(starts, ends, strict=True):
+        ranks[order[a:b]] = (a + b + 1) / 2.0
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(sensitivity, specificity) of calling ``score >= threshold`` malignant."""
+    called = scores >= threshold
+    pos, neg = labels == 1, labels == 0
+    sens = float(called[pos].mean()) if pos.any() else float("nan")
+    spec = float((~called[neg]).mean()) if neg.any() else float("nan")
+    return sens, spec
+
+
+def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold that maximises sensitivity + specificity - 1."""
+    best, best_j = 0.5, -np.inf
+    for t in np.unique(scores):
+        sens, spec = rates(labels, scores, t)
+        if sens + spec - 1 > best_j:
+            best, best_j = float(t), sens + spec - 1
+    return best
+
+
+def sensitivity_threshold(
+    labels: np.ndarray, scores: np.ndarray, target: float = SENSITIVITY_TARGET
+) -> float:
+    """The highest threshold whose sensitivity is at least ``target``."""
+    positives = np.sort(scores[labels == 1])
+    if len(positives) == 0:
+        return 0.5
+    missable = int(np.floor((1 - target) * len(positives) + 1e-9))
+    return float(positives[missable])
+
+
+@torch.no_grad()
+def score_cubes(model: torch.nn.Module, cubes: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's outputs for uint8 cubes, batch by batch: (N, 1 + A) float32 on the CPU."""
+    device = next(model.parameters()).device
+    parts = []
+    for i in range(0, len(cubes), batch_size):
+        x = torch.from_numpy(cubes[i : i + batch_size]).to(device).unsqueeze(1).float() / 255.0
+        parts.append(model(x).float().cpu())
+    return torch.cat(parts).numpy() if parts else np.zeros((0, 1), dtype=np.float32)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def operating_metrics(
+    val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+) -> dict[str, float]:
+    """Thresholds from (val labels, scores), sensitivity and specificity on both splits."""
+    out: dict[str, float] = {}
+    thresholds = {
+        "youden": youden_threshold(*val),
+        "sens95": sensitivity_threshold(*val),
+    }
+    for point, t in thresholds.items():
+        out[f"threshold_{point}"] = t
+        for split, (y, s) in (("val", val), ("test", test)):
+            sens, spec = rates(y, s, t)
+            out[f"{split}_sensitivity_{point}"] = sens
+            out[f"{split}_specificity_{point}"] = spec
+    return out
+
+
+def evaluate_nodule(model: torch.nn.Module, data: NoduleData, batch_size: int) -> dict[str, float]:
+    """``val_*`` and ``test_*`` metrics of a classifier, operating points, attribute errors."""
+    was_training = model.training
+    model.eval()
+    names = list(getattr(getattr(model, "module", model), "nodule_spec", {}).get("attributes", []))
+    metrics: dict[str, float] = {"train_nodules": len(data.rows("train", labelled=True))}
+    pairs = {}
+    try:
+        for split in ("val", "test"):
+            rows = data.rows(split)
+            out = score_cubes(model, data.cubes[rows], batch_size)
+            labels = data.labels[rows]
+            scores = sigmoid(out[:, 0])
+            known = labels >= 0
+            pairs[split] = (labels[known], scores[known])
+            metrics[f"{split}_auroc"] = auroc(labels, scores)
+            metrics[f"{split}_accuracy"] = float(((scores[known] >= 0.5) == labels[known]).mean())
+            metrics[f"{split}_nodules"] = int(known.sum())
+            metrics.update(_attribute_errors(out[:, 1:], data.attributes[rows], names, split))
+    finally:
+        model.train(was_training)
+    metrics.update(operating_metrics(pairs["val"], pairs["test"]))
+    return metrics
+
+
+def _attribute_errors(
+    predicted: np.ndarray, truth: np.ndarray, names: list[str], split: str
+) -> dict[str, float]:
+    """Mean absolute error per attribute over the nodules that have it (diameter in mm)."""
+    out = {}
+    if predicted.shape[1] != len(names) or not names:
+        return out
+    for j, name in enumerate(names):
+        known = ~np.isnan(truth[:, j])
+        if known.any():
+            key = "diameter_mae_mm" if name == "diameter_mm" else f"{name}_mae"
+            out[f"{split}_{key}"] = float(np.abs(predicted[known, j] - truth[known, j]).mean())
+    return out
+
+
+def restoration_metrics(model: torch.nn.Module, task: Any, data: NoduleData) -> dict[str, float]:
+    """Models Genesis: mean squared restoration error on the val and test splits."""
+    model.eval()
+    out = {}
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for split in ("val", "test"):
+            rows = data.rows(split)
+            errors = []
+            for i in range(0, len(rows), task.cfg.data.eval_batch_size):
+                part = rows[i : i + task.cfg.data.eval_batch_size]
+                batch = task._batch(part, torch.zeros(len(part), 0), i).to(device)
+                step = task.validation_step(model, batch)
+                errors.append(step["error"].cpu().numpy())
+            out[f"{split}_restoration_mse"] = float(np.concatenate(errors).mean())
+    return out

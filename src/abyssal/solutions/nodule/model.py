@@ -1,0 +1,316 @@
+"""The nodule networks: a 3-D residual encoder, multi-scale fusion, a knowledge-guided decoder, a
+restoration decoder for Models Genesis pretraining, and torchvision's 3-D ResNet-18 as a baseline.
+
+:class:`NoduleNet` maps cubes (B, 1, S, S, S) in [0, 1] to (B, 1 + A): column 0 is the
+malignancy logit, columns 1.. the A predicted attributes (radiologist ratings, diameter in mm) in
+their own units. With ``knowledge=True`` the malignancy head reads the predicted (standardised)
+attributes beside the image features, so every probability comes with the attributes that
+support it; with ``knowledge=False`` A is 0.
+
+Fusion (feature-pyramid style, Lin et al. 2017, "Feature Pyramid Networks for Object
+Detection"): the last three stages (S/2, S/4, S/8 voxels a side) are projected to one width,
+merged top-down (coarse upsampled and added to fine) and smoothed; each level is pooled (mean and
+max) and the pooled vectors concatenated, so a 4 mm nodule is still several voxels wide on the
+finest level while a 30 mm one fills the coarsest.
+
+Example:
+    >>> net = NoduleNet(width=8, attributes=2)
+    >>> net(torch.rand(2, 1, 16, 16, 16)).shape
+    torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ENCODER_PREFIXES = ("encoder.",)
+"""State-dict prefixes a pretrained (Models Genesis) version hands to a classifier."""
+CORE_PREFIXES = ("encoder.stem.", "encoder.stages.")
+"""What must fit: the stem and stages. The fusion layers are taken when their shapes match (a
+classifier without fusion keeps its own)."""
+
+
+class ResBlock3d(nn.Module):
+    """Two 3x3x3 convolutions with batch norm and a residual path (projected when the shape
+    changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm3d(cout)
+        self.conv2 = nn.Conv3d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm3d(cout)
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.skip = nn.Sequential(
+                nn.Conv3d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm3d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.skip(x))
+
+
+class Encoder3d(nn.Module):
+    """Stem at full resolution and four stages of two residual blocks (widths w, 2w, 4w, 8w; the
+    last three halve the resolution), then the fusion of stages 2-4 (or stage 4 alone).
+
+    Shapes:
+        input: (B, 1, S, S, S); ``levels``: [(B, F, S/2, ...), (B, F, S/4, ...), (B, F, S/8, ...)]
+        (or only the last without fusion); ``stem``: (B, w, S, S, S).
+    """
+
+    def __init__(self, width: int = 24, fused: int = 64, fusion: bool = True) -> None:
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(
+            nn.Conv3d(1, w, 3, padding=1, bias=False), nn.BatchNorm3d(w), nn.ReLU(inplace=True)
+        )
+        widths = [w, 2 * w, 4 * w, 8 * w]
+        self.stages = nn.ModuleList()
+        cin = w
+        for i, cout in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            self.stages.append(nn.Sequential(ResBlock3d(cin, cout, stride), ResBlock3d(cout, cout)))
+            cin = cout
+        self.fusion = fusion
+        used = widths[1:] if fusion else widths[-1:]
+        self.lateral = nn.ModuleList(nn.Conv3d(c, fused, 1) for c in used)
+        self.smooth = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv3d(fused, fused, 3, padding=1, bias=False),
+                nn.BatchNorm3d(fused),
+                nn.ReLU(inplace=True),
+            )
+            for _ in used
+        )
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        stem = self.stem(x)
+        feats, y = [], stem
+        for stage in self.stages:
+            y = stage(y)
+            feats.append(y)
+        used = feats[1:] if self.fusion else feats[-1:]
+        lateral = [conv(f) for conv, f in zip(self.lateral, used, strict=True)]
+        top = lateral[-1]
+        merged = [top]
+        for lat in reversed(lateral[:-1]):  # coarse to fine
+            top = lat + F.interpolate(
+                top, size=lat.shape[2:], mode="trilinear", align_corners=False
+            )
+            merged.insert(0, top)
+        levels = [smooth(m) for smooth, m in zip(self.smooth, merged, strict=True)]
+        return levels, stem
+
+    @property
+    def pooled_size(self) -> int:
+        return 2 * self.fused * len(self.lateral)
+
+
+def pool_levels(levels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean and max of each level over its voxels, concatenated: (B, 2 F L)."""
+    parts = []
+    for level in levels:
+        parts += [level.mean(dim=(2, 3, 4)), level.amax(dim=(2, 3, 4))]
+    return torch.cat(parts, dim=1)
+
+
+class AttributeScale(nn.Module):
+    """Standardisation of the attributes: (value or log value - centre) / scale per attribute."""
+
+    def __init__(
+        self, center: Sequence[float], scale: Sequence[float], log: Sequence[bool]
+    ) -> None:
+        super().__init__()
+        self.register_buffer("center", torch.tensor(list(center), dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(list(scale), dtype=torch.float32))
+        self.register_buffer("log", torch.tensor(list(log), dtype=torch.bool))
+
+    def standardise(self, values: torch.Tensor) -> torch.Tensor:
+        safe = torch.where(self.log, values.clamp_min(1e-3).log(), values)
+        return (safe - self.center) / self.scale
+
+    def restore(self, z: torch.Tensor) -> torch.Tensor:
+        raw = z * self.scale + self.center
+        return torch.where(self.log, raw.clamp(max=10.0).exp(), raw)
+
+
+class NoduleNet(nn.Module):
+    """Encoder (ours, or torchvision's r3d_18), attribute heads, malignancy head; a restoration
+    decoder instead of the heads for Models Genesis pretraining.
+
+    Args:
+        width: the encoder's first-stage channels.
+        attributes: A, the attributes predicted (0: none).
+        knowledge: feed the standardised predicted attributes to the malignancy head.
+        fusion: fuse stages 2-4 (else stage 4 alone).
+        dropout: before the heads.
+        scale: attribute standardisation ``(center, scale, log)``; default 0, 1, no log.
+        arch: ``fusion`` (ours) or ``resnet18`` (torchvision's r3d_18, one input channel).
+        restore: build the Models Genesis decoder; ``forward`` returns the restored cube.
+    """
+
+    def __init__(
+        self,
+        width: int = 24,
+        attributes: int = 0,
+        *,
+        knowledge: bool = True,
+        fusion: bool = True,
+        dropout: float = 0.2,
+        scale: tuple[Sequence[float], Sequence[float], Sequence[bool]] | None = None,
+        arch: str = "fusion",
+        restore: bool = False,
+    ) -> None:
+        super().__init__()
+        self.arch, self.restore = arch, restore
+        self.knowledge = knowledge and attributes > 0
+        self.attributes = attributes if self.knowledge else 0
+        if arch == "resnet18":
+            self.encoder = _r3d18()
+            features = 512
+        else:
+            self.encoder = Encoder3d(width, fusion=fusion)
+            features = self.encoder.pooled_size
+        if restore:
+            f, w = self.encoder.fused, width
+            self.decoder = nn.Sequential(
+                nn.Conv3d(f + w, w, 3, padding=1, bias=False),
+                nn.BatchNorm3d(w),
+                nn.ReLU(inplace=True),
+                nn.Conv3d(w, 1, 1),
+            )
+            return
+        self.drop = nn.Dropout(dropout)
+        a = self.attributes
+        if scale is None:
+            scale = ([0.0] * a, [1.0] * a, [False] * a)
+        self.scale = AttributeScale(*scale)
+        hidden = 128
+        self.attribute_head = (
+            nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, a))
+            if a
+            else None
+        )
+        self.malignancy_head = nn.Sequential(
+            nn.Linear(features + a, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+
+    def cam_layer(self) -> nn.Module:
+        """The layer Grad-CAM explains: the finest fused level (ours), ResNet's last stage."""
+        if self.arch == "resnet18":
+            return self.encoder.layer4
+        return self.encoder.smooth[0]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, features) pooled image features."""
+        if self.arch == "resnet18":
+            return self.encoder(x)
+        levels, _ = self.encoder(x)
+        return pool_levels(levels)
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) malignancy logits and (B, A) standardised attributes."""
+        feats = self.drop(self.embed(x))
+        if self.attribute_head is None:
+            z = feats.new_zeros(feats.shape[0], 0)
+            return self.malignancy_head(feats).squeeze(1), z
+        z = self.attribute_head(feats)
+        logit = self.malignancy_head(torch.cat([feats, z], dim=1)).squeeze(1)
+        return logit, z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.restore:
+            levels, stem = self.encoder(x)
+            up = F.interpolate(
+                levels[0], size=stem.shape[2:], mode="trilinear", align_corners=False
+            )
+            return torch.sigmoid(self.decoder(torch.cat([up, stem], dim=1)))
+        logit, z = self.heads(x)
+        return torch.cat([logit.unsqueeze(1), self.scale.restore(z)], dim=1)
+
+
+def _r3d18() -> nn.Module:
+    """torchvision's R3D-18 (Tran et al. 2018) for one-channel cubes, without its classifier:
+    (B, 1, S, S, S) -> (B, 512)."""
+    from abyssal.core.optional import require
+
+    video = require("torchvision.models.video", extra="nodule", purpose="the 3-D ResNet-18")
+    net = video.r3d_18(weights=None)
+    net.stem[0] = nn.Conv3d(1, 64, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False)
+    net.fc = nn.Identity()
+    return net
+
+
+def attribute_scale(values: np.ndarray, names: Sequence[str]) -> tuple[list, list, list]:
+    """``(center, scale, log)`` per attribute from training values (NaN ignored): the diameter on
+    a log scale, ratings as they are; a constant attribute gets scale 1."""
+    center, scale, log = [], [], []
+    for j, name in enumerate(names):
+        column = values[:, j]
+        column = column[~np.isnan(column)]
+        is_log = name == "diameter_mm"
+        if is_log:
+            column = np.log(np.maximum(column, 1e-3))
+        mean = float(column.mean()) if len(column) else 0.0
+        std = float(column.std()) if len(column) > 1 else 1.0
+        center.append(mean)
+        scale.append(std if std > 1e-6 else 1.0)
+        log.append(is_log)
+    return center, scale, log
+
+
+def build_nodule_model(model_cfg: Any, spec: Mapping[str, Any]) -> NoduleNet:
+    """The network for a model config and spec (``attributes``, ``attribute_scale``,
+    ``objective``)."""
+    names = list(spec.get("attributes", []))
+    restore = spec.get("objective") == "genesis"
+    net = NoduleNet(
+        model_cfg.width,
+        0 if restore else len(names),
+        knowledge=model_cfg.knowledge,
+        fusion=model_cfg.fusion,
+        dropout=model_cfg.dropout,
+        scale=tuple(spec["attribute_scale"]) if spec.get("attribute_scale") else None,
+        arch=model_cfg.arch,
+        restore=restore,
+    )
+    net.nodule_spec = dict(spec)  # plain data beside the weights
+    return net
+
+
+def encoder_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder (and fusion) tensors of a state dict."""
+    return {k: v for k, v in state.items() if k.startswith(ENCODER_PREFIXES)}
+
+
+def load_encoder(model: NoduleNet, state: Mapping[str, torch.Tensor], source: str) -> int:
+    """Copy a pretrained encoder into ``model``; returns the tensors copied. Refuses (naming
+    ``source``) weights whose stem and stages do not fit."""
+    from abyssal.core.errors import ConfigError
+
+    wanted = encoder_state(model.state_dict())
+    given = encoder_state(state)
+    core = [k for k in wanted if k.startswith(CORE_PREFIXES)]
+    missing = sorted(k for k in core if k not in given)
+    wrong = [k for k in core if k in given and given[k].shape != wanted[k].shape]
+    if missing or wrong:
+        detail = f"missing {missing[:3]}" if missing else f"shape of {wrong[:3]} differs"
+        raise ConfigError(
+            f"model.pretrained={source}: its encoder does not fit this model ({detail}); use the "
+            "same model.arch, model.width and model.fusion as the pretraining"
+        )
+    fits = {k: v for k, v in given.items() if k in wanted and v.shape == wanted[k].shape}
+    model.load_state_dict(fits, strict=False)
+    return len(fits)

@@ -1,0 +1,184 @@
+"""The lung-nodule solution: malignancy of pulmonary nodules on CT, with the attributes that
+support it and a 3-D saliency map.
+
+A 3-D residual network with feature-pyramid fusion (:mod:`abyssal.solutions.nodule.model`),
+optionally pretrained without labels by Models Genesis restoration (``objective=genesis``), then
+trained on labelled nodules with a knowledge-guided decoder: heads for the radiologists' ratings
+and the diameter whose predictions feed the malignancy head. Inputs: per-nodule volumes with a
+labels table, or whole scans with LUNA16-style candidate lists at prediction.
+
+Example:
+    >>> from abyssal.train.api import train
+    >>> out = train("nodule", overrides=["data.path=lidc/"])  # doctest: +SKIP
+    >>> out.metrics["test_auroc"]  # doctest: +SKIP
+    0.93
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from abyssal.contracts.solution import MetricLayout, Solution
+from abyssal.core.errors import ConfigError, DataError
+from abyssal.solutions.nodule.config import NoduleConfig
+from abyssal.solutions.nodule.data import NoduleData, prepare_nodule_data
+from abyssal.solutions.nodule.evaluation import evaluate_nodule, restoration_metrics
+from abyssal.solutions.nodule.model import attribute_scale, build_nodule_model, load_encoder
+from abyssal.solutions.nodule.sample import NoduleSampleConfig, generate_sample
+from abyssal.solutions.nodule.task import ClassifyTask, GenesisTask
+
+
+def pretrained_state(cfg: NoduleConfig) -> dict[str, torch.Tensor] | None:
+    """The state dict ``model.pretrained`` names (a version ref or a file), read before a run
+    exists so a bad name fails early."""
+    source = cfg.model.pretrained
+    if source == "none":
+        return None
+    if Path(source).suffix in (".pt", ".pth") or Path(source).is_file():
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as e:
+            raise ConfigError(f"model.pretrained={source}: cannot read it ({e})") from None
+        return dict(state.get("state_dict", state))
+    from abyssal.solutions.loading import load_model
+
+    loaded = load_model(source)
+    if loaded.solution.name != "nodule":
+        raise ConfigError(f"model.pretrained={source} is a '{loaded.solution.name}' model")
+    return {k: v.cpu() for k, v in loaded.model.state_dict().items()}
+
+
+class NoduleSolution(Solution):
+    """Benign or malignant nodules on CT, with predicted attributes and Grad-CAM saliency."""
+
+    name: ClassVar[str] = "nodule"
+    config_cls: ClassVar[type] = NoduleConfig
+    default_metric: ClassVar[str] = "val_auroc"
+    sample_config_cls: ClassVar[type] = NoduleSampleConfig
+    metric_layout: ClassVar[MetricLayout] = MetricLayout(
+        columns=(
+            ("auroc", "AUROC"),
+            ("sensitivity_youden", "sens (J)"),
+            ("specificity_youden", "spec (J)"),
+            ("sensitivity_sens95", "sens (95)"),
+            ("specificity_sens95", "spec (95)"),
+            ("diameter_mae_mm", "diameter MAE mm"),
+            ("spiculation_mae", "spiculation MAE"),
+            ("restoration_mse", "restoration MSE"),
+            ("nodules", "nodules"),
+        ),
+        extras=(
+            "threshold_youden",
+            "threshold_sens95",
+            "best_epoch",
+            "epochs_run",
+            "train_nodules",
+        ),
+        headline="test_auroc",
+    )
+
+    # -- the training half ---------------------------------------------------------------------
+
+    def prepare(self, cfg: NoduleConfig) -> NoduleData:
+        return prepare_nodule_data(cfg.data, progress=cfg.train.progress)
+
+    def task(self, cfg: NoduleConfig, data: NoduleData) -> ClassifyTask | GenesisTask:
+        spec = self.model_spec(cfg, data)
+        task = (
+            GenesisTask(cfg, data, spec)
+            if cfg.objective == "genesis"
+            else ClassifyTask(cfg, data, spec)
+        )
+        state = pretrained_state(cfg)
+        if state is not None:
+            load_encoder(build_nodule_model(cfg.model, spec), state, cfg.model.pretrained)
+            task.pretrained = state
+        return task
+
+    def model_spec(self, cfg: NoduleConfig, data: NoduleData) -> dict[str, Any]:
+        names = data.attribute_names if cfg.model.knowledge else []
+        train = data.rows("train")
+        columns = [data.attribute_names.index(n) for n in names]
+        values = data.attributes[train][:, columns]
+        return {
+            "objective": cfg.objective,
+            "classes": list(data.classes),
+            "cube": data.cube,
+            "voxel_mm": cfg.data.voxel_mm,
+            "intensity": cfg.data.intensity,
+            "hu_window": list(cfg.data.hu_window),
+            "attributes": list(names),
+            "attribute_scale": [list(v) for v in attribute_scale(values, names)] if names else [],
+        }
+
+    def build_model(self, cfg: NoduleConfig, spec: dict[str, Any]) -> torch.nn.Module:
+        return build_nodule_model(cfg.model, spec)
+
+    def evaluate(
+        self, cfg: NoduleConfig, model: torch.nn.Module, data: NoduleData
+    ) -> dict[str, float]:
+        net = getattr(model, "module", model)
+        spec = getattr(net, "nodule_spec", None) or self.model_spec(cfg, data)
+        if spec.get("objective") == "genesis":
+            return restoration_metrics(model, GenesisTask(cfg, data, spec), data)
+        if spec["cube"] != data.cube:
+            raise DataError(f"the model takes {spec['cube']}-voxel cubes; data.cube={data.cube}")
+        return evaluate_nodule(model, data, cfg.data.eval_batch_size)
+
+    def monitor(self, cfg: NoduleConfig, data: NoduleData) -> tuple[str, Literal["max", "min"]]:
+        default = "val_loss" if cfg.objective == "genesis" else self.default_metric
+        metric = cfg.train.early_stopping_metric or default
+        return metric, "min" if metric.endswith(("loss", "mse")) else "max"
+
+    def headline_metric(self, cfg: NoduleConfig, data: NoduleData) -> str:
+        return "test_restoration_mse" if cfg.objective == "genesis" else "test_auroc"
+
+    # -- the serving half ----------------------------------------------------------------------
+
+    def example_inputs(self, cfg: NoduleConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
+        s = spec["cube"]
+        return (torch.rand(2, 1, s, s, s),)  # (B, 1, S, S, S) in [0, 1]
+
+    def model_inputs(
+        self, cfg: NoduleConfig, data: NoduleData, batch: int, seed: int
+    ) -> tuple[torch.Tensor]:
+        """``batch`` validation cubes (drawn with replacement when the split is smaller)."""
+        rows = data.rows("val")
+        pick = np.random.default_rng(seed).choice(rows, size=batch, replace=batch > len(rows))
+        return (torch.from_numpy(data.cubes[np.sort(pick)]).unsqueeze(1).float() / 255.0,)
+
+    def predictor(self, loaded: Any) -> Any:
+        from abyssal.solutions.nodule.predict import NodulePredictor
+
+        return NodulePredictor.from_loaded(loaded)
+
+    def predict_file(
+        self,
+        loaded: Any,
+        path: str | Path,
+        *,
+        out: str | Path | None = None,
+        explain: str | Path | None = None,
+        candidates: str | Path | None = None,
+    ) -> Any:
+        """Predict per-nodule volumes (a folder, one file, or a table of nodule_id/path), or,
+        with ``candidates``, the candidates of a whole scan (``path``: a NIfTI/MetaImage file
+        or a DICOM folder); ``explain``: write saliency PNGs there."""
+        from abyssal.solutions.nodule.predict import predict_scan, predict_volumes
+
+        if loaded.spec.get("objective") == "genesis":
+            raise DataError(
+                f"{loaded.version.ref} is a self-supervised encoder (objective=genesis): it has "
+                "no malignancy head; train a classifier with model.pretrained=" + loaded.version.ref
+            )
+        predictor = self.predictor(loaded)
+        if candidates is not None:
+            return predict_scan(predictor, path, candidates, out=out, explain=explain)
+        return predict_volumes(predictor, path, out=out, explain=explain)
+
+    def generate_sample(self, options: NoduleSampleConfig, out: Path) -> list[str]:
+        return generate_sample(options, out)

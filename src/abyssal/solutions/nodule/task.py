@@ -1,0 +1,252 @@
+"""The nodule solution's training tasks: malignancy with attribute heads, and Models Genesis
+restoration pretraining.
+
+Batches hold uint8 cubes and the random draws of their augmentation (made on the CPU from
+``(train.seed, epoch, batch)``), so a resumed run sees the same batches; the device turns them
+into floats, augments them (flips on three axes and in-plane transposition: the 16 symmetries
+that keep the slice axis) and, for Models Genesis, corrupts them.
+
+Loss of the classifier: binary cross-entropy of the malignancy logit over the labelled nodules
+(malignant ones weighted by ``loss.positive_weight``), plus ``loss.attribute_weight`` times the
+mean squared error of the standardised attributes over the attributes each nodule has (ratings
+as they are, diameter on a log scale; standardised with the training split's mean and spread).
+
+Example:
+    >>> task = ClassifyTask(cfg, data, spec)  # doctest: +SKIP
+    >>> batch = next(iter(task.train_batches(0, Shard())))  # doctest: +SKIP
+    >>> loss = task.training_loss(model, batch)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from abyssal.contracts.task import Shard
+from abyssal.core.devices import derive_seed
+from abyssal.solutions.nodule.config import NoduleConfig
+from abyssal.solutions.nodule.data import NoduleData
+
+AUGMENT_DRAWS = 4
+"""Per cube: flip z, flip y, flip x, transpose y and x (each 0 or 1)."""
+
+
+@dataclass
+class CubeBatch:
+    """Cubes as the network takes them.
+
+    Attributes:
+        cubes: (B, S, S, S) uint8.
+        labels: (B,) int64 (-1: unlabelled).
+        attributes: (B, A) float32, NaN where missing.
+        draws: (B, 4) augmentation draws (0 columns without augmentation).
+        seed: the batch's seed (Models Genesis corruptions).
+    """
+
+    cubes: torch.Tensor
+    labels: torch.Tensor
+    attributes: torch.Tensor
+    draws: torch.Tensor
+    seed: int = 0
+
+    def to(self, device: torch.device | str) -> CubeBatch:
+        moved = [
+            t.to(device, non_blocking=True)
+            for t in (self.cubes, self.labels, self.attributes, self.draws)
+        ]
+        return CubeBatch(*moved, seed=self.seed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def voxels(self) -> torch.Tensor:
+        """(B, 1, S, S, S) float in [0, 1], augmented when the batch has draws."""
+        x = self.cubes.unsqueeze(1).float().div_(255.0)
+        return x if self.draws.shape[1] == 0 else augment(x, self.draws)
+
+
+def augment(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Flip each cube along z, y, x and transpose y/x where its draws say so.
+
+    Shapes:
+        x: (B, 1, D, H, W) with H == W; draws: (B, 4) 0/1; output like x.
+    """
+    out = x
+    for column, dim in ((0, 2), (1, 3), (2, 4)):
+        pick = draws[:, column].bool().view(-1, 1, 1, 1, 1)
+        out = torch.where(pick, out.flip(dim), out)
+    pick = draws[:, 3].bool().view(-1, 1, 1, 1, 1)
+    return torch.where(pick, out.transpose(3, 4), out)
+
+
+class CubeBatches:
+    """Batches made one at a time as they are iterated; has a length."""
+
+    def __init__(self, make: Any, parts: list[np.ndarray]) -> None:
+        self.make, self.parts = make, parts
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __iter__(self) -> Iterator[CubeBatch]:
+        return (self.make(i, rows) for i, rows in enumerate(self.parts))
+
+
+def _cut(rows: np.ndarray, total: int, shard: Shard, batch_size: int) -> list[np.ndarray]:
+    """``rows`` in as many batches as every other process cuts its part into."""
+    largest = math.ceil(max(0, total - shard.offset) / shard.world_size)
+    return np.array_split(rows, max(1, math.ceil(largest / batch_size)))
+
+
+class _CubeTask:
+    """What both tasks share: data, batching, moving."""
+
+    def __init__(self, cfg: NoduleConfig, data: NoduleData, spec: Mapping[str, Any]) -> None:
+        self.cfg, self.data, self.spec = cfg, data, spec
+        self.pretrained: Mapping[str, torch.Tensor] | None = None
+
+    def build_model(self) -> torch.nn.Module:
+        from abyssal.solutions.nodule.model import build_nodule_model, load_encoder
+
+        model = build_nodule_model(self.cfg.model, dict(self.spec))
+        if self.pretrained is not None:
+            load_encoder(model, self.pretrained, self.cfg.model.pretrained)
+        return model
+
+    def _pool(self) -> np.ndarray:
+        return self.data.rows("train")
+
+    def _val_rows(self) -> np.ndarray:
+        return self.data.rows("val")
+
+    def train_batches(self, epoch: int, shard: Shard) -> CubeBatches:
+        order = self._pool()
+        mine = shard.split(order, seed=derive_seed(self.cfg.train.seed, epoch))
+        parts = _cut(mine, len(order), shard, self.cfg.data.batch_size)
+        seed = derive_seed(self.cfg.train.seed, epoch, shard.rank, shard.offset, 11)
+
+        def make(i: int, rows: np.ndarray) -> CubeBatch:
+            g = torch.Generator().manual_seed(derive_seed(seed, i))
+            width = AUGMENT_DRAWS if self.cfg.data.augment else 0
+            draws = torch.randint(0, 2, (len(rows), width), generator=g)
+            return self._batch(rows, draws, derive_seed(seed, i, 1))
+
+        return CubeBatches(make, parts)
+
+    def val_batches(self, shard: Shard) -> CubeBatches:
+        rows = self._val_rows()
+        parts = _cut(shard.split(rows), len(rows), shard, self.cfg.data.eval_batch_size)
+        return CubeBatches(
+            lambda i, r: self._batch(r, torch.zeros(len(r), 0), derive_seed(9, i)), parts
+        )
+
+    def _batch(self, rows: np.ndarray, draws: torch.Tensor, seed: int) -> CubeBatch:
+        rows = np.asarray(rows, dtype=np.int64)
+        d = self.data
+        return CubeBatch(
+            torch.from_numpy(d.cubes[rows]),
+            torch.from_numpy(d.labels[rows]),
+            torch.from_numpy(d.attributes[rows]),
+            draws,
+            seed,
+        )
+
+    def move_batch(self, batch: CubeBatch, device: torch.device | str) -> CubeBatch:
+        return batch.to(device)
+
+
+class ClassifyTask(_CubeTask):
+    """Malignancy (binary cross-entropy) and attribute (standardised MSE) losses."""
+
+    def __init__(self, cfg: NoduleConfig, data: NoduleData, spec: Mapping[str, Any]) -> None:
+        super().__init__(cfg, data, spec)
+        weight = cfg.loss.positive_weight
+        if weight == "balanced":
+            benign, malignant = data.counts("train")
+            weight = benign / max(1, malignant)
+        self.positive_weight = float(weight)
+        self.uses_attributes = bool(spec.get("attributes")) and cfg.model.knowledge
+
+    def _pool(self) -> np.ndarray:
+        if self.uses_attributes and self.cfg.loss.unlabelled_attributes:
+            return self.data.rows("train")
+        return self.data.rows("train", labelled=True)
+
+    def _val_rows(self) -> np.ndarray:
+        return self.data.rows("val", labelled=True)
+
+    def training_loss(self, model: torch.nn.Module, batch: CubeBatch) -> torch.Tensor:
+        out = model(batch.voxels()).float()
+        return nodule_loss(model, out, batch, self.positive_weight, self.cfg.loss.attribute_weight)
+
+    def validation_step(self, model: torch.nn.Module, batch: CubeBatch) -> dict[str, Any]:
+        out = model(batch.voxels()).float()
+        return {"probability": torch.sigmoid(out[:, 0]), "label": batch.labels}
+
+    def validation_metrics(self, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        from abyssal.solutions.nodule.evaluation import auroc
+
+        return {"val_auroc": auroc(outputs["label"], outputs["probability"])}
+
+
+def nodule_loss(
+    model: torch.nn.Module,
+    out: torch.Tensor,
+    batch: CubeBatch,
+    positive_weight: float,
+    attribute_weight: float,
+) -> torch.Tensor:
+    """Weighted BCE over the labelled rows plus the attribute MSE over the known attributes.
+
+    Shapes:
+        out: (B, 1 + A) the model's output; returns a scalar.
+    """
+    labelled = batch.labels >= 0
+    logit = out[:, 0]
+    weight = torch.where(batch.labels == 1, positive_weight, 1.0)
+    bce = F.binary_cross_entropy_with_logits(
+        logit, batch.labels.clamp_min(0).float(), weight=weight, reduction="none"
+    )
+    loss = (bce * labelled).sum() / labelled.sum().clamp_min(1)
+    if out.shape[1] > 1 and attribute_weight > 0:
+        scale = getattr(model, "module", model).scale
+        target = batch.attributes
+        known = ~torch.isnan(target)
+        error = scale.standardise(out[:, 1:]) - scale.standardise(torch.nan_to_num(target, 1.0))
+        mse = (error.square() * known).sum() / known.sum().clamp_min(1)
+        loss = loss + attribute_weight * mse
+    return loss
+
+
+class GenesisTask(_CubeTask):
+    """Models Genesis (Zhou et al., MICCAI 2019; MedIA 2021, arXiv:2004.07882): restore cubes
+    from non-linear intensity, local-shuffle and in/out-painting corruptions (mean squared
+    error). Labels are never used: every nodule of the training split, labelled or not."""
+
+    def _corrupted(self, batch: CubeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        from abyssal.solutions.nodule.genesis import GenesisOptions, corrupt
+
+        clean = batch.voxels()
+        g = self.cfg.genesis
+        options = GenesisOptions(
+            nonlinear_rate=g.nonlinear, local_rate=g.local_shuffle, paint_rate=g.painting
+        )
+        return corrupt(clean, batch.seed, options), clean
+
+    def training_loss(self, model: torch.nn.Module, batch: CubeBatch) -> torch.Tensor:
+        noisy, clean = self._corrupted(batch)
+        return F.mse_loss(model(noisy).float(), clean)
+
+    def validation_step(self, model: torch.nn.Module, batch: CubeBatch) -> dict[str, Any]:
+        noisy, clean = self._corrupted(batch)
+        error = (model(noisy).float() - clean).square().flatten(1).mean(dim=1)
+        return {"error": error}
+
+    def validation_metrics(self, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return {"val_loss": float(np.mean(outputs["error"]))}
