@@ -180,9 +180,10 @@ def test_the_nodule_is_drawn_in_millimetres_whatever_the_slices() -> None:
 def test_new_truth_labels_follow_malignancy(sample: tuple[Path, list[str]]) -> None:
     out, _ = sample
     truth = rows(out / "new_truth.csv")
-    assert list(truth[0]) == ["nodule_id", "malignancy", "label"]
+    assert list(truth[0]) == ["nodule_id", "path", "malignancy", "label"]
     assert [r["nodule_id"] for r in truth] == ["new_01", "new_02", "new_03"]
     for row in truth:
+        assert (out / row["path"]).is_file()
         m = float(row["malignancy"])
         expected = "benign" if m < 3 else "malignant" if m > 3 else "indeterminate"
         assert row["label"] == expected

@@ -176,7 +176,8 @@ def prepare_nodule_data(cfg: NoduleDataConfig, *, progress: bool = True) -> Nodu
     Raises:
         ConfigError: no ``data.path``; a fold setting without a fold column's values.
         DataError: a bad table row (named); an unreadable or invalid volume (named) unless
-            ``data.skip_bad``; a split without benign and malignant nodules.
+            ``data.skip_bad``; a fold column that puts one patient in two splits (the row
+            named); a split without benign and malignant nodules.
     """
     if not cfg.path:
         raise ConfigError(
@@ -276,6 +277,7 @@ def _split(
             "val": np.flatnonzero(folds == val_fold),
         }
         splits["train"] = np.flatnonzero((folds != cfg.test_fold) & (folds != val_fold))
+        _check_patients(records, splits, table)
         return splits
     patients = sorted({r.patient for r in records})
     by_patient = stratified_split(
@@ -290,6 +292,26 @@ def _split(
     index = {p: i for i, p in enumerate(patients)}
     owner = np.array([index[r.patient] for r in records])
     return {s: np.flatnonzero(np.isin(owner, by_patient[s])) for s in SPLITS}
+
+
+def _check_patients(
+    records: list[NoduleRecord], splits: dict[str, np.ndarray], table: Table
+) -> None:
+    """DataError (naming the row) when the fold column puts one patient in two splits."""
+    where = {int(i): name for name in SPLITS for i in splits[name]}
+    first: dict[str, tuple[str, NoduleRecord]] = {}
+    for i in sorted(where):
+        record, split = records[i], where[i]
+        seen = first.setdefault(record.patient, (split, record))
+        if seen[0] != split:
+            raise DataError(
+                f"patient {record.patient!r} is in fold {seen[1].fold} (row {seen[1].row}, "
+                f"{seen[0]}) and fold {record.fold} ({split}); give all of a patient's nodules "
+                "one fold",
+                path=table.path,
+                row=record.row,
+                column="fold",
+            )
 
 
 def _fingerprint(data: NoduleData) -> str:

@@ -95,10 +95,10 @@ class Corruption:
     def paint_mask(self, shape: tuple[int, int, int]) -> np.ndarray:
         """Where noise replaces the voxels: bool (D, H, W)."""
         inside = np.zeros(shape, dtype=bool)
+        if self.paint is None:
+            return inside
         for (z, y, x), (d, h, w) in self.boxes:
             inside[z : z + d, y : y + h, x : x + w] = True
-        if self.paint is None:
-            return np.zeros(shape, dtype=bool)
         return inside if self.paint == "in" else ~inside
 
 

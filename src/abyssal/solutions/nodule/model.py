@@ -124,15 +124,27 @@ def pool_levels(levels: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 class AttributeScale(nn.Module):
-    """Standardisation of the attributes: (value or log value - centre) / scale per attribute."""
+    """Standardisation of the attributes: (value or log value - centre) / scale per attribute;
+    restored values are clipped to ``[low, high]`` in eval mode (the range seen in training, so a
+    predicted rating stays on its scale)."""
 
     def __init__(
-        self, center: Sequence[float], scale: Sequence[float], log: Sequence[bool]
+        self,
+        center: Sequence[float],
+        scale: Sequence[float],
+        log: Sequence[bool],
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
+        n = len(center)
+        low = [-1e6] * n if low is None else low
+        high = [1e6] * n if high is None else high
         self.register_buffer("center", torch.tensor(list(center), dtype=torch.float32))
         self.register_buffer("scale", torch.tensor(list(scale), dtype=torch.float32))
         self.register_buffer("log", torch.tensor(list(log), dtype=torch.bool))
+        self.register_buffer("low", torch.tensor(list(low), dtype=torch.float32))
+        self.register_buffer("high", torch.tensor(list(high), dtype=torch.float32))
 
     def standardise(self, values: torch.Tensor) -> torch.Tensor:
         safe = torch.where(self.log, values.clamp_min(1e-3).log(), values)
@@ -140,7 +152,10 @@ class AttributeScale(nn.Module):
 
     def restore(self, z: torch.Tensor) -> torch.Tensor:
         raw = z * self.scale + self.center
-        return torch.where(self.log, raw.clamp(max=10.0).exp(), raw)
+        raw = torch.where(self.log, raw.clamp(max=10.0).exp(), raw)
+        if self.training:  # clipped values have no gradient: clip predictions only
+            return raw
+        return torch.minimum(torch.maximum(raw, self.low), self.high)
 
 
 class NoduleNet(nn.Module):
@@ -153,7 +168,8 @@ class NoduleNet(nn.Module):
         knowledge: feed the standardised predicted attributes to the malignancy head.
         fusion: fuse stages 2-4 (else stage 4 alone).
         dropout: before the heads.
-        scale: attribute standardisation ``(center, scale, log)``; default 0, 1, no log.
+        scale: attribute standardisation ``(center, scale, log[, low, high])``; default 0, 1, no
+            log, no clipping.
         arch: ``fusion`` (ours) or ``resnet18`` (torchvision's r3d_18, one input channel).
         restore: build the Models Genesis decoder; ``forward`` returns the restored cube.
     """
@@ -166,7 +182,7 @@ class NoduleNet(nn.Module):
         knowledge: bool = True,
         fusion: bool = True,
         dropout: float = 0.2,
-        scale: tuple[Sequence[float], Sequence[float], Sequence[bool]] | None = None,
+        scale: Sequence[Sequence[Any]] | None = None,
         arch: str = "fusion",
         restore: bool = False,
     ) -> None:
@@ -253,22 +269,25 @@ def _r3d18() -> nn.Module:
     return net
 
 
-def attribute_scale(values: np.ndarray, names: Sequence[str]) -> tuple[list, list, list]:
-    """``(center, scale, log)`` per attribute from training values (NaN ignored): the diameter on
-    a log scale, ratings as they are; a constant attribute gets scale 1."""
-    center, scale, log = [], [], []
+def attribute_scale(values: np.ndarray, names: Sequence[str]) -> tuple[list, ...]:
+    """``(center, scale, log, low, high)`` per attribute from training values (NaN ignored): the
+    diameter on a log scale, ratings as they are; a constant attribute gets scale 1. ``low`` and
+    ``high`` clip predictions: the training range (the diameter's widened by half its ends)."""
+    center, scale, log, low, high = [], [], [], [], []
     for j, name in enumerate(names):
-        column = values[:, j]
-        column = column[~np.isnan(column)]
+        raw = values[:, j]
+        raw = raw[~np.isnan(raw)]
         is_log = name == "diameter_mm"
-        if is_log:
-            column = np.log(np.maximum(column, 1e-3))
+        column = np.log(np.maximum(raw, 1e-3)) if is_log else raw
         mean = float(column.mean()) if len(column) else 0.0
         std = float(column.std()) if len(column) > 1 else 1.0
         center.append(mean)
         scale.append(std if std > 1e-6 else 1.0)
         log.append(is_log)
-    return center, scale, log
+        lo, hi = (float(raw.min()), float(raw.max())) if len(raw) else (-1e6, 1e6)
+        low.append(lo / 1.5 if is_log else lo)
+        high.append(hi * 1.5 if is_log else hi)
+    return center, scale, log, low, high
 
 
 def build_nodule_model(model_cfg: Any, spec: Mapping[str, Any]) -> NoduleNet:

@@ -33,6 +33,7 @@ from abyssal.solutions.nodule.evaluation import auroc, sigmoid
 from abyssal.solutions.nodule.volumes import (
     SUFFIXES,
     Volume,
+    dicom_series,
     read_candidates,
     read_dicom_series,
     read_volume,
@@ -271,10 +272,18 @@ def predict_volumes(
     return _run(predictor, jobs, ["nodule_id"], out=out, explain=explain)
 
 
-def read_scan(path: str | Path) -> Volume:
-    """A whole scan: a volume file, or a folder of DICOM slices."""
+def read_scan(path: str | Path, series: Sequence[str] = ()) -> tuple[Volume, str]:
+    """A whole scan and its series name: a volume file (named by its file name without suffix),
+    or a folder of DICOM slices (the first of ``series`` the folder holds, else its only series;
+    named by its series uid)."""
     path = Path(path)
-    return read_dicom_series(path) if path.is_dir() else read_volume(path)
+    if not path.is_dir():
+        return read_volume(path), _stem(path)
+    held = dicom_series(path)
+    chosen = next((uid for uid in series if uid in held), None)
+    if chosen is None and len(held) == 1:
+        chosen = held[0]
+    return read_dicom_series(path, series_uid=chosen), chosen or path.name
 
 
 def predict_scan(
@@ -287,11 +296,11 @@ def predict_scan(
 ) -> NodulePredictionReport:
     """Score the candidates of one scan: a cube at the model's voxel size around each
     ``coordX, coordY, coordZ`` (world mm, LPS). Rows of other series are ignored (the scan's
-    series is its file or folder name, without suffix); a list with one series is used whole."""
-    volume = read_scan(scan)
+    series: its file name without suffix, or a DICOM folder's series uid); a list with one series
+    is used whole."""
     rows = read_candidates(candidates)
-    series = _stem(Path(scan))
     uids = sorted({c.series_uid for c in rows})
+    volume, series = read_scan(scan, uids)
     mine = [c for c in rows if c.series_uid == series] if len(uids) > 1 else rows
     if not mine:
         shown = ", ".join(uids[:5]) + (" ..." if len(uids) > 5 else "")

@@ -4,7 +4,8 @@ Columns (names ignore case; only ``nodule_id`` and a label are required):
 
 - ``nodule_id``: names the volume ``<volumes>/<nodule_id>.<npz|npy|nii|nii.gz|mhd|mha>``; or
   ``path``: the volume file, relative to the table's folder.
-- ``label`` (``benign``/``malignant``/``0``/``1``, empty: unlabelled) or ``malignancy`` (the
+- ``label`` (``benign``/``malignant``/``0``/``1``; empty, ``indeterminate`` or ``unlabelled``:
+  unlabelled) or ``malignancy`` (the
   median radiologist rating 1-5: below 3 benign, above 3 malignant, 3 unlabelled).
 - optional ratings ``subtlety``, ``internalStructure``, ``calcification``, ``sphericity``,
   ``margin``, ``lobulation``, ``spiculation``, ``texture`` (LIDC scales) and ``diameter_mm``: the
@@ -45,7 +46,16 @@ RANGES = {
 }
 """Allowed values of each rating (LIDC scales) and of the diameter in mm."""
 
-LABELS = {"benign": 0, "0": 0, "malignant": 1, "1": 1, "": -1}
+LABELS = {
+    "benign": 0,
+    "0": 0,
+    "malignant": 1,
+    "1": 1,
+    "": -1,
+    "indeterminate": -1,
+    "unlabelled": -1,
+    "unlabeled": -1,
+}
 CLASSES = ("benign", "malignant")
 
 
@@ -235,7 +245,8 @@ def _labels(
     if bad.any():
         row = int(np.argmax(bad.to_numpy())) + 1
         raise DataError(
-            f"label {frame[header].iloc[row - 1]!r} is not benign, malignant, 0, 1 or empty",
+            f"label {frame[header].iloc[row - 1]!r} is not benign, malignant, 0, 1, "
+            "indeterminate, unlabelled or empty",
             path=table,
             row=row,
             column=header,
@@ -287,9 +298,10 @@ def _spacing(frame: pd.DataFrame, columns: dict[str, str], table: Path) -> np.nd
     """(N, 3) z, y, x mm from ``slice_thickness_mm`` and ``pixel_spacing_mm``, or ``None``."""
     if "slice_thickness_mm" not in columns or "pixel_spacing_mm" not in columns:
         return None
-    z = _numbers(frame, columns["slice_thickness_mm"], table, "slice_thickness_mm")
-    xy = _numbers(frame, columns["pixel_spacing_mm"], table, "pixel_spacing_mm")
-    for values, name in ((z, "slice_thickness_mm"), (xy, "pixel_spacing_mm")):
+    z_header, xy_header = columns["slice_thickness_mm"], columns["pixel_spacing_mm"]
+    z = _numbers(frame, z_header, table, "slice_thickness_mm")
+    xy = _numbers(frame, xy_header, table, "pixel_spacing_mm")
+    for values, name in ((z, z_header), (xy, xy_header)):  # the headers as the table has them
         bad = values <= 0
         if bad.any():
             row = int(np.argmax(bad)) + 1

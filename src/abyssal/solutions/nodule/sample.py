@@ -14,8 +14,8 @@
   the readers' LIDC ratings (so halves like 3.5 occur) and ``fold`` 0-4, assigned by patient
   (no patient in two folds; folds balanced in nodules);
 - ``new/new_01.npz`` ...: crops of the same kind to predict, and ``new_truth.csv``
-  (``nodule_id,malignancy,label``, label ``benign`` below 3, ``malignant`` above, else
-  ``indeterminate``);
+  (``nodule_id,path,malignancy,label``, label ``benign`` below 3, ``malignant`` above, else
+  ``indeterminate``): a table ``abyssal predict nodule --volumes`` reads;
 - ``scan/scan.nii.gz``: one synthetic chest CT in HU (int16; air -1000, body wall about 40,
   lungs about -850 with vessels, spacing 2.5 x 0.7 x 0.7 mm, a non-zero origin) with
   ``scan_nodules`` nodules (about 0-60 HU) planted at voxel centres inside the lungs;
@@ -25,10 +25,11 @@
   ``is_nodule,diameter_mm`` (0 for the empty points).
 
 Each crop draws a latent malignancy first and its look follows it: malignant nodules
-(malignancy 4-5) are larger (about 8-30 mm), lobulated (low-frequency radial bumps), mostly
-spiculated (thin bright spikes), less spherical, solid, with a blurred margin; benign ones (1-2)
-are small (about 3-14 mm), round, smooth and sharp, a third of them calcified (a very bright
-core or spots, calcification rating below 6); about a quarter are rated exactly 3, in between.
+(malignancy 4-5) are larger (6-30 mm, typically 14), lobulated (low-frequency radial bumps),
+mostly spiculated (thin bright spikes), less spherical, solid, with a blurred margin; benign ones
+(1-2) are small (3-16 mm, typically 6.5), round, smooth and sharp, a third of them calcified (a
+very bright core or spots, calcification rating below 6); about a quarter are rated exactly 3,
+in between. Diameters are capped at 3/4 of the crop's width.
 The other ratings follow the drawn shape with reader noise, and sizes overlap between the
 classes (and every crop has vessels, some a chest wall), so neither size nor brightness alone
 separates them. Everything is drawn from ``seed``: the same options write the same bytes.
@@ -55,13 +56,6 @@ from abyssal.core.errors import ConfigError
 from abyssal.core.optional import require
 from abyssal.solutions.nodule.volumes import Volume, voxel_to_world
 
-NODULE_COLUMNS = [
-    *("nodule_id", "patient_id", "n_slices", "n_readers"),
-    *("slice_thickness_mm", "pixel_spacing_mm", "diameter_mm"),
-    *("subtlety", "internalStructure", "calcification", "sphericity", "margin"),
-    *("lobulation", "spiculation", "texture", "malignancy", "fold"),
-]
-"""The columns of ``nodules.csv``."""
 RATINGS = {
     "subtlety": (1, 5),
     "internalStructure": (1, 4),
@@ -73,7 +67,12 @@ RATINGS = {
     "texture": (1, 5),
     "malignancy": (1, 5),
 }
-"""LIDC rating scales (lowest, highest); calcification 6 means none."""
+"""LIDC rating scales (lowest, highest), in CSV order; calcification 6 means none."""
+NODULE_COLUMNS = [
+    *("nodule_id", "patient_id", "n_slices", "n_readers"),
+    *("slice_thickness_mm", "pixel_spacing_mm", "diameter_mm", *RATINGS, "fold"),
+]
+"""The columns of ``nodules.csv``."""
 SLICE_THICKNESS_MM = (1.25, 2.0, 2.5)
 FOLDS = 5
 SCAN_SPACING = (2.5, 0.7, 0.7)
@@ -86,8 +85,8 @@ _CLASSES = ((1, 2), (3, 3), (4, 5))  # benign, indeterminate, malignant: reader 
 class NoduleSampleConfig:
     """Options of ``abyssal generate nodule``: synthetic LIDC-style crops and one CT scan."""
 
-    nodules: int = field(160, help="labelled nodule crops, written to volumes/")
-    patients: int = field(60, help="patients they belong to (at least 5, at most nodules)")
+    nodules: int = field(400, help="labelled nodule crops, written to volumes/")
+    patients: int = field(150, help="patients they belong to (at least 5, at most nodules)")
     size: int = field(48, help="in-plane side of each crop, in pixels (at least 16)")
     new_volumes: int = field(12, help="crops to predict, written to new/ with new_truth.csv")
     scan_nodules: int = field(4, help="nodules planted in the whole scan (0-12)")
@@ -245,12 +244,13 @@ def _write_new(options: NoduleSampleConfig, out: Path) -> list[str]:
         _write_npz(out / "new" / f"{nodule_id}.npz", nodule, (slice_mm, pixel_mm))
         malignancy = nodule.ratings["malignancy"]
         label = "benign" if malignancy < 3 else "malignant" if malignancy > 3 else "indeterminate"
-        truth.append([nodule_id, _num(malignancy), label])
-    write_text_atomic(out / "new_truth.csv", _csv_text(["nodule_id", "malignancy", "label"], truth))
+        truth.append([nodule_id, f"new/{nodule_id}.npz", _num(malignancy), label])
+    header = ["nodule_id", "path", "malignancy", "label"]
+    write_text_atomic(out / "new_truth.csv", _csv_text(header, truth))
     return [
         f"{out / 'new'}/: {len(truth)} nodule crops to predict",
-        f"{out / 'new_truth.csv'}: nodule_id,malignancy,label of the new crops, to check "
-        "predictions",
+        f"{out / 'new_truth.csv'}: nodule_id,path,malignancy,label of the new crops, to check "
+        "predictions (abyssal predict nodule --volumes new_truth.csv gives their AUROC)",
     ]
 
 
@@ -398,15 +398,9 @@ def _calcium(shape: _Shape, local: np.ndarray, rng: np.random.Generator) -> np.n
     """Coverage of the calcified part, by LIDC pattern."""
     r, pattern = shape.radius, shape.calcification
     if pattern == 1:  # popcorn: a few bright spots
-        spots = [
-            _ball(
-                local,
-                _unit(rng.normal(size=3)) * rng.uniform(0, 0.5) * r,
-                rng.uniform(0.15, 0.25) * r,
-            )
-            for _ in range(int(rng.integers(3, 6)))
-        ]
-        return np.maximum.reduce(spots)
+        n = int(rng.integers(3, 6))
+        centres = _unit(rng.normal(size=(n, 3))) * rng.uniform(0, 0.5 * r, (n, 1))
+        return np.maximum.reduce([_ball(local, c, rng.uniform(0.15, 0.25) * r) for c in centres])
     if pattern == 2:  # laminated: a bright shell
         rho = np.linalg.norm(local, axis=-1)
         return np.clip((0.12 * r - np.abs(rho - 0.55 * r)) / 0.4 + 0.5, 0, 1)
@@ -426,18 +420,10 @@ def _background(
     image += rng.normal(0, rng.uniform(3, 6), image.shape)
     half = np.abs(points).max(axis=(0, 1, 2))
     for _ in range(int(rng.integers(1, 5))):  # vessels: long tubes that miss the centre
-        direction = _unit(rng.normal(size=3))
-        through = _unit(np.cross(direction, rng.normal(size=3))) * (
-            shape.radius * rng.uniform(0.7, 1.6) + 1.0
-        )
-        length = 3 * half.max()
-        tube = _segment(
-            points,
-            through - length * direction,
-            through + length * direction,
-            rng.uniform(1.0, 3.5),
-            pixel_mm,
-        )
+        along = _unit(rng.normal(size=3)) * 3 * half.max()
+        miss = shape.radius * rng.uniform(0.7, 1.6) + 1.0
+        through = _unit(np.cross(along, rng.normal(size=3))) * miss
+        tube = _segment(points, through - along, through + along, rng.uniform(1, 3.5), pixel_mm)
         image = _blend(image, rng.uniform(90, 170), tube)
     if rng.random() < 0.15:  # chest wall beyond a plane a little outside the nodule
         normal = _unit(np.array([0.0, *rng.normal(size=2)]))
@@ -625,7 +611,7 @@ def _write_nifti(path: Path, hu_zyx: np.ndarray, origin_xyz: tuple[float, float,
 
 
 def _write_npz(path: Path, nodule: SyntheticNodule, spacing: tuple[float, float]) -> None:
-    """An uncompressed-member-free .npz (deflated, fixed time stamps: the same bytes each run)."""
+    """A deflated .npz with fixed member time stamps, so the same arrays give the same bytes."""
     slice_mm, pixel_mm = spacing
     arrays = {
         "image": nodule.image,

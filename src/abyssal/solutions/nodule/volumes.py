@@ -165,6 +165,20 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
         return _itk_volume(sitk, sitk.ReadImage(list(files)), folder)
 
 
+def dicom_series(folder: str | Path) -> list[str]:
+    """The DICOM series uids in a folder (SimpleITK/GDCM), in the order GDCM lists them.
+
+    Raises:
+        DataError: names the folder: not a folder, or unreadable.
+    """
+    sitk = require("SimpleITK", extra="dicom", purpose="DICOM series")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("not a folder; expected a folder of DICOM slices", path=folder)
+    with _decoding(folder, "DICOM"):
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+
+
 def world_to_voxel(volume: Volume, xyz_mm: Sequence[float] | np.ndarray) -> np.ndarray:
     """Continuous (z, y, x) array index of world (x, y, z) mm points.
 

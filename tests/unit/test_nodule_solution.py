@@ -1,0 +1,258 @@
+"""The nodule solution end to end on a small generated sample: a classifier, Models Genesis
+pretraining and a classifier started from it trained and registered; per-nodule volumes (one
+corrupt) and the candidates of a whole scan (one outside it) predicted, with saliency PNGs; a
+genesis model refused at prediction; the CLI's ``--scan``/``--candidates`` path."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from abyssal.cli.main import main
+from abyssal.core.errors import DataError
+from abyssal.core.store import ModelStore
+from abyssal.solutions.loading import LoadedModel, load_model
+from abyssal.solutions.nodule.evaluation import auroc, sigmoid
+from abyssal.solutions.nodule.sample import NoduleSampleConfig, generate_sample
+from abyssal.solutions.nodule.volumes import read_candidates, read_volume
+from abyssal.train.api import TrainOutcome, train
+
+pytest.importorskip("scipy.ndimage")
+pytest.importorskip("nibabel")
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "nodule" / "quickstart.yaml"
+TINY = [
+    "data.cube=16",
+    "data.voxel_mm=2.5",
+    "model.width=4",
+    "train.epochs=2",
+    "train.progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo-nodule")
+    options = NoduleSampleConfig(
+        nodules=40,
+        patients=20,
+        size=24,
+        new_volumes=3,
+        scan_nodules=2,
+        scan_slices=20,
+        scan_size=64,
+    )
+    generate_sample(options, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nodule-home")
+
+
+def fit(sample: Path, home: Path, *extra: str, name: str | None = None) -> TrainOutcome:
+    overrides = [f"data.path={sample}", *TINY, *extra]
+    outcome = train("nodule", QUICKSTART, overrides, model_name=name, home=home)
+    assert outcome is not None
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def classifier(sample: Path, home: Path) -> TrainOutcome:
+    return fit(sample, home)
+
+
+@pytest.fixture(scope="module")
+def genesis(sample: Path, home: Path) -> TrainOutcome:
+    # another seed than the classifiers': a fresh classifier does not start from its weights
+    return fit(
+        sample, home, "objective=genesis", "train.epochs=1", "train.seed=7", name="nodule-genesis"
+    )
+
+
+def loaded(ref: str, home: Path) -> LoadedModel:
+    return load_model(ref, store=ModelStore(home))
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def test_a_classifier_trains_and_registers_its_metrics(classifier: TrainOutcome) -> None:
+    version, metrics = classifier.version, classifier.metrics
+    assert version.ref == "nodule:1" and version.metrics == metrics
+    assert 0.0 <= metrics["test_auroc"] <= 1.0 and 0.0 <= metrics["threshold_youden"] <= 1.0
+    assert 0.0 <= metrics["threshold_sens95"] <= 1.0 and metrics["epochs_run"] == 2
+    assert metrics["test_diameter_mae_mm"] >= 0 and "test_spiculation_mae" in metrics
+    spec = version.config["model_spec"]
+    assert spec["cube"] == 16 and spec["voxel_mm"] == 2.5 and spec["objective"] == "classify"
+    assert "diameter_mm" in spec["attributes"] and len(spec["attribute_scale"]) == 5
+    with open(classifier.run.path / "split.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40 and {r["split"] for r in rows} == {"train", "val", "test"}
+    splits_of: dict[str, set[str]] = {}
+    for row in rows:
+        splits_of.setdefault(row["patient_id"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in splits_of.values())  # no patient in two splits
+
+
+def test_genesis_pretrains_and_a_classifier_starts_from_it(
+    sample: Path, home: Path, genesis: TrainOutcome, classifier: TrainOutcome
+) -> None:
+    assert genesis.version.ref == "nodule-genesis:1"
+    assert genesis.metrics["test_restoration_mse"] > 0 and "test_auroc" not in genesis.metrics
+    assert genesis.version.config["model_spec"]["objective"] == "genesis"
+    pretrained = f"model.pretrained={genesis.version.ref}"
+    tuned = fit(sample, home, pretrained, "train.epochs=1", name="nodule-tuned")
+    assert tuned.version.ref == "nodule-tuned:1" and 0 <= tuned.metrics["test_auroc"] <= 1
+    stem = "encoder.stem.0.weight"
+    start = loaded(genesis.version.ref, home).model.state_dict()[stem]
+    end = loaded(tuned.version.ref, home).model.state_dict()[stem]
+    fresh = loaded(classifier.version.ref, home).model.state_dict()[stem]
+    # one epoch moves the pretrained stem a little; a classifier of its own starts elsewhere
+    assert (end - start).abs().max() < 0.1 * start.abs().max()
+    assert (fresh - start).abs().max() > 0.3 * start.abs().max()
+
+
+# -- predicting per-nodule volumes --------------------------------------------------------------
+
+
+def test_a_folder_with_a_corrupt_volume_reports_it_and_predicts_the_rest(
+    sample: Path, home: Path, classifier: TrainOutcome, tmp_path: Path
+) -> None:
+    folder = tmp_path / "incoming"
+    shutil.copytree(sample / "new", folder)
+    (folder / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip archive")
+    out = tmp_path / "scores" / "predictions.csv"
+    model = loaded(classifier.version.ref, home)
+    report = model.solution.predict_file(model, folder, out=out)
+
+    assert report.rows == 3 and [name for name, _ in report.bad] == ["broken"]
+    assert "broken.npz" in report.bad[0][1] and "cannot be read" in report.bad[0][1]
+    attributes = model.spec["attributes"]
+    headers, rows = read_csv(out)
+    assert headers == ["nodule_id", "malignancy_probability", "call", *attributes, "findings"]
+    assert [r["nodule_id"] for r in rows] == ["new_01", "new_02", "new_03"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv"]  # no temporaries
+    threshold = classifier.metrics["threshold_youden"]
+    for row in rows:
+        p = float(row["malignancy_probability"])
+        assert row["call"] == ("malignant" if p >= threshold else "benign")
+        assert all(float(row[a]) == float(row[a]) for a in attributes)  # numbers, no NaN
+    # the probabilities are the model's own on the cube the spec asks for
+    first = read_volume(folder / "new_01.npz")
+    from abyssal.solutions.nodule.predict import NodulePredictor
+
+    cube = NodulePredictor.from_loaded(model).cube(first, None, "new_01")
+    with torch.no_grad():
+        logit = model.model(torch.from_numpy(cube)[None, None])[0, 0].item()
+    assert float(rows[0]["malignancy_probability"]) == pytest.approx(sigmoid(logit), abs=1e-5)
+    rendered = report.render()
+    assert "predicted 3 nodules" in rendered and "broken" in rendered and str(out) in rendered
+
+
+def test_a_table_of_volumes_with_labels_gives_an_auroc(
+    sample: Path, home: Path, classifier: TrainOutcome, tmp_path: Path
+) -> None:
+    table = tmp_path / "cases.csv"
+    table.write_text(
+        f"path,malignancy\n{sample}/new/new_01.npz,5\n{sample}/new/new_02.npz,1\n"
+        f"{sample}/new/new_03.npz,3\n"
+    )
+    model = loaded(classifier.version.ref, home)
+    report = model.solution.predict_file(model, table)
+    assert report.rows == 3 and not report.bad and report.output is None
+    scores = [row[1] for row in report.shown]  # nodule_id, malignancy_probability, ...
+    assert report.auroc == auroc([1, 0, -1], scores)
+
+
+# -- predicting the candidates of a scan --------------------------------------------------------
+
+
+def test_every_candidate_of_the_scan_is_scored_with_a_saliency_png(
+    sample: Path, home: Path, classifier: TrainOutcome, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    model = loaded(classifier.version.ref, home)
+    scan, candidates = sample / "scan" / "scan.nii.gz", sample / "scan" / "candidates.csv"
+    heat = tmp_path / "heat"
+    report = model.solution.predict_file(model, scan, candidates=candidates, explain=heat)
+    points = read_candidates(candidates)
+    assert report.rows == len(points) == 4 and not report.bad
+    assert report.headers[:4] == ["seriesuid", "coordX", "coordY", "coordZ"]
+    assert [tuple(r[1:4]) for r in report.shown] == [c.xyz_mm for c in points]
+    pngs = sorted(p.name for p in heat.iterdir())
+    assert pngs == [f"scan_row_{c.row}.png" for c in sorted(points, key=lambda c: c.row)]
+    for png in pngs:
+        with Image.open(heat / png) as image:
+            assert image.format == "PNG" and image.width > 16 and image.height > 16
+
+
+def test_a_candidate_outside_the_scan_is_reported_and_the_rest_scored(
+    sample: Path, home: Path, classifier: TrainOutcome, tmp_path: Path
+) -> None:
+    rows = (sample / "scan" / "candidates.csv").read_text().splitlines()
+    candidates = tmp_path / "candidates.csv"
+    candidates.write_text("\n".join([*rows[:3], "scan,900.0,-900.0,5000.0", *rows[3:]]) + "\n")
+    model = loaded(classifier.version.ref, home)
+    out = tmp_path / "scored.csv"
+    report = model.solution.predict_file(
+        model, sample / "scan" / "scan.nii.gz", candidates=candidates, out=out
+    )
+    assert report.rows == 4 and [name for name, _ in report.bad] == ["scan row 3"]
+    assert "lies outside the scan" in report.bad[0][1] and "900.0" in report.bad[0][1]
+    _, written = read_csv(out)
+    assert len(written) == 4 and all(float(r["coordX"]) != 900.0 for r in written)
+
+
+def test_a_genesis_model_refuses_to_predict(
+    sample: Path, home: Path, genesis: TrainOutcome
+) -> None:
+    model = loaded(genesis.version.ref, home)
+    with pytest.raises(DataError, match=r"objective=genesis.*model\.pretrained=nodule-genesis:1"):
+        model.solution.predict_file(model, sample / "new")
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_predicts_a_scan_and_its_candidates(
+    sample: Path,
+    home: Path,
+    classifier: TrainOutcome,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ABYSSAL_HOME", str(home))
+    scan, candidates = sample / "scan" / "scan.nii.gz", sample / "scan" / "candidates.csv"
+    out = tmp_path / "scan-scores.csv"
+    args = ["predict", "nodule", "--model", classifier.version.ref, "--scan", str(scan)]
+    assert main([*args, "--candidates", str(candidates), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "nodule:1: predicted 4 nodules" in printed and f"written to {out}" in printed
+    headers, rows = read_csv(out)
+    keys = ["seriesuid", "coordX", "coordY", "coordZ"]
+    assert headers[:6] == [*keys, "malignancy_probability", "call"]
+    expected = {(c.series_uid, *c.xyz_mm) for c in read_candidates(candidates)}
+    got = {
+        (r["seriesuid"], float(r["coordX"]), float(r["coordY"]), float(r["coordZ"])) for r in rows
+    }
+    assert got == expected
+    probabilities = np.array([float(r["malignancy_probability"]) for r in rows])
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+    assert main(args) == 1  # --scan without --candidates
+    assert "--scan and --candidates go together" in capsys.readouterr().err
