@@ -1,0 +1,132 @@
+"""The nodule benchmark's pooling, paired patient bootstrap, post-hoc ensemble and report
+(benchmarks/ is not a package: the module is loaded from its file)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from abyssal.solutions.nodule.evaluation import auroc
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import nodule
+
+        yield nodule
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def _run(ids, patients, labels, scores, youden=0.5, sens95=0.3):
+    return {
+        "ids": list(ids),
+        "patients": list(patients),
+        "labels": list(labels),
+        "scores": list(scores),
+        "metrics": {"threshold_youden": youden, "threshold_sens95": sens95, "test_auroc": 0.0},
+    }
+
+
+def _folds(seed: int = 0, n: int = 40):
+    rng = np.random.default_rng(seed)
+    folds = []
+    for k in range(2):
+        ids = [f"n{k}_{i}" for i in range(n)]
+        patients = [f"p{k}_{i // 2}" for i in range(n)]  # two nodules per patient
+        labels = (np.arange(n) % 3 == 0).astype(int)
+        good = np.clip(labels * 0.5 + rng.uniform(0, 0.6, n), 0, 1)
+        poor = rng.uniform(0, 1, n)
+        folds.append(
+            {
+                "fold": k,
+                "runs": {
+                    "full": _run(ids, patients, labels, good),
+                    "no_ssl": _run(ids, patients, labels, poor),
+                },
+            }
+        )
+    return folds
+
+
+def test_pooled_auroc_is_that_of_the_concatenated_out_of_fold_scores(bench):
+    folds = _folds()
+    p = bench.pooled(folds, "full")
+    labels = np.concatenate([f["runs"]["full"]["labels"] for f in folds])
+    scores = np.concatenate([f["runs"]["full"]["scores"] for f in folds])
+    assert p["auroc"] == pytest.approx(auroc(labels, scores))
+    assert p["folds"] == 2 and p["nodules"] == 80 and p["malignant"] == int(labels.sum())
+    assert len(p["fold_aurocs"]) == 2
+    # each fold's Youden threshold (0.5) calls the nodules
+    called = scores >= 0.5
+    assert p["sensitivity_youden"] == pytest.approx(called[labels == 1].mean())
+    assert p["specificity_youden"] == pytest.approx((~called[labels == 0]).mean())
+    assert bench.pooled(folds, "no_kg") is None
+
+
+def test_paired_bootstrap_brackets_the_estimates_and_a_copy_differs_by_zero(bench):
+    folds = _folds()
+    for f in folds:  # a variant identical to full: every paired difference is 0
+        f["runs"]["copy"] = dict(f["runs"]["full"])
+    arrays = {}
+    for name in ("full", "no_ssl", "copy"):
+        p = bench.pooled(folds, name)
+        arrays[name] = p.pop("_arrays")
+    out = bench.patient_bootstrap(arrays, "full", resamples=200)
+    for name in ("full", "no_ssl"):
+        point = auroc(arrays[name][2], arrays[name][3])
+        assert out[name]["auroc_low"] <= point <= out[name]["auroc_high"]
+    assert out["copy"]["delta_low"] == out["copy"]["delta_high"] == 0.0
+    assert out["no_ssl"]["delta_low"] > 0  # the informative scores beat noise on every resample
+
+
+def test_ensemble_averages_logits_and_thresholds(bench):
+    fold = {
+        "fold": 0,
+        "runs": {
+            "a": _run(["x", "y"], ["p", "q"], [0, 1], [0.2, 0.9], youden=0.4),
+            "b": _run(["x", "y"], ["p", "q"], [0, 1], [0.4, 0.6], youden=0.6),
+        },
+    }
+    run = bench.ensemble_run(fold)
+
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    expected = 1 / (1 + np.exp(-(logit(np.array([0.2, 0.4])).mean())))
+    assert run["scores"][0] == pytest.approx(expected)
+    assert run["metrics"]["threshold_youden"] == pytest.approx(0.5)
+    fold["runs"]["b"]["ids"] = ["y", "x"]  # not the same nodules: no ensemble
+    assert bench.ensemble_run(fold) is None
+
+
+def test_summary_and_report_name_the_target_and_every_variant(bench):
+    env = {
+        "date": "2026-01-01",
+        "machine": {"cpu": "cpu", "cores": 2, "platform": "linux", "gpu": None},
+        "versions": {"torch": "2"},
+        "git_commit": "abc",
+    }
+    result = {"folds": _folds(), "timing": {}, "environment": env, "command": "x"}
+    bench.summarise(result)
+    assert set(result["summary"]) == {"full", "no_ssl", "ensemble"}
+    assert result["targets"][0]["status"] == "not measured"  # two folds, not five
+    text = bench.markdown(result)
+    assert "full model (Genesis + fusion + knowledge decoder)" in text
+    assert "without self-supervised pretraining" in text and "| 0 | full |" in text
+
+
+def test_quick_arguments_and_overrides(bench):
+    args = bench.parse_args(["--quick", "--set", "data.voxel_mm=2"])
+    assert args.epochs == 2 and args.ssl_epochs == 2
+    overrides = bench.common(args, 3)
+    assert "data.test_fold=3" in overrides and overrides[-1] == "data.voxel_mm=2"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--variants", "full,nonsense"])
