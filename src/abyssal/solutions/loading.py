@@ -33,7 +33,7 @@ from abyssal.contracts.solution import Solution
 from abyssal.core.artifacts import TENSOR_ROLES, ArtifactRecord, ExternalBase
 from abyssal.core.config import apply_overrides, config_from_dict, path_values
 from abyssal.core.digest import fingerprint_path
-from abyssal.core.errors import DataError, StoreError
+from abyssal.core.errors import ConfigError, DataError, StoreError
 from abyssal.core.store import ModelStore, ModelVersion
 from abyssal.solutions import get_solution
 
@@ -109,6 +109,18 @@ def load_model(
     target = torch.device(device or optimization.get("target", "cpu"))
     model = _optimized(model.to(target).eval(), store, mv, solution, cfg, spec, target)
     return LoadedModel(mv, solution, cfg, spec, model.eval())
+
+
+def version_state(
+    ref: str, solution: str, key: str = "model.pretrained"
+) -> dict[str, torch.Tensor]:
+    """The state dict (on the CPU) of the version ``ref``, which must be a ``solution`` model:
+    the starting weights a config's ``key`` names (another solution's model is a ConfigError
+    naming ``key``)."""
+    loaded = load_model(ref)
+    if loaded.solution.name != solution:
+        raise ConfigError(f"{key}={ref} is a '{loaded.solution.name}' model, not '{solution}'")
+    return {k: v.cpu() for k, v in loaded.model.state_dict().items()}
 
 
 def _optimized(

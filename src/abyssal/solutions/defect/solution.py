@@ -65,12 +65,9 @@ def pretrained_state(cfg: DefectConfig) -> dict[str, torch.Tensor] | None:
         return imagenet_weights(cfg.model.backbone)
     if Path(source).suffix in (".pt", ".pth", ".bin", ".safetensors") or Path(source).is_file():
         return read_weights_file(source)
-    from abyssal.solutions.loading import load_model
+    from abyssal.solutions.loading import version_state
 
-    loaded = load_model(source)
-    if loaded.solution.name != "defect":
-        raise ConfigError(f"model.pretrained={source} is a '{loaded.solution.name}' model")
-    return {k: v.cpu() for k, v in loaded.model.state_dict().items()}
+    return version_state(source, "defect")
 
 
 class DefectSolution(Solution):

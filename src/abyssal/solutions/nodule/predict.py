@@ -37,6 +37,7 @@ from abyssal.solutions.nodule.volumes import (
     read_candidates,
     read_dicom_series,
     read_volume,
+    volume_stem,
 )
 
 MAX_SHOWN_BAD = 10
@@ -238,25 +239,17 @@ def _volume_jobs(path: Path, predictor: NodulePredictor) -> list[tuple[str, Load
         files = sorted(p for p in path.iterdir() if p.is_file() and _is_volume(p))
         if not files:
             raise DataError(f"no volumes ({', '.join(SUFFIXES)}) in the folder", path=path)
-        return [(_stem(f), job(f, _stem(f))) for f in files]
+        return [(volume_stem(f), job(f, volume_stem(f))) for f in files]
     if path.suffix.lower() in (".csv", ".gz") and not _is_volume(path):
         records = read_records(path, labels_required=False).records
         return [(r.nodule_id, job(r.path, r.nodule_id, r.spacing, r.label)) for r in records]
     if not path.exists():
         raise DataError("no such volume, folder or table", path=path)
-    return [(_stem(path), job(path, _stem(path)))]
+    return [(volume_stem(path), job(path, volume_stem(path)))]
 
 
 def _is_volume(path: Path) -> bool:
     return path.name.lower().endswith(SUFFIXES)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def predict_volumes(
@@ -278,7 +271,7 @@ def read_scan(path: str | Path, series: Sequence[str] = ()) -> tuple[Volume, str
     named by its series uid)."""
     path = Path(path)
     if not path.is_dir():
-        return read_volume(path), _stem(path)
+        return read_volume(path), volume_stem(path)
     held = dicom_series(path)
     chosen = next((uid for uid in series if uid in held), None)
     if chosen is None and len(held) == 1:

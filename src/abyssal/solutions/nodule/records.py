@@ -30,7 +30,7 @@ import pandas as pd
 
 from abyssal.core.errors import DataError
 from abyssal.solutions.nodule.config import ATTRIBUTES
-from abyssal.solutions.nodule.volumes import SUFFIXES
+from abyssal.solutions.nodule.volumes import SUFFIXES, volume_stem
 
 RANGES = {
     "subtlety": (1, 5),
@@ -187,7 +187,7 @@ def _ids_and_paths(
         ids = (
             frame[columns["nodule_id"]].fillna("").astype(str).str.strip().tolist()
             if "nodule_id" in columns
-            else [_stem(p) for p in paths]
+            else [volume_stem(p) for p in paths]
         )
     else:
         ids = frame[columns["nodule_id"]].fillna("").astype(str).str.strip().tolist()
@@ -201,14 +201,6 @@ def _ids_and_paths(
             raise DataError(f"nodule id {name!r} also on row {seen[name]}", path=table, row=i + 1)
         seen[name] = i + 1
     return ids, paths
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def _find_volume(folder: Path, nodule_id: str) -> Path:

@@ -54,20 +54,12 @@ from abyssal.core.atomic import write_bytes_atomic, write_text_atomic
 from abyssal.core.config import field
 from abyssal.core.errors import ConfigError
 from abyssal.core.optional import require
+from abyssal.solutions.nodule.records import RANGES
 from abyssal.solutions.nodule.volumes import Volume, voxel_to_world
 
-RATINGS = {
-    "subtlety": (1, 5),
-    "internalStructure": (1, 4),
-    "calcification": (1, 6),
-    "sphericity": (1, 5),
-    "margin": (1, 5),
-    "lobulation": (1, 5),
-    "spiculation": (1, 5),
-    "texture": (1, 5),
-    "malignancy": (1, 5),
-}
-"""LIDC rating scales (lowest, highest), in CSV order; calcification 6 means none."""
+RATINGS = {k: v for k, v in RANGES.items() if k != "diameter_mm"} | {"internalStructure": (1, 4)}
+"""LIDC rating scales (lowest, highest), in CSV order; calcification 6 means none. Drawn on the
+documented internal-structure scale (1-4; the real XML holds a few 5s, which tables accept)."""
 NODULE_COLUMNS = [
     *("nodule_id", "patient_id", "n_slices", "n_readers"),
     *("slice_thickness_mm", "pixel_spacing_mm", "diameter_mm", *RATINGS, "fold"),

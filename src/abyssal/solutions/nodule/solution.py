@@ -44,12 +44,9 @@ def pretrained_state(cfg: NoduleConfig) -> dict[str, torch.Tensor] | None:
         except (OSError, RuntimeError) as e:
             raise ConfigError(f"model.pretrained={source}: cannot read it ({e})") from None
         return dict(state.get("state_dict", state))
-    from abyssal.solutions.loading import load_model
+    from abyssal.solutions.loading import version_state
 
-    loaded = load_model(source)
-    if loaded.solution.name != "nodule":
-        raise ConfigError(f"model.pretrained={source} is a '{loaded.solution.name}' model")
-    return {k: v.cpu() for k, v in loaded.model.state_dict().items()}
+    return version_state(source, "nodule")
 
 
 class NoduleSolution(Solution):

@@ -165,6 +165,21 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
         return _itk_volume(sitk, sitk.ReadImage(list(files)), folder)
 
 
+def volume_stem(path: str | Path) -> str:
+    """A volume file's name without its suffix (``.nii.gz`` counts as one).
+
+    Example:
+        >>> volume_stem("scans/1.2.3.nii.gz"), volume_stem("n1.npz")
+        ('1.2.3', 'n1')
+    """
+    path = Path(path)
+    name = path.name
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
 def dicom_series(folder: str | Path) -> list[str]:
     """The DICOM series uids in a folder (SimpleITK/GDCM), in the order GDCM lists them.
 
