@@ -30,6 +30,7 @@ TINY = {
     "scan_nodules": 2,
     "scan_slices": 20,
     "scan_size": 64,
+    "context_mm": 0,  # as the LIDC crops: the nodule's slices and 1-2 more
 }
 COLUMNS = [
     "nodule_id",
@@ -106,6 +107,17 @@ def test_nodules_csv_has_the_lidc_columns_and_ranges(sample: tuple[Path, list[st
     malignancy = [float(r["malignancy"]) for r in table]
     assert {m < 3 for m in malignancy} == {True, False} and 3.0 in malignancy
     assert any(float(r["calcification"]) < 6 for r in table)  # some benign ones are calcified
+
+
+def test_context_widens_each_crop_to_the_span_around_its_nodule() -> None:
+    rng = [np.random.default_rng(5), np.random.default_rng(5)]
+    tight = render_nodule(24, 2.5, 0.7, rng[0])
+    wide = render_nodule(24, 2.5, 0.7, rng[1], context_mm=40)
+    assert wide.image.shape[0] >= 40 / 2.5 >= tight.image.shape[0]
+    assert wide.diameter_mm == tight.diameter_mm and wide.ratings == tight.ratings
+    rows_with_nodule = np.flatnonzero(wide.mask.any(axis=(1, 2)))
+    middle = (rows_with_nodule[0] + rows_with_nodule[-1]) / 2
+    assert abs(middle - (wide.image.shape[0] - 1) / 2) <= 1.5  # the nodule stays in the middle
 
 
 def test_each_crop_matches_its_row(sample: tuple[Path, list[str]]) -> None:

@@ -6,8 +6,9 @@
   (uint8, (slices, size, size), lung window like the usual LIDC crops: parenchyma dark, nodule
   tissue about 110-200), ``mask`` (uint8, same shape: how many of the nodule's 1-4 readers
   outlined each voxel, so the rim counts fewer) and ``spacing`` ((z, y, x) mm, which
-  :func:`~abyssal.solutions.nodule.volumes.read_volume` picks up). ``slices`` is the nodule's
-  z extent plus 1-2 slices each side; slice thickness (1.25, 2 or 2.5 mm) and pixel spacing
+  :func:`~abyssal.solutions.nodule.volumes.read_volume` picks up). ``slices`` spans
+  ``context_mm`` (40 mm by default) of z around the nodule, or with ``context_mm=0`` the nodule's
+  z extent plus 1-2 slices each side, as the LIDC crops; slice thickness (1.25, 2 or 2.5 mm) and pixel spacing
   (0.6-0.8 mm) vary by patient, and each nodule is drawn in millimetres, so anisotropic voxels
   give a correctly shaped nodule;
 - ``nodules.csv``: one row per nodule (columns :data:`NODULE_COLUMNS`): geometry, the median of
@@ -83,10 +84,18 @@ class NoduleSampleConfig:
     new_volumes: int = field(12, help="crops to predict, written to new/ with new_truth.csv")
     scan_nodules: int = field(4, help="nodules planted in the whole scan (0-12)")
     scan_slices: int = field(40, help="slices of the whole scan (at least 16)")
+    context_mm: float = field(
+        40.0,
+        help="each crop spans at least this many mm in z around its nodule (0: the nodule's "
+        "slices and 1-2 more, as the LIDC crops; models trained on those have never seen the "
+        "slices around a nodule that a whole-scan cube holds)",
+    )
     scan_size: int = field(128, help="rows and columns of the whole scan (at least 64)")
     seed: int = field(0, help="seed of everything: the same options write the same files")
 
     def __post_init__(self) -> None:
+        if not 0 <= self.context_mm <= 200:
+            raise ConfigError(f"context_mm must be in [0, 200], got {self.context_mm}")
         if self.patients < FOLDS:
             raise ConfigError(f"patients must be >= {FOLDS} (one per fold), got {self.patients}")
         if self.nodules < self.patients:
@@ -137,7 +146,11 @@ class _Shape:
 
 
 def render_nodule(
-    size: int, slice_mm: float, pixel_mm: float, rng: np.random.Generator
+    size: int,
+    slice_mm: float,
+    pixel_mm: float,
+    rng: np.random.Generator,
+    context_mm: float = 0.0,
 ) -> SyntheticNodule:
     """Draw one nodule crop: a latent malignancy, a shape that follows it, readers' ratings.
 
@@ -146,12 +159,15 @@ def render_nodule(
         slice_mm: slice thickness (z spacing).
         pixel_mm: in-plane pixel spacing.
         rng: the random source (the crop is a function of its state).
+        context_mm: the crop spans at least this many mm in z, centred on the nodule (0: the
+            nodule's slices and 1-2 more).
 
     Returns:
         The image, the readers' mask, the equivalent-sphere diameter and the median ratings.
 
     Shapes:
-        image, mask: (slices, size, size) uint8; slices = the nodule's z extent + 1-2 each side.
+        image, mask: (slices, size, size) uint8; slices = the nodule's z extent + 1-2 each side,
+        or more to span ``context_mm``.
 
     Example:
         >>> n = render_nodule(24, 2.5, 0.7, np.random.default_rng(0))
@@ -161,7 +177,8 @@ def render_nodule(
     shape = _draw_shape(rng, max_diameter=0.75 * size * pixel_mm)
     readers = 1 + int(rng.binomial(3, min(0.95, 0.45 + 2 * shape.radius / 40)))
     ratings = _ratings(shape, readers, rng)  # before drawing: the same whatever the spacing
-    image, mask = _render(shape, size, (slice_mm, pixel_mm, pixel_mm), readers, rng)
+    spacing = (slice_mm, pixel_mm, pixel_mm)
+    image, mask = _render(shape, size, spacing, readers, rng, context_mm)
     return SyntheticNodule(image, mask, 2 * shape.radius, readers, ratings)
 
 
@@ -186,7 +203,7 @@ def generate_sample(options: NoduleSampleConfig, out: Path) -> list[str]:
         for k in range(1, count + 1):
             number = int(patient[1:])
             rng = np.random.default_rng([options.seed, _NODULE_STREAM, number, k])
-            nodule = render_nodule(options.size, slice_mm, pixel_mm, rng)
+            nodule = render_nodule(options.size, slice_mm, pixel_mm, rng, options.context_mm)
             nodule_id = f"{patient}_n{k}"
             _write_npz(out / "volumes" / f"{nodule_id}.npz", nodule, (slice_mm, pixel_mm))
             rows.append([*_row(nodule_id, patient, nodule, slice_mm, pixel_mm), str(fold)])
@@ -231,7 +248,7 @@ def _write_new(options: NoduleSampleConfig, out: Path) -> list[str]:
         rng = np.random.default_rng([options.seed, _NEW_STREAM, i])
         slice_mm = float(rng.choice(SLICE_THICKNESS_MM))
         pixel_mm = round(float(rng.uniform(0.6, 0.8)), 3)
-        nodule = render_nodule(options.size, slice_mm, pixel_mm, rng)
+        nodule = render_nodule(options.size, slice_mm, pixel_mm, rng, options.context_mm)
         nodule_id = f"new_{i:0{width}d}"
         _write_npz(out / "new" / f"{nodule_id}.npz", nodule, (slice_mm, pixel_mm))
         malignancy = nodule.ratings["malignancy"]
@@ -332,10 +349,13 @@ def _render(
     spacing: tuple[float, float, float],
     readers: int,
     rng: np.random.Generator,
+    context_mm: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw the crop on a generous z grid in mm, then keep the nodule's slices and a margin."""
+    """Draw the crop on a generous z grid in mm, then keep the nodule's slices and a margin (or
+    ``context_mm`` of z around the centre, if that is more)."""
     reach = shape.radius * shape.scales.max() * (1 + np.abs(shape.lobes[:, 3]).sum()) + shape.blur
-    depth = 2 * int(np.ceil(reach / spacing[0])) + 5  # 2 spare slices each side for the margin
+    half = int(np.ceil(context_mm / 2 / spacing[0]))  # slices each side for the context
+    depth = max(2 * int(np.ceil(reach / spacing[0])) + 5, 2 * half + 3)  # spare for the margin
     centre = np.array([(depth - 1) / 2, (size - 1) / 2, (size - 1) / 2]) + rng.uniform(
         [-0.25, -1.5, -1.5], [0.25, 1.5, 1.5]
     )
@@ -356,6 +376,9 @@ def _render(
     kept = np.flatnonzero(mask.any(axis=(1, 2)))
     low = max(0, kept[0] - int(rng.integers(1, 3)))
     high = min(depth, kept[-1] + 1 + int(rng.integers(1, 3)))
+    if context_mm > 0:
+        middle = int(round(centre[0]))
+        low, high = min(low, max(0, middle - half)), max(high, min(depth, middle + half + 1))
     pixels = np.clip(np.rint(image[low:high]), 0, 255).astype(np.uint8)
     return pixels, mask[low:high]
 
