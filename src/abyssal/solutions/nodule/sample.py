@@ -7,10 +7,10 @@
   tissue about 110-200), ``mask`` (uint8, same shape: how many of the nodule's 1-4 readers
   outlined each voxel, so the rim counts fewer) and ``spacing`` ((z, y, x) mm, which
   :func:`~abyssal.solutions.nodule.volumes.read_volume` picks up). ``slices`` spans
-  ``context_mm`` (40 mm by default) of z around the nodule, or with ``context_mm=0`` the nodule's
-  z extent plus 1-2 slices each side, as the LIDC crops; slice thickness (1.25, 2 or 2.5 mm) and pixel spacing
-  (0.6-0.8 mm) vary by patient, and each nodule is drawn in millimetres, so anisotropic voxels
-  give a correctly shaped nodule;
+  ``context_mm`` (40 mm by default) of z around the nodule, or with ``context_mm=0`` the
+  nodule's z extent plus 1-2 slices each side, as the LIDC crops; slice thickness (1.25, 2 or
+  2.5 mm) and pixel spacing (0.6-0.8 mm) vary by patient, and each nodule is drawn in
+  millimetres, so anisotropic voxels give a correctly shaped nodule;
 - ``nodules.csv``: one row per nodule (columns :data:`NODULE_COLUMNS`): geometry, the median of
   the readers' LIDC ratings (so halves like 3.5 occur) and ``fold`` 0-4, assigned by patient
   (no patient in two folds; folds balanced in nodules);
@@ -377,7 +377,7 @@ def _render(
     low = max(0, kept[0] - int(rng.integers(1, 3)))
     high = min(depth, kept[-1] + 1 + int(rng.integers(1, 3)))
     if context_mm > 0:
-        middle = int(round(centre[0]))
+        middle = round(float(centre[0]))
         low, high = min(low, max(0, middle - half)), max(high, min(depth, middle + half + 1))
     pixels = np.clip(np.rint(image[low:high]), 0, 255).astype(np.uint8)
     return pixels, mask[low:high]
