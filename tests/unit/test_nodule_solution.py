@@ -200,6 +200,60 @@ def test_every_candidate_of_the_scan_is_scored_with_a_saliency_png(
             assert image.format == "PNG" and image.width > 16 and image.height > 16
 
 
+def _write_dicom_and_metaimage(scan: Path, out: Path, uid: str) -> None:
+    """The NIfTI scan written again as MetaImage and as a DICOM series, by SimpleITK."""
+    sitk = pytest.importorskip("SimpleITK")
+    image = sitk.Cast(sitk.ReadImage(str(scan)), sitk.sitkInt16)
+    sitk.WriteImage(image, str(out / "scan.mhd"))
+    (out / "dicom").mkdir()
+    d = image.GetDirection()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for i in range(image.GetDepth()):
+        layer = image[:, :, i]
+        origin = image.TransformIndexToPhysicalPoint((0, 0, i))
+        tags = {
+            "0020|000e": uid,  # series instance uid
+            "0020|000d": uid + ".0",
+            "0008|0060": "CT",
+            "0020|0032": "\\".join(map(str, origin)),  # image position (patient)
+            "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7]))),
+            "0020|0013": str(i),
+            "0028|1052": "0",  # rescale intercept
+            "0028|1053": "1",  # rescale slope
+        }
+        for tag, value in tags.items():
+            layer.SetMetaData(tag, value)
+        writer.SetFileName(str(out / "dicom" / f"{i:03d}.dcm"))
+        writer.Execute(layer)
+
+
+def test_a_dicom_series_and_a_metaimage_of_the_scan_score_as_the_nifti(
+    sample: Path, home: Path, classifier: TrainOutcome, tmp_path: Path
+) -> None:
+    uid = "1.2.826.0.1.3680043.2.1125.1.7"
+    scan, candidates = sample / "scan" / "scan.nii.gz", sample / "scan" / "candidates.csv"
+    _write_dicom_and_metaimage(scan, tmp_path, uid)
+    lines = candidates.read_text().splitlines()
+    mixed = tmp_path / "candidates.csv"  # the scan's rows under its uid, and another series'
+    mixed.write_text(
+        "\n".join(
+            [lines[0]]
+            + [uid + line[line.index(",") :] for line in lines[1:]]
+            + ["other" + line[line.index(",") :] for line in lines[1:]]
+        )
+        + "\n"
+    )
+    model = loaded(classifier.version.ref, home)
+    reference = model.solution.predict_file(model, scan, candidates=candidates)
+    probability = [r[4] for r in reference.shown]
+    dicom = model.solution.predict_file(model, tmp_path / "dicom", candidates=mixed)
+    assert dicom.rows == 4 and {r[0] for r in dicom.shown} == {uid}
+    assert [r[4] for r in dicom.shown] == pytest.approx(probability, abs=1e-4)
+    mhd = model.solution.predict_file(model, tmp_path / "scan.mhd", candidates=candidates)
+    assert [r[4] for r in mhd.shown] == pytest.approx(probability, abs=1e-4)
+
+
 def test_a_candidate_outside_the_scan_is_reported_and_the_rest_scored(
     sample: Path, home: Path, classifier: TrainOutcome, tmp_path: Path
 ) -> None:
