@@ -185,6 +185,8 @@ def prepare_nodule_data(cfg: NoduleDataConfig, *, progress: bool = True) -> Nodu
             "holding nodules.csv and volumes/ (abyssal generate nodule --out DIR writes a sample)"
         )
     table = read_records(cfg.path, volumes=cfg.volumes, label_column=cfg.label_column)
+    if table.has_folds and cfg.test_fold is not None:  # fail before any volume is read
+        _chosen_folds(table.records, cfg)
     cubes, kept, bad = _load_all(table.records, cfg, progress)
     records = [table.records[i] for i in kept]
     labels = np.array([r.label for r in records], dtype=np.int64)
@@ -261,17 +263,7 @@ def _split(
 ) -> dict[str, np.ndarray]:
     folds = np.array([r.fold for r in records])
     if table.has_folds and cfg.test_fold is not None:
-        known = sorted(set(folds.tolist()))
-        val_fold = cfg.val_fold
-        if val_fold is None:
-            val_fold = (
-                known[(known.index(cfg.test_fold) + 1) % len(known)]
-                if cfg.test_fold in known
-                else -2
-            )
-        for name, fold in (("test_fold", cfg.test_fold), ("val_fold", val_fold)):
-            if fold not in known:
-                raise ConfigError(f"data.{name}={fold} is not a fold of the table ({known})")
+        val_fold = _chosen_folds(records, cfg)
         splits = {
             "test": np.flatnonzero(folds == cfg.test_fold),
             "val": np.flatnonzero(folds == val_fold),
@@ -292,6 +284,20 @@ def _split(
     index = {p: i for i, p in enumerate(patients)}
     owner = np.array([index[r.patient] for r in records])
     return {s: np.flatnonzero(np.isin(owner, by_patient[s])) for s in SPLITS}
+
+
+def _chosen_folds(records: list[NoduleRecord], cfg: NoduleDataConfig) -> int:
+    """The validation fold (``data.val_fold``, or the fold after the test fold); ConfigError if
+    either is not a fold of the table."""
+    known = sorted({r.fold for r in records})
+    val_fold = cfg.val_fold
+    if val_fold is None:
+        at = known.index(cfg.test_fold) if cfg.test_fold in known else -1
+        val_fold = known[(at + 1) % len(known)] if at >= 0 else -2
+    for name, fold in (("test_fold", cfg.test_fold), ("val_fold", val_fold)):
+        if fold not in known:
+            raise ConfigError(f"data.{name}={fold} is not a fold of the table ({known})")
+    return val_fold
 
 
 def _check_patients(
