@@ -310,3 +310,28 @@ def test_cli_predicts_a_scan_and_its_candidates(
 
     assert main(args) == 1  # --scan without --candidates
     assert "--scan and --candidates go together" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("payload", "column"),
+    [
+        ({}, "path"),
+        ({"coord": ["a", 1, 2]}, "coord"),
+        ({"coord": [float("nan"), 1, 2]}, "coord"),
+        ({"coord": [1, 2]}, "coord"),
+        ({"spacing": [0, 1, 1]}, "spacing"),
+        ({"spacing": "thin"}, "spacing"),
+    ],
+)
+def test_a_bad_request_names_its_field(
+    sample: Path, home: Path, classifier: TrainOutcome, payload: dict, column: str
+) -> None:
+    model = loaded(classifier.version.ref, home)
+    predictor = model.solution.predictor(model)
+    request = {"path": str(sample / "scan" / "scan.nii.gz"), **payload} if payload else {}
+    with pytest.raises(DataError) as caught:
+        predictor.parse(request)
+    assert caught.value.column == column
+    point = list(read_candidates(sample / "scan" / "candidates.csv")[0].xyz_mm)
+    good = predictor.parse({"path": str(sample / "scan" / "scan.nii.gz"), "coord": point})
+    assert good.cube.shape == (16, 16, 16) and good.keys == {"coord": point}

@@ -134,12 +134,13 @@ class NodulePredictor:
             raise DataError("expected a 'path' field (a volume file)", column="path")
         path = str(payload["path"])
         spacing = payload.get("spacing")
+        if spacing is not None:
+            spacing = _numbers(spacing, "spacing", "[z, y, x] mm (or one number)", positive=True)
         volume = read_volume(path, spacing=spacing)
         coord = payload.get("coord")
         if coord is not None:
-            if not isinstance(coord, (list, tuple)) or len(coord) != 3:
-                raise DataError("'coord' must be [x, y, z] in world mm", column="coord")
-            return NoduleItem(path, self.cube(volume, coord, path), {"coord": list(coord)})
+            coord = _numbers(coord, "coord", "[x, y, z] in world mm", count=3)
+            return NoduleItem(path, self.cube(volume, coord, path), {"coord": coord})
         return NoduleItem(path, self.cube(volume, None, path))
 
     def outputs(self, items: Sequence[NoduleItem]) -> np.ndarray:
@@ -174,6 +175,22 @@ class NodulePredictor:
         x = torch.from_numpy(np.stack([i.cube for i in items])).unsqueeze(1).to(self.device)
         cam, _ = GradCAM(self.model, net.cam_layer())(x.float(), [0] * len(items))
         return cam.cpu().numpy()
+
+
+def _numbers(
+    value: Any, field_name: str, expected: str, *, count: int | None = None, positive: bool = False
+) -> list[float]:
+    """A request's list of finite numbers (one number stands for three unless ``count``)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        numbers = []
+    lengths = (count,) if count else (1, 3)
+    ok = len(numbers) in lengths and all(np.isfinite(numbers))
+    if not ok or (positive and min(numbers) <= 0):
+        raise DataError(f"expected {expected}, got {value!r}", column=field_name)
+    return numbers * 3 if len(numbers) == 1 else numbers
 
 
 @dataclass
