@@ -147,18 +147,23 @@ def _attribute_errors(
 
 
 def restoration_metrics(model: torch.nn.Module, task: Any, data: NoduleData) -> dict[str, float]:
-    """Models Genesis: mean squared restoration error on the val and test splits."""
+    """Models Genesis: mean squared restoration error on the val and test splits (each batch
+    corrupted from its own fixed seed, so the figure repeats)."""
+    was_training = model.training
     model.eval()
     out = {}
     device = next(model.parameters()).device
-    with torch.no_grad():
-        for split in ("val", "test"):
-            rows = data.rows(split)
-            errors = []
-            for i in range(0, len(rows), task.cfg.data.eval_batch_size):
-                part = rows[i : i + task.cfg.data.eval_batch_size]
-                batch = task._batch(part, torch.zeros(len(part), 0), i).to(device)
-                step = task.validation_step(model, batch)
-                errors.append(step["error"].cpu().numpy())
-            out[f"{split}_restoration_mse"] = float(np.concatenate(errors).mean())
+    size = task.cfg.data.eval_batch_size
+    try:
+        with torch.no_grad():
+            for split in ("val", "test"):
+                rows = data.rows(split)
+                errors = []
+                for i in range(0, len(rows), size):
+                    part = rows[i : i + size]
+                    batch = task.batch_of(part, torch.zeros(len(part), 0), i).to(device)
+                    errors.append(task.validation_step(model, batch)["error"].cpu().numpy())
+                out[f"{split}_restoration_mse"] = float(np.concatenate(errors).mean())
+    finally:
+        model.train(was_training)
     return out

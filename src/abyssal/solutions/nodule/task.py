@@ -135,7 +135,7 @@ class _CubeTask:
             g = torch.Generator().manual_seed(derive_seed(seed, i))
             width = AUGMENT_DRAWS if self.cfg.data.augment else 0
             draws = torch.randint(0, 2, (len(rows), width), generator=g)
-            return self._batch(rows, draws, derive_seed(seed, i, 1))
+            return self.batch_of(rows, draws, derive_seed(seed, i, 1))
 
         return CubeBatches(make, parts)
 
@@ -143,10 +143,11 @@ class _CubeTask:
         rows = self._val_rows()
         parts = _cut(shard.split(rows), len(rows), shard, self.cfg.data.eval_batch_size)
         return CubeBatches(
-            lambda i, r: self._batch(r, torch.zeros(len(r), 0), derive_seed(9, i)), parts
+            lambda i, r: self.batch_of(r, torch.zeros(len(r), 0), derive_seed(9, i)), parts
         )
 
-    def _batch(self, rows: np.ndarray, draws: torch.Tensor, seed: int) -> CubeBatch:
+    def batch_of(self, rows: np.ndarray, draws: torch.Tensor, seed: int) -> CubeBatch:
+        """The cubes of ``rows`` as a batch (``draws``: augmentation, (B, 0) for none)."""
         rows = np.asarray(rows, dtype=np.int64)
         d = self.data
         return CubeBatch(
