@@ -290,6 +290,26 @@ def test_the_genesis_task_restores_every_training_cube() -> None:
     assert error.shape == (6,) and (error >= 0).all()
 
 
+def test_genesis_batches_carry_their_corruptions_drawn_from_the_batch_seed() -> None:
+    from abyssal.solutions.nodule.genesis import GenesisOptions, corrupt
+
+    cfg, data = tiny_config(), tiny_data()
+    cfg.objective = "genesis"
+    task = GenesisTask(cfg, data, NoduleSolution().model_spec(cfg, data))
+    batch = next(iter(task.train_batches(0, Shard())))
+    assert batch.plans is not None and len(batch.plans) == len(batch)
+    moved = batch.to("cpu")
+    assert moved.plans is batch.plans  # the plans travel with the batch
+    noisy, clean = task._corrupted(batch)
+    g = cfg.genesis
+    options = GenesisOptions(
+        nonlinear_rate=g.nonlinear, local_rate=g.local_shuffle, paint_rate=g.painting
+    )
+    assert torch.equal(noisy, corrupt(clean, batch.seed, options))  # as if drawn in the loss
+    batch.plans = None  # a batch made elsewhere gets the same corruptions from its seed
+    assert torch.equal(task._corrupted(batch)[0], noisy)
+
+
 # -- metrics ------------------------------------------------------------------------------------
 
 

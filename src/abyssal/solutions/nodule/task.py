@@ -47,6 +47,9 @@ class CubeBatch:
         attributes: (B, A) float32, NaN where missing.
         draws: (B, 4) augmentation draws (0 columns without augmentation).
         seed: the batch's seed (Models Genesis corruptions).
+        plans: the Models Genesis corruptions drawn from ``seed`` (GenesisTask), made with the
+            batch on the CPU, so that ``train.prefetch_batches`` overlaps their drawing with
+            the model's work.
     """
 
     cubes: torch.Tensor
@@ -54,13 +57,14 @@ class CubeBatch:
     attributes: torch.Tensor
     draws: torch.Tensor
     seed: int = 0
+    plans: list[Any] | None = None
 
     def to(self, device: torch.device | str) -> CubeBatch:
         moved = [
             t.to(device, non_blocking=True)
             for t in (self.cubes, self.labels, self.attributes, self.draws)
         ]
-        return CubeBatch(*moved, seed=self.seed)
+        return CubeBatch(*moved, seed=self.seed, plans=self.plans)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -230,15 +234,28 @@ class GenesisTask(_CubeTask):
     from non-linear intensity, local-shuffle and in/out-painting corruptions (mean squared
     error). Labels are never used: every nodule of the training split, labelled or not."""
 
-    def _corrupted(self, batch: CubeBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        from abyssal.solutions.nodule.genesis import GenesisOptions, corrupt
+    def batch_of(self, rows: np.ndarray, draws: torch.Tensor, seed: int) -> CubeBatch:
+        """The cubes of ``rows`` with their corruptions drawn (on the CPU, from ``seed``)."""
+        batch = super().batch_of(rows, draws, seed)
+        batch.plans = self._plans(len(batch), seed)
+        return batch
 
-        clean = batch.voxels()
+    def _plans(self, n: int, seed: int) -> list[Any]:
+        from abyssal.solutions.nodule.genesis import GenesisOptions, plan_corruptions
+
         g = self.cfg.genesis
         options = GenesisOptions(
             nonlinear_rate=g.nonlinear, local_rate=g.local_shuffle, paint_rate=g.painting
         )
-        return corrupt(clean, batch.seed, options), clean
+        s = self.data.cube
+        return plan_corruptions((n, 1, s, s, s), seed, options)
+
+    def _corrupted(self, batch: CubeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        from abyssal.solutions.nodule.genesis import apply_corruptions
+
+        clean = batch.voxels()
+        plans = batch.plans if batch.plans is not None else self._plans(len(batch), batch.seed)
+        return apply_corruptions(clean, plans), clean
 
     def training_loss(self, model: torch.nn.Module, batch: CubeBatch) -> torch.Tensor:
         noisy, clean = self._corrupted(batch)
