@@ -335,3 +335,24 @@ def test_a_bad_request_names_its_field(
     point = list(read_candidates(sample / "scan" / "candidates.csv")[0].xyz_mm)
     good = predictor.parse({"path": str(sample / "scan" / "scan.nii.gz"), "coord": point})
     assert good.cube.shape == (16, 16, 16) and good.keys == {"coord": point}
+
+
+def test_saliency_of_an_optimized_variant_comes_from_its_eager_network(
+    sample: Path, home: Path, classifier: TrainOutcome
+) -> None:
+    class Opaque(torch.nn.Module):  # stands for an ONNX or INT8 runner: no graph to hook
+        def __init__(self, base: torch.nn.Module) -> None:
+            super().__init__()
+            self.base = base
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return self.base(x)
+
+    model = loaded(classifier.version.ref, home)
+    predictor = model.solution.predictor(model)
+    item = predictor.parse({"path": str(next((sample / "new").glob("*.npz")))})
+    eager = predictor.saliency([item])
+    predictor.model = Opaque(model.model)
+    assert np.allclose(predictor.saliency([item]), eager)
+    assert predictor.predict([item])[0]["malignancy_probability"] >= 0

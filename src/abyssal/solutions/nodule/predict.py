@@ -168,12 +168,14 @@ class NodulePredictor:
         return out
 
     def saliency(self, items: Sequence[NoduleItem]) -> np.ndarray:
-        """(B, S, S, S) Grad-CAM maps of the malignancy logit, each in [0, 1]."""
+        """(B, S, S, S) Grad-CAM maps of the malignancy logit, each in [0, 1] (of the eager
+        network an optimized variant (ONNX, INT8) was made from)."""
         from abyssal.nn.gradcam import GradCAM
 
-        net = getattr(self.model, "module", self.model)
+        net = getattr(self.model, "base", self.model)  # an optimized variant's eager model
+        net = getattr(net, "module", net)
         x = torch.from_numpy(np.stack([i.cube for i in items])).unsqueeze(1).to(self.device)
-        cam, _ = GradCAM(self.model, net.cam_layer())(x.float(), [0] * len(items))
+        cam, _ = GradCAM(net, net.cam_layer())(x.float(), [0] * len(items))
         return cam.cpu().numpy()
 
 
