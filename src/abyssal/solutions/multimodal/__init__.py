@@ -1,0 +1,1 @@
+"""The multimodal solution: classify samples that bring text, an image and audio."""
