@@ -33,7 +33,7 @@ CLI_MAY_IMPORT = {"abyssal.solutions", "abyssal.solutions.loading"}
 
 def _imports(path: Path) -> list[str]:
     """Every ``abyssal...`` module a file imports, at module level or inside functions."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

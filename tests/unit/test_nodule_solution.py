@@ -6,8 +6,10 @@ genesis model refused at prediction; the CLI's ``--scan``/``--candidates`` path.
 from __future__ import annotations
 
 import csv
+import locale
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -201,8 +203,17 @@ def test_every_candidate_of_the_scan_is_scored_with_a_saliency_png(
 
 
 def _write_dicom_and_metaimage(scan: Path, out: Path, uid: str) -> None:
-    """The NIfTI scan written again as MetaImage and as a DICOM series, by SimpleITK."""
+    """The NIfTI scan written again as MetaImage and as a DICOM series, by SimpleITK (GDCM's
+    writer switches the process to the C locale: it is put back afterwards)."""
     sitk = pytest.importorskip("SimpleITK")
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_with_sitk(sitk, scan, out, uid)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_with_sitk(sitk: Any, scan: Path, out: Path, uid: str) -> None:
     image = sitk.Cast(sitk.ReadImage(str(scan)), sitk.sitkInt16)
     sitk.WriteImage(image, str(out / "scan.mhd"))
     (out / "dicom").mkdir()
