@@ -16,7 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -82,6 +83,32 @@ class Shard:
     def split(self, items: np.ndarray, *, seed: int | None = None) -> np.ndarray:
         """This rank's part of ``items`` (an array of indices or rows), as :meth:`take` deals."""
         return np.asarray(items)[self.take(len(items), seed=seed)]
+
+
+def cut_batches(rows: np.ndarray, total: int, shard: Shard, batch_size: int) -> list[np.ndarray]:
+    """This shard's ``rows`` (its part of ``total`` items) in as many batches as every other
+    shard cuts its part into, so that processes in lockstep train the same number of batches.
+
+    Example:
+        >>> [len(b) for b in cut_batches(Shard(1, 2).take(5), 5, Shard(1, 2), 2)]
+        [1, 1]
+    """
+    largest = math.ceil(max(0, total - shard.offset) / shard.world_size)
+    return np.array_split(rows, max(1, math.ceil(largest / batch_size)))
+
+
+class LazyBatches:
+    """Batches made one at a time as they are iterated (``make(i, rows)`` for part ``i``), with
+    a length."""
+
+    def __init__(self, make: Callable[[int, np.ndarray], Any], parts: list[np.ndarray]) -> None:
+        self.make, self.parts = make, parts
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.make(i, rows) for i, rows in enumerate(self.parts))
 
 
 @runtime_checkable

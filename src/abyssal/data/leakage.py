@@ -119,10 +119,25 @@ def _categorical_auroc(values: np.ndarray, labels: np.ndarray) -> float:
 
 def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     positives = int(labels.sum())
-    negatives = len(labels) - positives
-    if min(positives, negatives) < MIN_PER_CLASS:
+    if min(positives, len(labels) - positives) < MIN_PER_CLASS:
         return float("nan")
-    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    return rank_auroc(scores, labels)
+
+
+def rank_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AUROC of ``scores`` for 0/1 ``labels`` from average ranks (Mann-Whitney U; a tie counts
+    half); NaN without both classes.
+
+    Example:
+        >>> rank_auroc(np.array([0.1, 0.6, 0.4, 0.9]), np.array([0, 0, 1, 1]))
+        0.75
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = pd.Series(np.asarray(scores, dtype=np.float64)).rank(method="average").to_numpy()
     rank_sum = float(ranks[labels == 1].sum())
     return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
 

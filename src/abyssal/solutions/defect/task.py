@@ -12,8 +12,7 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from abyssal.contracts.task import Shard
+from abyssal.contracts.task import LazyBatches, Shard, cut_batches
 from abyssal.core.devices import derive_seed
 from abyssal.nn.focal import FocalLoss, class_balanced_alpha
 from abyssal.nn.metrics import classification_metrics, knn_accuracy, prefixed
@@ -62,25 +61,6 @@ class ImageBatch:
         return x if self.draws.shape[1] == 0 else augment(x, self.draws[:, v])
 
 
-class ImageBatches:
-    """Batches made one at a time as they are iterated; has a length."""
-
-    def __init__(self, make: Any, parts: list[np.ndarray]) -> None:
-        self.make, self.parts = make, parts
-
-    def __len__(self) -> int:
-        return len(self.parts)
-
-    def __iter__(self) -> Iterator[ImageBatch]:
-        return (self.make(i, rows) for i, rows in enumerate(self.parts))
-
-
-def cut(rows: np.ndarray, total: int, shard: Shard, batch_size: int) -> list[np.ndarray]:
-    """``rows`` in as many batches as every other process cuts its part into."""
-    largest = math.ceil(max(0, total - shard.offset) / shard.world_size)
-    return np.array_split(rows, max(1, math.ceil(largest / batch_size)))
-
-
 class _ImageTask:
     """What both tasks share: the data, batches, validation batches, moving."""
 
@@ -107,10 +87,10 @@ class _ImageTask:
     def _epoch_order(self, epoch: int) -> np.ndarray:
         return self._pool()
 
-    def train_batches(self, epoch: int, shard: Shard) -> ImageBatches:
+    def train_batches(self, epoch: int, shard: Shard) -> LazyBatches:
         order = self._epoch_order(epoch)
         mine = shard.split(order, seed=derive_seed(self.cfg.train.seed, epoch))
-        parts = cut(mine, len(order), shard, self.cfg.data.batch_size)
+        parts = cut_batches(mine, len(order), shard, self.cfg.data.batch_size)
         seed = derive_seed(self.cfg.train.seed, epoch, shard.rank, shard.offset, 7)
 
         def make(i: int, rows: np.ndarray) -> ImageBatch:
@@ -119,12 +99,12 @@ class _ImageTask:
             draws = augment_draws(len(rows) * views, g).reshape(len(rows), views, -1)
             return self._batch(rows, draws)
 
-        return ImageBatches(make, parts)
+        return LazyBatches(make, parts)
 
-    def val_batches(self, shard: Shard) -> ImageBatches:
+    def val_batches(self, shard: Shard) -> LazyBatches:
         val = self.data.rows("val")
-        parts = cut(shard.split(val), len(val), shard, self.cfg.data.eval_batch_size)
-        return ImageBatches(lambda i, rows: self._batch(rows, None), parts)
+        parts = cut_batches(shard.split(val), len(val), shard, self.cfg.data.eval_batch_size)
+        return LazyBatches(lambda i, rows: self._batch(rows, None), parts)
 
     def _batch(self, rows: np.ndarray, draws: torch.Tensor | None) -> ImageBatch:
         rows = np.asarray(rows, dtype=np.int64)

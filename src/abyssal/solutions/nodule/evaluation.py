@@ -18,29 +18,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from abyssal.data.leakage import rank_auroc
 from abyssal.solutions.nodule.data import NoduleData
 
 SENSITIVITY_TARGET = 0.95
 
 
 def auroc(labels: Any, scores: Any) -> float:
-    """Area under the ROC curve (ties count half); NaN without both classes."""
+    """Area under the ROC curve over the labelled rows (label -1 is left out; ties count half);
+    NaN without both classes."""
     y = np.asarray(labels).astype(np.int64).reshape(-1)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     keep = y >= 0
-    y, s = y[keep], s[keep]
-    pos, neg = int((y == 1).sum()), int((y == 0).sum())
-    if pos == 0 or neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    # average ranks of ties
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
-    ends = np.r_[starts[1:], len(s)]
-    for a, b in zip(starts, ends, strict=True):
-        ranks[order[a:b]] = (a + b + 1) / 2.0
-    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+    return rank_auroc(s[keep], y[keep])
 
 
 def rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:

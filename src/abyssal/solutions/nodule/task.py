@@ -19,8 +19,7 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from abyssal.contracts.task import Shard
+from abyssal.contracts.task import LazyBatches, Shard, cut_batches
 from abyssal.core.devices import derive_seed
 from abyssal.solutions.nodule.config import NoduleConfig
 from abyssal.solutions.nodule.data import NoduleData
@@ -89,25 +88,6 @@ def augment(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     return torch.where(pick, out.transpose(3, 4), out)
 
 
-class CubeBatches:
-    """Batches made one at a time as they are iterated; has a length."""
-
-    def __init__(self, make: Any, parts: list[np.ndarray]) -> None:
-        self.make, self.parts = make, parts
-
-    def __len__(self) -> int:
-        return len(self.parts)
-
-    def __iter__(self) -> Iterator[CubeBatch]:
-        return (self.make(i, rows) for i, rows in enumerate(self.parts))
-
-
-def _cut(rows: np.ndarray, total: int, shard: Shard, batch_size: int) -> list[np.ndarray]:
-    """``rows`` in as many batches as every other process cuts its part into."""
-    largest = math.ceil(max(0, total - shard.offset) / shard.world_size)
-    return np.array_split(rows, max(1, math.ceil(largest / batch_size)))
-
-
 class _CubeTask:
     """What both tasks share: data, batching, moving."""
 
@@ -129,10 +109,10 @@ class _CubeTask:
     def _val_rows(self) -> np.ndarray:
         return self.data.rows("val")
 
-    def train_batches(self, epoch: int, shard: Shard) -> CubeBatches:
+    def train_batches(self, epoch: int, shard: Shard) -> LazyBatches:
         order = self._pool()
         mine = shard.split(order, seed=derive_seed(self.cfg.train.seed, epoch))
-        parts = _cut(mine, len(order), shard, self.cfg.data.batch_size)
+        parts = cut_batches(mine, len(order), shard, self.cfg.data.batch_size)
         seed = derive_seed(self.cfg.train.seed, epoch, shard.rank, shard.offset, 11)
 
         def make(i: int, rows: np.ndarray) -> CubeBatch:
@@ -141,12 +121,12 @@ class _CubeTask:
             draws = torch.randint(0, 2, (len(rows), width), generator=g)
             return self.batch_of(rows, draws, derive_seed(seed, i, 1))
 
-        return CubeBatches(make, parts)
+        return LazyBatches(make, parts)
 
-    def val_batches(self, shard: Shard) -> CubeBatches:
+    def val_batches(self, shard: Shard) -> LazyBatches:
         rows = self._val_rows()
-        parts = _cut(shard.split(rows), len(rows), shard, self.cfg.data.eval_batch_size)
-        return CubeBatches(
+        parts = cut_batches(shard.split(rows), len(rows), shard, self.cfg.data.eval_batch_size)
+        return LazyBatches(
             lambda i, r: self.batch_of(r, torch.zeros(len(r), 0), derive_seed(9, i)), parts
         )
 
