@@ -6,11 +6,17 @@ validates (early stopping, operating points) and the other three train. Per fold
 Genesis pretraining on that fold's training split (labels unused; the test fold never seen),
 then each variant (``--variants``):
 
-- ``full``: fusion + knowledge-guided decoder, from the Genesis encoder;
+- ``full``: ``configs/nodule/lidc.yaml`` as it is: fusion, knowledge-guided decoder, mask head
+  with mask-guided pooling, 8-view test-time augmentation, from the Genesis encoder (and its
+  restoration decoder for the mask head);
 - ``no_ssl``: the same from no weights;
+- ``no_seg``: no mask head (no segmentation loss, no mask-guided pooling);
 - ``no_fusion``: stage 4 alone (its stem and stages from the Genesis encoder);
-- ``no_kg``: malignancy head on the features alone, no attribute losses;
-- ``resnet18``: torchvision's r3d_18 (one input channel), no pretraining, no attributes.
+- ``no_kg``: malignancy head on the features alone, no rating or diameter heads or losses;
+- ``resnet18``: torchvision's r3d_18 (one input channel), no pretraining, no attributes, no
+  mask head, single view;
+- ``full_1view`` (no training): the full model's weights scored on one view, with operating
+  points chosen on the validation fold's single-view scores.
 
 Every run goes through ``abyssal.train.api.train("nodule", ...)``; each registered model then
 scores its test fold. Pooled over the five folds: AUROC with a 95 % interval (bootstrap over
@@ -54,18 +60,24 @@ CONFIGS = ROOT / "configs" / "nodule"
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "nibabel")
 VARIANTS = {
     "full": (["model.fusion=true", "model.knowledge=true"], True),
-    "resnet18": (["model.arch=resnet18", "model.knowledge=false"], False),
+    "resnet18": (
+        ["model.arch=resnet18", "model.knowledge=false", "model.segment=false", "model.tta=1"],
+        False,
+    ),
     "no_ssl": (["model.fusion=true", "model.knowledge=true"], False),
+    "no_seg": (["model.fusion=true", "model.knowledge=true", "model.segment=false"], True),
     "no_kg": (["model.fusion=true", "model.knowledge=false"], True),
     "no_fusion": (["model.fusion=false", "model.knowledge=true"], True),
 }
 LABELS = {
-    "full": "full model (Genesis + fusion + knowledge decoder)",
+    "full": "full model (Genesis + fusion + knowledge decoder + mask head, 8-view TTA)",
     "no_ssl": "without self-supervised pretraining",
+    "no_seg": "without the mask head (segmentation and mask-guided pooling)",
     "no_fusion": "without multi-scale fusion",
-    "no_kg": "without knowledge-guided decoder",
-    "resnet18": "3-D ResNet-18 (torchvision r3d_18)",
-    "ensemble": "post hoc: mean logit of the five rows above",
+    "no_kg": "without knowledge-guided decoder (rating and diameter heads)",
+    "full_1view": "full model scored without test-time augmentation (same weights)",
+    "resnet18": "3-D ResNet-18 (torchvision r3d_18, single view, no mask head)",
+    "ensemble": "post hoc: mean logit of the trained rows above",
 }
 RESAMPLES = 1000
 TARGET_AUROC = 0.92
@@ -84,12 +96,14 @@ NOTES = [
     "(early stopping on validation AUROC), optimiser and seed. Differences whose interval "
     "covers 0 are not distinguishable from the run-to-run noise of one seed per fold.",
     "- Diameter and spiculation errors are of the attribute heads' predictions on the test "
-    "fold (the knowledge-guided variants only); at the commit measured they were not yet "
-    "clipped to the training range (later commits clip in eval mode; the malignancy logit does "
-    "not depend on that clipping).",
+    "fold (the knowledge-guided variants only).",
+    "- Every trained model's malignancy logit is calibrated after training by Platt scaling on "
+    "its validation fold (a monotone map: it leaves each fold's AUROC as it is, and puts the "
+    "five folds' scores on one scale before they are pooled).",
     "- Times: per nodule = read a 64 x 64 x 8 .npz, resample to the cube, predict, at batch 1; "
     "whole scan = read a 300 x 512 x 512 NIfTI (gzip), crop 30 candidates and predict them in "
-    "batches. A fresh network of the full model's shape is timed (weights do not change time).",
+    "batches. A fresh network of the full model's shape (mask head, 8-view test-time "
+    "augmentation) is timed (weights do not change time).",
 ]
 
 
@@ -121,7 +135,11 @@ def run_fold(args: argparse.Namespace, fold: int, home: Path, record: dict, save
 
     base = common(args, fold)
     ssl_ref = None
-    if any(VARIANTS[v][1] for v in args.variants):
+    given = Path(args.genesis_from) / f"genesis-f{fold}.pt" if args.genesis_from else None
+    if given is not None and any(VARIANTS[v][1] for v in args.variants):
+        ssl_ref = str(given)  # model.pretrained takes a state-dict file
+        record["genesis"] = {"ref": ssl_ref, "from": args.genesis_from}
+    elif any(VARIANTS[v][1] for v in args.variants):
         started = time.perf_counter()
         ssl = train(
             "nodule",
@@ -137,6 +155,14 @@ def run_fold(args: argparse.Namespace, fold: int, home: Path, record: dict, save
             "metrics": _plain(ssl.metrics),
         }
         log(f"fold {fold} genesis: {ssl.metrics.get('test_restoration_mse')}")
+        if args.genesis_to:  # for later processes of the same folds (--genesis-from)
+            from abyssal.core.home import using_home
+            from abyssal.solutions.loading import version_state
+
+            with using_home(home):
+                state = version_state(ssl_ref, "nodule")
+            Path(args.genesis_to).mkdir(parents=True, exist_ok=True)
+            torch.save(state, Path(args.genesis_to) / f"genesis-f{fold}.pt")
         saved()
     for variant in args.variants:
         overrides, pretrained = VARIANTS[variant]
@@ -167,23 +193,42 @@ def run_fold(args: argparse.Namespace, fold: int, home: Path, record: dict, save
 
 
 def test_scores(ref: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The registered model's probabilities for its test fold's labelled nodules."""
+    """The registered model's probabilities for its test fold's labelled nodules; with test-time
+    augmentation, also its single-view probabilities and their operating points (chosen on the
+    validation fold's single-view probabilities)."""
     from abyssal.core.home import using_home
     from abyssal.solutions.loading import load_model
     from abyssal.solutions.nodule.data import prepare_nodule_data
-    from abyssal.solutions.nodule.evaluation import score_cubes, sigmoid
+    from abyssal.solutions.nodule.evaluation import (
+        score_cubes,
+        sensitivity_threshold,
+        sigmoid,
+        youden_threshold,
+    )
 
     with using_home(home):
         loaded = load_model(ref, device=args.device if args.device != "auto" else None)
     data = prepare_nodule_data(loaded.cfg.data, progress=False)
     rows = data.rows("test", labelled=True)
     out = score_cubes(loaded.model, data.cubes[rows], 128)
-    return {
+    scores = {
         "ids": [data.records[i].nodule_id for i in rows],
         "patients": [data.records[i].patient for i in rows],
         "labels": data.labels[rows].tolist(),
         "scores": [round(float(s), 6) for s in sigmoid(out[:, 0])],
     }
+    net = loaded.model
+    if getattr(net, "tta", 1) > 1:
+        val = data.rows("val", labelled=True)
+        with net.single_view():
+            single = sigmoid(score_cubes(net, data.cubes[rows], 128)[:, 0])
+            single_val = sigmoid(score_cubes(net, data.cubes[val], 128)[:, 0])
+        scores["single_view"] = {
+            "scores": [round(float(s), 6) for s in single],
+            "threshold_youden": youden_threshold(data.labels[val], single_val),
+            "threshold_sens95": sensitivity_threshold(data.labels[val], single_val),
+        }
+    return scores
 
 
 def _plain(metrics: dict) -> dict:
@@ -192,15 +237,19 @@ def _plain(metrics: dict) -> dict:
 
 
 def save(args: argparse.Namespace, record: dict) -> None:
-    Path(args.out).with_suffix(".json").write_text(json.dumps(record, indent=1))
+    out = Path(args.out).with_suffix(".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
 
 
 # ---------------------------------------------------------------- timing
 
 
 def part_timing(args: argparse.Namespace, record: dict) -> None:
-    """Per-nodule and whole-scan times of the full model's architecture on ``--device``."""
-    from abyssal.solutions.nodule.config import NoduleModelConfig
+    """Per-nodule and whole-scan times of the full model's architecture (``lidc.yaml``: its mask
+    head and test-time augmentation included) on ``--device``."""
+    from abyssal.core.config import load_config
+    from abyssal.solutions.nodule.config import NoduleConfig
     from abyssal.solutions.nodule.model import build_nodule_model
     from abyssal.solutions.nodule.predict import NodulePredictor, predict_scan
 
@@ -212,8 +261,9 @@ def part_timing(args: argparse.Namespace, record: dict) -> None:
              "lobulation", "spiculation", "texture", "diameter_mm"]  # fmt: skip
     spec = {"objective": "classify", "cube": cube, "voxel_mm": voxel, "intensity": "auto",
             "hu_window": [-1000.0, 400.0], "attributes": names, "attribute_scale": []}  # fmt: skip
-    cfg = NoduleModelConfig(width=4 if args.quick else 16)
-    model = build_nodule_model(cfg, spec).to(device).eval()
+    width = f"model.width={4 if args.quick else 16}"
+    cfg = load_config(NoduleConfig, CONFIGS / "lidc.yaml", [width])
+    model = build_nodule_model(cfg.model, spec).to(device).eval()
     predictor = NodulePredictor(model, spec, "timing", batch_size=32)
     with tempfile.TemporaryDirectory() as tmp:
         scan, candidates = synthetic_scan(Path(tmp), small=args.quick)
@@ -318,6 +368,15 @@ def ensemble_run(fold: dict) -> dict | None:
     return {**runs[0], "scores": (1 / (1 + np.exp(-mean))).tolist(), "metrics": metrics}
 
 
+def single_view_run(run: dict | None) -> dict | None:
+    """A run's single-view scores and operating points, shaped like the run."""
+    if not run or "single_view" not in run:
+        return None
+    view = run["single_view"]
+    metrics = {k: view[k] for k in ("threshold_youden", "threshold_sens95")}
+    return {**run, "scores": view["scores"], "metrics": metrics}
+
+
 def pooled(folds: list[dict], variant: str) -> dict[str, Any] | None:
     """Out-of-fold predictions of ``variant`` pooled over the folds that ran it."""
     from abyssal.solutions.nodule.evaluation import auroc, rates
@@ -325,6 +384,8 @@ def pooled(folds: list[dict], variant: str) -> dict[str, Any] | None:
     ids, patients, labels, scores, calls_j, calls_95, per_fold = [], [], [], [], [], [], []
     for f in folds:
         run = ensemble_run(f) if variant == "ensemble" else f.get("runs", {}).get(variant)
+        if variant == "full_1view":
+            run = single_view_run(f.get("runs", {}).get("full"))
         if not run or "scores" not in run:
             continue
         m = run["metrics"]
@@ -396,7 +457,8 @@ def _same(a: np.ndarray, b: Any) -> bool:
 def summarise(result: dict) -> None:
     """Pool each variant, bootstrap, and fill ``result['summary']`` and ``['targets']``."""
     summary, arrays = {}, {}
-    for variant in [*VARIANTS, "ensemble"]:
+    ran = [n for f in result["folds"] for n in f.get("runs", {}) if n not in VARIANTS]
+    for variant in [*VARIANTS, *dict.fromkeys(ran), "full_1view", "ensemble"]:
         p = pooled(result["folds"], variant)
         if p is not None:
             arrays[variant] = p.pop("_arrays")
@@ -452,7 +514,7 @@ def markdown(result: dict) -> str:
             if "delta_low" in s:
                 delta += f" [{s['delta_low']:+.3f}, {s['delta_high']:+.3f}]"
         rows.append([
-            LABELS[name], str(s["folds"]), f"{s['auroc']:.4f}",
+            LABELS.get(name, name), str(s["folds"]), f"{s['auroc']:.4f}",
             f"[{s['auroc_low']:.3f}, {s['auroc_high']:.3f}]", delta,
             f"{_f(s['sensitivity_youden'], 3)} / {_f(s['specificity_youden'], 3)}",
             f"{_f(s['sensitivity_sens95'], 3)} / {_f(s['specificity_sens95'], 3)}",
@@ -520,13 +582,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="overrides for every run (pretraining and variants), e.g. data.voxel_mm=0.8",
     )
+    p.add_argument(
+        "--try",
+        dest="trials",
+        action="append",
+        default=[],
+        metavar="NAME=K=V;K=V[+ssl]",
+        help="an extra variant: its overrides (';'-separated), '+ssl' to start from Genesis, "
+        "e.g. seg=model.segment=true;model.tta=8+ssl",
+    )
+    p.add_argument("--genesis-to", help="save each fold's Genesis encoder here (genesis-fK.pt)")
+    p.add_argument(
+        "--genesis-from",
+        help="use the Genesis encoders saved there by --genesis-to instead of pretraining again "
+        "(variants of one fold run by several processes then share one pretraining)",
+    )
     p.add_argument("--home", help="abyssal home for the runs (default: a temporary folder)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nodule_lidc"))
     p.add_argument("--merge", nargs="*", default=[], help="result files to combine")
     p.add_argument("--commit", help="the git commit measured (where git is not available)")
     p.add_argument("--quick", action="store_true", help="tiny network and cubes, 2 epochs")
     args = p.parse_args(argv)
-    args.variants = [v for v in args.variants.split(",") if v]
+    for trial in args.trials:
+        name, _, rest = trial.partition("=")
+        ssl = rest.endswith("+ssl")
+        overrides = [o for o in rest.removesuffix("+ssl").split(";") if o]
+        if not name or name in ("ensemble", *VARIANTS) or not all("=" in o for o in overrides):
+            p.error(f"--try {trial!r}: expected NAME=KEY=VALUE;KEY=VALUE[+ssl], a new NAME")
+        VARIANTS[name] = (overrides, ssl)
+        LABELS[name] = f"{name}: {'; '.join(overrides) or 'defaults'}{' (Genesis)' if ssl else ''}"
+    args.variants = [v for v in args.variants.split(",") if v] + [
+        t.partition("=")[0] for t in args.trials
+    ]
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
@@ -537,14 +624,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def merge(args: argparse.Namespace) -> dict:
     result: dict[str, Any] = {"folds": [], "timing": {}, "sources": [], "notes": NOTES}
+    by_fold: dict[int, dict] = {}
     for file in args.merge:
         part = json.loads(Path(file).read_text())
-        result["folds"] += part.get("folds", [])
+        for fold in part.get("folds", []):  # one entry per fold, its runs from every file
+            entry = by_fold.setdefault(fold["fold"], {"fold": fold["fold"], "runs": {}})
+            entry["runs"].update(fold.get("runs", {}))
+            if "seconds" in fold.get("genesis", {}) or "genesis" not in entry:
+                entry["genesis"] = fold.get("genesis", {})
         result["timing"].update(part.get("timing", {}))
         result["sources"] += part.get("sources") or [
             {"environment": part["environment"], "command": part["command"]}
         ]
-    result["folds"].sort(key=lambda f: f["fold"])
+    result["folds"] = [by_fold[k] for k in sorted(by_fold)]
     return result
 
 

@@ -118,6 +118,21 @@ class NoduleModelConfig:
         "malignancy from the features alone, no attribute losses)",
     )
     dropout: float = field(0.2, help="dropout before the heads")
+    segment: bool = field(
+        False,
+        help="a segmentation decoder trained on the volumes' nodule masks (.npz 'mask'): its "
+        "predicted mask also weights a mask-guided pooling of the features the heads read",
+    )
+    tta: Literal[1, 2, 4, 8, 16] = field(
+        1,
+        help="test-time augmentation: average the outputs over this many of the cube's "
+        "symmetries (flips and in-plane transposition; 1: none)",
+    )
+    calibrate: bool = field(
+        True,
+        help="after training, fit the malignancy logit's scale and offset on the validation "
+        "split (Platt scaling) so probabilities are calibrated; the ranking is unchanged",
+    )
     pretrained: str = field(
         "none",
         help="starting weights: none, a model version ref (e.g. nodule-genesis:1: its encoder "
@@ -129,6 +144,10 @@ class NoduleModelConfig:
             raise ConfigError(f"model.width must be >= 4, got {self.width}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.tta not in (1, 2, 4, 8, 16):
+            raise ConfigError(f"model.tta must be 1, 2, 4, 8 or 16, got {self.tta}")
+        if self.segment and self.arch != "fusion":
+            raise ConfigError("model.segment needs model.arch=fusion (it has the decoder)")
 
 
 @dataclass
@@ -149,10 +168,17 @@ class NoduleLossConfig:
         True,
         help="also train the attribute heads on nodules with no malignancy label (rated 3)",
     )
+    segment_weight: float = field(
+        1.0,
+        help="model.segment: weight of the mask loss (cross-entropy plus soft Dice against the "
+        "mask, readers' agreement as a soft target) over the nodules that have a mask",
+    )
 
     def __post_init__(self) -> None:
         if self.attribute_weight < 0:
             raise ConfigError(f"loss.attribute_weight must be >= 0, got {self.attribute_weight}")
+        if self.segment_weight < 0:
+            raise ConfigError(f"loss.segment_weight must be >= 0, got {self.segment_weight}")
         weight = self.positive_weight
         if isinstance(weight, str) and weight != "balanced":
             try:

@@ -20,7 +20,7 @@ import hashlib
 import io
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -99,21 +99,21 @@ def to_uint8(cube: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(cube, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def load_cube(record: NoduleRecord, cfg: NoduleDataConfig) -> np.ndarray:
-    """The record's volume as a uint8 cube; DataError naming the nodule and file if it fails."""
+def load_cube(
+    record: NoduleRecord, cfg: NoduleDataConfig, *, masks: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The record's volume as a uint8 cube, and with ``masks`` its mask cut the same way (uint8,
+    agreement times 255; ``None`` when the volume has none); DataError naming the nodule and
+    file if it fails."""
     try:
         volume = read_volume(record.path, spacing=record.spacing)
-        return to_uint8(
-            cube_at(
-                volume,
-                None,
-                cube=cfg.cube,
-                voxel_mm=cfg.voxel_mm,
-                intensity=cfg.intensity,
-                hu_window=cfg.hu_window,
-                name=record.nodule_id,
-            )
-        )
+        how = {"cube": cfg.cube, "voxel_mm": cfg.voxel_mm, "name": record.nodule_id}
+        image = cube_at(volume, None, intensity=cfg.intensity, hu_window=cfg.hu_window, **how)
+        mask = None
+        if masks and volume.mask is not None:
+            outline = replace(volume, array=volume.mask, mask=None)
+            mask = to_uint8(cube_at(outline, None, intensity="unit", hu_window=(0, 1), **how))
+        return to_uint8(image), mask
     except DataError as e:
         raise DataError(f"nodule {record.nodule_id}: {e.reason}", path=record.path) from None
 
@@ -130,6 +130,9 @@ class NoduleData:
         records: the table rows kept, in order.
         splits: ascending indices per split (labelled and unlabelled nodules).
         bad: nodules left out (``data.skip_bad``), with why.
+        masks: (N, S, S, S) uint8 nodule masks (agreement times 255) when they were asked for
+            and some volume has one, else ``None``.
+        has_mask: (N,) bool, which nodules have a mask (all False without masks).
         fingerprint, description: for the version's lineage.
     """
 
@@ -140,6 +143,8 @@ class NoduleData:
     records: list[NoduleRecord]
     splits: dict[str, np.ndarray]
     bad: list[tuple[str, str]] = field(default_factory=list)
+    masks: np.ndarray | None = None
+    has_mask: np.ndarray | None = None
     fingerprint: str = ""
     description: str = ""
     classes: tuple[str, ...] = CLASSES
@@ -147,6 +152,10 @@ class NoduleData:
     @property
     def cube(self) -> int:
         return int(self.cubes.shape[-1])
+
+    def __post_init__(self) -> None:
+        if self.has_mask is None:
+            self.has_mask = np.zeros(len(self.labels), dtype=bool)
 
     def rows(self, split: str, *, labelled: bool = False) -> np.ndarray:
         rows = self.splits[split]
@@ -170,8 +179,11 @@ class NoduleData:
         return {"split.csv": out.getvalue()}
 
 
-def prepare_nodule_data(cfg: NoduleDataConfig, *, progress: bool = True) -> NoduleData:
-    """Read the table and every volume, cut the cubes, split by patient.
+def prepare_nodule_data(
+    cfg: NoduleDataConfig, *, progress: bool = True, masks: bool = False
+) -> NoduleData:
+    """Read the table and every volume, cut the cubes (and with ``masks`` the volumes' nodule
+    masks), split by patient.
 
     Raises:
         ConfigError: no ``data.path``; a fold setting without a fold column's values.
@@ -187,7 +199,7 @@ def prepare_nodule_data(cfg: NoduleDataConfig, *, progress: bool = True) -> Nodu
     table = read_records(cfg.path, volumes=cfg.volumes, label_column=cfg.label_column)
     if table.has_folds and cfg.test_fold is not None:  # fail before any volume is read
         _chosen_folds(table.records, cfg)
-    cubes, kept, bad = _load_all(table.records, cfg, progress)
+    cubes, mask_cubes, kept, bad = _load_all(table.records, cfg, progress, masks)
     records = [table.records[i] for i in kept]
     labels = np.array([r.label for r in records], dtype=np.int64)
     attributes = np.array([r.attributes for r in records], dtype=np.float32).reshape(
@@ -195,6 +207,11 @@ def prepare_nodule_data(cfg: NoduleDataConfig, *, progress: bool = True) -> Nodu
     )
     splits = _split(records, table, cfg)
     data = NoduleData(cubes, labels, attributes, list(table.attributes), records, splits, bad)
+    if mask_cubes is not None:
+        data.has_mask = np.array([m is not None for m in mask_cubes])
+        if data.has_mask.any():
+            empty = np.zeros_like(cubes[0])
+            data.masks = np.stack([empty if m is None else m for m in mask_cubes])
     for split in SPLITS:
         counts = data.counts(split)
         if counts.min() == 0:
@@ -208,12 +225,15 @@ def prepare_nodule_data(cfg: NoduleDataConfig, *, progress: bool = True) -> Nodu
     return data
 
 
-_LAST_LOAD: dict[tuple, tuple[np.ndarray, list[int], list[tuple[str, str]]]] = {}
+Loaded = tuple[np.ndarray, "list[np.ndarray | None] | None", list[int], list[tuple[str, str]]]
+"""Cubes, their masks (with masks asked for), the rows kept and the bad volumes."""
+
+_LAST_LOAD: dict[tuple, Loaded] = {}
 """The last set of cubes read in this process, by what they were cut from and how (a benchmark
 or a notebook training many models on one data set reads the volumes once)."""
 
 
-def _load_key(records: list[NoduleRecord], cfg: NoduleDataConfig) -> tuple:
+def _load_key(records: list[NoduleRecord], cfg: NoduleDataConfig, masks: bool) -> tuple:
     files = []
     for r in records:
         try:
@@ -221,41 +241,45 @@ def _load_key(records: list[NoduleRecord], cfg: NoduleDataConfig) -> tuple:
             files.append((str(r.path), stat.st_size, stat.st_mtime_ns, r.spacing, r.nodule_id))
         except OSError:
             files.append((str(r.path), -1, -1, r.spacing, r.nodule_id))
-    how = (cfg.cube, cfg.voxel_mm, cfg.intensity, tuple(cfg.hu_window), cfg.skip_bad)
+    how = (cfg.cube, cfg.voxel_mm, cfg.intensity, tuple(cfg.hu_window), cfg.skip_bad, masks)
     return (tuple(files), how)
 
 
 def _load_all(
-    records: list[NoduleRecord], cfg: NoduleDataConfig, progress: bool
-) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    key = _load_key(records, cfg)
+    records: list[NoduleRecord], cfg: NoduleDataConfig, progress: bool, masks: bool
+) -> Loaded:
+    key = _load_key(records, cfg, masks)
     if key not in _LAST_LOAD:
         _LAST_LOAD.clear()
-        _LAST_LOAD[key] = _read_all(records, cfg, progress)
+        _LAST_LOAD[key] = _read_all(records, cfg, progress, masks)
     return _LAST_LOAD[key]
 
 
 def _read_all(
-    records: list[NoduleRecord], cfg: NoduleDataConfig, progress: bool
-) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    records: list[NoduleRecord], cfg: NoduleDataConfig, progress: bool, masks: bool
+) -> Loaded:
     from tqdm.auto import tqdm
 
-    cubes, kept, bad = [], [], []
+    cubes: list[np.ndarray] = []
+    outlines: list[np.ndarray | None] = []
+    kept, bad = [], []
     for i, record in enumerate(
         tqdm(records, desc="volumes", unit="vol", disable=not progress, leave=False)
     ):
         try:
-            cubes.append(load_cube(record, cfg))
+            cube, outline = load_cube(record, cfg, masks=masks)
         except DataError as e:
             if not cfg.skip_bad:
                 raise
             bad.append((record.nodule_id, str(e)))
             log.warning("left out %s", e)
             continue
+        cubes.append(cube)
+        outlines.append(outline)
         kept.append(i)
     if not cubes:
         raise DataError("no readable volume", path=str(cfg.path))
-    return np.stack(cubes), kept, bad
+    return np.stack(cubes), outlines if masks else None, kept, bad
 
 
 def _split(
@@ -326,6 +350,8 @@ def _fingerprint(data: NoduleData) -> str:
     digest.update(data.labels.tobytes())
     digest.update(np.nan_to_num(data.attributes, nan=-1).tobytes())
     digest.update(",".join(data.attribute_names).encode())
+    if data.masks is not None:
+        digest.update(np.ascontiguousarray(data.masks).tobytes())
     for name in SPLITS:
         digest.update(name.encode() + data.splits[name].tobytes())
     return digest.hexdigest()[:16]
@@ -350,6 +376,8 @@ def _describe(data: NoduleData, table: Table, cfg: NoduleDataConfig) -> str:
     )
     if data.attribute_names:
         line += f"; attributes: {', '.join(data.attribute_names)}"
+    if data.masks is not None:
+        line += f"; {int(data.has_mask.sum())} with nodule masks"
     if data.bad:
         line += f"; {len(data.bad)} bad volumes left out"
     return line

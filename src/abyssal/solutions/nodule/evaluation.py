@@ -78,6 +78,59 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
+def fit_platt(
+    logits: np.ndarray, labels: np.ndarray, *, ridge: float = 1e-3
+) -> tuple[float, float]:
+    """Scale ``a`` and offset ``b`` so that ``sigmoid(a * logit + b)`` fits the labels (Platt
+    scaling, by Newton's method on the log loss with a small ridge); ``(1, 0)`` without both
+    classes or when the fitted scale is not positive (the ranking must not flip).
+
+    Example:
+        >>> logits = np.array([-4.0, -2.0, 0.0, 2.0, 4.0, 6.0])
+        >>> a, b = fit_platt(logits, np.array([0, 0, 1, 0, 1, 1]))
+        >>> 0 < a < 1
+        True
+    """
+    x = np.asarray(logits, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if len(np.unique(y)) < 2 or not np.isfinite(x).all():
+        return 1.0, 0.0
+    w = np.array([1.0, 0.0])
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    for _ in range(50):
+        p = sigmoid(design @ w)
+        grad = design.T @ (p - y) + ridge * w
+        hess = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w = w - step
+        if np.abs(step).max() < 1e-8:
+            break
+    a, b = float(w[0]), float(w[1])
+    return (a, b) if a > 0 and np.isfinite([a, b]).all() else (1.0, 0.0)
+
+
+def calibrate(model: torch.nn.Module, data: NoduleData, batch_size: int) -> tuple[float, float]:
+    """Fit the model's malignancy calibration (:func:`fit_platt`) on the validation split's
+    labelled nodules and store it in the model; a model already calibrated keeps its own.
+    Returns the (scale, offset) in use."""
+    net = getattr(model, "module", model)
+    calibration = getattr(net, "calibration", None)
+    if calibration is None:
+        return 1.0, 0.0
+    if calibration[2] > 0:
+        return float(calibration[0]), float(calibration[1])
+    rows = data.rows("val", labelled=True)
+    was_training = model.training
+    model.eval()
+    try:
+        logits = score_cubes(model, data.cubes[rows], batch_size)[:, 0]
+    finally:
+        model.train(was_training)
+    a, b = fit_platt(logits, data.labels[rows])
+    calibration.copy_(torch.tensor([a, b, 1.0], device=calibration.device))
+    return a, b
+
+
 def operating_metrics(
     val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
 ) -> dict[str, float]:

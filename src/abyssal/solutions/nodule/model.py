@@ -13,6 +13,13 @@ merged top-down (coarse upsampled and added to fine) and smoothed; each level is
 max) and the pooled vectors concatenated, so a 4 mm nodule is still several voxels wide on the
 finest level while a 30 mm one fills the coarsest.
 
+Segmentation (``segment=True``): a decoder on the finest fused level and the stem predicts the
+nodule's mask (trained on the readers' masks), and each level is also pooled with that mask as
+weights, so the heads read the nodule's own features beside the whole cube's. Test-time
+augmentation (``tta``) averages the outputs over the cube's symmetries in eval mode. The
+malignancy logit passes through a scale and offset (``calibration``, identity until
+:func:`calibrate` fits them on validation nodules: Platt scaling).
+
 Example:
     >>> net = NoduleNet(width=8, attributes=2)
     >>> net(torch.rand(2, 1, 16, 16, 16)).shape
@@ -21,7 +28,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -29,8 +37,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-ENCODER_PREFIXES = ("encoder.",)
-"""State-dict prefixes a pretrained (Models Genesis) version hands to a classifier."""
+ENCODER_PREFIXES = ("encoder.", "decoder.")
+"""State-dict prefixes a pretrained (Models Genesis) version hands to a classifier (the
+restoration decoder starts a segmentation decoder of the same shape)."""
 CORE_PREFIXES = ("encoder.stem.", "encoder.stages.")
 """What must fit: the stem and stages. The fusion layers are taken when their shapes match (a
 classifier without fusion keeps its own)."""
@@ -115,12 +124,49 @@ class Encoder3d(nn.Module):
         return 2 * self.fused * len(self.lateral)
 
 
-def pool_levels(levels: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean and max of each level over its voxels, concatenated: (B, 2 F L)."""
+def pool_levels(levels: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean and max of each level over its voxels, concatenated: (B, 2 F L); with ``mask``
+    (B, 1, S, S, S) weights in [0, 1], also each level's mean weighted by the mask averaged to
+    the level's size: (B, 3 F L)."""
     parts = []
     for level in levels:
         parts += [level.mean(dim=(2, 3, 4)), level.amax(dim=(2, 3, 4))]
+        if mask is not None:
+            weight = F.adaptive_avg_pool3d(mask, level.shape[2:])
+            total = weight.sum(dim=(2, 3, 4)).clamp_min(1e-3)
+            parts.append((level * weight).sum(dim=(2, 3, 4)) / total)
     return torch.cat(parts, dim=1)
+
+
+SYMMETRIES: tuple[tuple[tuple[int, ...], bool], ...] = tuple(
+    (tuple(d for d, on in ((2, z), (3, y), (4, x)) if on), t)
+    for z in (False, True)
+    for t in (False, True)
+    for y in (False, True)
+    for x in (False, True)
+)
+"""The cube's 16 symmetries that keep the slice axis: (flipped dims, transpose y/x), ordered so
+that the first 2, 4, 8 are themselves closed under composition (x flips; in-plane flips; the
+in-plane dihedral group), and all 16 add the z flip."""
+
+
+def symmetric_views(x: torch.Tensor, count: int) -> torch.Tensor:
+    """The first ``count`` symmetries of ``x`` (B, C, D, H, W), stacked: (count B, C, D, H, W)."""
+    views = []
+    for dims, transpose in SYMMETRIES[:count]:
+        view = x.transpose(3, 4) if transpose else x
+        views.append(view.flip(dims) if dims else view)
+    return torch.cat(views)
+
+
+def _decoder(cin: int, width: int) -> nn.Sequential:
+    """Upsampled finest level and stem to one voxel-wise channel."""
+    return nn.Sequential(
+        nn.Conv3d(cin, width, 3, padding=1, bias=False),
+        nn.BatchNorm3d(width),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(width, 1, 1),
+    )
 
 
 class AttributeScale(nn.Module):
@@ -172,6 +218,9 @@ class NoduleNet(nn.Module):
             log, no clipping.
         arch: ``fusion`` (ours) or ``resnet18`` (torchvision's r3d_18, one input channel).
         restore: build the Models Genesis decoder; ``forward`` returns the restored cube.
+        segment: a mask decoder and mask-guided pooling (``arch=fusion``);
+            ``forward(x, with_mask=True)`` also returns the mask logits (B, 1, S, S, S).
+        tta: in eval mode, average the outputs over the first ``tta`` of :data:`SYMMETRIES`.
     """
 
     def __init__(
@@ -185,9 +234,13 @@ class NoduleNet(nn.Module):
         scale: Sequence[Sequence[Any]] | None = None,
         arch: str = "fusion",
         restore: bool = False,
+        segment: bool = False,
+        tta: int = 1,
     ) -> None:
         super().__init__()
         self.arch, self.restore = arch, restore
+        self.segment = segment and arch != "resnet18" and not restore
+        self.tta = tta
         self.knowledge = knowledge and attributes > 0
         self.attributes = attributes if self.knowledge else 0
         if arch == "resnet18":
@@ -196,15 +249,14 @@ class NoduleNet(nn.Module):
         else:
             self.encoder = Encoder3d(width, fusion=fusion)
             features = self.encoder.pooled_size
+        if restore or self.segment:
+            self.decoder = _decoder(self.encoder.fused + width, width)
         if restore:
-            f, w = self.encoder.fused, width
-            self.decoder = nn.Sequential(
-                nn.Conv3d(f + w, w, 3, padding=1, bias=False),
-                nn.BatchNorm3d(w),
-                nn.ReLU(inplace=True),
-                nn.Conv3d(w, 1, 1),
-            )
             return
+        if self.segment:
+            features += self.encoder.fused * len(self.encoder.lateral)
+        # Platt scaling of the malignancy logit: (scale, offset, fitted)
+        self.register_buffer("calibration", torch.tensor([1.0, 0.0, 0.0]))
         self.drop = nn.Dropout(dropout)
         a = self.attributes
         if scale is None:
@@ -229,32 +281,62 @@ class NoduleNet(nn.Module):
             return self.encoder.layer4
         return self.encoder.smooth[0]
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, features) pooled image features."""
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, features) pooled image features and, with ``segment``, the mask logits."""
         if self.arch == "resnet18":
-            return self.encoder(x)
-        levels, _ = self.encoder(x)
-        return pool_levels(levels)
+            return self.encoder(x), None
+        levels, stem = self.encoder(x)
+        if not self.segment:
+            return pool_levels(levels), None
+        mask_logits = self._decode(levels, stem)
+        return pool_levels(levels, torch.sigmoid(mask_logits)), mask_logits
 
-    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) malignancy logits and (B, A) standardised attributes."""
-        feats = self.drop(self.embed(x))
+    def _decode(self, levels: list[torch.Tensor], stem: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(levels[0], size=stem.shape[2:], mode="trilinear", align_corners=False)
+        return self.decoder(torch.cat([up, stem], dim=1))
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B,) malignancy logits (uncalibrated), (B, A) standardised attributes and the mask
+        logits (B, 1, S, S, S) or ``None``."""
+        feats, mask_logits = self.embed(x)
+        feats = self.drop(feats)
         if self.attribute_head is None:
             z = feats.new_zeros(feats.shape[0], 0)
-            return self.malignancy_head(feats).squeeze(1), z
+            return self.malignancy_head(feats).squeeze(1), z, mask_logits
         z = self.attribute_head(feats)
         logit = self.malignancy_head(torch.cat([feats, z], dim=1)).squeeze(1)
-        return logit, z
+        return logit, z, mask_logits
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *, with_mask: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         if self.restore:
             levels, stem = self.encoder(x)
-            up = F.interpolate(
-                levels[0], size=stem.shape[2:], mode="trilinear", align_corners=False
-            )
-            return torch.sigmoid(self.decoder(torch.cat([up, stem], dim=1)))
-        logit, z = self.heads(x)
-        return torch.cat([logit.unsqueeze(1), self.scale.restore(z)], dim=1)
+            return torch.sigmoid(self._decode(levels, stem))
+        views = 1 if self.training or with_mask else self.tta
+        n = x.shape[0]
+        logit, z, mask_logits = self.heads(symmetric_views(x, views) if views > 1 else x)
+        if views > 1:  # the mean over the views of each cube
+            logit = logit.view(views, n).mean(dim=0)
+            z = z.view(views, n, -1).mean(dim=0)
+        logit = logit * self.calibration[0] + self.calibration[1]
+        out = torch.cat([logit.unsqueeze(1), self.scale.restore(z)], dim=1)
+        return (out, mask_logits) if with_mask else out
+
+    @contextmanager
+    def single_view(self) -> Iterator[None]:
+        """Test-time augmentation off inside the block (Grad-CAM needs one pass per cube)."""
+        tta, self.tta = self.tta, 1
+        try:
+            yield
+        finally:
+            self.tta = tta
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # versions saved before calibration existed load as uncalibrated
+        if not self.restore and prefix + "calibration" not in state_dict:
+            state_dict[prefix + "calibration"] = self.calibration.detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 def _r3d18() -> nn.Module:
@@ -304,6 +386,8 @@ def build_nodule_model(model_cfg: Any, spec: Mapping[str, Any]) -> NoduleNet:
         scale=tuple(spec["attribute_scale"]) if spec.get("attribute_scale") else None,
         arch=model_cfg.arch,
         restore=restore,
+        segment=getattr(model_cfg, "segment", False),
+        tta=getattr(model_cfg, "tta", 1),
     )
     net.nodule_spec = dict(spec)  # plain data beside the weights
     return net

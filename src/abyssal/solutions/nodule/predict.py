@@ -175,7 +175,8 @@ class NodulePredictor:
         net = getattr(self.model, "base", self.model)  # an optimized variant's eager model
         net = getattr(net, "module", net)
         x = torch.from_numpy(np.stack([i.cube for i in items])).unsqueeze(1).to(self.device)
-        cam, _ = GradCAM(net, net.cam_layer())(x.float(), [0] * len(items))
+        with net.single_view():
+            cam, _ = GradCAM(net, net.cam_layer())(x.float(), [0] * len(items))
         return cam.cpu().numpy()
 
 

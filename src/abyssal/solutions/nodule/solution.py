@@ -26,7 +26,7 @@ from abyssal.contracts.solution import MetricLayout, Solution
 from abyssal.core.errors import ConfigError, DataError
 from abyssal.solutions.nodule.config import NoduleConfig
 from abyssal.solutions.nodule.data import NoduleData, prepare_nodule_data
-from abyssal.solutions.nodule.evaluation import evaluate_nodule, restoration_metrics
+from abyssal.solutions.nodule.evaluation import calibrate, evaluate_nodule, restoration_metrics
 from abyssal.solutions.nodule.model import attribute_scale, build_nodule_model, load_encoder
 from abyssal.solutions.nodule.sample import NoduleSampleConfig, generate_sample
 from abyssal.solutions.nodule.task import ClassifyTask, GenesisTask
@@ -81,7 +81,8 @@ class NoduleSolution(Solution):
     # -- the training half ---------------------------------------------------------------------
 
     def prepare(self, cfg: NoduleConfig) -> NoduleData:
-        return prepare_nodule_data(cfg.data, progress=cfg.train.progress)
+        masks = cfg.model.segment and cfg.objective == "classify"
+        return prepare_nodule_data(cfg.data, progress=cfg.train.progress, masks=masks)
 
     def task(self, cfg: NoduleConfig, data: NoduleData) -> ClassifyTask | GenesisTask:
         spec = self.model_spec(cfg, data)
@@ -124,6 +125,8 @@ class NoduleSolution(Solution):
             return restoration_metrics(model, GenesisTask(cfg, data, spec), data)
         if spec["cube"] != data.cube:
             raise DataError(f"the model takes {spec['cube']}-voxel cubes; data.cube={data.cube}")
+        if cfg.model.calibrate:  # once, after training: stored with the weights
+            calibrate(model, data, cfg.data.eval_batch_size)
         return evaluate_nodule(model, data, cfg.data.eval_batch_size)
 
     def monitor(self, cfg: NoduleConfig, data: NoduleData) -> tuple[str, Literal["max", "min"]]:

@@ -9,7 +9,9 @@ that keep the slice axis) and, for Models Genesis, corrupts them.
 Loss of the classifier: binary cross-entropy of the malignancy logit over the labelled nodules
 (malignant ones weighted by ``loss.positive_weight``), plus ``loss.attribute_weight`` times the
 mean squared error of the standardised attributes over the attributes each nodule has (ratings
-as they are, diameter on a log scale; standardised with the training split's mean and spread).
+as they are, diameter on a log scale; standardised with the training split's mean and spread);
+with ``model.segment``, plus ``loss.segment_weight`` times the mask loss (voxel-wise binary
+cross-entropy against the readers' agreement, plus soft Dice) over the nodules that have a mask.
 
 Example:
     >>> task = ClassifyTask(cfg, data, spec)  # doctest: +SKIP
@@ -49,6 +51,8 @@ class CubeBatch:
         plans: the Models Genesis corruptions drawn from ``seed`` (GenesisTask), made with the
             batch on the CPU, so that ``train.prefetch_batches`` overlaps their drawing with
             the model's work.
+        masks: (B, S, S, S) uint8 nodule masks (agreement times 255) or ``None``.
+        has_mask: (B,) bool, which cubes have a mask, or ``None``.
     """
 
     cubes: torch.Tensor
@@ -57,13 +61,21 @@ class CubeBatch:
     draws: torch.Tensor
     seed: int = 0
     plans: list[Any] | None = None
+    masks: torch.Tensor | None = None
+    has_mask: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> CubeBatch:
-        moved = [
-            t.to(device, non_blocking=True)
-            for t in (self.cubes, self.labels, self.attributes, self.draws)
-        ]
-        return CubeBatch(*moved, seed=self.seed, plans=self.plans)
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        moved = [move(t) for t in (self.cubes, self.labels, self.attributes, self.draws)]
+        return CubeBatch(
+            *moved,
+            seed=self.seed,
+            plans=self.plans,
+            masks=move(self.masks),
+            has_mask=move(self.has_mask),
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -73,12 +85,23 @@ class CubeBatch:
         x = self.cubes.unsqueeze(1).float().div_(255.0)
         return x if self.draws.shape[1] == 0 else augment(x, self.draws)
 
+    def voxels_and_masks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The cubes as :meth:`voxels` and their masks (B, 1, S, S, S) in [0, 1], augmented
+        alike; ``None`` without masks."""
+        if self.masks is None:
+            return self.voxels(), None
+        both = torch.stack([self.cubes, self.masks], dim=1).float().div_(255.0)
+        if self.draws.shape[1]:
+            both = augment(both, self.draws)
+        return both[:, :1], both[:, 1:]
+
 
 def augment(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-    """Flip each cube along z, y, x and transpose y/x where its draws say so.
+    """Flip each cube along z, y, x and transpose y/x where its draws say so (all channels
+    alike).
 
     Shapes:
-        x: (B, 1, D, H, W) with H == W; draws: (B, 4) 0/1; output like x.
+        x: (B, C, D, H, W) with H == W; draws: (B, 4) 0/1; output like x.
     """
     out = x
     for column, dim in ((0, 2), (1, 3), (2, 4)):
@@ -134,12 +157,15 @@ class _CubeTask:
         """The cubes of ``rows`` as a batch (``draws``: augmentation, (B, 0) for none)."""
         rows = np.asarray(rows, dtype=np.int64)
         d = self.data
+        with_masks = d.masks is not None and self.cfg.model.segment
         return CubeBatch(
             torch.from_numpy(d.cubes[rows]),
             torch.from_numpy(d.labels[rows]),
             torch.from_numpy(d.attributes[rows]),
             draws,
             seed,
+            masks=torch.from_numpy(d.masks[rows]) if with_masks else None,
+            has_mask=torch.from_numpy(d.has_mask[rows]) if with_masks else None,
         )
 
     def move_batch(self, batch: CubeBatch, device: torch.device | str) -> CubeBatch:
@@ -157,9 +183,11 @@ class ClassifyTask(_CubeTask):
             weight = benign / max(1, malignant)
         self.positive_weight = float(weight)
         self.uses_attributes = bool(spec.get("attributes")) and cfg.model.knowledge
+        self.uses_masks = cfg.model.segment and bool(data.has_mask.any())
 
     def _pool(self) -> np.ndarray:
-        if self.uses_attributes and self.cfg.loss.unlabelled_attributes:
+        unlabelled_help = self.uses_attributes or self.uses_masks
+        if unlabelled_help and self.cfg.loss.unlabelled_attributes:
             return self.data.rows("train")
         return self.data.rows("train", labelled=True)
 
@@ -167,8 +195,16 @@ class ClassifyTask(_CubeTask):
         return self.data.rows("val", labelled=True)
 
     def training_loss(self, model: torch.nn.Module, batch: CubeBatch) -> torch.Tensor:
-        out = model(batch.voxels()).float()
-        return nodule_loss(model, out, batch, self.positive_weight, self.cfg.loss.attribute_weight)
+        loss = self.cfg.loss
+        if not self.uses_masks:
+            out = model(batch.voxels()).float()
+            return nodule_loss(model, out, batch, self.positive_weight, loss.attribute_weight)
+        x, masks = batch.voxels_and_masks()
+        out, logits = model(x, with_mask=True)
+        total = nodule_loss(model, out.float(), batch, self.positive_weight, loss.attribute_weight)
+        if masks is None or batch.has_mask is None or loss.segment_weight == 0:
+            return total
+        return total + loss.segment_weight * mask_loss(logits.float(), masks, batch.has_mask)
 
     def validation_step(self, model: torch.nn.Module, batch: CubeBatch) -> dict[str, Any]:
         out = model(batch.voxels()).float()
@@ -207,6 +243,23 @@ def nodule_loss(
         mse = (error.square() * known).sum() / known.sum().clamp_min(1)
         loss = loss + attribute_weight * mse
     return loss
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, has_mask: torch.Tensor) -> torch.Tensor:
+    """Voxel-wise binary cross-entropy against a soft target plus soft Dice (1 - 2|P T| / (|P| +
+    |T|)), each averaged over the cubes that have a mask; 0 when none has.
+
+    Shapes:
+        logits, target: (B, 1, S, S, S); has_mask: (B,) bool; returns a scalar.
+    """
+    if not bool(has_mask.any()):
+        return logits.sum() * 0.0  # keeps the decoder in the graph (DDP)
+    logits, target = logits[has_mask], target[has_mask]
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    dice = 1 - (2 * (p * t).sum(1) + 1.0) / (p.sum(1) + t.sum(1) + 1.0)
+    return bce + dice.mean()
 
 
 class GenesisTask(_CubeTask):

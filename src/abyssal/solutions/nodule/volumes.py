@@ -59,6 +59,8 @@ class Volume:
         origin: world (x, y, z) mm, LPS, of the centre of voxel ``[0, 0, 0]`` (ITK order).
         direction: 3x3 ITK direction matrix; column c is index axis c, (x, y, z) index order.
         source: where the scan came from, for messages.
+        mask: the nodule's mask on the same voxels (a ``.npz``'s ``mask``), float32 in [0, 1]
+            (reader counts become agreement: value / the largest value), or ``None``.
 
     Example:
         >>> v = Volume(np.zeros((2, 3, 4)), spacing=(2.5, 0.7, 0.7))
@@ -71,6 +73,7 @@ class Volume:
     origin: Triple = (0.0, 0.0, 0.0)
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
     source: str = "<array>"
+    mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.array = np.asarray(self.array, dtype=np.float32)  # (D, H, W)
@@ -347,7 +350,7 @@ def _read_npy(path: Path) -> Volume:
 def _read_npz(path: Path) -> Volume:
     with _decoding(path, "a .npz archive"), np.load(path, allow_pickle=False) as archive:
         arrays = {k: archive[k] for k in archive.files}
-    images = [k for k in arrays if k != "spacing"]
+    images = [k for k in arrays if k not in ("spacing", "mask")]
     key = "image" if "image" in arrays else images[0] if len(images) == 1 else None
     if key is None:
         raise DataError(f"expected an 'image' array or a single array, got {images}", path=path)
@@ -357,7 +360,24 @@ def _read_npz(path: Path) -> Volume:
             spacing = _triple(arrays["spacing"].tolist(), "spacing", positive=True)
         except (ValueError, TypeError) as e:
             raise DataError(f"bad 'spacing' array ({e})", path=path) from None
-    return Volume(_checked_array(arrays[key], path), spacing=spacing, source=str(path))
+    image = _checked_array(arrays[key], path)
+    mask = _checked_mask(arrays["mask"], image.shape, path) if "mask" in arrays else None
+    return Volume(image, spacing=spacing, source=str(path), mask=mask)
+
+
+def _checked_mask(array: np.ndarray, shape: tuple[int, ...], path: Path) -> np.ndarray:
+    """A ``mask`` array as agreement in [0, 1] (value / its maximum), or a DataError."""
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise DataError(f"'mask': expected numbers, got dtype {array.dtype}", path=path)
+    if array.shape != shape:
+        raise DataError(
+            f"'mask' has shape {array.shape}, the image {shape}; they must match", path=path
+        )
+    mask = np.asarray(array, dtype=np.float32)
+    if not np.isfinite(mask).all() or (mask < 0).any():
+        raise DataError("'mask' holds negative, NaN or infinite values", path=path)
+    top = float(mask.max())
+    return mask / top if top > 0 else mask
 
 
 def _read_nifti(path: Path) -> Volume:
