@@ -161,11 +161,15 @@ def run_fold(args: argparse.Namespace, fold: int, home: Path, record: dict, save
 
             with using_home(home):
                 state = version_state(ssl_ref, "nodule")
-            Path(args.genesis_to).mkdir(parents=True, exist_ok=True)
-            torch.save(state, Path(args.genesis_to) / f"genesis-f{fold}.pt")
+            target = Path(args.genesis_to) / f"genesis-f{fold}.pt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, target.with_suffix(".part"))
+            target.with_suffix(".part").replace(target)  # whole, for a process waiting on it
         saved()
     for variant in args.variants:
         overrides, pretrained = VARIANTS[variant]
+        if pretrained and given is not None:
+            wait_for(given, args.genesis_wait)
         extra = [f"model.pretrained={ssl_ref}"] if pretrained else []
         started = time.perf_counter()
         try:
@@ -190,6 +194,17 @@ def run_fold(args: argparse.Namespace, fold: int, home: Path, record: dict, save
         }
         log(f"fold {fold} {variant}: test AUROC {out.metrics.get('test_auroc'):.4f}")
         saved()
+
+
+def wait_for(path: Path, seconds: float) -> None:
+    """Return once ``path`` exists (another process pretraining), or fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    if not path.exists():
+        log(f"waiting for {path}")
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise FileNotFoundError(f"{path} did not appear within {seconds:.0f} s")
+        time.sleep(2)
 
 
 def test_scores(ref: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -596,6 +611,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--genesis-from",
         help="use the Genesis encoders saved there by --genesis-to instead of pretraining again "
         "(variants of one fold run by several processes then share one pretraining)",
+    )
+    p.add_argument(
+        "--genesis-wait",
+        type=float,
+        default=0.0,
+        help="seconds to wait for a --genesis-from file another process is still writing",
     )
     p.add_argument("--home", help="abyssal home for the runs (default: a temporary folder)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nodule_lidc"))

@@ -13,9 +13,10 @@ merged top-down (coarse upsampled and added to fine) and smoothed; each level is
 max) and the pooled vectors concatenated, so a 4 mm nodule is still several voxels wide on the
 finest level while a 30 mm one fills the coarsest.
 
-Segmentation (``segment=True``): a decoder on the finest fused level and the stem predicts the
-nodule's mask (trained on the readers' masks), and each level is also pooled with that mask as
-weights, so the heads read the nodule's own features beside the whole cube's. Test-time
+Segmentation (``segment=True``): a small head on the finest fused level (S/2 voxels a side)
+predicts the nodule's mask (trained on the readers' masks at that resolution), and each level is
+also pooled with that mask as weights, so the heads read the nodule's own features beside the
+whole cube's. Test-time
 augmentation (``tta``) averages the outputs over the cube's symmetries in eval mode. The
 malignancy logit passes through a scale and offset (``calibration``, identity until
 :func:`calibrate` fits them on validation nodules: Platt scaling).
@@ -37,9 +38,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-ENCODER_PREFIXES = ("encoder.", "decoder.")
-"""State-dict prefixes a pretrained (Models Genesis) version hands to a classifier (the
-restoration decoder starts a segmentation decoder of the same shape)."""
+ENCODER_PREFIXES = ("encoder.",)
+"""State-dict prefixes a pretrained (Models Genesis) version hands to a classifier."""
 CORE_PREFIXES = ("encoder.stem.", "encoder.stages.")
 """What must fit: the stem and stages. The fusion layers are taken when their shapes match (a
 classifier without fusion keeps its own)."""
@@ -126,8 +126,8 @@ class Encoder3d(nn.Module):
 
 def pool_levels(levels: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean and max of each level over its voxels, concatenated: (B, 2 F L); with ``mask``
-    (B, 1, S, S, S) weights in [0, 1], also each level's mean weighted by the mask averaged to
-    the level's size: (B, 3 F L)."""
+    (B, 1, D, H, W) weights in [0, 1] (at the finest level's size or finer), also each level's
+    mean weighted by the mask averaged to the level's size: (B, 3 F L)."""
     parts = []
     for level in levels:
         parts += [level.mean(dim=(2, 3, 4)), level.amax(dim=(2, 3, 4))]
@@ -150,17 +150,15 @@ that the first 2, 4, 8 are themselves closed under composition (x flips; in-plan
 in-plane dihedral group), and all 16 add the z flip."""
 
 
-def symmetric_views(x: torch.Tensor, count: int) -> torch.Tensor:
-    """The first ``count`` symmetries of ``x`` (B, C, D, H, W), stacked: (count B, C, D, H, W)."""
-    views = []
-    for dims, transpose in SYMMETRIES[:count]:
-        view = x.transpose(3, 4) if transpose else x
-        views.append(view.flip(dims) if dims else view)
-    return torch.cat(views)
+def symmetric_views(x: torch.Tensor, index: int) -> torch.Tensor:
+    """Symmetry ``index`` of :data:`SYMMETRIES` applied to ``x`` (B, C, D, H, W) with H == W."""
+    dims, transpose = SYMMETRIES[index]
+    view = x.transpose(3, 4) if transpose else x
+    return view.flip(dims) if dims else view
 
 
 def _decoder(cin: int, width: int) -> nn.Sequential:
-    """Upsampled finest level and stem to one voxel-wise channel."""
+    """Features to one voxel-wise channel (restored intensity or mask logit)."""
     return nn.Sequential(
         nn.Conv3d(cin, width, 3, padding=1, bias=False),
         nn.BatchNorm3d(width),
@@ -218,9 +216,10 @@ class NoduleNet(nn.Module):
             log, no clipping.
         arch: ``fusion`` (ours) or ``resnet18`` (torchvision's r3d_18, one input channel).
         restore: build the Models Genesis decoder; ``forward`` returns the restored cube.
-        segment: a mask decoder and mask-guided pooling (``arch=fusion``);
-            ``forward(x, with_mask=True)`` also returns the mask logits (B, 1, S, S, S).
-        tta: in eval mode, average the outputs over the first ``tta`` of :data:`SYMMETRIES`.
+        segment: a mask head and mask-guided pooling (``arch=fusion``);
+            ``forward(x, with_mask=True)`` also returns the mask logits (B, 1, S/2, S/2, S/2).
+        tta: in eval mode, average the outputs over the first ``tta`` of :data:`SYMMETRIES`
+            (one forward pass per view).
     """
 
     def __init__(
@@ -249,11 +248,11 @@ class NoduleNet(nn.Module):
         else:
             self.encoder = Encoder3d(width, fusion=fusion)
             features = self.encoder.pooled_size
-        if restore or self.segment:
-            self.decoder = _decoder(self.encoder.fused + width, width)
         if restore:
+            self.decoder = _decoder(self.encoder.fused + width, width)
             return
         if self.segment:
+            self.mask_head = _decoder(self.encoder.fused, width)
             features += self.encoder.fused * len(self.encoder.lateral)
         # Platt scaling of the malignancy logit: (scale, offset, fitted)
         self.register_buffer("calibration", torch.tensor([1.0, 0.0, 0.0]))
@@ -285,10 +284,10 @@ class NoduleNet(nn.Module):
         """(B, features) pooled image features and, with ``segment``, the mask logits."""
         if self.arch == "resnet18":
             return self.encoder(x), None
-        levels, stem = self.encoder(x)
+        levels, _ = self.encoder(x)
         if not self.segment:
             return pool_levels(levels), None
-        mask_logits = self._decode(levels, stem)
+        mask_logits = self.mask_head(levels[0])
         return pool_levels(levels, torch.sigmoid(mask_logits)), mask_logits
 
     def _decode(self, levels: list[torch.Tensor], stem: torch.Tensor) -> torch.Tensor:
@@ -297,7 +296,7 @@ class NoduleNet(nn.Module):
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B,) malignancy logits (uncalibrated), (B, A) standardised attributes and the mask
-        logits (B, 1, S, S, S) or ``None``."""
+        logits (B, 1, S/2, S/2, S/2) or ``None``."""
         feats, mask_logits = self.embed(x)
         feats = self.drop(feats)
         if self.attribute_head is None:
@@ -314,11 +313,11 @@ class NoduleNet(nn.Module):
             levels, stem = self.encoder(x)
             return torch.sigmoid(self._decode(levels, stem))
         views = 1 if self.training or with_mask else self.tta
-        n = x.shape[0]
-        logit, z, mask_logits = self.heads(symmetric_views(x, views) if views > 1 else x)
-        if views > 1:  # the mean over the views of each cube
-            logit = logit.view(views, n).mean(dim=0)
-            z = z.view(views, n, -1).mean(dim=0)
+        logit, z, mask_logits = self.heads(x)
+        for i in range(1, views):  # the mean over the views, one view at a time (memory)
+            more_logit, more_z, _ = self.heads(symmetric_views(x, i))
+            logit, z = logit + more_logit, z + more_z
+        logit, z = logit / views, z / views
         logit = logit * self.calibration[0] + self.calibration[1]
         out = torch.cat([logit.unsqueeze(1), self.scale.restore(z)], dim=1)
         return (out, mask_logits) if with_mask else out

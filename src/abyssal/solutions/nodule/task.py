@@ -207,7 +207,9 @@ class ClassifyTask(_CubeTask):
         return total + loss.segment_weight * mask_loss(logits.float(), masks, batch.has_mask)
 
     def validation_step(self, model: torch.nn.Module, batch: CubeBatch) -> dict[str, Any]:
-        out = model(batch.voxels()).float()
+        net = getattr(model, "module", model)
+        with net.single_view():  # early stopping on one view; test-time views at the end
+            out = model(batch.voxels()).float()
         return {"probability": torch.sigmoid(out[:, 0]), "label": batch.labels}
 
     def validation_metrics(self, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -247,14 +249,18 @@ def nodule_loss(
 
 def mask_loss(logits: torch.Tensor, target: torch.Tensor, has_mask: torch.Tensor) -> torch.Tensor:
     """Voxel-wise binary cross-entropy against a soft target plus soft Dice (1 - 2|P T| / (|P| +
-    |T|)), each averaged over the cubes that have a mask; 0 when none has.
+    |T|)), each averaged over the cubes that have a mask; 0 when none has. The target is
+    averaged down to the logits' size (agreement per coarser voxel).
 
     Shapes:
-        logits, target: (B, 1, S, S, S); has_mask: (B,) bool; returns a scalar.
+        logits: (B, 1, s, s, s); target: (B, 1, S, S, S) with S a multiple of s; has_mask:
+        (B,) bool; returns a scalar.
     """
     if not bool(has_mask.any()):
-        return logits.sum() * 0.0  # keeps the decoder in the graph (DDP)
+        return logits.sum() * 0.0  # keeps the head in the graph (DDP)
     logits, target = logits[has_mask], target[has_mask]
+    if target.shape[2:] != logits.shape[2:]:
+        target = F.adaptive_avg_pool3d(target, logits.shape[2:])
     bce = F.binary_cross_entropy_with_logits(logits, target)
     p = torch.sigmoid(logits).flatten(1)
     t = target.flatten(1)
