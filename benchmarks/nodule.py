@@ -230,7 +230,7 @@ def test_scores(ref: str, home: Path, args: argparse.Namespace) -> dict[str, Any
         "ids": [data.records[i].nodule_id for i in rows],
         "patients": [data.records[i].patient for i in rows],
         "labels": data.labels[rows].tolist(),
-        "scores": [round(float(s), 6) for s in sigmoid(out[:, 0])],
+        "scores": [float(s) for s in sigmoid(out[:, 0])],
     }
     net = loaded.model
     if getattr(net, "tta", 1) > 1:
@@ -239,7 +239,7 @@ def test_scores(ref: str, home: Path, args: argparse.Namespace) -> dict[str, Any
             single = sigmoid(score_cubes(net, data.cubes[rows], 128)[:, 0])
             single_val = sigmoid(score_cubes(net, data.cubes[val], 128)[:, 0])
         scores["single_view"] = {
-            "scores": [round(float(s), 6) for s in single],
+            "scores": [float(s) for s in single],
             "threshold_youden": youden_threshold(data.labels[val], single_val),
             "threshold_sens95": sensitivity_threshold(data.labels[val], single_val),
         }
@@ -363,16 +363,17 @@ def _cpu() -> str:
 # ---------------------------------------------------------------- pooling and the report
 
 
-def ensemble_run(fold: dict) -> dict | None:
+def ensemble_run(fold: dict, members: list[str] | None = None) -> dict | None:
     """The mean logit of every variant of one fold that scored the same test nodules, with
     operating points from the mean of their validation thresholds' logits (post hoc: no variant
     is chosen, all are averaged)."""
-    runs = [r for r in fold.get("runs", {}).values() if "scores" in r]
+    runs = [r for n, r in fold.get("runs", {}).items()
+            if "scores" in r and (not members or n in members)]  # fmt: skip
     if len(runs) < 2 or any(r["ids"] != runs[0]["ids"] for r in runs):
         return None
 
     def logit(p: Any) -> np.ndarray:
-        p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+        p = np.clip(np.asarray(p, dtype=np.float64), 1e-15, 1 - 1e-15)
         return np.log(p / (1 - p))
 
     mean = np.mean([logit(r["scores"]) for r in runs], axis=0)
@@ -392,13 +393,15 @@ def single_view_run(run: dict | None) -> dict | None:
     return {**run, "scores": view["scores"], "metrics": metrics}
 
 
-def pooled(folds: list[dict], variant: str) -> dict[str, Any] | None:
+def pooled(
+    folds: list[dict], variant: str, members: list[str] | None = None
+) -> dict[str, Any] | None:
     """Out-of-fold predictions of ``variant`` pooled over the folds that ran it."""
     from abyssal.solutions.nodule.evaluation import auroc, rates
 
     ids, patients, labels, scores, calls_j, calls_95, per_fold = [], [], [], [], [], [], []
     for f in folds:
-        run = ensemble_run(f) if variant == "ensemble" else f.get("runs", {}).get(variant)
+        run = ensemble_run(f, members) if variant == "ensemble" else f.get("runs", {}).get(variant)
         if variant == "full_1view":
             run = single_view_run(f.get("runs", {}).get("full"))
         if not run or "scores" not in run:
@@ -474,7 +477,7 @@ def summarise(result: dict) -> None:
     summary, arrays = {}, {}
     ran = [n for f in result["folds"] for n in f.get("runs", {}) if n not in VARIANTS]
     for variant in [*VARIANTS, *dict.fromkeys(ran), "full_1view", "ensemble"]:
-        p = pooled(result["folds"], variant)
+        p = pooled(result["folds"], variant, result.get("ensemble_of"))
         if p is not None:
             arrays[variant] = p.pop("_arrays")
             summary[variant] = p
@@ -621,6 +624,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--home", help="abyssal home for the runs (default: a temporary folder)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nodule_lidc"))
     p.add_argument("--merge", nargs="*", default=[], help="result files to combine")
+    p.add_argument(
+        "--ensemble-of", help="--merge: the variants the post-hoc ensemble averages (default all)"
+    )
+    p.add_argument("--note", action="append", default=[], help="--merge: a note to add")
     p.add_argument("--commit", help="the git commit measured (where git is not available)")
     p.add_argument("--quick", action="store_true", help="tiny network and cubes, 2 epochs")
     args = p.parse_args(argv)
@@ -644,7 +651,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def merge(args: argparse.Namespace) -> dict:
-    result: dict[str, Any] = {"folds": [], "timing": {}, "sources": [], "notes": NOTES}
+    result: dict[str, Any] = {"folds": [], "timing": {}, "sources": [],
+                              "notes": [*NOTES, *(f"- {n}" for n in args.note)]}  # fmt: skip
+    if args.ensemble_of:
+        result["ensemble_of"] = args.ensemble_of.split(",")
+        LABELS["ensemble"] = f"post hoc: mean logit of {', '.join(result['ensemble_of'])}"
     by_fold: dict[int, dict] = {}
     for file in args.merge:
         part = json.loads(Path(file).read_text())

@@ -127,6 +127,29 @@ def test_genesis_pretrains_and_a_classifier_starts_from_it(
     assert (fresh - start).abs().max() > 0.3 * start.abs().max()
 
 
+def test_a_mask_head_model_with_test_time_views_trains_predicts_and_exports(
+    sample: Path, home: Path
+) -> None:
+    from abyssal.optimize import optimize_version
+
+    outcome = fit(sample, home, "model.segment=true", "model.tta=4", name="nodule-mask")
+    assert 0.0 <= outcome.metrics["test_auroc"] <= 1.0
+    model = loaded(outcome.version.ref, home)
+    net = model.model
+    assert net.segment and net.tta == 4 and net.calibration[2] == 1.0  # calibrated once
+    assert "with nodule masks" in outcome.version.lineage["data"]
+    predictor = model.solution.predictor(model)
+    item = predictor.parse({"path": str(next((sample / "new").glob("*.npz")))})
+    answer = predictor.predict([item])[0]
+    assert 0.0 <= answer["malignancy_probability"] <= 1.0
+    assert predictor.saliency([item]).shape == (1, 16, 16, 16) and net.tta == 4
+    quick = {"batch_sizes": (1, 4), "reps": 3, "warmup": 1, "analyse_graph": False}
+    report = optimize_version(
+        outcome.version.ref, "cpu", ["onnx"], min_gain=-100.0, store=ModelStore(home), **quick
+    )
+    assert report.results[0].status == "accepted", report.results[0].reason
+
+
 # -- predicting per-nodule volumes --------------------------------------------------------------
 
 

@@ -75,15 +75,18 @@ def score_cubes(model: torch.nn.Module, cubes: np.ndarray, batch_size: int) -> n
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+    """The logistic function in float64 (float32 would round large logits to exactly 1)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -700, 700)))
 
 
 def fit_platt(
-    logits: np.ndarray, labels: np.ndarray, *, ridge: float = 1e-3
+    logits: np.ndarray, labels: np.ndarray, *, ridge: float = 1e-2
 ) -> tuple[float, float]:
     """Scale ``a`` and offset ``b`` so that ``sigmoid(a * logit + b)`` fits the labels (Platt
-    scaling, by Newton's method on the log loss with a small ridge); ``(1, 0)`` without both
-    classes or when the fitted scale is not positive (the ranking must not flip).
+    scaling): Newton's method with a backtracking line search on the log loss of the
+    standardised logits, with a small ridge (so overconfident or separable logits cannot send
+    the scale to infinity); ``(1, 0)`` without both classes or when the fitted scale is not
+    positive (the ranking must not flip).
 
     Example:
         >>> logits = np.array([-4.0, -2.0, 0.0, 2.0, 4.0, 6.0])
@@ -95,17 +98,28 @@ def fit_platt(
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
     if len(np.unique(y)) < 2 or not np.isfinite(x).all():
         return 1.0, 0.0
-    w = np.array([1.0, 0.0])
-    design = np.stack([x, np.ones_like(x)], axis=1)
-    for _ in range(50):
+    center, spread = float(x.mean()), float(x.std()) or 1.0
+    design = np.stack([(x - center) / spread, np.ones_like(x)], axis=1)
+
+    def loss(w: np.ndarray) -> float:
+        z = design @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * ridge * w[0] ** 2)
+
+    w = np.array([spread, center])  # the identity map, a = 1, b = 0
+    current = loss(w)
+    for _ in range(100):
         p = sigmoid(design @ w)
-        grad = design.T @ (p - y) + ridge * w
-        hess = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
+        grad = design.T @ (p - y) + ridge * np.array([w[0], 0.0])
+        hess = (design * (p * (1 - p))[:, None]).T @ design + np.diag([ridge, 1e-9])
         step = np.linalg.solve(hess, grad)
-        w = w - step
-        if np.abs(step).max() < 1e-8:
+        t = 1.0
+        while t > 1e-6 and loss(w - t * step) > current:
+            t /= 2
+        w, previous = w - t * step, current
+        current = loss(w)
+        if previous - current < 1e-10 * max(1.0, abs(current)):
             break
-    a, b = float(w[0]), float(w[1])
+    a, b = float(w[0] / spread), float(w[1] - w[0] * center / spread)
     return (a, b) if a > 0 and np.isfinite([a, b]).all() else (1.0, 0.0)
 
 
@@ -164,7 +178,7 @@ def evaluate_nodule(model: torch.nn.Module, data: NoduleData, batch_size: int) -
             scores = sigmoid(out[:, 0])
             known = labels >= 0
             pairs[split] = (labels[known], scores[known])
-            metrics[f"{split}_auroc"] = auroc(labels, scores)
+            metrics[f"{split}_auroc"] = auroc(labels, out[:, 0])  # logits: no saturated ties
             metrics[f"{split}_accuracy"] = float(((scores[known] >= 0.5) == labels[known]).mean())
             metrics[f"{split}_nodules"] = int(known.sum())
             metrics.update(_attribute_errors(out[:, 1:], data.attributes[rows], names, split))

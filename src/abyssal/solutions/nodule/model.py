@@ -132,10 +132,22 @@ def pool_levels(levels: Sequence[torch.Tensor], mask: torch.Tensor | None = None
     for level in levels:
         parts += [level.mean(dim=(2, 3, 4)), level.amax(dim=(2, 3, 4))]
         if mask is not None:
-            weight = F.adaptive_avg_pool3d(mask, level.shape[2:])
+            weight = _shrink(mask, level.shape[2:])
             total = weight.sum(dim=(2, 3, 4)).clamp_min(1e-3)
             parts.append((level * weight).sum(dim=(2, 3, 4)) / total)
     return torch.cat(parts, dim=1)
+
+
+def _shrink(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``mask`` (B, 1, ...) averaged down to ``size``: block means where the sizes divide (ONNX
+    has no adaptive pooling), trilinear resampling where they do not."""
+    have = mask.shape[2:]
+    if tuple(have) == tuple(size):
+        return mask
+    if all(h % s == 0 for h, s in zip(have, size, strict=True)):
+        kernel = tuple(h // s for h, s in zip(have, size, strict=True))
+        return F.avg_pool3d(mask, kernel)
+    return F.interpolate(mask, size=tuple(size), mode="trilinear", align_corners=False)
 
 
 SYMMETRIES: tuple[tuple[tuple[int, ...], bool], ...] = tuple(

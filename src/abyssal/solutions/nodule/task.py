@@ -210,12 +210,14 @@ class ClassifyTask(_CubeTask):
         net = getattr(model, "module", model)
         with net.single_view():  # early stopping on one view; test-time views at the end
             out = model(batch.voxels()).float()
-        return {"probability": torch.sigmoid(out[:, 0]), "label": batch.labels}
+        logit = out[:, 0]
+        return {"probability": torch.sigmoid(logit), "logit": logit, "label": batch.labels}
 
     def validation_metrics(self, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
         from abyssal.solutions.nodule.evaluation import auroc
 
-        return {"val_auroc": auroc(outputs["label"], outputs["probability"])}
+        # ranked by logit: float32 probabilities of confident nodules tie at exactly 1
+        return {"val_auroc": auroc(outputs["label"], outputs["logit"])}
 
 
 def nodule_loss(
