@@ -18,8 +18,8 @@ predicts the nodule's mask (trained on the readers' masks at that resolution), a
 also pooled with that mask as weights, so the heads read the nodule's own features beside the
 whole cube's. Test-time
 augmentation (``tta``) averages the outputs over the cube's symmetries in eval mode. The
-malignancy logit passes through a scale and offset (``calibration``, identity until
-:func:`calibrate` fits them on validation nodules: Platt scaling).
+malignancy logit passes, in eval mode, through a scale and offset (``calibration``, identity
+until :func:`calibrate` fits them on validation nodules: Platt scaling).
 
 Example:
     >>> net = NoduleNet(width=8, attributes=2)
@@ -326,11 +326,13 @@ class NoduleNet(nn.Module):
             return torch.sigmoid(self._decode(levels, stem))
         views = 1 if self.training or with_mask else self.tta
         logit, z, mask_logits = self.heads(x)
-        for i in range(1, views):  # the mean over the views, one view at a time (memory)
-            more_logit, more_z, _ = self.heads(symmetric_views(x, i))
-            logit, z = logit + more_logit, z + more_z
-        logit, z = logit / views, z / views
-        logit = logit * self.calibration[0] + self.calibration[1]
+        if views > 1:  # the mean over the views, one view at a time (memory)
+            for i in range(1, views):
+                more_logit, more_z, _ = self.heads(symmetric_views(x, i))
+                logit, z = logit + more_logit, z + more_z
+            logit, z = logit / views, z / views
+        if not self.training:  # calibration maps the trained logit; training sees it raw
+            logit = logit * self.calibration[0] + self.calibration[1]
         out = torch.cat([logit.unsqueeze(1), self.scale.restore(z)], dim=1)
         return (out, mask_logits) if with_mask else out
 
