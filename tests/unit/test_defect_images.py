@@ -10,13 +10,12 @@ import pytest
 from PIL import Image
 
 from abyssal.core.errors import DataError
+from abyssal.data.images import image_size, load_image
 from abyssal.solutions.defect.images import (
     Box,
     ImageRecord,
-    image_size,
     list_images,
     list_unlabelled,
-    load_image,
     load_images,
     read_voc_boxes,
     scaled_boxes,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from abyssal.core.errors import ConfigError
-from abyssal.solutions.defect.images import list_images, list_unlabelled, load_image
+from abyssal.data.images import load_image
+from abyssal.solutions.defect.images import list_images, list_unlabelled
 from abyssal.solutions.defect.sample import DefectSampleConfig, generate_sample, render_defect
 
 TINY = {"images_per_class": 2, "size": 24, "classes": ["scratch", "spot", "patch"]}

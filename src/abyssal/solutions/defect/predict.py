@@ -28,7 +28,8 @@ import torch
 
 from abyssal.core.display import table
 from abyssal.core.errors import DataError
-from abyssal.solutions.defect.images import IMAGE_EXTENSIONS, list_unlabelled, load_image
+from abyssal.data.images import IMAGE_EXTENSIONS, load_image
+from abyssal.solutions.defect.images import list_unlabelled
 
 FIELDS = ("path", "class", "probability")
 MAX_SHOWN_BAD = 10
