@@ -464,18 +464,19 @@ def check_sample_files(
     """
     notes: list[str] = []
     if sample.image is not None:
-        with _located(sample, "image", sample.image):
+        with located(sample, "image", sample.image):
             _decode_image(sample.image)
     if sample.audio is not None:
-        with _located(sample, "audio", sample.audio):
+        with located(sample, "audio", sample.audio):
             _, found = read_audio(sample.audio, sample_rate=sample_rate, max_seconds=max_seconds)
         notes += [f"row {sample.row}, audio {sample.audio}: {note}" for note in found]
     return notes
 
 
 @contextmanager
-def _located(sample: Sample, kind: str, file: Path) -> Iterator[None]:
-    """Re-raise a DataError about ``file`` naming the manifest, the row and the file."""
+def located(sample: Sample, kind: str, file: Path) -> Iterator[None]:
+    """Re-raise a DataError about ``file`` naming the manifest, the row and the file (around
+    the decoding of one of a sample's files)."""
     try:
         yield
     except DataError as e:
