@@ -280,3 +280,26 @@ def test_leave_one_out(kind: type[MultimodalFusion]) -> None:
         no_audio["audio"][1] = False  # row 1 keeps text
         without = fusion(tokens, no_audio).logits.softmax(1)[1, predicted[1]]
         assert deltas[1, 2].item() == pytest.approx((probs[1].max() - without).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cross_attention", "late"])
+def test_a_fusion_exports_to_one_graph_that_gives_the_eager_logits(name: str) -> None:
+    torch.manual_seed(0)
+    fusion = build_fusion(name, ["text", "image"], dim=8, classes=3).eval()
+
+    class Flat(torch.nn.Module):  # export takes tensors, not dicts of modalities
+        def __init__(self) -> None:
+            super().__init__()
+            self.fusion = fusion
+
+        def forward(self, a, b, mask_a, mask_b):
+            return self.fusion({"text": a, "image": b}, {"text": mask_a, "image": mask_b}).logits
+
+    args = (
+        torch.randn(2, 5, 8),
+        torch.randn(2, 4, 8),
+        torch.ones(2, 5, dtype=torch.bool),
+        torch.tensor([[True] * 4, [False] * 4]),
+    )
+    graph = torch.export.export(Flat(), args).module()
+    torch.testing.assert_close(graph(*args), Flat()(*args))

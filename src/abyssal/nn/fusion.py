@@ -101,12 +101,13 @@ class MultimodalFusion(nn.Module, ABC):
         # zeroed, so that no value under a mask (not even NaN) can reach the output
         xs = [tokens[name].masked_fill(~masks[name].unsqueeze(-1), 0.0) for name in self.modalities]
         presence = torch.stack([m.any(1) for m in ms], 1)  # (B, M)
-        empty = (~presence.any(1)).nonzero()
-        if len(empty):
-            raise ValueError(
-                f"row {int(empty[0])} has no modality present (every mask is False); "
-                "each sample needs at least one"
-            )
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # eager only: export
+            empty = (~presence.any(1)).nonzero()  # graphs cannot branch on values
+            if len(empty):
+                raise ValueError(
+                    f"row {int(empty[0])} has no modality present (every mask is False); "
+                    "each sample needs at least one"
+                )
         return self._fuse(xs, ms, presence)
 
     @abstractmethod
