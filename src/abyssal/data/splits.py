@@ -42,7 +42,8 @@ def stratified_split(
         n: number of items.
         labels: (n,) class indices, or ``None`` (no classes, e.g. regression).
         val_frac: share of each class for validation.
-        test_frac: share of each class for testing.
+        test_frac: share of each class for testing; 0 asks for no test split (it is empty, for
+            data whose test set comes from elsewhere).
         seed: seed of the random permutation.
         where: the data's name (file or folder), for messages.
         unit: what the items are called in messages (``rows``, ``images``).
@@ -51,7 +52,7 @@ def stratified_split(
         Ascending int64 item indices per split (``train``, ``val``, ``test``).
 
     Raises:
-        DataError: a split would be empty.
+        DataError: a split would be empty (the test split only when ``test_frac`` > 0).
 
     Example:
         >>> s = stratified_split(10, None, val_frac=0.2, test_frac=0.2, seed=1, where="t")
@@ -67,7 +68,7 @@ def stratified_split(
         for split, rows in _cut(rng.permutation(group), val_frac, test_frac).items():
             parts[split].append(rows)
     splits = {s: np.sort(np.concatenate(p)).astype(np.int64) for s, p in parts.items()}
-    _check_split(splits, where, unit)
+    _check_split(splits, where, unit, test=test_frac > 0)
     return splits
 
 
@@ -89,10 +90,13 @@ def _cut(rows: np.ndarray, val_frac: float, test_frac: float) -> dict[str, np.nd
     }
 
 
-def _check_split(splits: dict[str, np.ndarray], where: str, unit: str = "rows") -> None:
-    """Refuse a split with an empty part (the message names the data and each split's size)."""
+def _check_split(
+    splits: dict[str, np.ndarray], where: str, unit: str = "rows", *, test: bool = True
+) -> None:
+    """Refuse a split with an empty part (the message names the data and each split's size);
+    ``test=False``: the test split may be empty."""
     sizes = {s: len(r) for s, r in splits.items()}
-    if min(sizes.values()) < 1:
+    if min(n for s, n in sizes.items() if test or s != "test") < 1:
         raise DataError(
             f"too few {unit} for the split: {sum(sizes.values())} {unit} give {sizes['train']} "
             f"training, {sizes['val']} validation and {sizes['test']} test {unit}; each split "

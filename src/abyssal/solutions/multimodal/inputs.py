@@ -33,42 +33,13 @@ import torch
 from abyssal.core.errors import ConfigError, DataError
 from abyssal.data.images import load_image
 from abyssal.solutions.multimodal.audio import log_mel, read_audio
+from abyssal.solutions.multimodal.config import InputOptions
 from abyssal.solutions.multimodal.manifest import MODALITIES, Sample, located
 
 log = logging.getLogger(__name__)
 
 NOTES_SHOWN = 3
 """Notes (e.g. resampled audio) quoted in the one warning that counts them."""
-
-
-@dataclass(frozen=True)
-class InputOptions:
-    """How each modality is decoded.
-
-    Attributes:
-        image_size: images are resized to this many pixels a side.
-        image_channels: 3 (colour; grey images repeated), 1 (grey; colour converted).
-        sample_rate: audio is resampled to this rate, in Hz.
-        n_mels: mel bands of the spectrogram.
-        max_seconds: longer audio is cut.
-        max_tokens: longer texts are cut (special tokens included).
-    """
-
-    image_size: int = 64
-    image_channels: int = 3
-    sample_rate: int = 16000
-    n_mels: int = 64
-    max_seconds: float = 10.0
-    max_tokens: int = 64
-
-    def __post_init__(self) -> None:
-        if self.image_size < 8:
-            raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
-        if self.image_channels not in (1, 3):
-            raise ConfigError(f"image_channels must be 1 or 3, got {self.image_channels}")
-        for name in ("sample_rate", "n_mels", "max_seconds", "max_tokens"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass
