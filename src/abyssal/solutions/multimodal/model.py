@@ -1,0 +1,194 @@
+"""The multimodal classifier: one encoder per modality (:mod:`abyssal.nn.encoders`) to tokens of
+one width, fused by the configured fusion (:mod:`abyssal.nn.fusion`), with modality dropout in
+training so that a sample missing a modality at prediction is a case it has seen.
+
+Inputs are the arrays :func:`~abyssal.solutions.multimodal.inputs.decode_samples` makes, as
+tensors, for the modalities the model was built for (its spec's ``modalities``), in
+:data:`~abyssal.solutions.multimodal.manifest.MODALITIES` order: text ``tokens`` (B, L) and
+``token_lengths`` (B,); ``images`` (B, C, S, S) uint8; ``mels`` (B, n_mels, F) and
+``mel_lengths`` (B,); and ``present`` (B, 3) bool for all three modalities. A modality absent
+from a row (its ``present`` flag false) is masked out whatever its arrays hold.
+
+Example:
+    >>> net = build_multimodal_model(cfg.model, spec)  # doctest: +SKIP
+    >>> net.explain(batch).contributions  # doctest: +SKIP
+    tensor([[0.0000, 0.3100, 0.6900]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from abyssal.core.errors import ConfigError
+from abyssal.nn.encoders import (
+    AudioConvEncoder,
+    AudioTransformerEncoder,
+    ImageEncoder,
+    TextEncoder,
+    timm_image_encoder,
+    torchvision_image_encoder,
+)
+from abyssal.nn.fusion import FusionOutput, build_fusion, modality_dropout
+from abyssal.solutions.multimodal.manifest import MODALITIES
+
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+"""The ImageNet pixel statistics torchvision's and timm's pretrained trunks expect."""
+
+
+def small_trunk(in_channels: int = 3, width: int = 32) -> tuple[nn.Module, int]:
+    """A small CNN trained from scratch (three conv-BN-ReLU blocks, each halving the size):
+    (B, in_channels, S, S) -> (B, 2 width, S/8, S/8); returns it and its channel count."""
+    layers: list[nn.Module] = []
+    cin = in_channels
+    for cout in (width, 2 * width, 2 * width):
+        layers += [
+            nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
+        cin = cout
+    return nn.Sequential(*layers), cin
+
+
+def build_encoder(
+    modality: str, setting: str, spec: Mapping[str, Any], dim: int, **kw: Any
+) -> nn.Module:
+    """The encoder ``setting`` (``model.text`` / ``model.image`` / ``model.audio``) names.
+
+    Raises:
+        ConfigError: a setting this build cannot make (e.g. ``audio=pretrained:DIR``, which
+            needs waveforms the decoded inputs do not keep yet).
+    """
+    if modality == "text":
+        from abyssal.solutions.text.model import transformers_module
+
+        folder = spec.get("text_base")
+        if not folder:
+            raise ConfigError("model.text: the spec names no text model folder")
+        model = transformers_module().AutoModel.from_pretrained(str(folder))
+        return TextEncoder(model, dim, freeze=bool(kw.get("freeze", True)))
+    if modality == "image":
+        channels = int(spec.get("image_channels", 3))
+        weights = kw.get("weights")
+        if setting == "small":
+            trunk, width = small_trunk(channels)
+            return ImageEncoder(trunk, width, dim, in_channels=channels)
+        if channels != 3:
+            raise ConfigError(
+                f"model.image={setting} takes colour images: set data.image_channels=3"
+            )
+        kind, _, name = setting.partition(":")
+        factory = torchvision_image_encoder if kind == "torchvision" else timm_image_encoder
+        return factory(dim, name=name, weights=weights)
+    if setting == "conv":
+        return AudioConvEncoder(int(spec["n_mels"]), dim)
+    if setting == "transformer":
+        return AudioTransformerEncoder(int(spec["n_mels"]), dim)
+    raise ConfigError(
+        f"model.audio={setting}: a pretrained waveform encoder is not supported by this build "
+        "yet (the decoded inputs hold log-mel spectrograms); use conv or transformer"
+    )
+
+
+class MultimodalNet(nn.Module):
+    """Encoders, fusion and modality dropout.
+
+    Args:
+        encoders: modality -> encoder, for the modalities the model takes (MODALITIES order).
+        fusion: a fusion built for those modalities (:func:`abyssal.nn.fusion.build_fusion`).
+        dropout: training-time probability of masking a present modality of a row (never
+            the row's last one).
+        normalise_images: subtract the ImageNet mean and divide by its spread (pretrained
+            trunks); else pixels / 255 only.
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module],
+        fusion: nn.Module,
+        *,
+        dropout: float = 0.0,
+        normalise_images: bool = False,
+    ) -> None:
+        super().__init__()
+        self.modalities = [m for m in MODALITIES if m in encoders]
+        if not self.modalities:
+            raise ConfigError("the model needs at least one modality")
+        self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
+        self.fusion = fusion
+        self.dropout = dropout
+        self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1))
+        self.normalise_images = normalise_images
+
+    def explain(self, batch: Mapping[str, torch.Tensor]) -> FusionOutput:
+        """The fusion's whole output (logits, embedding, contributions) for a batch dict with
+        the keys of the module docstring."""
+        tokens, masks = {}, {}
+        present = batch["present"].bool()
+        for k, modality in enumerate(MODALITIES):
+            if modality not in self.encoders:
+                continue
+            x, mask = self._encode(modality, batch)
+            tokens[modality] = x
+            masks[modality] = mask & present[:, k : k + 1]
+        if self.training and self.dropout > 0:
+            masks = modality_dropout(masks, self.dropout)
+        return self.fusion(tokens, masks)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(B, classes) logits."""
+        return self.explain(batch).logits
+
+    def _encode(
+        self, modality: str, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        encoder = self.encoders[modality]
+        if modality == "text":
+            ids = batch["tokens"]
+            positions = torch.arange(ids.shape[1], device=ids.device)
+            attention = (positions[None] < batch["token_lengths"][:, None]).long()
+            return encoder(ids, attention)
+        if modality == "image":
+            x = batch["images"].float() / 255.0
+            if self.normalise_images:
+                x = (x - self.mean) / self.std
+            return encoder(x)
+        return encoder(batch["mels"].float(), batch["mel_lengths"])
+
+
+def build_multimodal_model(model_cfg: Any, spec: Mapping[str, Any]) -> MultimodalNet:
+    """The network for a model config and a spec (``modalities``, ``classes``, ``text_base``,
+    ``n_mels``, ``image_channels``)."""
+    modalities = list(spec["modalities"])
+    encoders = {}
+    for modality in modalities:
+        setting = model_cfg.encoder(modality)
+        weights = None if model_cfg.image_weights == "none" else str(Path(model_cfg.image_weights))
+        encoders[modality] = build_encoder(
+            modality, setting, spec, model_cfg.dim, freeze=model_cfg.text_freeze, weights=weights
+        )
+    fusion_name = model_cfg.fusion
+    if fusion_name == "cross_attention" and len(modalities) < 2:
+        fusion_name = "concat"  # one modality: nothing to attend to
+    fusion = build_fusion(
+        fusion_name,
+        modalities,
+        model_cfg.dim,
+        len(spec["classes"]),
+        heads=model_cfg.heads,
+        layers=model_cfg.layers,
+        dropout=model_cfg.dropout,
+    )
+    pretrained_image = "image" in modalities and model_cfg.image != "small"
+    net = MultimodalNet(
+        encoders, fusion, dropout=model_cfg.modality_dropout, normalise_images=pretrained_image
+    )
+    net.multimodal_spec = dict(spec)
+    return net
