@@ -42,6 +42,13 @@ SOLUTIONS.add_lazy(
     summary="lung-nodule malignancy on CT: 3-D CNN, multi-scale fusion, Models Genesis, "
     "knowledge-guided decoder, Grad-CAM",
 )
+SOLUTIONS.add_lazy(
+    "multimodal",
+    "abyssal.solutions.multimodal.solution:MultimodalSolution",
+    extra="multimodal",
+    summary="classification from text, images and audio, any missing: per-modality encoders, "
+    "cross-modal attention fusion",
+)
 
 
 def get_solution(name: str) -> Solution:

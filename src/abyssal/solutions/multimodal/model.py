@@ -150,17 +150,19 @@ class MultimodalNet(nn.Module):
         self, modality: str, batch: Mapping[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         encoder = self.encoders[modality]
+        # a row without the modality has length 0: the encoder sees one (masked) step, the
+        # fusion none of it (``present``)
         if modality == "text":
             ids = batch["tokens"]
             positions = torch.arange(ids.shape[1], device=ids.device)
-            attention = (positions[None] < batch["token_lengths"][:, None]).long()
-            return encoder(ids, attention)
+            lengths = batch["token_lengths"].clamp_min(1)
+            return encoder(ids, (positions[None] < lengths[:, None]).long())
         if modality == "image":
             x = batch["images"].float() / 255.0
             if self.normalise_images:
                 x = (x - self.mean) / self.std
             return encoder(x)
-        return encoder(batch["mels"].float(), batch["mel_lengths"])
+        return encoder(batch["mels"].float(), batch["mel_lengths"].clamp_min(1))
 
 
 def build_multimodal_model(model_cfg: Any, spec: Mapping[str, Any]) -> MultimodalNet:
