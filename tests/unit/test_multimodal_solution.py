@@ -45,9 +45,13 @@ def test_the_sample_is_a_manifest_with_every_modality_and_some_missing(sample: P
     assert same == (sample / "manifest.csv").read_text()  # the same seed, the same table
 
 
-def test_a_classifier_trains_and_registers_per_modality_metrics(
-    sample: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def outcome(sample: Path, home: Path):
     overrides = [
         f"data.path={sample / 'manifest.csv'}",
         "data.val_frac=0.25",
@@ -56,7 +60,11 @@ def test_a_classifier_trains_and_registers_per_modality_metrics(
         "train.epochs=2",
         "train.progress=false",
     ]
-    out = train("multimodal", QUICKSTART, overrides, home=tmp_path)
+    return train("multimodal", QUICKSTART, overrides, home=home)
+
+
+def test_a_classifier_trains_and_registers_per_modality_metrics(outcome) -> None:
+    out = outcome
     assert out is not None and out.version.ref == "multimodal:1"
     m = out.metrics
     assert 0 <= m["test_accuracy"] <= 1 and 0 <= m["test_macro_f1"] <= 1
@@ -77,3 +85,33 @@ def test_the_cli_generates_and_the_quickstart_config_loads(tmp_path: Path) -> No
     assert (tmp_path / "d" / "manifest.csv").is_file()
     cfg = load_config(MultimodalConfig, QUICKSTART)
     assert cfg.model.fusion == "cross_attention" and cfg.model.modality_dropout == 0.5
+
+
+def test_requests_are_answered_with_shares_and_leave_one_out_deltas(
+    sample: Path, home: Path, outcome, tmp_path: Path
+) -> None:
+    from abyssal.core.errors import DataError
+    from abyssal.core.store import ModelStore
+    from abyssal.solutions.loading import load_model
+
+    loaded = load_model(outcome.version.ref, store=ModelStore(home))
+    predictor = loaded.solution.predictor(loaded)
+    image = next((sample / "images").glob("*.png"))
+    text_only = predictor.parse({"id": "q1", "text": "an old horn"})
+    both = predictor.parse({"text": "something", "image": str(image)})
+    answers = predictor.predict([text_only, both])
+    assert [a["modalities"] for a in answers] == [["text"], ["text", "image"]]
+    assert answers[0]["id"] == "q1" and answers[0]["label"] in ("bell", "drum", "flute", "horn")
+    assert sum(answers[1]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert answers[0]["attention_share"] == {"text": 1.0}
+    assert set(answers[1]["leave_one_out"]) == {"text", "image"}
+    with pytest.raises(DataError, match="the request has nothing"):
+        predictor.parse({"id": "x"})
+    with pytest.raises(DataError, match=r"unknown request fields \['colour'\]"):
+        predictor.parse({"text": "a drum", "colour": "red"})
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"bad\.png"):
+        predictor.parse({"image": str(tmp_path / "bad.png")})
+    report = loaded.solution.predict_file(loaded, sample / "new_truth.csv", out=tmp_path / "p.csv")
+    assert report.rows == 3 and (tmp_path / "p.csv").is_file()
+    assert any(line.startswith("accuracy against the given labels") for line in report.summary)

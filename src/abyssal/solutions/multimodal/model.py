@@ -36,6 +36,8 @@ from abyssal.nn.encoders import (
 from abyssal.nn.fusion import FusionOutput, build_fusion, modality_dropout
 from abyssal.solutions.multimodal.manifest import MODALITIES
 
+INPUT_KEYS = {"text": "tokens", "image": "images", "audio": "mels"}
+"""The batch key that carries each modality (absent: no row of the batch has it)."""
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 """The ImageNet pixel statistics torchvision's and timm's pretrained trunks expect."""
@@ -135,7 +137,12 @@ class MultimodalNet(nn.Module):
         for k, modality in enumerate(MODALITIES):
             if modality not in self.encoders:
                 continue
-            x, mask = self._encode(modality, batch)
+            if INPUT_KEYS[modality] not in batch:  # no row of the batch has it
+                dim = self.fusion.dim
+                x = present.new_zeros(len(present), 1, dim, dtype=torch.float32)
+                mask = present.new_zeros(len(present), 1)
+            else:
+                x, mask = self._encode(modality, batch)
             tokens[modality] = x
             masks[modality] = mask & present[:, k : k + 1]
         if self.training and self.dropout > 0:

@@ -88,5 +88,29 @@ class MultimodalSolution(Solution):
 
         return evaluate_multimodal(model, data, cfg.data.eval_batch_size)
 
+    # -- the serving half ----------------------------------------------------------------------
+
+    def predictor(self, loaded: Any) -> Any:
+        from abyssal.solutions.multimodal.predict import MultimodalPredictor
+
+        return MultimodalPredictor.from_loaded(loaded)
+
+    def predict_file(
+        self,
+        loaded: Any,
+        path: str | Path,
+        *,
+        out: str | Path | None = None,
+        explain: str | Path | None = None,
+    ) -> Any:
+        """Predict every row of a manifest (CSV or JSONL; labels optional: with them the report
+        gives the accuracy); per row the class, its probability, the modalities used, their
+        attention shares and leave-one-modality-out deltas."""
+        from abyssal.solutions.multimodal.predict import predict_manifest
+
+        if explain is not None:
+            raise self._lacks("predict_file(explain=...)", "explanation files")
+        return predict_manifest(self.predictor(loaded), path, out=out)
+
     def generate_sample(self, options: MultimodalSampleConfig, out: Path) -> list[str]:
         return generate_sample(options, out)
