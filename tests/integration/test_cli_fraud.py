@@ -198,7 +198,7 @@ def test_unknown_model_and_solution_are_clear(capsys: pytest.CaptureFixture[str]
     assert "unknown model" in capsys.readouterr().err.lower()
     assert main(["train", "nosuch"]) == 1
     assert (
-        "unknown solution 'nosuch'; choose one of: defect, fraud, nodule, tabular"
+        "unknown solution 'nosuch'; choose one of: defect, fraud, multimodal, nodule, tabular"
         in capsys.readouterr().err
     )
 
