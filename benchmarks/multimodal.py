@@ -7,16 +7,21 @@ interval across seeds (Student's t).
 Every run goes through ``abyssal.train.api.train("multimodal", ...)`` with
 ``configs/multimodal/avdigits.yaml`` (training on FSDD's training recordings, 15 % of them for
 validation, testing on its test recordings: indices 0-4 of every digit and speaker). The single
-modality rows are models trained on that modality alone (the other encoder ``none``).
+modality rows are models trained on that modality alone (the other encoder ``none``), with the
+early-fusion head (a transformer layer over the modality's tokens, then a masked mean), so that
+they have the token-level layers the cross-attention model has. ``--merge`` combines result files
+(a later file's run replaces an earlier one of the same variant and seed).
 
 Usage:
     python benchmarks/multimodal.py --seeds 0-4 --out benchmarks/results/multimodal_avdigits
     python benchmarks/multimodal.py --seeds 0 --epochs 1 --out /tmp/smoke       # smoke run
+    python benchmarks/multimodal.py --merge a.json b.json --out results/multimodal_avdigits
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -34,15 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "multimodal" / "avdigits.yaml"
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn")
 VARIANTS = {
-    "audio": ["model.image=none"],
-    "image": ["model.audio=none"],
+    "audio": ["model.image=none", "model.fusion=early"],
+    "image": ["model.audio=none", "model.fusion=early"],
     "late": ["model.fusion=late"],
     "concat": ["model.fusion=concat"],
     "cross_attention": ["model.fusion=cross_attention"],
 }
 LABELS = {
-    "audio": "audio alone",
-    "image": "image alone",
+    "audio": "audio alone (transformer head over its tokens)",
+    "image": "image alone (transformer head over its tokens)",
     "late": "late fusion (mean of per-modality scores)",
     "concat": "concatenation",
     "cross_attention": "cross-modal attention",
@@ -130,9 +135,9 @@ def summarise(record: dict) -> None:
 
 
 def markdown(record: dict) -> str:
-    env = record["environment"]
     lines = ["# Multimodal fusion on spoken and written digits (AV-MNIST protocol)", ""]
-    lines += [env_line(env, record["command"], PACKAGES), ""]
+    for source in record.get("sources") or [record]:
+        lines += [env_line(source["environment"], source["command"], PACKAGES), ""]
     opts = record["pairs"]["options"]
     lines += [
         f"Data: FSDD recordings ({record['pairs']['recordings']['train']} training, "
@@ -163,6 +168,7 @@ def markdown(record: dict) -> str:
     lines += md_table(
         ["model", "seeds", "test accuracy", "95% CI", "gain over best single", "per seed"], rows
     )
+    lines += ["", *record.get("notes", [])] if record.get("notes") else []
     lines += ["", "## Targets", ""]
     targets = [[t["target"], t["measured"], t["status"]] for t in record["targets"]]
     lines += md_table(["target", "measured", "status"], targets)
@@ -177,6 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=0, help="override train.epochs (0: the config's)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "multimodal_avdigits"))
     p.add_argument("--commit", help="the git commit measured (where git is not available)")
+    p.add_argument("--merge", nargs="*", default=[], help="result files to combine")
+    p.add_argument("--note", action="append", default=[], help="--merge: a note to add")
     args = p.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in args.variants if v not in VARIANTS]
@@ -185,8 +193,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def merge(files: list[str], notes: list[str]) -> dict[str, Any]:
+    """Runs of several result files; a later file's run replaces an earlier one of the same
+    variant and seed."""
+    runs: dict[tuple[str, int], dict] = {}
+    record: dict[str, Any] = {"sources": [], "notes": [f"- {n}" for n in notes]}
+    for file in files:
+        part = json.loads(Path(file).read_text())
+        record["sources"] += part.get("sources") or [
+            {"environment": part["environment"], "command": part["command"]}
+        ]
+        record["pairs"] = part["pairs"]
+        for run in part["runs"]:
+            runs[(run["variant"], run["seed"])] = run
+    record["runs"] = sorted(
+        runs.values(), key=lambda r: (r["seed"], list(VARIANTS).index(r["variant"]))
+    )
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        record = merge(args.merge, args.note)
+        summarise(record)
+        write_result(record, args.out, markdown)
+        return 0
     env = environment(PACKAGES)
     if args.commit:
         env["git_commit"] = args.commit
