@@ -13,6 +13,11 @@ Example:
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
 from abyssal.core.errors import DataError
@@ -103,3 +108,26 @@ def _check_split(
             f"needs at least one (add {unit}, or change data.val_frac / data.test_frac)",
             path=where,
         )
+
+
+def split_names(n: int, splits: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(n,) object array: each item's split name (``unused`` for items in none).
+
+    Example:
+        >>> split_names(3, {"train": np.array([0]), "val": np.array([2]), "test": np.array([])})
+        array(['train', 'unused', 'val'], dtype=object)
+    """
+    where = np.full(n, "unused", dtype=object)
+    for name in SPLITS:
+        where[np.asarray(splits.get(name, []), dtype=np.int64)] = name
+    return where
+
+
+def split_file(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> dict[str, str]:
+    """``{"split.csv": text}``: the header and rows as CSV, the run file every solution writes
+    with its data's split."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return {"split.csv": out.getvalue()}

@@ -14,16 +14,14 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from abyssal.core.errors import ConfigError, DataError
-from abyssal.data.splits import stratified_split
+from abyssal.data.splits import split_file, split_names, stratified_split
 from abyssal.solutions.defect.config import DefectDataConfig
 from abyssal.solutions.defect.images import (
     Box,
@@ -83,15 +81,14 @@ class DefectData:
 
     def run_files(self) -> dict[str, str]:
         """Files written into the run folder: ``split.csv`` (path, label, split)."""
-        where = np.full(len(self.records), "unused", dtype=object)
-        for name in SPLITS:
-            where[self.splits[name]] = name
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["path", "label", "split"])
-        for record, label, split in zip(self.records, self.labels, where, strict=True):
-            writer.writerow([str(record.path), self.classes[label], split])
-        return {"split.csv": out.getvalue()}
+        where = split_names(len(self.records), self.splits)
+        return split_file(
+            ["path", "label", "split"],
+            (
+                [str(record.path), self.classes[label], split]
+                for record, label, split in zip(self.records, self.labels, where, strict=True)
+            ),
+        )
 
 
 def prepare_defect_data(cfg: DefectDataConfig, *, progress: bool = True) -> DefectData:

@@ -16,9 +16,7 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -28,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from abyssal.core.errors import ConfigError, DataError
-from abyssal.data.splits import SPLITS, stratified_split
+from abyssal.data.splits import SPLITS, split_file, split_names, stratified_split
 from abyssal.solutions.multimodal.config import MultimodalDataConfig, MultimodalModelConfig
 from abyssal.solutions.multimodal.inputs import DecodedInputs, InputOptions, decode_samples
 from abyssal.solutions.multimodal.manifest import MODALITIES, Manifest, Sample, read_manifest
@@ -79,17 +77,15 @@ class MultimodalData:
 
     def run_files(self) -> dict[str, str]:
         """``split.csv`` (id, row, label, split, and 0/1 for text, image, audio) for the run."""
-        where = np.full(len(self.inputs), "unused", dtype=object)
-        for name in SPLITS:
-            where[self.splits[name]] = name
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["id", "row", "label", "split", *MODALITIES])
-        for k, sample_id in enumerate(self.inputs.ids):
-            flags = self.inputs.present[k].astype(int).tolist()
-            label = self.classes[self.labels[k]]
-            writer.writerow([sample_id, self.inputs.rows[k], label, where[k], *flags])
-        return {"split.csv": out.getvalue()}
+        where = split_names(len(self.inputs), self.splits)
+        return split_file(
+            ["id", "row", "label", "split", *MODALITIES],
+            (
+                [sample_id, self.inputs.rows[k], self.classes[self.labels[k]], where[k],
+                 *self.inputs.present[k].astype(int).tolist()]
+                for k, sample_id in enumerate(self.inputs.ids)
+            ),
+        )  # fmt: skip
 
 
 def prepare_multimodal_data(

@@ -15,9 +15,7 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -25,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from abyssal.core.errors import ConfigError, DataError
-from abyssal.data.splits import stratified_split
+from abyssal.data.splits import split_file, split_names, stratified_split
 from abyssal.solutions.nodule.config import NoduleDataConfig
 from abyssal.solutions.nodule.records import CLASSES, NoduleRecord, Table, read_records
 from abyssal.solutions.nodule.volumes import Volume, crop_cube, read_volume, voxel_to_world
@@ -167,16 +165,15 @@ class NoduleData:
 
     def run_files(self) -> dict[str, str]:
         """``split.csv`` (nodule_id, patient_id, label, split) written into the run folder."""
-        where = np.full(len(self.records), "unused", dtype=object)
-        for name in SPLITS:
-            where[self.splits[name]] = name
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["nodule_id", "patient_id", "label", "split"])
-        for record, label, split in zip(self.records, self.labels, where, strict=True):
-            name = CLASSES[label] if label >= 0 else "unlabelled"
-            writer.writerow([record.nodule_id, record.patient, name, split])
-        return {"split.csv": out.getvalue()}
+        where = split_names(len(self.records), self.splits)
+        names = [CLASSES[label] if label >= 0 else "unlabelled" for label in self.labels]
+        return split_file(
+            ["nodule_id", "patient_id", "label", "split"],
+            (
+                [record.nodule_id, record.patient, name, split]
+                for record, name, split in zip(self.records, names, where, strict=True)
+            ),
+        )
 
 
 def prepare_nodule_data(

@@ -13,9 +13,7 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from abyssal.core.errors import ConfigError, DataError
-from abyssal.data.splits import stratified_split
+from abyssal.data.splits import split_file, split_names, stratified_split
 from abyssal.solutions.text.config import TextDataConfig, TextModelConfig
 from abyssal.solutions.text.model import (
     base_kind,
@@ -94,16 +92,14 @@ class TextData:
 
     def run_files(self) -> dict[str, str]:
         """Files written into the run folder: ``split.csv`` (line, label, split, tokens)."""
-        where = np.empty(len(self.labels), dtype=object)
-        for name in SPLITS:
-            where[self.splits[name]] = name
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["line", "label", "split", "tokens"])
-        for i, label in enumerate(self.labels):
-            line = self.records.lines[i]
-            writer.writerow([line, self.classes[label], where[i], int(self.tokens.lengths[i])])
-        return {"split.csv": out.getvalue()}
+        where = split_names(len(self.labels), self.splits)
+        return split_file(
+            ["line", "label", "split", "tokens"],
+            (
+                [self.records.lines[i], self.classes[label], where[i], int(self.tokens.lengths[i])]
+                for i, label in enumerate(self.labels)
+            ),
+        )
 
 
 def tokenize(
