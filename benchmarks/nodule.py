@@ -68,13 +68,16 @@ VARIANTS = {
     "no_seg": (["model.fusion=true", "model.knowledge=true", "model.segment=false"], True),
     "no_kg": (["model.fusion=true", "model.knowledge=false"], True),
     "no_fusion": (["model.fusion=false", "model.knowledge=true"], True),
+    "no_rating": (["model.fusion=true", "model.knowledge=true", "model.rating_head=false"], True),
 }
 LABELS = {
-    "full": "full model (Genesis + fusion + knowledge decoder + mask head, 8-view TTA)",
+    "full": "full model (Genesis + fusion + knowledge decoder with rating head + mask head, "
+    "8-view TTA)",
     "no_ssl": "without self-supervised pretraining",
     "no_seg": "without the mask head (segmentation and mask-guided pooling)",
     "no_fusion": "without multi-scale fusion",
-    "no_kg": "without knowledge-guided decoder (rating and diameter heads)",
+    "no_kg": "without knowledge-guided decoder (attribute, rating and diameter heads)",
+    "no_rating": "without the malignancy-rating target (other attributes kept)",
     "full_1view": "full model scored without test-time augmentation (same weights)",
     "resnet18": "3-D ResNet-18 (torchvision r3d_18, single view, no mask head)",
     "ensemble": "post hoc: mean logit of the trained rows above",
@@ -551,12 +554,13 @@ def markdown(result: dict) -> str:
             fold_rows.append([
                 str(f["fold"]), name, _f(m.get("test_auroc")), _f(m.get("val_auroc")),
                 _f(m.get("test_diameter_mae_mm"), 2), _f(m.get("test_spiculation_mae"), 2),
+                _f(m.get("test_malignancy_rating_mae"), 2),
                 str(m.get("best_epoch", "-")), str(run.get("seconds", run.get("error", "-"))),
                 _f(g.get("metrics", {}).get("test_restoration_mse"), 5),
             ])  # fmt: skip
     lines += md_table(
         ["fold", "variant", "test AUROC", "val AUROC", "diameter MAE mm", "spiculation MAE",
-         "best epoch", "seconds", "Genesis test MSE"], fold_rows,
+         "rating MAE", "best epoch", "seconds", "Genesis test MSE"], fold_rows,
     )  # fmt: skip
     timing = result.get("timing", {})
     if timing:

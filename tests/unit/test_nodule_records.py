@@ -46,10 +46,11 @@ def test_a_good_table_gives_labels_attributes_folds_and_spacing(tmp_path: Path) 
     table = read_records(write(tmp_path, GOOD))
     by_id = {r.nodule_id: r for r in table.records}
     assert [r.label for r in table.records] == [0, 1, -1, 0]  # < 3 benign, > 3 malignant, 3 none
-    assert table.attributes == ["spiculation", "diameter_mm"]  # ATTRIBUTES order, not CSV order
-    assert by_id["a"].attributes == (1.0, 4.5)
-    assert by_id["b"].attributes[0] == 5.0 and math.isnan(by_id["b"].attributes[1])
-    assert math.isnan(by_id["c"].attributes[0]) and by_id["c"].attributes[1] == 12.0
+    # ATTRIBUTES order, not CSV order; the malignancy rating is a target too, 3 included
+    assert table.attributes == ["spiculation", "malignancy_rating", "diameter_mm"]
+    assert by_id["a"].attributes == (1.0, 1.0, 4.5)
+    assert by_id["b"].attributes[:2] == (5.0, 4.5) and math.isnan(by_id["b"].attributes[2])
+    assert math.isnan(by_id["c"].attributes[0]) and by_id["c"].attributes[1:] == (3.0, 12.0)
     assert [r.fold for r in table.records] == [0, 0, 1, 2] and table.has_folds
     assert [r.patient for r in table.records] == ["p1", "p1", "p2", "p3"]
     assert by_id["a"].spacing == (2.5, 0.7, 0.7)  # (z, y, x) = (thickness, pixel, pixel)
@@ -58,6 +59,16 @@ def test_a_good_table_gives_labels_attributes_folds_and_spacing(tmp_path: Path) 
     assert by_id["a"].path == tmp_path / "volumes" / "a.npz"
     assert [r.row for r in table.records] == [1, 2, 3, 4]
     assert "malignancy" in table.label_source
+
+
+def test_a_rating_column_of_its_own_is_the_rating_target_beside_a_label(tmp_path: Path) -> None:
+    text = "nodule_id,label,malignancy_rating\na,benign,2\nb,malignant,4.5\nc,,3\n"
+    table = read_records(write(tmp_path, text))
+    assert table.attributes == ["malignancy_rating"] and "label" in table.label_source
+    assert [r.attributes for r in table.records] == [(2.0,), (4.5,), (3.0,)]
+    assert [r.label for r in table.records] == [0, 1, -1]
+    with pytest.raises(DataError, match=r"row 2.*malignancy_rating 7 is out of range"):
+        read_records(write(tmp_path, "nodule_id,label,malignancy_rating\na,1,2\nb,0,7\n"))
 
 
 def test_a_label_column_wins_and_reads_words_and_digits(tmp_path: Path) -> None:
@@ -171,7 +182,8 @@ def patients_of(data, split: str) -> set[str]:
 def test_splits_follow_the_fold_column(tmp_path: Path) -> None:
     data = prepare_nodule_data(small(nodule_set(tmp_path)), progress=False)
     assert data.cubes.shape == (18, 8, 8, 8) and data.cubes.dtype == np.uint8
-    assert data.attribute_names == ["diameter_mm"] and data.attributes.shape == (18, 1)
+    assert data.attribute_names == ["malignancy_rating", "diameter_mm"]
+    assert data.attributes.shape == (18, 2)
     assert patients_of(data, "test") == {"p0", "p3"}  # fold 0
     assert patients_of(data, "val") == {"p1", "p4"}  # the next fold by default
     assert patients_of(data, "train") == {"p2", "p5"}

@@ -182,7 +182,9 @@ def test_a_folder_with_a_corrupt_volume_reports_it_and_predicts_the_rest(
     cube = NodulePredictor.from_loaded(model).cube(first, None, "new_01")
     with torch.no_grad():
         logit = model.model(torch.from_numpy(cube)[None, None])[0, 0].item()
-    assert float(rows[0]["malignancy_probability"]) == pytest.approx(sigmoid(logit), abs=1e-5)
+    assert float(rows[0]["malignancy_probability"]) == pytest.approx(
+        sigmoid(logit), abs=1e-4
+    )  # batched vs single convolutions
     rendered = report.render()
     assert "predicted 3 nodules" in rendered and "broken" in rendered and str(out) in rendered
 

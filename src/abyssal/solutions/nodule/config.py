@@ -24,10 +24,14 @@ ATTRIBUTES = (
     "lobulation",
     "spiculation",
     "texture",
+    "malignancy_rating",
     "diameter_mm",
 )
 """The LIDC radiologist ratings (and the diameter) the knowledge-guided decoder predicts when the
-labels table has them."""
+labels table has them. ``malignancy_rating`` is read from the ``malignancy`` column (or a
+``malignancy_rating`` one): the rating itself on its 1-5 scale, nodules rated 3 included."""
+RATING = "malignancy_rating"
+"""The attribute that is the malignancy rating (``model.rating_head``)."""
 
 
 @dataclass
@@ -116,6 +120,12 @@ class NoduleModelConfig:
         True,
         help="predict the ratings and diameter, and feed them to the malignancy head (false: "
         "malignancy from the features alone, no attribute losses)",
+    )
+    rating_head: bool = field(
+        True,
+        help="with knowledge: the decoder also predicts the malignancy rating (1-5, the "
+        "table's malignancy column; rated-3 nodules included, an ordinal target beside the "
+        "benign/malignant label) and the malignancy head reads it with the other attributes",
     )
     dropout: float = field(0.2, help="dropout before the heads")
     segment: bool = field(

@@ -9,7 +9,8 @@ Columns (names ignore case; only ``nodule_id`` and a label are required):
   median radiologist rating 1-5: below 3 benign, above 3 malignant, 3 unlabelled).
 - optional ratings ``subtlety``, ``internalStructure``, ``calcification``, ``sphericity``,
   ``margin``, ``lobulation``, ``spiculation``, ``texture`` (LIDC scales) and ``diameter_mm``: the
-  knowledge-guided decoder's targets; empty cells are missing values.
+  knowledge-guided decoder's targets; empty cells are missing values. The ``malignancy``
+  rating (or a ``malignancy_rating`` column) is one more target, ``malignancy_rating``.
 - optional ``patient_id`` (splits never put one patient in two splits), ``fold`` (0, 1, ...:
   the split), ``slice_thickness_mm`` and ``pixel_spacing_mm`` (the volume's spacing, overriding
   the file's).
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from abyssal.core.errors import DataError
-from abyssal.solutions.nodule.config import ATTRIBUTES
+from abyssal.solutions.nodule.config import ATTRIBUTES, RATING
 from abyssal.solutions.nodule.volumes import SUFFIXES, volume_stem
 
 RANGES = {
@@ -42,6 +43,7 @@ RANGES = {
     "spiculation": (1, 5),
     "texture": (1, 5),
     "malignancy": (1, 5),
+    "malignancy_rating": (1, 5),
     "diameter_mm": (0.1, 500),
 }
 """Allowed values of each rating (LIDC scales) and of the diameter in mm."""
@@ -143,9 +145,10 @@ def read_records(
         labels, source = np.full(len(frame), -1, dtype=np.int64), "none"
     else:
         labels, source = _labels(frame, columns, table_path, label_column)
-    present = [a for a in ATTRIBUTES if a.lower() in columns]
+    sources = {a: _attribute_column(a, columns) for a in ATTRIBUTES}
+    present = [a for a in ATTRIBUTES if sources[a] is not None]
     values = (
-        np.stack([_numbers(frame, columns[a.lower()], table_path, a) for a in present], axis=1)
+        np.stack([_numbers(frame, sources[a], table_path, a) for a in present], axis=1)
         if present
         else np.zeros((len(frame), 0))
     )
@@ -170,6 +173,15 @@ def read_records(
         for i in range(len(frame))
     ]
     return Table(table_path, records, present, "fold" in columns, source)
+
+
+def _attribute_column(name: str, columns: dict[str, str]) -> str | None:
+    """The table's header holding attribute ``name`` (the rating: ``malignancy_rating`` or
+    ``malignancy``), or ``None``."""
+    for candidate in (name, "malignancy") if name == RATING else (name,):
+        if candidate.lower() in columns:
+            return columns[candidate.lower()]
+    return None
 
 
 def _ids_and_paths(

@@ -58,7 +58,9 @@ from abyssal.core.optional import require
 from abyssal.solutions.nodule.records import RANGES
 from abyssal.solutions.nodule.volumes import Volume, voxel_to_world
 
-RATINGS = {k: v for k, v in RANGES.items() if k != "diameter_mm"} | {"internalStructure": (1, 4)}
+RATINGS = {k: v for k, v in RANGES.items() if k not in ("diameter_mm", "malignancy_rating")} | {
+    "internalStructure": (1, 4)
+}
 """LIDC rating scales (lowest, highest), in CSV order; calcification 6 means none. Drawn on the
 documented internal-structure scale (1-4; the real XML holds a few 5s, which tables accept)."""
 NODULE_COLUMNS = [

@@ -24,7 +24,7 @@ import torch
 
 from abyssal.contracts.solution import MetricLayout, Solution
 from abyssal.core.errors import ConfigError, DataError
-from abyssal.solutions.nodule.config import NoduleConfig
+from abyssal.solutions.nodule.config import RATING, NoduleConfig
 from abyssal.solutions.nodule.data import NoduleData, prepare_nodule_data
 from abyssal.solutions.nodule.evaluation import calibrate, evaluate_nodule, restoration_metrics
 from abyssal.solutions.nodule.model import attribute_scale, build_nodule_model, load_encoder
@@ -99,6 +99,8 @@ class NoduleSolution(Solution):
 
     def model_spec(self, cfg: NoduleConfig, data: NoduleData) -> dict[str, Any]:
         names = data.attribute_names if cfg.model.knowledge else []
+        if not cfg.model.rating_head:
+            names = [n for n in names if n != RATING]
         train = data.rows("train")
         columns = [data.attribute_names.index(n) for n in names]
         values = data.attributes[train][:, columns]
