@@ -119,7 +119,7 @@ def test_summary_and_report_name_the_target_and_every_variant(bench):
     assert set(result["summary"]) == {"full", "no_ssl", "ensemble"}
     assert result["targets"][0]["status"] == "not measured"  # two folds, not five
     text = bench.markdown(result)
-    assert "full model (Genesis + fusion + knowledge decoder + mask head" in text
+    assert "full model (Genesis + fusion + knowledge decoder with rating head" in text
     assert "without self-supervised pretraining" in text and "| 0 | full |" in text
 
 
