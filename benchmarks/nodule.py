@@ -267,7 +267,7 @@ def part_timing(args: argparse.Namespace, record: dict) -> None:
     """Per-nodule and whole-scan times of the full model's architecture (``lidc.yaml``: its mask
     head and test-time augmentation included) on ``--device``."""
     from abyssal.core.config import load_config
-    from abyssal.solutions.nodule.config import NoduleConfig
+    from abyssal.solutions.nodule.config import ATTRIBUTES, NoduleConfig
     from abyssal.solutions.nodule.model import build_nodule_model
     from abyssal.solutions.nodule.predict import NodulePredictor, predict_scan
 
@@ -275,8 +275,7 @@ def part_timing(args: argparse.Namespace, record: dict) -> None:
                           else "cpu")  # fmt: skip
     torch.set_num_threads(args.threads)
     cube, voxel = (16, 2.5) if args.quick else (32, 1.25)
-    names = ["subtlety", "internalStructure", "calcification", "sphericity", "margin",
-             "lobulation", "spiculation", "texture", "diameter_mm"]  # fmt: skip
+    names = list(ATTRIBUTES)  # every rating, the malignancy rating and the diameter
     spec = {"objective": "classify", "cube": cube, "voxel_mm": voxel, "intensity": "auto",
             "hu_window": [-1000.0, 400.0], "attributes": names, "attribute_scale": []}  # fmt: skip
     width = f"model.width={4 if args.quick else 16}"
