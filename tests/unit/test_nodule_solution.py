@@ -100,6 +100,7 @@ def test_a_classifier_trains_and_registers_its_metrics(classifier: TrainOutcome)
     spec = version.config["model_spec"]
     assert spec["cube"] == 16 and spec["voxel_mm"] == 2.5 and spec["objective"] == "classify"
     assert "diameter_mm" in spec["attributes"] and len(spec["attribute_scale"]) == 5
+    assert "malignancy_rating" in spec["attributes"] and "test_malignancy_rating_mae" in metrics
     with open(classifier.run.path / "split.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 40 and {r["split"] for r in rows} == {"train", "val", "test"}
@@ -107,6 +108,19 @@ def test_a_classifier_trains_and_registers_its_metrics(classifier: TrainOutcome)
     for row in rows:
         splits_of.setdefault(row["patient_id"], set()).add(row["split"])
     assert all(len(s) == 1 for s in splits_of.values())  # no patient in two splits
+
+
+def test_without_the_rating_head_the_other_attributes_still_train(
+    sample: Path, home: Path, classifier: TrainOutcome
+) -> None:
+    outcome = fit(sample, home, "model.rating_head=false", name="nodule-no-rating")
+    names = outcome.version.config["model_spec"]["attributes"]
+    full = classifier.version.config["model_spec"]["attributes"]
+    assert names == [n for n in full if n != "malignancy_rating"] and names
+    assert "test_malignancy_rating_mae" not in outcome.metrics
+    assert (
+        outcome.metrics["test_diameter_mae_mm"] >= 0 and "test_spiculation_mae" in outcome.metrics
+    )
 
 
 def test_genesis_pretrains_and_a_classifier_starts_from_it(

@@ -159,6 +159,12 @@ class NoduleData:
         rows = self.splits[split]
         return rows[self.labels[rows] >= 0] if labelled else rows
 
+    def attribute_values(self, rows: np.ndarray, names: list[str]) -> np.ndarray:
+        """(len(rows), len(names)) the named attributes of ``rows`` (a model's own attributes,
+        which may be fewer than the table's), NaN where missing."""
+        columns = [self.attribute_names.index(n) for n in names]
+        return self.attributes[np.asarray(rows)][:, columns]
+
     def counts(self, split: str) -> np.ndarray:
         """(benign, malignant) nodules in ``split``."""
         return np.bincount(self.labels[self.rows(split, labelled=True)], minlength=2)

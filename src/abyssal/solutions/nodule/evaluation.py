@@ -181,7 +181,8 @@ def evaluate_nodule(model: torch.nn.Module, data: NoduleData, batch_size: int) -
             metrics[f"{split}_auroc"] = auroc(labels, out[:, 0])  # logits: no saturated ties
             metrics[f"{split}_accuracy"] = float(((scores[known] >= 0.5) == labels[known]).mean())
             metrics[f"{split}_nodules"] = int(known.sum())
-            metrics.update(_attribute_errors(out[:, 1:], data.attributes[rows], names, split))
+            truth = data.attribute_values(rows, names)
+            metrics.update(_attribute_errors(out[:, 1:], truth, names, split))
     finally:
         model.train(was_training)
     metrics.update(operating_metrics(pairs["val"], pairs["test"]))

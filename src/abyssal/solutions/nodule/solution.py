@@ -102,8 +102,7 @@ class NoduleSolution(Solution):
         if not cfg.model.rating_head:
             names = [n for n in names if n != RATING]
         train = data.rows("train")
-        columns = [data.attribute_names.index(n) for n in names]
-        values = data.attributes[train][:, columns]
+        values = data.attribute_values(train, names)
         return {
             "objective": cfg.objective,
             "classes": list(data.classes),

@@ -116,6 +116,8 @@ class _CubeTask:
 
     def __init__(self, cfg: NoduleConfig, data: NoduleData, spec: Mapping[str, Any]) -> None:
         self.cfg, self.data, self.spec = cfg, data, spec
+        # the model's attributes (the table may have more: model.rating_head=false)
+        self.attribute_names = [n for n in spec.get("attributes", []) if n in data.attribute_names]
         self.pretrained: Mapping[str, torch.Tensor] | None = None
 
     def build_model(self) -> torch.nn.Module:
@@ -161,7 +163,7 @@ class _CubeTask:
         return CubeBatch(
             torch.from_numpy(d.cubes[rows]),
             torch.from_numpy(d.labels[rows]),
-            torch.from_numpy(d.attributes[rows]),
+            torch.from_numpy(d.attribute_values(rows, self.attribute_names)),
             draws,
             seed,
             masks=torch.from_numpy(d.masks[rows]) if with_masks else None,
