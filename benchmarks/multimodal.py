@@ -12,8 +12,12 @@ early-fusion head (a transformer layer over the modality's tokens, then a masked
 they have the token-level layers the cross-attention model has. ``--merge`` combines result files
 (a later file's run replaces an earlier one of the same variant and seed).
 
+``--dataset flickr8k`` measures image-text retrieval on Flickr8k instead (dual encoder against
+cross-attention re-ranking; ``multimodal_retrieval.py``, whose flags follow).
+
 Usage:
     python benchmarks/multimodal.py --seeds 0-4 --out benchmarks/results/multimodal_avdigits
+    python benchmarks/multimodal.py --dataset flickr8k --seeds 0-2  # -> multimodal_flickr8k
     python benchmarks/multimodal.py --seeds 0 --epochs 1 --out /tmp/smoke       # smoke run
     python benchmarks/multimodal.py --merge a.json b.json --out results/multimodal_avdigits
 """
@@ -213,7 +217,15 @@ def merge(files: list[str], notes: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    pick = argparse.ArgumentParser(add_help=False)
+    pick.add_argument("--dataset", choices=("avdigits", "flickr8k"), default="avdigits")
+    chosen, rest = pick.parse_known_args(given)
+    if chosen.dataset == "flickr8k":
+        from multimodal_retrieval import main as retrieval
+
+        return retrieval(rest, "python benchmarks/multimodal.py " + " ".join(given))
+    args = parse_args(rest)
     if args.merge:
         record = merge(args.merge, args.note)
         summarise(record)

@@ -117,7 +117,13 @@ def data_config(path: Path, **overrides) -> MultimodalDataConfig:
             lambda: MultimodalModelConfig(text="none", image="none", audio="none"),
             "are all none",
         ),
-        (lambda: MultimodalConfig(task="retrieval"), "retrieval will come later"),
+        (lambda: MultimodalConfig(task="ranking"), "task must be classify or retrieval"),
+        (
+            lambda: MultimodalConfig(task="retrieval", model=MultimodalModelConfig(text="none")),
+            "model.text and model.image need encoders",
+        ),
+        (lambda: MultimodalModelConfig(rerank_mix=1.5), "rerank_mix in"),
+        (lambda: MultimodalDataConfig(format="tsv"), "data.format must be auto, csv or jsonl"),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_key(make, message: str) -> None:

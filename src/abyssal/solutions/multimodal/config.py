@@ -62,7 +62,8 @@ class MultimodalDataConfig:
         None,
         path=True,
         help="the manifest: a CSV (with a header) or JSONL file, one sample a row with a text, "
-        "an image file and/or a WAV file and a label; relative files are read from its folder",
+        "an image file and/or a WAV file and a label (task=retrieval: a text and an image, no "
+        "label); relative files are read from its folder (or data.image_root)",
     )
     test_path: str | None = field(
         None,
@@ -70,14 +71,30 @@ class MultimodalDataConfig:
         help="a second manifest that is the test split (then data.path is split into train and "
         "val only, and data.test_frac is unused); null: the test split is cut from data.path",
     )
+    format: Literal["auto", "csv", "jsonl"] = field(
+        "auto",
+        help="auto: by the manifest's suffix (.csv, .jsonl, .ndjson); csv or jsonl: whatever "
+        "the suffix (e.g. Flickr8k's captions.txt is a CSV)",
+    )
+    image_root: str | None = field(
+        None,
+        path=True,
+        help="the folder relative image paths are read from; null: the manifest's own folder",
+    )
     text_column: str = field("text", help="the column (JSONL key) holding the text")
     image_column: str = field("image", help="the column holding the image file")
     audio_column: str = field("audio", help="the column holding the WAV file")
     label_column: str = field("label", help="the column holding the class")
     id_column: str = field("id", help="the column naming the sample (default: its row number)")
-    val_frac: float = field(0.15, help="share of each class for validation")
-    test_frac: float = field(0.15, help="share of each class for testing (without test_path)")
-    split_seed: int = field(0, help="seed of the stratified split (written to the run)")
+    val_frac: float = field(
+        0.15, help="share of each class for validation (task=retrieval: of the images)"
+    )
+    test_frac: float = field(
+        0.15,
+        help="share of each class for testing, without test_path (task=retrieval: of the "
+        "images; every row of a test image is a test row)",
+    )
+    split_seed: int = field(0, help="seed of the split (stratified, or by image; in the run)")
     skip_bad: bool = field(
         False,
         help="leave out rows with a problem (a missing or unreadable file, an empty label, ...), "
@@ -103,6 +120,8 @@ class MultimodalDataConfig:
         for name in ("batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.format not in ("auto", "csv", "jsonl"):
+            raise ConfigError(f"data.format must be auto, csv or jsonl, got {self.format!r}")
         columns = [self.text_column, self.image_column, self.audio_column, self.label_column]
         columns.append(self.id_column)
         if len(set(columns)) < len(columns):
@@ -169,9 +188,33 @@ class MultimodalModelConfig:
         help="in training, the probability that each present modality of a sample is hidden "
         "(never all of them), so the model learns to do without any one",
     )
+    embed_dim: int = field(
+        128, help="task=retrieval: width of the shared space texts and images are projected to"
+    )
+    temperature: float = field(
+        0.07, help="task=retrieval: starting temperature of the contrastive loss (learned)"
+    )
+    rerank_k: int = field(
+        20,
+        help="task=retrieval: the dual encoder's top candidates per query that the "
+        "cross-attention scorer re-ranks",
+    )
+    rerank_negatives: int = field(
+        2,
+        help="task=retrieval: hard negatives per text and per image in a training batch, drawn "
+        "from the dual encoder's similarities, that the cross-attention scorer learns on",
+    )
+    rerank_mix: float = field(
+        0.5,
+        help="task=retrieval: a re-ranked candidate's score is (1 - mix) x the dual encoder's "
+        "logit + mix x the cross-attention scorer's (1: the scorer alone)",
+    )
+    rerank_weight: float = field(
+        1.0, help="task=retrieval: weight of the scorer's loss next to the contrastive loss"
+    )
 
     def __post_init__(self) -> None:
-        for name in ("dim", "layers", "heads"):
+        for name in ("dim", "layers", "heads", "embed_dim", "rerank_k", "rerank_negatives"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.dim % self.heads:
@@ -181,6 +224,13 @@ class MultimodalModelConfig:
         for name in ("dropout", "modality_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 < self.temperature < 1 or not 0 <= self.rerank_mix <= 1:
+            raise ConfigError(
+                f"model.temperature must be in (0, 1) and model.rerank_mix in [0, 1], got "
+                f"{self.temperature} and {self.rerank_mix}"
+            )
+        if self.rerank_weight < 0:
+            raise ConfigError(f"model.rerank_weight must be >= 0, got {self.rerank_weight}")
         if self.fusion not in FUSIONS:
             raise ConfigError(
                 f"model.fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}"
@@ -226,10 +276,11 @@ def _named(value: str, prefixes: tuple[str, ...]) -> bool:
 class MultimodalConfig:
     """The multimodal solution's whole config."""
 
-    task: Literal["classify"] = field(
+    task: Literal["classify", "retrieval"] = field(
         "classify",
-        help="classify: one class per sample from whatever modalities it has (retrieval, "
-        "matching one modality against another, will come later)",
+        help="classify: one class per sample from whatever modalities it has; retrieval: "
+        "match texts with images (a dual encoder trained contrastively, its top candidates "
+        "re-ranked by cross-attention; rows need a text and an image, no label)",
     )
     data: MultimodalDataConfig = field(default_factory=MultimodalDataConfig, help="data")
     model: MultimodalModelConfig = field(default_factory=MultimodalModelConfig, help="model")
@@ -239,7 +290,10 @@ class MultimodalConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.task != "classify":
+        if self.task not in ("classify", "retrieval"):
+            raise ConfigError(f"task must be classify or retrieval, got {self.task!r}")
+        if self.task == "retrieval" and "none" in (self.model.text, self.model.image):
             raise ConfigError(
-                f"task must be classify (retrieval will come later), got {self.task!r}"
+                "task=retrieval matches texts with images: model.text and model.image need "
+                f"encoders, got text={self.model.text!r}, image={self.model.image!r}"
             )

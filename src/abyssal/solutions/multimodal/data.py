@@ -52,6 +52,9 @@ class MultimodalData:
         text_base: the text model folder whose tokenizer made the token ids, or ``None``.
         bad: rows left out (``data.skip_bad``), as (manifest file, row, why).
         fingerprint, description: for the version's lineage.
+        groups: task=retrieval: (N,) int64, each row's image (index into ``images``); rows
+            sharing an image (several captions) share it. ``None`` for classification.
+        images: task=retrieval: the image files, one per group.
     """
 
     inputs: DecodedInputs
@@ -62,6 +65,8 @@ class MultimodalData:
     bad: list[BadRow] = field(default_factory=list)
     fingerprint: str = ""
     description: str = ""
+    groups: np.ndarray | None = None
+    images: list[str] = field(default_factory=list)
 
     @property
     def labels(self) -> np.ndarray:
@@ -76,8 +81,15 @@ class MultimodalData:
         return np.bincount(self.labels[self.splits[split]], minlength=len(self.classes))
 
     def run_files(self) -> dict[str, str]:
-        """``split.csv`` (id, row, label, split, and 0/1 for text, image, audio) for the run."""
+        """``split.csv`` (id, row, label, split, and 0/1 for text, image, audio) for the run;
+        task=retrieval: id, row, image, split."""
         where = split_names(len(self.inputs), self.splits)
+        if self.groups is not None:
+            return split_file(
+                ["id", "row", "image", "split"],
+                ([i, self.inputs.rows[k], self.images[self.groups[k]], where[k]]
+                 for k, i in enumerate(self.inputs.ids)),
+            )  # fmt: skip
         return split_file(
             ["id", "row", "label", "split", *MODALITIES],
             (
@@ -109,34 +121,38 @@ def prepare_multimodal_data(
             "data.path is required: a CSV or JSONL manifest, one sample a row with a text, an "
             "image file and/or a WAV file, and a label"
         )
-    manifests = [_read(cfg, cfg.path)]
+    manifests = [read_data_manifest(cfg, cfg.path)]
     if cfg.test_path:
-        manifests.append(_read(cfg, cfg.test_path))
+        manifests.append(read_data_manifest(cfg, cfg.test_path))
     classes = _classes(manifests)
     bad = [(str(m.path), row, why) for m in manifests for row, why in m.bad]
     samples, in_test, ignored = _usable(manifests, model, cfg.skip_bad)
     bad += ignored
-    text_base, tokenizer = _tokenizer(samples, model)
-    inputs, kept, left_out = _decode(samples, classes, cfg, tokenizer, progress)
+    text_base, tokenizer = text_tokenizer(samples, model)
+    inputs, kept, left_out = decode_kept(samples, classes, cfg, tokenizer, progress)
     bad += left_out
     splits = _split(inputs.labels, in_test[kept], cfg)
     present = [m for k, m in enumerate(MODALITIES) if inputs.present[:, k].any()]
     data = MultimodalData(inputs, classes, present, splits, text_base, bad)
-    data.fingerprint = _fingerprint(data)
+    data.fingerprint = data_fingerprint(data)
     data.description = _describe(data, cfg)
     return data
 
 
-def _read(cfg: MultimodalDataConfig, path: str) -> Manifest:
+def read_data_manifest(cfg: MultimodalDataConfig, path: str, *, labels: bool = True) -> Manifest:
+    """The manifest ``path`` read with the data section's columns, format and image folder;
+    ``labels=False``: the label column is not read (retrieval)."""
     return read_manifest(
         path,
         text_column=cfg.text_column,
         image_column=cfg.image_column,
         audio_column=cfg.audio_column,
-        label_column=cfg.label_column,
+        label_column=cfg.label_column if labels else None,
         id_column=cfg.id_column,
-        require_label=True,
+        require_label=labels,
         skip_bad=cfg.skip_bad,
+        fmt=cfg.format,
+        image_root=cfg.image_root,
     )
 
 
@@ -191,7 +207,9 @@ def _usable(
     return [samples[k] for k in keep], in_test[keep], bad
 
 
-def _tokenizer(samples: Sequence[Sample], model: MultimodalModelConfig) -> tuple[Path | None, Any]:
+def text_tokenizer(
+    samples: Sequence[Sample], model: MultimodalModelConfig
+) -> tuple[Path | None, Any]:
     """The text model's folder and tokenizer, or ``(None, None)`` when no sample has text."""
     if model.text == "none" or all(s.text is None for s in samples):
         return None, None
@@ -204,7 +222,7 @@ def _tokenizer(samples: Sequence[Sample], model: MultimodalModelConfig) -> tuple
         raise ConfigError(str(e).replace("model.base", "model.text")) from None
 
 
-def _decode(
+def decode_kept(
     samples: list[Sample],
     classes: list[str],
     cfg: MultimodalDataConfig,
@@ -269,7 +287,8 @@ def _split(
     return {"train": first[cut["train"]], "val": first[cut["val"]], "test": np.flatnonzero(in_test)}
 
 
-def _fingerprint(data: MultimodalData) -> str:
+def data_fingerprint(data: MultimodalData) -> str:
+    """A digest of the decoded arrays, classes, ids, splits (and image groups)."""
     digest = hashlib.sha256()
     inputs = data.inputs
     for name in ("present", "labels", "tokens", "token_lengths", "images", "mels", "mel_lengths"):
@@ -280,6 +299,8 @@ def _fingerprint(data: MultimodalData) -> str:
     digest.update("\0".join(data.classes).encode() + b"\1" + "\0".join(inputs.ids).encode())
     for name in SPLITS:
         digest.update(name.encode() + data.splits[name].tobytes())
+    if data.groups is not None:  # retrieval: which rows show one image
+        digest.update(b"groups" + data.groups.tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -295,8 +316,13 @@ def _describe(data: MultimodalData, cfg: MultimodalDataConfig) -> str:
         f"{source}: {len(data.inputs)} samples; split seed {cfg.split_seed}: {sizes}; "
         f"modalities: {modalities}; classes: {classes}"
     )
-    if data.bad:
-        named = ", ".join(f"{Path(f).name} row {row}" for f, row, _ in data.bad[:BAD_SHOWN])
-        more = f" and {len(data.bad) - BAD_SHOWN} more" if len(data.bad) > BAD_SHOWN else ""
-        line += f"; {len(data.bad)} bad rows left out ({named}{more})"
-    return line
+    return line + bad_rows_note(data.bad)
+
+
+def bad_rows_note(bad: list[BadRow]) -> str:
+    """``"; 4 bad rows left out (a.csv row 2, ... and 1 more)"``, or ``""`` without any."""
+    if not bad:
+        return ""
+    named = ", ".join(f"{Path(f).name} row {row}" for f, row, _ in bad[:BAD_SHOWN])
+    more = f" and {len(bad) - BAD_SHOWN} more" if len(bad) > BAD_SHOWN else ""
+    return f"; {len(bad)} bad rows left out ({named}{more})"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,7 @@ def decode_samples(
     kept: list[tuple[Sample, np.ndarray | None, np.ndarray | None]] = []
     bad: list[tuple[int, str]] = []
     notes: list[str] = []
+    pictures: dict[Path, np.ndarray] = {}  # an image several rows share is decoded once
     for sample in tqdm(samples, desc="samples", unit="sample", disable=not progress, leave=False):
         if sample.label is not None and sample.label not in index:
             raise DataError(
@@ -114,7 +116,7 @@ def decode_samples(
                 row=sample.row,
             )
         try:
-            image = _image(sample, options)
+            image = _image(sample, options, pictures)
             mel, found = _mel(sample, options)
         except DataError as e:
             if not skip_bad:
@@ -150,13 +152,19 @@ def decode_samples(
     return out
 
 
-def _image(sample: Sample, options: InputOptions) -> np.ndarray | None:
+def _image(
+    sample: Sample, options: InputOptions, seen: dict[Path, np.ndarray]
+) -> np.ndarray | None:
     if sample.image is None:
         return None
+    if sample.image in seen:
+        return seen[sample.image]
     with located(sample, "image", sample.image):
         grey = options.image_channels == 1
         pixels = load_image(sample.image, size=options.image_size, channels=1 if grey else None)
-    return np.repeat(pixels, options.image_channels, axis=0) if len(pixels) == 1 else pixels
+    pixels = np.repeat(pixels, options.image_channels, axis=0) if len(pixels) == 1 else pixels
+    seen[sample.image] = pixels
+    return pixels
 
 
 def _mel(sample: Sample, options: InputOptions) -> tuple[np.ndarray | None, list[str]]:

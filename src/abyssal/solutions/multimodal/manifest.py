@@ -138,6 +138,8 @@ def read_manifest(
     id_column: str = "id",
     require_label: bool = True,
     skip_bad: bool = False,
+    fmt: str = "auto",
+    image_root: str | Path | None = None,
 ) -> Manifest:
     """Read and check a manifest (see the module docstring for the format).
 
@@ -152,6 +154,9 @@ def read_manifest(
             with ``False`` empty labels are ``None``.
         skip_bad: leave out rows with a problem, listing them in ``Manifest.bad``, instead of
             raising on the first. Problems with the whole file are raised either way.
+        fmt: ``auto`` (by the suffix), ``csv`` or ``jsonl`` (whatever the suffix, e.g. a
+            ``captions.txt`` that is a CSV).
+        image_root: the folder relative image paths are read from (default: the manifest's).
 
     Returns:
         The manifest, its samples in file order.
@@ -169,22 +174,25 @@ def read_manifest(
         PosixPath('clips/001.wav')
     """
     path = Path(path)
-    fmt = _format(path)
+    fmt = _format(path, fmt)
     text = _decode(path)
     header, rows = _parse(text, fmt, path)
     names = dict(text=text_column, image=image_column, audio=audio_column)
     columns = _columns(header, names, label_column, id_column, fmt)
     if any(isinstance(cells, dict) for cells in rows):  # else every row is bad: said below
         _check_columns(columns, names, label_column, require_label, header, path)
-    samples, bad = _samples(rows, columns, path, require_label, skip_bad)
+    folders = {"audio": path.parent, "image": Path(image_root) if image_root else path.parent}
+    samples, bad = _samples(rows, columns, path, folders, require_label, skip_bad)
     return Manifest(path, samples, _modalities(samples), _classes(samples), bad)
 
 
-def _format(path: Path) -> str:
+def _format(path: Path, fmt: str = "auto") -> str:
     if not path.exists():
         raise DataError(f"no such manifest; {_supported()}", path=path)
     if path.is_dir():
         raise DataError(f"a folder, not a manifest file; {_supported()}", path=path)
+    if fmt in ("csv", "jsonl"):
+        return fmt
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         shown = f"the suffix '{suffix}'" if suffix else "a name without a suffix"
@@ -350,6 +358,7 @@ def _samples(
     rows: Parsed,
     columns: _Columns,
     path: Path,
+    folders: dict[str, Path],
     require_label: bool,
     skip_bad: bool,
 ) -> tuple[list[Sample], list[tuple[int, str]]]:
@@ -360,7 +369,7 @@ def _samples(
         try:
             if isinstance(cells, _RowError):
                 raise cells
-            sample = _sample(cells, row, columns, path, require_label)
+            sample = _sample(cells, row, columns, path, folders, require_label)
             _check_unique(sample, seen, columns)
         except _RowError as e:
             if not skip_bad:
@@ -374,10 +383,17 @@ def _samples(
     return samples, bad
 
 
-def _sample(cells: Cells, row: int, columns: _Columns, path: Path, require_label: bool) -> Sample:
+def _sample(
+    cells: Cells,
+    row: int,
+    columns: _Columns,
+    path: Path,
+    folders: dict[str, Path],
+    require_label: bool,
+) -> Sample:
     text = _string(cells, columns.text, row)
-    image = _file(cells, columns.image, row, path.parent, "image")
-    audio = _file(cells, columns.audio, row, path.parent, "audio")
+    image = _file(cells, columns.image, row, folders["image"], "image")
+    audio = _file(cells, columns.audio, row, folders["audio"], "audio")
     if text is None and image is None and audio is None:
         named = ", ".join(f"'{c}'" for c in (columns.text, columns.image, columns.audio) if c)
         raise _RowError(row, f"no text, image or audio: {named} all empty")

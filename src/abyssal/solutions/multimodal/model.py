@@ -156,20 +156,35 @@ class MultimodalNet(nn.Module):
     def _encode(
         self, modality: str, batch: Mapping[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        encoder = self.encoders[modality]
-        # a row without the modality has length 0: the encoder sees one (masked) step, the
-        # fusion none of it (``present``)
-        if modality == "text":
-            ids = batch["tokens"]
-            positions = torch.arange(ids.shape[1], device=ids.device)
-            lengths = batch["token_lengths"].clamp_min(1)
-            return encoder(ids, (positions[None] < lengths[:, None]).long())
-        if modality == "image":
-            x = batch["images"].float() / 255.0
-            if self.normalise_images:
-                x = (x - self.mean) / self.std
-            return encoder(x)
-        return encoder(batch["mels"].float(), batch["mel_lengths"].clamp_min(1))
+        stats = (self.mean, self.std) if self.normalise_images else None
+        return encode_modality(self.encoders[modality], modality, batch, stats)
+
+
+def encode_modality(
+    encoder: nn.Module,
+    modality: str,
+    batch: Mapping[str, torch.Tensor],
+    image_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tokens, mask)`` of one modality's encoder over a batch dict (module docstring's keys);
+    ``image_stats``: the (mean, std) to normalise pixels with after scaling them to [0, 1]."""
+    # a row without the modality has length 0: the encoder sees one (masked) step, the
+    # fusion none of it (``present``)
+    if modality == "text":
+        ids = batch["tokens"]
+        return encoder(ids, length_mask(batch["token_lengths"], ids.shape[1]).long())
+    if modality == "image":
+        x = batch["images"].float() / 255.0
+        if image_stats is not None:
+            x = (x - image_stats[0]) / image_stats[1]
+        return encoder(x)
+    return encoder(batch["mels"].float(), batch["mel_lengths"].clamp_min(1))
+
+
+def length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, width) bool, True for the first ``max(length, 1)`` positions of each row."""
+    positions = torch.arange(width, device=lengths.device)
+    return positions[None] < lengths.clamp_min(1)[:, None]
 
 
 def build_multimodal_model(model_cfg: Any, spec: Mapping[str, Any]) -> MultimodalNet:

@@ -10,6 +10,10 @@ often as ``vague`` says). A modality is missing from a sample with probability `
 shows it. ``manifest.csv`` holds the labelled samples; ``new.csv`` more without labels, with
 their truth in ``new_truth.csv``.
 
+With ``pairs=N`` it also writes ``pairs.csv`` for ``task: retrieval``: N pictures (a shape in a
+colour at one of four places, with pixel noise) with two captions each that say what and
+where ("a red circle at the top left", ...), columns ``id,text,image``.
+
 Example:
     >>> options = MultimodalSampleConfig(samples=40)
     >>> generate_sample(options, Path("demo-multimodal"))  # doctest: +SKIP
@@ -34,6 +38,14 @@ OBJECTS = {"bell": (660.0, "circle"), "drum": (220.0, "square"), "flute": (880.0
 NAMED = ("a {w} on the table", "the {w} from the music room", "an old {w}", "my {w}, {c}")
 VAGUE = ("something on the shelf", "an object near the window", "a thing, {c}", "it is {c}")
 COLOURS = ("red", "dark", "shiny", "dusty", "small", "heavy")
+SHAPES = ("circle", "square", "triangle", "cross")
+HUES = (("red", (230, 40, 40)), ("green", (40, 210, 60)), ("blue", (50, 90, 240)),
+        ("yellow", (235, 220, 40)))  # fmt: skip
+PLACES = (("top left", (0.3, 0.3)), ("top right", (0.7, 0.3)), ("bottom left", (0.3, 0.7)),
+          ("bottom right", (0.7, 0.7)))  # fmt: skip
+CAPTIONS = ("a {c} {s} at the {p}", "the {p} holds a {c} {s}", "{c} {s}, {p}",
+            "a picture of a {s} in {c} at the {p}")  # fmt: skip
+"""Retrieval pairs: shapes, colours (name, RGB), places (name, centre) and caption templates."""
 
 
 @dataclass
@@ -48,10 +60,15 @@ class MultimodalSampleConfig:
     missing: float = field(0.2, help="probability that a modality is missing from a sample")
     vague: float = field(0.5, help="probability that a text does not name the object")
     seed: int = field(0, help="seed of everything: the same options write the same files")
+    pairs: int = field(
+        0,
+        help="pictures with two captions each for image-text retrieval (task: retrieval), "
+        "written to pairs.csv and pairs/; 0: none",
+    )
 
     def __post_init__(self) -> None:
-        if self.samples < 2 * len(OBJECTS) or self.new < 0:
-            raise ConfigError(f"samples must be >= {2 * len(OBJECTS)} and new >= 0")
+        if self.samples < 2 * len(OBJECTS) or self.new < 0 or self.pairs < 0:
+            raise ConfigError(f"samples must be >= {2 * len(OBJECTS)}, new and pairs >= 0")
         if self.image_size < 16:
             raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
         if not 0.05 <= self.seconds <= 10 or self.sample_rate < 4000:
@@ -82,11 +99,32 @@ def generate_sample(options: MultimodalSampleConfig, out: Path) -> list[str]:
         m: sum(bool(r[k]) for r in rows) for k, m in ((1, "text"), (2, "image"), (3, "audio"))
     }
     have = ", ".join(f"{m} {n}" for m, n in counts.items())
-    return [
+    lines = [
         f"{out / 'manifest.csv'}: {len(rows)} samples of {len(names)} classes ({have})",
         f"{out / 'new.csv'}: {len(new)} samples to predict (truth in new_truth.csv)",
         f"{out / 'images'}/, {out / 'audio'}/: the pictures (PNG) and sounds (WAV)",
     ]
+    if options.pairs:
+        lines.append(_write_pairs(out, options))
+    return lines
+
+
+def _write_pairs(out: Path, options: MultimodalSampleConfig) -> str:
+    """``pairs/`` and ``pairs.csv``: pictures, each with two captions of what and where."""
+    (out / "pairs").mkdir(exist_ok=True)
+    rows = []
+    for i in range(options.pairs):
+        rng = np.random.default_rng([options.seed, 2, i])  # apart from the labelled samples
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        colour = int(rng.integers(len(HUES)))
+        place = int(rng.integers(len(PLACES)))
+        image = f"pairs/p{i:04d}.png"
+        _draw(out / image, shape, rng, options.image_size, HUES[colour][1], PLACES[place][1])
+        words = {"c": HUES[colour][0], "s": shape, "p": PLACES[place][0]}
+        for j, template in enumerate(rng.choice(CAPTIONS, size=2, replace=False)):
+            rows.append([f"p{i:04d}{'ab'[j]}", str(template).format(**words), image])
+    _write_table(out / "pairs.csv", ["id", "text", "image"], rows)
+    return f"{out / 'pairs.csv'}: {options.pairs} pictures with 2 captions each (pairs/)"
 
 
 def _sample(
@@ -116,14 +154,27 @@ def _text(label: str, rng: np.random.Generator, vague: float) -> str:
     return NAMED[int(rng.integers(len(NAMED)))].format(w=label, c=colour)
 
 
-def _draw(path: Path, shape: str, rng: np.random.Generator, size: int) -> None:
+def _draw(
+    path: Path,
+    shape: str,
+    rng: np.random.Generator,
+    size: int,
+    hue: tuple[int, int, int] | None = None,
+    place: tuple[float, float] | None = None,
+) -> None:
+    """The shape on a dark background with noise and a blacked-out patch; ``hue`` and
+    ``place`` (the centre as shares of the side; retrieval pairs) fix its colour and where it
+    is, and leave out the patch, else both are random."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 80, 3)))
     draw = ImageDraw.Draw(img)
-    r = size * rng.uniform(0.2, 0.35)
-    cx, cy = rng.uniform(r, size - r, 2)
-    colour = tuple(int(v) for v in rng.integers(120, 256, 3))
+    r = size * rng.uniform(0.2, 0.35) if place is None else size * rng.uniform(0.15, 0.22)
+    if place is None:
+        cx, cy = rng.uniform(r, size - r, 2)
+    else:
+        cx, cy = (np.array(place) + rng.uniform(-0.05, 0.05, 2)) * size
+    colour = tuple(int(v) for v in rng.integers(120, 256, 3)) if hue is None else hue
     box = (cx - r, cy - r, cx + r, cy + r)
     if shape == "circle":
         draw.ellipse(box, fill=colour)
@@ -136,9 +187,10 @@ def _draw(path: Path, shape: str, rng: np.random.Generator, size: int) -> None:
         draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=colour)
         draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=colour)
     pixels = np.asarray(img, dtype=np.float64) + rng.normal(0, 30, (size, size, 3))
-    patch = size // 3
-    y, x = rng.integers(0, size - patch, 2)
-    pixels[y : y + patch, x : x + patch] = 0  # a blacked-out patch
+    if place is None:
+        patch = size // 3
+        y, x = rng.integers(0, size - patch, 2)
+        pixels[y : y + patch, x : x + patch] = 0  # a blacked-out patch
     _save_image(path, np.clip(pixels, 0, 255).astype(np.uint8))
 
 

@@ -1,6 +1,8 @@
 """The multimodal solution: one class per sample from its text, image and sound, any of which may
 be missing, through per-modality encoders and a cross-modal attention fusion (or the early,
-concatenation and late baselines, one config switch away).
+concatenation and late baselines, one config switch away); or, with ``task: retrieval``,
+image-text retrieval: a dual encoder trained contrastively whose top candidates a cross-attention
+scorer re-ranks (:mod:`.retrieval_model`).
 
 Inputs: a CSV or JSONL manifest (``id, text, image, audio, label``; see
 :mod:`~abyssal.solutions.multimodal.manifest`). Metrics: accuracy and macro F1 per split, each
@@ -28,12 +30,16 @@ from abyssal.solutions.multimodal.sample import MultimodalSampleConfig, generate
 
 
 class MultimodalSolution(Solution):
-    """Classification from text, images and audio fused by cross-modal attention."""
+    """Classification from text, images and audio fused by cross-modal attention, or image-text
+    retrieval (``task: retrieval``)."""
 
     name: ClassVar[str] = "multimodal"
     config_cls: ClassVar[type] = MultimodalConfig
     default_metric: ClassVar[str] = "val_accuracy"
     sample_config_cls: ClassVar[type] = MultimodalSampleConfig
+    # One layout for both tasks: a table leaves out the rows and columns a model has no metric
+    # for, so a classifier shows its "model" rows and a retrieval model its "dual encoder" and
+    # "re-ranked" rows (recall@K image->text and text->image).
     metric_layout: ClassVar[MetricLayout] = MetricLayout(
         columns=(
             ("accuracy", "accuracy"),
@@ -42,11 +48,19 @@ class MultimodalSolution(Solution):
             ("image_only_accuracy", "image only"),
             ("audio_only_accuracy", "audio only"),
             ("samples", "samples"),
+            *((f"{d}_r{k}", f"{d} R@{k}") for d in ("i2t", "t2i") for k in (1, 5, 10)),
+            ("mean_recall", "mean R"),
+            ("images", "images"),
+            ("texts", "texts"),
         ),
+        models=(("", "model"), ("dual_", "dual encoder"), ("rerank_", "re-ranked")),
         extras=(
             "test_contribution_text",
             "test_contribution_image",
             "test_contribution_audio",
+            "temperature",
+            "rerank_k",
+            "rerank_mix",
             "best_epoch",
             "epochs_run",
         ),
@@ -55,16 +69,40 @@ class MultimodalSolution(Solution):
     )
 
     def prepare(self, cfg: MultimodalConfig) -> MultimodalData:
+        if cfg.task == "retrieval":
+            from abyssal.solutions.multimodal.retrieval_data import prepare_retrieval_data
+
+            return prepare_retrieval_data(cfg.data, cfg.model, progress=cfg.train.progress)
         return prepare_multimodal_data(cfg.data, cfg.model, progress=cfg.train.progress)
 
     def task(self, cfg: MultimodalConfig, data: MultimodalData) -> Any:
+        if cfg.task == "retrieval":
+            from abyssal.solutions.multimodal.retrieval_task import RetrievalTask
+
+            return RetrievalTask(cfg, data, self.model_spec(cfg, data))
         from abyssal.solutions.multimodal.task import ClassifyTask
 
         return ClassifyTask(cfg, data, self.model_spec(cfg, data))
 
+    def monitor(self, cfg: MultimodalConfig, data: MultimodalData) -> tuple[str, Any]:
+        if cfg.task == "retrieval":
+            from abyssal.solutions.multimodal.retrieval_task import MONITOR
+
+            return MONITOR, "max"
+        return self.default_metric, "max"
+
+    def headline_metric(self, cfg: MultimodalConfig, data: MultimodalData) -> str:
+        if cfg.task == "retrieval":
+            from abyssal.solutions.multimodal.retrieval_task import HEADLINE
+
+            return HEADLINE
+        return self.metric_layout.headline
+
     def model_spec(self, cfg: MultimodalConfig, data: MultimodalData) -> dict[str, Any]:
         d = cfg.data
+        task = {"task": "retrieval"} if cfg.task == "retrieval" else {}
         return {
+            **task,
             "modalities": list(data.modalities),
             "classes": list(data.classes),
             "text_base": str(data.text_base) if data.text_base is not None else None,
@@ -77,6 +115,10 @@ class MultimodalSolution(Solution):
         }
 
     def build_model(self, cfg: MultimodalConfig, spec: dict[str, Any]) -> torch.nn.Module:
+        if cfg.task == "retrieval":
+            from abyssal.solutions.multimodal.retrieval_model import build_retrieval_model
+
+            return build_retrieval_model(cfg.model, spec)
         from abyssal.solutions.multimodal.model import build_multimodal_model
 
         return build_multimodal_model(cfg.model, spec)
@@ -84,6 +126,13 @@ class MultimodalSolution(Solution):
     def evaluate(
         self, cfg: MultimodalConfig, model: torch.nn.Module, data: MultimodalData
     ) -> dict[str, float]:
+        if cfg.task == "retrieval":
+            from abyssal.solutions.multimodal.retrieval_eval import evaluate_retrieval
+
+            m = cfg.model
+            return evaluate_retrieval(
+                model, data, batch_size=cfg.data.eval_batch_size, k=m.rerank_k, mix=m.rerank_mix
+            )
         from abyssal.solutions.multimodal.evaluation import evaluate_multimodal
 
         return evaluate_multimodal(model, data, cfg.data.eval_batch_size)
@@ -91,6 +140,11 @@ class MultimodalSolution(Solution):
     # -- the serving half ----------------------------------------------------------------------
 
     def predictor(self, loaded: Any) -> Any:
+        """Classification: a class per request; retrieval: a pair's scores per request."""
+        if loaded.cfg.task == "retrieval":
+            from abyssal.solutions.multimodal.retrieval_predict import PairPredictor
+
+            return PairPredictor.from_loaded(loaded)
         from abyssal.solutions.multimodal.predict import MultimodalPredictor
 
         return MultimodalPredictor.from_loaded(loaded)
@@ -105,11 +159,17 @@ class MultimodalSolution(Solution):
     ) -> Any:
         """Predict every row of a manifest (CSV or JSONL; labels optional: with them the report
         gives the accuracy); per row the class, its probability, the modalities used, their
-        attention shares and leave-one-modality-out deltas."""
-        from abyssal.solutions.multimodal.predict import predict_manifest
-
+        attention shares and leave-one-modality-out deltas. A retrieval model ranks the
+        manifest's images for every text and its texts for every image
+        (:func:`~.retrieval_predict.predict_retrieval_manifest`)."""
         if explain is not None:
             raise self._lacks("predict_file(explain=...)", "explanation files")
+        if loaded.cfg.task == "retrieval":
+            from abyssal.solutions.multimodal.retrieval_predict import predict_retrieval_manifest
+
+            return predict_retrieval_manifest(loaded, path, out=out)
+        from abyssal.solutions.multimodal.predict import predict_manifest
+
         return predict_manifest(self.predictor(loaded), path, out=out)
 
     def generate_sample(self, options: MultimodalSampleConfig, out: Path) -> list[str]:
