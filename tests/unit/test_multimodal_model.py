@@ -12,7 +12,12 @@ import torch
 
 from abyssal.core.errors import ConfigError
 from abyssal.solutions.multimodal.config import MultimodalModelConfig
-from abyssal.solutions.multimodal.model import build_encoder, build_multimodal_model
+from abyssal.solutions.multimodal.model import (
+    INPUT_NAMES,
+    build_encoder,
+    build_multimodal_model,
+    flat_inputs,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -101,3 +106,22 @@ def test_one_modality_and_the_settings_this_build_refuses(text_base: Path) -> No
         build_encoder("image", "torchvision:resnet18", {**SPEC, "image_channels": 1}, 16)
     grey = build_encoder("image", "small", {**SPEC, "image_channels": 1}, 16)
     assert grey(torch.rand(2, 1, 16, 16))[0].shape == (2, 4, 16)
+
+
+def test_the_positional_form_gives_the_dict_forms_logits(text_base: Path) -> None:
+    torch.manual_seed(0)
+    net = model(text_base).eval()
+    spec = {**SPEC, "modalities": net.modalities, "image_size": 16, "n_mels": 16}
+    flat = flat_inputs(batch(), spec)
+    assert len(flat) == len(INPUT_NAMES) == 6
+    with torch.no_grad():
+        torch.testing.assert_close(net(*flat), net(batch()))
+    # a model without audio ignores the sound's arrays; a batch without them gets fillers
+    quiet = model(text_base, audio="none").eval()
+    without = {k: v for k, v in batch().items() if k not in ("mels", "mel_lengths")}
+    filled = flat_inputs(without, {**spec, "modalities": quiet.modalities})
+    assert filled[4].shape == (3, 16, 1) and filled[5].tolist() == [0, 0, 0]
+    with torch.no_grad():
+        torch.testing.assert_close(quiet(*filled), quiet(without))
+    with pytest.raises(TypeError):
+        net(*flat, flat[0])

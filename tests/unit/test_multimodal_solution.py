@@ -115,3 +115,31 @@ def test_requests_are_answered_with_shares_and_leave_one_out_deltas(
     report = loaded.solution.predict_file(loaded, sample / "new_truth.csv", out=tmp_path / "p.csv")
     assert report.rows == 3 and (tmp_path / "p.csv").is_file()
     assert any(line.startswith("accuracy against the given labels") for line in report.summary)
+
+
+def test_an_onnx_variant_scores_evaluates_and_predicts_as_the_model(
+    sample: Path, home: Path, outcome
+) -> None:
+    from abyssal.core.store import ModelStore
+    from abyssal.optimize import optimize_version
+    from abyssal.solutions.loading import load_model
+
+    store = ModelStore(home)
+    quick = {"batch_sizes": (1, 4), "reps": 3, "warmup": 1, "analyse_graph": False}
+    report = optimize_version(
+        outcome.version.ref, "cpu", ["onnx"], min_gain=-100.0, store=store, **quick
+    )
+    result = report.results[0]
+    assert result.status == "accepted", result.reason
+    child = load_model(result.registered, store=store)
+    assert child.model is not child.model.base  # the ONNX Runtime session, the eager beside it
+    metrics = child.solution.evaluate(child.cfg, child.model, child.solution.prepare(child.cfg))
+    for key in ("test_accuracy", "val_accuracy", "test_audio_only_accuracy"):
+        assert metrics[key] == pytest.approx(outcome.metrics[key], abs=1e-9)
+    parent = load_model(outcome.version.ref, store=store)
+    request = {"text": "a bright ringing", "image": str(next((sample / "images").glob("*.png")))}
+    mine, theirs = (s.solution.predictor(s) for s in (child, parent))
+    a, b = mine.predict([mine.parse(request)])[0], theirs.predict([theirs.parse(request)])[0]
+    assert a["label"] == b["label"] and a["attention_share"] == b["attention_share"]
+    for name, p in a["probabilities"].items():
+        assert p == pytest.approx(b["probabilities"][name], abs=1e-4)

@@ -363,7 +363,8 @@ def _frame_mask(spec: torch.Tensor, lengths: torch.Tensor, n_mels: int, owner: s
     if lengths.shape != (b,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         got = f"{lengths.dtype} {tuple(lengths.shape)}"
         raise ValueError(f"{owner} lengths must be integer ({b},), got {got}")
-    if b and (int(lengths.min()) < 1 or int(lengths.max()) > frames):
+    eager = not (torch.jit.is_tracing() or torch.compiler.is_compiling())  # export: no values
+    if eager and b and (int(lengths.min()) < 1 or int(lengths.max()) > frames):
         raise ValueError(f"{owner} lengths must be in [1, {frames}], got {lengths.tolist()}")
     return torch.arange(frames, device=spec.device) < lengths.to(spec.device)[:, None]
 

@@ -261,11 +261,13 @@ class CrossAttentionFusion(MultimodalFusion):
 
     def _fuse(self, xs: list[Tensor], ms: list[Tensor], presence: Tensor) -> FusionOutput:
         received = torch.zeros(presence.shape, device=presence.device)  # (B, M)
-        self.last_attention = []
+        kept: list[dict[str, Tensor]] = []
         for layer in self.blocks:
             xs, weights = self._cross_layer(layer, xs, ms)
-            self.last_attention.append(weights)
+            kept.append(weights)
             received += self._received(weights, ms)
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # no state in graphs
+            self.last_attention = kept
         means = [_masked_mean(x, m) for x, m in zip(xs, ms, strict=True)]
         pooled = self.norm(torch.stack(means, 1))  # (B, M, D)
         scores = self.pool_score(pooled).squeeze(-1).masked_fill(~presence, float("-inf"))

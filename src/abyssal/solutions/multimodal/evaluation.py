@@ -18,6 +18,7 @@ import torch
 from abyssal.nn.metrics import classification_metrics, confusion, prefixed
 from abyssal.solutions.multimodal.data import MultimodalData
 from abyssal.solutions.multimodal.manifest import MODALITIES
+from abyssal.solutions.multimodal.model import flat_inputs
 from abyssal.solutions.multimodal.task import batch_inputs
 
 
@@ -34,6 +35,7 @@ def score_rows(
     ``keep``: mask out every other modality (a row left with none is scored on nothing: do not
     pass such rows)."""
     net = getattr(model, "module", model)
+    eager = getattr(net, "base", net)  # an optimized variant: explained by its eager network
     was = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -45,8 +47,11 @@ def score_rows(
                 allowed = torch.tensor([m in keep for m in MODALITIES])
                 inputs["present"] = inputs["present"] & allowed
             inputs = {k: v.to(device) for k, v in inputs.items()}
-            out = net.explain(inputs)
-            probs.append(torch.softmax(out.logits.float(), dim=1).cpu().numpy())
+            out = eager.explain(inputs)
+            logits = out.logits
+            if eager is not net:  # the optimized variant's own scores
+                logits = net(*flat_inputs(inputs, eager.multimodal_spec))
+            probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
             share = np.zeros((len(out.logits), len(MODALITIES)), dtype=np.float32)
             for j, modality in enumerate(net.modalities):
                 share[:, MODALITIES.index(modality)] = out.contributions[:, j].cpu().numpy()

@@ -9,6 +9,10 @@ tensors, for the modalities the model was built for (its spec's ``modalities``),
 ``mel_lengths`` (B,); and ``present`` (B, 3) bool for all three modalities. A modality absent
 from a row (its ``present`` flag false) is masked out whatever its arrays hold.
 
+``forward`` takes the batch dict, or the same arrays as positional tensors in
+:data:`INPUT_NAMES` order: the form that ``abyssal optimize`` exports and benchmarks
+(:func:`flat_inputs` turns a dict into it).
+
 Example:
     >>> net = build_multimodal_model(cfg.model, spec)  # doctest: +SKIP
     >>> net.explain(batch).contributions  # doctest: +SKIP
@@ -38,6 +42,8 @@ from abyssal.solutions.multimodal.manifest import MODALITIES
 
 INPUT_KEYS = {"text": "tokens", "image": "images", "audio": "mels"}
 """The batch key that carries each modality (absent: no row of the batch has it)."""
+INPUT_NAMES = ("present", "tokens", "token_lengths", "images", "mels", "mel_lengths")
+""":meth:`MultimodalNet.forward`'s positional inputs (the batch dict's keys), in order."""
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 """The ImageNet pixel statistics torchvision's and timm's pretrained trunks expect."""
@@ -149,8 +155,21 @@ class MultimodalNet(nn.Module):
             masks = modality_dropout(masks, self.dropout)
         return self.fusion(tokens, masks)
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """(B, classes) logits."""
+    def forward(
+        self,
+        present: torch.Tensor | Mapping[str, torch.Tensor],
+        tokens: torch.Tensor | None = None,
+        token_lengths: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+        mels: torch.Tensor | None = None,
+        mel_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, classes) logits of a batch dict (as the only argument), or of the arrays
+        positionally (:data:`INPUT_NAMES`; a modality the model does not take is ignored)."""
+        if isinstance(present, Mapping):
+            return self.explain(present).logits
+        given = (present, tokens, token_lengths, images, mels, mel_lengths)
+        batch = {n: t for n, t in zip(INPUT_NAMES, given, strict=True) if t is not None}
         return self.explain(batch).logits
 
     def _encode(
@@ -158,6 +177,31 @@ class MultimodalNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         stats = (self.mean, self.std) if self.normalise_images else None
         return encode_modality(self.encoders[modality], modality, batch, stats)
+
+
+def flat_inputs(batch: Mapping[str, torch.Tensor], spec: Mapping[str, Any]) -> tuple:
+    """A batch dict as :meth:`MultimodalNet.forward`'s six positional tensors (one signature for
+    every model, the form ``abyssal optimize`` exports) for the model of ``spec``; an array the
+    batch lacks is one empty step (its ``present`` flag is false in every row, or the model does
+    not take the modality, so the fusion never reads it).
+
+    Shapes:
+        as the module docstring's; an added text is (B, 1) with length 0, an added image
+        (B, C, S, S) zeros, an added sound (B, n_mels, 1) with length 0.
+    """
+    present = batch["present"]
+    rows = len(present)
+    filler = {
+        "tokens": lambda: present.new_zeros(rows, 1, dtype=torch.long),
+        "token_lengths": lambda: present.new_zeros(rows, dtype=torch.long),
+        "images": lambda: present.new_zeros(
+            rows, int(spec.get("image_channels", 3)), *(2 * [int(spec["image_size"])]),
+            dtype=torch.uint8,
+        ),
+        "mels": lambda: present.new_zeros(rows, int(spec["n_mels"]), 1, dtype=torch.float32),
+        "mel_lengths": lambda: present.new_zeros(rows, dtype=torch.long),
+    }  # fmt: skip
+    return tuple(batch[n] if n in batch else filler[n]() for n in INPUT_NAMES)
 
 
 def encode_modality(

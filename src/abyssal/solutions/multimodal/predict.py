@@ -28,6 +28,7 @@ from abyssal.data.tables import write_table
 from abyssal.solutions.multimodal.config import InputOptions
 from abyssal.solutions.multimodal.inputs import DecodedInputs, decode_samples
 from abyssal.solutions.multimodal.manifest import MODALITIES, Sample, read_manifest
+from abyssal.solutions.multimodal.model import flat_inputs
 from abyssal.solutions.multimodal.task import batch_inputs
 
 
@@ -111,9 +112,10 @@ class MultimodalPredictor:
         merged = merge_inputs([i.inputs for i in items])
         rows = np.arange(len(items))
         batch = {k: v.to(self.device) for k, v in batch_inputs(merged, rows).items()}
-        net = getattr(self.model, "base", self.model)
+        net = getattr(self.model, "base", self.model)  # explanations: the eager network's
         out = net.explain(batch)
-        probs = torch.softmax(out.logits.float(), dim=1)
+        logits = out.logits if net is self.model else self.model(*flat_inputs(batch, self.spec))
+        probs = torch.softmax(logits.float(), dim=1)
         chosen = probs.argmax(1)
         deltas = torch.zeros(len(items), len(MODALITIES), device=probs.device)
         for k, modality in enumerate(MODALITIES):

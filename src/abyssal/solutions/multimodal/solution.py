@@ -21,9 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from abyssal.contracts.solution import MetricLayout, Solution
+from abyssal.core.errors import ConfigError
 from abyssal.solutions.multimodal.config import MultimodalConfig
 from abyssal.solutions.multimodal.data import MultimodalData, prepare_multimodal_data
 from abyssal.solutions.multimodal.sample import MultimodalSampleConfig, generate_sample
@@ -137,6 +139,53 @@ class MultimodalSolution(Solution):
 
         return evaluate_multimodal(model, data, cfg.data.eval_batch_size)
 
+    # -- optimization (abyssal optimize): the network's positional form ------------------------
+
+    def example_inputs(self, cfg: MultimodalConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
+        """Two rows with every modality the model takes, in :data:`~.model.INPUT_NAMES`
+        order."""
+        _classifier_only(spec, "optimize")
+        from abyssal.solutions.multimodal.manifest import MODALITIES
+        from abyssal.solutions.multimodal.model import flat_inputs
+
+        g = torch.Generator().manual_seed(0)
+        rows, frames, width = 2, 16, 8
+        side, channels = int(spec["image_size"]), int(spec.get("image_channels", 3))
+        batch = {
+            "present": torch.tensor([[m in spec["modalities"] for m in MODALITIES]] * rows),
+            "tokens": torch.zeros(rows, width, dtype=torch.long),  # id 0: in every vocabulary
+            "token_lengths": torch.full((rows,), width, dtype=torch.long),
+            "images": torch.randint(
+                0, 256, (rows, channels, side, side), generator=g, dtype=torch.uint8
+            ),
+            "mels": torch.randn(rows, int(spec["n_mels"]), frames, generator=g),
+            "mel_lengths": torch.full((rows,), frames, dtype=torch.long),
+        }  # fmt: skip
+        return flat_inputs(batch, spec)
+
+    def input_axes(self, cfg: MultimodalConfig, spec: dict[str, Any]) -> tuple[dict[int, str], ...]:
+        from abyssal.solutions.multimodal.model import INPUT_NAMES
+
+        _classifier_only(spec, "optimize")
+        axes = {"tokens": {0: "batch", 1: "tokens"}, "mels": {0: "batch", 2: "frames"}}
+        return tuple(axes.get(n, {0: "batch"}) for n in INPUT_NAMES)
+
+    def model_inputs(
+        self, cfg: MultimodalConfig, data: MultimodalData, batch: int, seed: int
+    ) -> tuple[Any, ...]:
+        """``batch`` validation samples (drawn with replacement when the split is smaller), as
+        the network's positional tensors."""
+        from abyssal.solutions.multimodal.model import flat_inputs
+        from abyssal.solutions.multimodal.task import batch_inputs
+
+        spec = self.model_spec(cfg, data)
+        _classifier_only(spec, "optimize")
+        rows = data.rows("val")
+        if not len(rows):
+            rows = data.rows("train")
+        pick = np.random.default_rng(seed).choice(rows, size=batch, replace=batch > len(rows))
+        return flat_inputs(batch_inputs(data.inputs, np.sort(pick)), spec)
+
     # -- the serving half ----------------------------------------------------------------------
 
     def predictor(self, loaded: Any) -> Any:
@@ -174,3 +223,12 @@ class MultimodalSolution(Solution):
 
     def generate_sample(self, options: MultimodalSampleConfig, out: Path) -> list[str]:
         return generate_sample(options, out)
+
+
+def _classifier_only(spec: dict[str, Any], verb: str) -> None:
+    """Refuse a retrieval model where only classifiers are supported yet."""
+    if spec.get("task") == "retrieval":
+        raise ConfigError(
+            f"{verb} takes multimodal classifiers; this is an image-text retrieval model "
+            "(task: retrieval), whose dual encoder and re-ranker have no single forward pass"
+        )
