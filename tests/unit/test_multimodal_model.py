@@ -100,7 +100,7 @@ def test_modality_dropout_acts_in_training_only_and_gradients_flow(text_base: Pa
 def test_one_modality_and_the_settings_this_build_refuses(text_base: Path) -> None:
     alone = model(text_base, text="none", audio="none")
     assert alone.modalities == ["image"] and type(alone.fusion).__name__ == "ConcatFusion"
-    with pytest.raises(ConfigError, match="audio=pretrained:/x: a pretrained waveform encoder"):
+    with pytest.raises(ConfigError, match="audio=pretrained:/x: no such folder"):
         build_encoder("audio", "pretrained:/x", SPEC, 16)
     with pytest.raises(ConfigError, match="takes colour images"):
         build_encoder("image", "torchvision:resnet18", {**SPEC, "image_channels": 1}, 16)
@@ -113,7 +113,7 @@ def test_the_positional_form_gives_the_dict_forms_logits(text_base: Path) -> Non
     net = model(text_base).eval()
     spec = {**SPEC, "modalities": net.modalities, "image_size": 16, "n_mels": 16}
     flat = flat_inputs(batch(), spec)
-    assert len(flat) == len(INPUT_NAMES) == 6
+    assert len(flat) == len(INPUT_NAMES) == 8
     with torch.no_grad():
         torch.testing.assert_close(net(*flat), net(batch()))
     # a model without audio ignores the sound's arrays; a batch without them gets fillers
@@ -125,3 +125,51 @@ def test_the_positional_form_gives_the_dict_forms_logits(text_base: Path) -> Non
         torch.testing.assert_close(quiet(*filled), quiet(without))
     with pytest.raises(TypeError):
         net(*flat, flat[0])
+
+
+@pytest.fixture(scope="module")
+def wav2vec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny wav2vec 2.0 with its feature extractor's settings, as a local folder."""
+    folder = tmp_path_factory.mktemp("wav2vec")
+    config = transformers.Wav2Vec2Config(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+    )  # fmt: skip
+    transformers.Wav2Vec2Model(config).save_pretrained(folder)
+    extractor = transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True)
+    extractor.save_pretrained(folder)
+    return folder
+
+
+def test_a_pretrained_waveform_encoder_reads_waves_and_masks_padding(
+    text_base: Path, wav2vec: Path
+) -> None:
+    torch.manual_seed(0)
+    spec = {**SPEC, "sample_rate": 16000}
+    encoder = build_encoder("audio", f"pretrained:{wav2vec}", spec, 16)
+    assert encoder.normalize and encoder.frozen  # do_normalize read from the folder
+    with pytest.raises(ConfigError, match=r"takes 16000 Hz audio: set data\.sample_rate=16000"):
+        build_encoder("audio", f"pretrained:{wav2vec}", {**spec, "sample_rate": 8000}, 16)
+    (wav2vec.parent / "broken").mkdir(exist_ok=True)
+    with pytest.raises(ConfigError, match="cannot load it"):
+        build_encoder("audio", f"pretrained:{wav2vec.parent / 'broken'}", spec, 16)
+    cfg = MultimodalModelConfig(dim=16, heads=2, audio=f"pretrained:{wav2vec}")
+    net = build_multimodal_model(cfg, {**spec, "modalities": ["text", "image", "audio"],
+                                       "text_base": str(text_base)}).eval()  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    waves = {
+        "waves": torch.randn(3, 3200, generator=g),
+        "wave_lengths": torch.tensor([3200, 1600, 0]),
+    }
+    sound = {k: v for k, v in batch().items() if k not in ("mels", "mel_lengths")} | waves
+    sound["present"] = torch.tensor([[True, True, True], [True, False, True], [True, True, False]])
+    with torch.no_grad():
+        first = net(sound)
+        louder = dict(sound, waves=sound["waves"] * 3.0)  # normalised: loudness does not count
+        torch.testing.assert_close(net(louder), first, atol=1e-4, rtol=1e-4)
+        padded = dict(sound, waves=sound["waves"].clone())
+        padded["waves"][1, 1600:] = 5.0  # beyond row 1's clip
+        torch.testing.assert_close(net(padded)[:2], first[:2], atol=1e-4, rtol=1e-4)
+        flat = flat_inputs(sound, {**spec, "modalities": net.modalities, "image_size": 16})
+        torch.testing.assert_close(net(*flat), first)

@@ -143,3 +143,38 @@ def test_an_onnx_variant_scores_evaluates_and_predicts_as_the_model(
     assert a["label"] == b["label"] and a["attention_share"] == b["attention_share"]
     for name, p in a["probabilities"].items():
         assert p == pytest.approx(b["probabilities"][name], abs=1e-4)
+
+
+def test_a_pretrained_waveform_audio_encoder_trains_and_predicts(
+    sample: Path, tmp_path: Path
+) -> None:
+    import transformers
+
+    from abyssal.core.store import ModelStore
+    from abyssal.solutions.loading import load_model
+
+    folder = tmp_path / "wav2vec"
+    config = transformers.Wav2Vec2Config(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+    )  # fmt: skip
+    transformers.Wav2Vec2Model(config).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(folder)
+    overrides = [
+        f"data.path={sample / 'manifest.csv'}",
+        "data.val_frac=0.25",
+        "data.test_frac=0.25",
+        "model.dim=16",
+        f"model.audio=pretrained:{folder}",
+        "train.epochs=1",
+        "train.progress=false",
+    ]
+    out = train("multimodal", QUICKSTART, overrides, home=tmp_path / "home")
+    assert out is not None and out.version.config["model_spec"]["audio_input"] == "wave"
+    assert 0 <= out.metrics["test_audio_only_accuracy"] <= 1
+    loaded = load_model(out.version.ref, store=ModelStore(tmp_path / "home"))
+    predictor = loaded.solution.predictor(loaded)
+    sound = next((sample / "audio").glob("*.wav"))
+    answer = predictor.predict([predictor.parse({"id": "s", "audio": str(sound)})])[0]
+    assert answer["modalities"] == ["audio"] and answer["attention_share"] == {"audio": 1.0}

@@ -129,6 +129,9 @@ class PretrainedAudioEncoder(_WrappedEncoder):
         dim: the output width.
         hidden: the model's width (default ``model.config.hidden_size``).
         freeze: keep the model's weights fixed (and in eval mode); the default.
+        normalize: scale each clip to zero mean and unit variance over its real samples (and
+            zero its padding) first, as the model's feature extractor does with
+            ``do_normalize`` (wav2vec 2.0 and HuBERT checkpoints).
 
     Shapes:
         - input_values: (B, S) float; attention_mask: (B, S) or None, 1 for real samples.
@@ -141,14 +144,23 @@ class PretrainedAudioEncoder(_WrappedEncoder):
     """
 
     def __init__(
-        self, model: nn.Module, dim: int, *, hidden: int | None = None, freeze: bool = True
+        self,
+        model: nn.Module,
+        dim: int,
+        *,
+        hidden: int | None = None,
+        freeze: bool = True,
+        normalize: bool = False,
     ) -> None:
         super().__init__(model, dim, hidden, freeze)
+        self.normalize = normalize
 
     def forward(
         self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> Encoded:
         _check_inputs("PretrainedAudioEncoder", input_values, attention_mask)
+        if self.normalize:
+            input_values = _normalise_clips(input_values, attention_mask)
         hidden = self._hidden_states(input_values=input_values, attention_mask=attention_mask)
         b, t = hidden.shape[:2]
         mask = torch.ones(b, t, dtype=torch.bool, device=hidden.device)
@@ -157,6 +169,16 @@ class PretrainedAudioEncoder(_WrappedEncoder):
             lengths = out_lengths(attention_mask.long().sum(dim=1)).to(hidden.device)  # (B,)
             mask = torch.arange(t, device=hidden.device) < lengths[:, None]  # (B, T)
         return self.proj(hidden), mask
+
+
+def _normalise_clips(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Each row of ``x`` (B, S) at zero mean and unit variance over its real samples (``mask``
+    1; all without a mask), padding zeroed."""
+    real = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+    count = real.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (x * real).sum(1, keepdim=True) / count
+    var = ((x - mean).square() * real).sum(1, keepdim=True) / count
+    return (x - mean) / torch.sqrt(var + 1e-7) * real
 
 
 # --- images -------------------------------------------------------------------------------------

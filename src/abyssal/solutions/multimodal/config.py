@@ -35,6 +35,8 @@ class InputOptions:
         n_mels: mel bands of the spectrogram.
         max_seconds: longer audio is cut.
         max_tokens: longer texts are cut (special tokens included).
+        waveform: keep each clip's resampled waveform instead of its log-mel spectrogram (for
+            a pretrained waveform encoder, ``model.audio=pretrained:DIR``).
     """
 
     image_size: int = 64
@@ -43,6 +45,7 @@ class InputOptions:
     n_mels: int = 64
     max_seconds: float = 10.0
     max_tokens: int = 64
+    waveform: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
@@ -131,9 +134,10 @@ class MultimodalDataConfig:
             )
         self.input_options()
 
-    def input_options(self) -> InputOptions:
+    def input_options(self, *, waveform: bool = False) -> InputOptions:
         """The decoding settings, as :func:`~abyssal.solutions.multimodal.inputs.decode_samples`
-        takes them; ConfigError naming the ``data.`` key when one is out of range."""
+        takes them (``waveform``: keep waveforms, not log-mels); ConfigError naming the
+        ``data.`` key when one is out of range."""
         try:
             return InputOptions(
                 image_size=self.image_size,
@@ -142,6 +146,7 @@ class MultimodalDataConfig:
                 n_mels=self.n_mels,
                 max_seconds=self.max_seconds,
                 max_tokens=self.max_tokens,
+                waveform=waveform,
             )
         except ConfigError as e:
             raise ConfigError(f"data.{e}") from None

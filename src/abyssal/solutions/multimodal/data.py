@@ -129,7 +129,10 @@ def prepare_multimodal_data(
     samples, in_test, ignored = _usable(manifests, model, cfg.skip_bad)
     bad += ignored
     text_base, tokenizer = text_tokenizer(samples, model)
-    inputs, kept, left_out = decode_kept(samples, classes, cfg, tokenizer, progress)
+    waveform = model.audio.startswith("pretrained:")
+    inputs, kept, left_out = decode_kept(
+        samples, classes, cfg, tokenizer, progress, waveform=waveform
+    )
     bad += left_out
     splits = _split(inputs.labels, in_test[kept], cfg)
     present = [m for k, m in enumerate(MODALITIES) if inputs.present[:, k].any()]
@@ -228,12 +231,14 @@ def decode_kept(
     cfg: MultimodalDataConfig,
     tokenizer: Any,
     progress: bool,
+    *,
+    waveform: bool = False,
 ) -> tuple[DecodedInputs, np.ndarray, list[BadRow]]:
     """The decoded samples (with their own ids), which of ``samples`` they are, and the bad
-    rows left out (``data.skip_bad``)."""
+    rows left out (``data.skip_bad``); ``waveform``: audio as waveforms, not log-mels."""
     # ids become positions, so the kept samples are known even when two manifests share rows
     positions = [replace(s, id=str(k)) for k, s in enumerate(samples)]
-    options = _options(cfg, tokenizer)
+    options = replace(_options(cfg, tokenizer), waveform=waveform)
     inputs = decode_samples(
         positions, classes, options, tokenizer=tokenizer, skip_bad=cfg.skip_bad, progress=progress
     )
@@ -291,7 +296,9 @@ def data_fingerprint(data: MultimodalData) -> str:
     """A digest of the decoded arrays, classes, ids, splits (and image groups)."""
     digest = hashlib.sha256()
     inputs = data.inputs
-    for name in ("present", "labels", "tokens", "token_lengths", "images", "mels", "mel_lengths"):
+    arrays = ("present", "labels", "tokens", "token_lengths", "images", "mels", "mel_lengths")
+    waves = ("waves", "wave_lengths") if inputs.waves is not None else ()
+    for name in (*arrays, *waves):
         array = getattr(inputs, name)
         digest.update(name.encode())
         if array is not None:

@@ -57,6 +57,9 @@ class DecodedInputs:
         images: (N, C, S, S) uint8, zeros where there is no image, or ``None``.
         mels: (N, n_mels, F) float32 log-mel, zeros after each clip's frames, or ``None``.
         mel_lengths: (N,) int64 frames, 0 where there is no audio, or ``None``.
+        waves: (N, S) float32 waveforms at ``sample_rate``, zeros after each clip, instead of
+            ``mels`` when the options ask for waveforms, or ``None``.
+        wave_lengths: (N,) int64 samples, 0 where there is no audio, or ``None``.
         bad: ``(row, why)`` of the rows left out (``skip_bad``).
         notes: what was changed on the way (resampling, cut audio, cut texts), one per file.
     """
@@ -70,6 +73,8 @@ class DecodedInputs:
     images: np.ndarray | None = None
     mels: np.ndarray | None = None
     mel_lengths: np.ndarray | None = None
+    waves: np.ndarray | None = None
+    wave_lengths: np.ndarray | None = None
     bad: list[tuple[int, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -139,7 +144,11 @@ def decode_samples(
         bad=bad,
     )
     out.images = _stack_images([i for _, i, _ in kept], options)
-    out.mels, out.mel_lengths = _stack_mels([m for _, _, m in kept], options)
+    sounds = [m for _, _, m in kept]
+    if options.waveform:
+        out.waves, out.wave_lengths = _stack_waves(sounds)
+    else:
+        out.mels, out.mel_lengths = _stack_mels(sounds, options)
     texts = [s.text for s, _, _ in kept]
     out.tokens, out.token_lengths, cut = _tokenize(texts, tokenizer, options.max_tokens)
     if cut:
@@ -168,14 +177,17 @@ def _image(
 
 
 def _mel(sample: Sample, options: InputOptions) -> tuple[np.ndarray | None, list[str]]:
+    """The clip's log-mel (n_mels, F), or its waveform (S,) with ``options.waveform``."""
     if sample.audio is None:
         return None, []
     with located(sample, "audio", sample.audio):
         wave, found = read_audio(
             sample.audio, sample_rate=options.sample_rate, max_seconds=options.max_seconds
         )
-    mel = log_mel(torch.from_numpy(wave)[None], options.sample_rate, options.n_mels)[0]
     notes = [f"row {sample.row}, audio {sample.audio}: {note}" for note in found]
+    if options.waveform:
+        return wave.astype(np.float32), notes
+    mel = log_mel(torch.from_numpy(wave)[None], options.sample_rate, options.n_mels)[0]
     return mel.numpy(), notes
 
 
@@ -200,6 +212,17 @@ def _stack_mels(
     for k, mel in enumerate(mels):
         if mel is not None:
             out[k, :, : mel.shape[1]] = mel
+    return out, lengths
+
+
+def _stack_waves(waves: list[np.ndarray | None]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if all(w is None for w in waves):
+        return None, None
+    lengths = np.array([0 if w is None else len(w) for w in waves], dtype=np.int64)
+    out = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
+    for k, wave in enumerate(waves):
+        if wave is not None:
+            out[k, : len(wave)] = wave
     return out, lengths
 
 

@@ -33,6 +33,7 @@ from abyssal.nn.encoders import (
     AudioConvEncoder,
     AudioTransformerEncoder,
     ImageEncoder,
+    PretrainedAudioEncoder,
     TextEncoder,
     timm_image_encoder,
     torchvision_image_encoder,
@@ -42,7 +43,9 @@ from abyssal.solutions.multimodal.manifest import MODALITIES
 
 INPUT_KEYS = {"text": "tokens", "image": "images", "audio": "mels"}
 """The batch key that carries each modality (absent: no row of the batch has it)."""
-INPUT_NAMES = ("present", "tokens", "token_lengths", "images", "mels", "mel_lengths")
+INPUT_NAMES = (
+    "present", "tokens", "token_lengths", "images", "mels", "mel_lengths", "waves", "wave_lengths"
+)  # fmt: skip
 """:meth:`MultimodalNet.forward`'s positional inputs (the batch dict's keys), in order."""
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
@@ -70,8 +73,9 @@ def build_encoder(
     """The encoder ``setting`` (``model.text`` / ``model.image`` / ``model.audio``) names.
 
     Raises:
-        ConfigError: a setting this build cannot make (e.g. ``audio=pretrained:DIR``, which
-            needs waveforms the decoded inputs do not keep yet).
+        ConfigError: a setting this build cannot make (a missing or unloadable pretrained
+            folder, a colour trunk on grey images, a sampling rate the audio model was not
+            trained at).
     """
     if modality == "text":
         from abyssal.solutions.text.model import transformers_module
@@ -98,10 +102,39 @@ def build_encoder(
         return AudioConvEncoder(int(spec["n_mels"]), dim)
     if setting == "transformer":
         return AudioTransformerEncoder(int(spec["n_mels"]), dim)
-    raise ConfigError(
-        f"model.audio={setting}: a pretrained waveform encoder is not supported by this build "
-        "yet (the decoded inputs hold log-mel spectrograms); use conv or transformer"
-    )
+    return pretrained_audio_encoder(setting.partition(":")[2], spec, dim)
+
+
+def pretrained_audio_encoder(folder: str, spec: Mapping[str, Any], dim: int) -> nn.Module:
+    """A local Hugging Face waveform model (``model.audio=pretrained:DIR``: wav2vec 2.0, HuBERT,
+    WavLM, ...), frozen, behind a projection to ``dim``; its ``preprocessor_config.json`` (when
+    the folder has one) sets the sampling rate it needs and whether clips are normalised.
+
+    Raises:
+        ConfigError: no such folder, a folder transformers cannot load, or a model trained at
+            another sampling rate than ``data.sample_rate``.
+    """
+    import json
+
+    from abyssal.solutions.text.model import transformers_module
+
+    where = Path(folder).expanduser()
+    if not where.is_dir():
+        raise ConfigError(f"model.audio=pretrained:{folder}: no such folder")
+    settings: dict[str, Any] = {}
+    if (where / "preprocessor_config.json").is_file():
+        settings = json.loads((where / "preprocessor_config.json").read_text())
+    rate = settings.get("sampling_rate")
+    if rate is not None and int(rate) != int(spec["sample_rate"]):
+        raise ConfigError(
+            f"model.audio=pretrained:{folder} takes {int(rate)} Hz audio: set "
+            f"data.sample_rate={int(rate)} (it is {int(spec['sample_rate'])})"
+        )
+    try:
+        model = transformers_module().AutoModel.from_pretrained(str(where))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.audio=pretrained:{folder}: cannot load it ({e})") from None
+    return PretrainedAudioEncoder(model, dim, normalize=bool(settings.get("do_normalize", False)))
 
 
 class MultimodalNet(nn.Module):
@@ -143,7 +176,7 @@ class MultimodalNet(nn.Module):
         for k, modality in enumerate(MODALITIES):
             if modality not in self.encoders:
                 continue
-            if INPUT_KEYS[modality] not in batch:  # no row of the batch has it
+            if self._key(modality) not in batch:  # no row of the batch has it
                 dim = self.fusion.dim
                 x = present.new_zeros(len(present), 1, dim, dtype=torch.float32)
                 mask = present.new_zeros(len(present), 1)
@@ -155,6 +188,12 @@ class MultimodalNet(nn.Module):
             masks = modality_dropout(masks, self.dropout)
         return self.fusion(tokens, masks)
 
+    def _key(self, modality: str) -> str:
+        """The batch key carrying ``modality`` for this model (waveforms or log-mels)."""
+        if isinstance(self.encoders[modality], PretrainedAudioEncoder):
+            return "waves"
+        return INPUT_KEYS[modality]
+
     def forward(
         self,
         present: torch.Tensor | Mapping[str, torch.Tensor],
@@ -163,12 +202,14 @@ class MultimodalNet(nn.Module):
         images: torch.Tensor | None = None,
         mels: torch.Tensor | None = None,
         mel_lengths: torch.Tensor | None = None,
+        waves: torch.Tensor | None = None,
+        wave_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, classes) logits of a batch dict (as the only argument), or of the arrays
         positionally (:data:`INPUT_NAMES`; a modality the model does not take is ignored)."""
         if isinstance(present, Mapping):
             return self.explain(present).logits
-        given = (present, tokens, token_lengths, images, mels, mel_lengths)
+        given = (present, tokens, token_lengths, images, mels, mel_lengths, waves, wave_lengths)
         batch = {n: t for n, t in zip(INPUT_NAMES, given, strict=True) if t is not None}
         return self.explain(batch).logits
 
@@ -200,6 +241,9 @@ def flat_inputs(batch: Mapping[str, torch.Tensor], spec: Mapping[str, Any]) -> t
         ),
         "mels": lambda: present.new_zeros(rows, int(spec["n_mels"]), 1, dtype=torch.float32),
         "mel_lengths": lambda: present.new_zeros(rows, dtype=torch.long),
+        # 400 samples: one frame of wav2vec 2.0's convolutional front end
+        "waves": lambda: present.new_zeros(rows, 400, dtype=torch.float32),
+        "wave_lengths": lambda: present.new_zeros(rows, dtype=torch.long),
     }  # fmt: skip
     return tuple(batch[n] if n in batch else filler[n]() for n in INPUT_NAMES)
 
@@ -222,6 +266,9 @@ def encode_modality(
         if image_stats is not None:
             x = (x - image_stats[0]) / image_stats[1]
         return encoder(x)
+    if isinstance(encoder, PretrainedAudioEncoder):  # waveforms
+        waves = batch["waves"].float()
+        return encoder(waves, length_mask(batch["wave_lengths"], waves.shape[1]).long())
     return encoder(batch["mels"].float(), batch["mel_lengths"].clamp_min(1))
 
 

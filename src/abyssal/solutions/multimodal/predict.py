@@ -55,6 +55,7 @@ class MultimodalPredictor:
             n_mels=int(spec["n_mels"]),
             max_seconds=float(spec["max_seconds"]),
             max_tokens=int(spec["max_tokens"]),
+            waveform=spec.get("audio_input") == "wave",
         )
         self.device = next(model.parameters()).device
 
@@ -177,6 +178,8 @@ def merge_inputs(parts: Sequence[DecodedInputs]) -> DecodedInputs:
     out.images = _pad([p.images for p in parts], n)
     out.mels = _pad([p.mels for p in parts], n)
     out.mel_lengths = _lengths([p.mel_lengths for p in parts], n)
+    out.waves = _pad([p.waves for p in parts], n)
+    out.wave_lengths = _lengths([p.wave_lengths for p in parts], n)
     return out
 
 

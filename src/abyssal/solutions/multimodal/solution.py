@@ -113,6 +113,7 @@ class MultimodalSolution(Solution):
             "image_channels": d.image_channels,
             "sample_rate": d.sample_rate,
             "n_mels": d.n_mels,
+            "audio_input": "wave" if cfg.model.audio.startswith("pretrained:") else "mel",
             "max_seconds": d.max_seconds,
         }
 
@@ -160,6 +161,8 @@ class MultimodalSolution(Solution):
             ),
             "mels": torch.randn(rows, int(spec["n_mels"]), frames, generator=g),
             "mel_lengths": torch.full((rows,), frames, dtype=torch.long),
+            "waves": torch.randn(rows, 1600, generator=g),  # 0.1 s at 16 kHz
+            "wave_lengths": torch.full((rows,), 1600, dtype=torch.long),
         }  # fmt: skip
         return flat_inputs(batch, spec)
 
@@ -167,7 +170,11 @@ class MultimodalSolution(Solution):
         from abyssal.solutions.multimodal.model import INPUT_NAMES
 
         _classifier_only(spec, "optimize")
-        axes = {"tokens": {0: "batch", 1: "tokens"}, "mels": {0: "batch", 2: "frames"}}
+        axes = {
+            "tokens": {0: "batch", 1: "tokens"},
+            "mels": {0: "batch", 2: "frames"},
+            "waves": {0: "batch", 1: "samples"},
+        }
         return tuple(axes.get(n, {0: "batch"}) for n in INPUT_NAMES)
 
     def model_inputs(

@@ -50,7 +50,8 @@ def batch_inputs(inputs: DecodedInputs, rows: np.ndarray) -> dict[str, torch.Ten
 
     Shapes:
         tokens (B, L), token_lengths (B,), images (B, C, S, S) uint8, mels (B, n_mels, F),
-        mel_lengths (B,), present (B, 3) bool; only the arrays ``inputs`` has.
+        mel_lengths (B,) (or waves (B, S), wave_lengths (B,)), present (B, 3) bool; only the
+        arrays ``inputs`` has.
     """
     rows = np.asarray(rows, dtype=np.int64)
     out = {"present": torch.from_numpy(inputs.present[rows])}
@@ -66,6 +67,11 @@ def batch_inputs(inputs: DecodedInputs, rows: np.ndarray) -> dict[str, torch.Ten
         frames = max(1, int(lengths.max()))
         out["mels"] = torch.from_numpy(np.ascontiguousarray(inputs.mels[rows, :, :frames]))
         out["mel_lengths"] = torch.from_numpy(lengths)
+    if inputs.waves is not None and inputs.wave_lengths is not None:
+        lengths = inputs.wave_lengths[rows]
+        samples = max(1, int(lengths.max()))
+        out["waves"] = torch.from_numpy(np.ascontiguousarray(inputs.waves[rows, :samples]))
+        out["wave_lengths"] = torch.from_numpy(lengths)
     return out
 
 
