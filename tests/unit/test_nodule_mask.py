@@ -213,6 +213,26 @@ def test_the_first_views_form_groups_and_the_average_is_invariant_under_them() -
         assert not torch.allclose(plain, out)
 
 
+@pytest.mark.parametrize("attributes", [2, 0])
+def test_views_in_one_pass_equal_views_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, attributes: int
+) -> None:
+    from abyssal.solutions.nodule import model as nodule_model
+
+    torch.manual_seed(0)
+    net = NoduleNet(4, attributes, tta=8).eval()
+    x = cubes(3, 8)
+    with torch.no_grad():
+        together = net(x)  # 3 cubes x 8 views: one pass
+        monkeypatch.setattr(nodule_model, "VIEW_CUBES", 1)
+        apart = net(x)  # eight passes
+        monkeypatch.setattr(nodule_model, "VIEW_CUBES", 6)
+        pairs = net(x)  # two views per pass
+    assert together.shape == (3, 1 + attributes)
+    torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pairs, apart, atol=1e-5, rtol=1e-4)
+
+
 # -- calibration --------------------------------------------------------------------------------
 
 

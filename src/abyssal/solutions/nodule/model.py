@@ -17,7 +17,8 @@ Segmentation (``segment=True``): a small head on the finest fused level (S/2 vox
 predicts the nodule's mask (trained on the readers' masks at that resolution), and each level is
 also pooled with that mask as weights, so the heads read the nodule's own features beside the
 whole cube's. Test-time
-augmentation (``tta``) averages the outputs over the cube's symmetries in eval mode. The
+augmentation (``tta``) averages the outputs over the cube's symmetries in eval mode (views of a
+small batch in one pass). The
 malignancy logit passes, in eval mode, through a scale and offset (``calibration``, identity
 until :func:`calibrate` fits them on validation nodules: Platt scaling).
 
@@ -160,6 +161,10 @@ SYMMETRIES: tuple[tuple[tuple[int, ...], bool], ...] = tuple(
 """The cube's 16 symmetries that keep the slice axis: (flipped dims, transpose y/x), ordered so
 that the first 2, 4, 8 are themselves closed under composition (x flips; in-plane flips; the
 in-plane dihedral group), and all 16 add the z flip."""
+
+
+VIEW_CUBES = 64
+"""Test-time views of a small batch run together up to this many cubes per pass."""
 
 
 def symmetric_views(x: torch.Tensor, index: int) -> torch.Tensor:
@@ -325,16 +330,35 @@ class NoduleNet(nn.Module):
             levels, stem = self.encoder(x)
             return torch.sigmoid(self._decode(levels, stem))
         views = 1 if self.training or with_mask else self.tta
-        logit, z, mask_logits = self.heads(x)
-        if views > 1:  # the mean over the views, one view at a time (memory)
-            for i in range(1, views):
-                more_logit, more_z, _ = self.heads(symmetric_views(x, i))
-                logit, z = logit + more_logit, z + more_z
-            logit, z = logit / views, z / views
+        if views > 1:
+            logit, z = self._mean_over_views(x, views)
+            mask_logits = None
+        else:
+            logit, z, mask_logits = self.heads(x)
         if not self.training:  # calibration maps the trained logit; training sees it raw
             logit = logit * self.calibration[0] + self.calibration[1]
         out = torch.cat([logit.unsqueeze(1), self.scale.restore(z)], dim=1)
         return (out, mask_logits) if with_mask else out
+
+    def _mean_over_views(self, x: torch.Tensor, views: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean logit and attributes over the first ``views`` symmetries, as many views
+        per pass as keep it within :data:`VIEW_CUBES` cubes (a small batch: all in one pass; a
+        large one: a view at a time). In a graph being captured, a view at a time."""
+        b = x.shape[0]
+        eager = not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+        group = max(1, VIEW_CUBES // max(1, b)) if eager else 1
+        logit_sum: torch.Tensor | None = None
+        z_sum: torch.Tensor | None = None
+        for start in range(0, views, group):
+            chosen = range(start, min(views, start + group))
+            stacked = torch.cat([symmetric_views(x, i) for i in chosen])
+            logit, z, _ = self.heads(stacked)  # (k B,), (k B, A)
+            logit = logit.reshape(len(chosen), -1).sum(0)
+            z = z.reshape(len(chosen), b, z.shape[-1]).sum(0)
+            logit_sum = logit if logit_sum is None else logit_sum + logit
+            z_sum = z if z_sum is None else z_sum + z
+        assert logit_sum is not None and z_sum is not None
+        return logit_sum / views, z_sum / views
 
     @contextmanager
     def single_view(self) -> Iterator[None]:
