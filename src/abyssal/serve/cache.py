@@ -1,0 +1,250 @@
+"""A cache of feature vectors for served models: an embedding (or any array) a solution computes
+for a request, kept by the request's content and the model version that computed it.
+
+Keys are ``(version, digest)``: :func:`content_digest` hashes the request's content (bytes,
+text, arrays, with their dtypes and shapes), so equal content hits whatever object carried it;
+the version is part of the key, so a newly served version never reads its predecessor's vectors
+(:meth:`MemoryFeatureCache.invalidate` also drops them at once).
+
+- :class:`MemoryFeatureCache`: one process; least-recently-used entries are evicted beyond
+  ``max_entries`` or ``max_bytes``, and an entry older than ``ttl_s`` is a miss. Thread-safe (the
+  batcher runs models in worker threads).
+- :class:`RedisFeatureCache`: replicas share vectors through a Redis server the user starts
+  (``redis-server``); values are stored as ``.npy`` bytes with Redis's own expiry (``ttl_s``)
+  and its memory policy bounding the size (``maxmemory`` with ``allkeys-lru``).
+
+Both count hits, misses, evictions and expiries (:class:`CacheStats`); the service reports the
+hit rate.
+
+Example:
+    >>> cache = MemoryFeatureCache(max_entries=2)
+    >>> key = content_digest("a cough for three days")
+    >>> cache.get("text:3", key) is None
+    True
+    >>> cache.put("text:3", key, np.ones(4, dtype=np.float32))
+    >>> cache.get("text:3", key).sum(), cache.stats.hit_rate
+    (np.float32(4.0), 0.5)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from abyssal.core.errors import ConfigError
+
+
+def content_digest(*parts: Any) -> str:
+    """A SHA-256 hex digest of ``parts``: bytes, strings, numbers, ``None``, numpy arrays and
+    torch tensors (dtype and shape included, so equal bytes of another shape differ), and
+    tuples, lists or dicts of them (dict keys sorted).
+
+    Raises:
+        TypeError: a part of another type (the error names it).
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        _feed(digest, part)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, part: Any) -> None:
+    if hasattr(part, "detach") and hasattr(part, "cpu"):  # a torch tensor
+        part = part.detach().cpu().numpy()
+    if isinstance(part, np.ndarray):
+        head = f"nd:{part.dtype.str}:{part.shape}:"
+        digest.update(head.encode())
+        digest.update(np.ascontiguousarray(part).tobytes())
+    elif isinstance(part, bytes | bytearray | memoryview):
+        digest.update(b"b:%d:" % len(part))
+        digest.update(bytes(part))
+    elif isinstance(part, str):
+        data = part.encode()
+        digest.update(b"s:%d:" % len(data))
+        digest.update(data)
+    elif part is None or isinstance(part, bool | int | float):
+        digest.update(f"v:{part!r};".encode())
+    elif isinstance(part, tuple | list):
+        digest.update(f"l:{len(part)}:".encode())
+        for item in part:
+            _feed(digest, item)
+    elif isinstance(part, dict):
+        digest.update(f"d:{len(part)}:".encode())
+        for key in sorted(part, key=str):
+            _feed(digest, str(key))
+            _feed(digest, part[key])
+    else:
+        raise TypeError(f"content_digest cannot hash a {type(part).__name__}")
+
+
+@dataclass
+class CacheStats:
+    """Counts since the cache was made."""
+
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    expired: int = 0
+    invalidated: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        asked = self.hits + self.misses
+        return self.hits / asked if asked else 0.0
+
+
+class MemoryFeatureCache:
+    """An in-process LRU cache of arrays with a time to live.
+
+    Args:
+        max_entries: most entries kept.
+        max_bytes: most bytes of array data kept (``None``: no byte bound).
+        ttl_s: an entry older than this is a miss (``None``: never expires).
+        clock: seconds, monotonic (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        *,
+        max_bytes: int | None = 256 * 2**20,
+        ttl_s: float | None = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1:
+            raise ConfigError(f"cache max_entries must be >= 1, got {max_entries}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ConfigError(f"cache max_bytes must be >= 1 or null, got {max_bytes}")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ConfigError(f"cache ttl_s must be > 0 or null, got {ttl_s}")
+        self.max_entries, self.max_bytes, self.ttl_s, self.clock = (
+            max_entries,
+            max_bytes,
+            ttl_s,
+            clock,
+        )
+        self.stats = CacheStats()
+        self._entries: OrderedDict[tuple[str, str], tuple[float, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def get(self, version: str, digest: str) -> np.ndarray | None:
+        """The vector stored for ``(version, digest)``, or ``None`` (a miss)."""
+        key = (version, digest)
+        with self._lock:
+            found = self._entries.get(key)
+            stale = (
+                self.ttl_s is not None and self.clock() - found[0] > self.ttl_s if found else False
+            )
+            if found is not None and stale:
+                self._drop(key)
+                self.stats.expired += 1
+                found = None
+            if found is None:
+                self.stats.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.stats.hits += 1
+            return found[1]
+
+    def put(self, version: str, digest: str, value: np.ndarray) -> None:
+        """Store ``value`` (an array; kept read-only) and evict the least recently used
+        entries beyond the bounds. A value larger than ``max_bytes`` is not stored."""
+        array = np.array(value, copy=True)
+        array.setflags(write=False)
+        if self.max_bytes is not None and array.nbytes > self.max_bytes:
+            return
+        key = (version, digest)
+        with self._lock:
+            if key in self._entries:
+                self._drop(key)
+            self._entries[key] = (self.clock(), array)
+            self._bytes += array.nbytes
+            while len(self._entries) > self.max_entries or (
+                self.max_bytes is not None and self._bytes > self.max_bytes
+            ):
+                oldest = next(iter(self._entries))
+                self._drop(oldest)
+                self.stats.evictions += 1
+
+    def invalidate(self, version: str | None = None) -> int:
+        """Drop every entry of ``version`` (all entries with ``None``); how many were dropped."""
+        with self._lock:
+            keys = [k for k in self._entries if version is None or k[0] == version]
+            for key in keys:
+                self._drop(key)
+            self.stats.invalidated += len(keys)
+            return len(keys)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        _, array = self._entries.pop(key)
+        self._bytes -= array.nbytes
+
+
+class RedisFeatureCache:
+    """Feature vectors in Redis, shared by every replica that points at the same server.
+
+    Args:
+        client: a ``redis.Redis`` client (or one with its ``get``, ``set`` and ``scan_iter``).
+        ttl_s: Redis expiry of each entry (``None``: none; then bound the server's memory with
+            ``maxmemory`` and ``maxmemory-policy allkeys-lru``).
+        prefix: the key prefix (``<prefix>:<version>:<digest>``).
+    """
+
+    def __init__(
+        self, client: Any, *, ttl_s: float | None = 3600.0, prefix: str = "abyssal:features"
+    ) -> None:
+        if ttl_s is not None and ttl_s <= 0:
+            raise ConfigError(f"cache ttl_s must be > 0 or null, got {ttl_s}")
+        self.client, self.ttl_s, self.prefix = client, ttl_s, prefix
+        self.stats = CacheStats()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisFeatureCache:
+        """A cache on the Redis server at ``url`` (``redis://host:6379/0``)."""
+        from abyssal.core.optional import require
+
+        redis = require("redis", extra="serve", purpose="a shared feature cache")
+        return cls(redis.Redis.from_url(url), **options)
+
+    def _key(self, version: str, digest: str) -> str:
+        return f"{self.prefix}:{version}:{digest}"
+
+    def get(self, version: str, digest: str) -> np.ndarray | None:
+        raw = self.client.get(self._key(version, digest))
+        if raw is None:
+            self.stats.misses += 1
+            return None
+        self.stats.hits += 1
+        array = np.load(io.BytesIO(raw), allow_pickle=False)
+        array.setflags(write=False)
+        return array
+
+    def put(self, version: str, digest: str, value: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(value), allow_pickle=False)
+        expiry = None if self.ttl_s is None else max(1, round(self.ttl_s * 1000))
+        self.client.set(self._key(version, digest), buffer.getvalue(), px=expiry)
+
+    def invalidate(self, version: str | None = None) -> int:
+        pattern = f"{self.prefix}:{'*' if version is None else version}:*"
+        keys = list(self.client.scan_iter(match=pattern))
+        if keys:
+            self.client.delete(*keys)
+        self.stats.invalidated += len(keys)
+        return len(keys)
