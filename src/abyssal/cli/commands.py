@@ -13,6 +13,7 @@ from abyssal.core.display import fmt, table
 def register_all(sub: argparse._SubParsersAction) -> None:
     """Add every verb to the CLI."""
     from abyssal.cli.finetune import add_finetune, add_merge
+    from abyssal.cli.serve import add_serve
 
     for add in (
         _solutions,
@@ -24,6 +25,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
         _evaluate,
         _predict,
         _optimize,
+        add_serve,
         _models,
         _runs,
         _version,

@@ -1,0 +1,304 @@
+"""The HTTP service: registered model versions behind one ASGI app (FastAPI), each with its own
+dynamic batcher, answering through its solution's predictor (``parse`` on arrival, ``predict``
+on a batch).
+
+Endpoints:
+
+- ``GET /healthz``: the process is alive. ``GET /readyz``: every model is loaded and its
+  batcher running (503 before and while shutting down).
+- ``GET /v1/models``: what is served (name, version, solution, batching policy).
+- ``POST /v1/models/{name}/predict``: a JSON body, either one request (the solution's own
+  fields, e.g. ``{"text": "..."}``) or ``{"instances": [request, ...]}``. The answer is
+  ``{"model": version, "predictions": [...]}``, one per request, in order.
+- ``GET /metrics``: Prometheus text: requests by model and status, latency and batch-size
+  histograms, queue depth.
+
+Errors are JSON ``{"error": message, ...}``: 404 unknown model; 413 a body over
+``max_body_bytes``; 422 a body that is not JSON or a request the predictor refuses (the
+request's index and field named); 503 a full queue (with ``Retry-After``); 504 no answer within
+the timeout; 500 anything else, named by type. The ``X-Priority`` header (an integer) puts a
+request ahead of lower ones in its model's queue.
+
+Example:
+    >>> app = create_app([ServedModel("text", "text:3", predictor)])  # doctest: +SKIP
+    >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from abyssal.core.errors import AbyssalError, ConfigError, DataError
+from abyssal.core.optional import require
+from abyssal.serve.batcher import BatchPolicy, DynamicBatcher, QueueFull, RequestTimeout
+
+log = logging.getLogger(__name__)
+
+MAX_INSTANCES = 1024
+"""Most requests one body may carry."""
+
+
+@dataclass
+class ServeSettings:
+    """Service-wide limits; each model's batcher takes ``policy``.
+
+    Attributes:
+        policy: batching, queue bound and timeout of each model.
+        max_body_bytes: a larger body is refused (413).
+    """
+
+    policy: BatchPolicy = field(default_factory=BatchPolicy)
+    max_body_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ConfigError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+
+
+@dataclass
+class ServedModel:
+    """One served version.
+
+    Attributes:
+        name: its path segment (``/v1/models/<name>/predict``).
+        ref: the version it serves (``text:3``).
+        predictor: the solution's predictor (:class:`~abyssal.contracts.solution.Predictor`).
+        solution: the solution's name.
+    """
+
+    name: str
+    ref: str
+    predictor: Any
+    solution: str = ""
+    batcher: DynamicBatcher | None = None
+
+
+class _Metrics:
+    """Prometheus metrics of one app (its own registry, so several apps do not collide)."""
+
+    def __init__(self) -> None:
+        prom = require("prometheus_client", extra="serve", purpose="the /metrics endpoint")
+        self.prom = prom
+        self.registry = prom.CollectorRegistry()
+        labels = ["model", "version"]
+        self.requests = prom.Counter(
+            "abyssal_requests", "requests by outcome", [*labels, "status"], registry=self.registry
+        )
+        self.latency = prom.Histogram(
+            "abyssal_request_seconds",
+            "time from arrival to answer",
+            labels,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.batch = prom.Histogram(
+            "abyssal_batch_size",
+            "requests per batch",
+            labels,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.queue = prom.Gauge(
+            "abyssal_queue_depth", "requests waiting", labels, registry=self.registry
+        )
+
+    def text(self) -> bytes:
+        return self.prom.generate_latest(self.registry)
+
+
+def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = None) -> Any:
+    """The FastAPI app serving ``models`` (their batchers start with the app and drain when it
+    stops).
+
+    Raises:
+        ConfigError: no model, or two with one name.
+    """
+    fastapi = require("fastapi", extra="serve", purpose="abyssal serve")
+    responses = require("fastapi.responses", extra="serve", purpose="abyssal serve")
+    settings = settings or ServeSettings()
+    if not models:
+        raise ConfigError("abyssal serve needs at least one model")
+    served: dict[str, ServedModel] = {}
+    for model in models:
+        if model.name in served:
+            raise ConfigError(f"two served models are named {model.name!r}")
+        served[model.name] = model
+    metrics = _Metrics()
+    ready = {"value": False}
+
+    def batch_runner(model: ServedModel) -> Any:
+        observe = metrics.batch.labels(model.name, model.ref)
+
+        def run(items: list[Any]) -> list[Any]:
+            observe.observe(len(items))
+            return model.predictor.predict(items)
+
+        return run
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        for model in served.values():
+            model.batcher = DynamicBatcher(batch_runner(model), settings.policy, name=model.ref)
+            await model.batcher.start()
+        ready["value"] = True
+        log.info("serving %s", ", ".join(f"{m.name} ({m.ref})" for m in served.values()))
+        try:
+            yield
+        finally:
+            ready["value"] = False
+            await asyncio.gather(*(m.batcher.stop() for m in served.values() if m.batcher))
+
+    app = fastapi.FastAPI(title="abyssal", version="1", lifespan=lifespan)
+
+    def error(status: int, message: str, **extra: Any) -> Any:
+        headers = extra.pop("headers", None)
+        return responses.JSONResponse({"error": message, **extra}, status, headers=headers)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        if not ready["value"]:
+            return error(503, "not ready: models are loading or the service is stopping")
+        return {"status": "ready", "models": sorted(served)}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        p = settings.policy
+        return {
+            "models": [
+                {
+                    "name": m.name,
+                    "version": m.ref,
+                    "solution": m.solution,
+                    "max_batch_size": p.max_batch_size,
+                    "max_wait_ms": p.max_wait_ms,
+                }
+                for m in served.values()
+            ]
+        }
+
+    @app.get("/metrics")
+    async def prometheus() -> Any:
+        for m in served.values():
+            if m.batcher is not None:
+                metrics.queue.labels(m.name, m.ref).set(m.batcher.stats.queue_depth)
+        return responses.Response(metrics.text(), media_type="text/plain; version=0.0.4")
+
+    async def predict(name: str, request: Any) -> Any:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex[:12]
+        model = served.get(name)
+        if model is None:
+            return error(404, f"no served model {name!r}; served: {sorted(served)}")
+        status, answer = await _answer(model, request, settings, error)
+        metrics.requests.labels(model.name, model.ref, str(status)).inc()
+        metrics.latency.labels(model.name, model.ref).observe(time.perf_counter() - started)
+        answer.headers["X-Request-Id"] = request_id
+        log.info(
+            json.dumps(
+                {"request": request_id, "model": model.ref, "status": status,
+                 "ms": round(1000 * (time.perf_counter() - started), 3)}
+            )
+        )  # fmt: skip
+        return answer
+
+    # annotations are strings here (``from __future__``); FastAPI needs the class itself
+    predict.__annotations__["request"] = fastapi.Request
+    app.post("/v1/models/{name}/predict")(predict)
+    return app
+
+
+async def _answer(
+    model: ServedModel, request: Any, settings: ServeSettings, error: Any
+) -> tuple[int, Any]:
+    """``(status, response)`` for one predict call."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+        return 413, error(413, f"the body is over {settings.max_body_bytes} bytes")
+    body = await request.body()
+    if len(body) > settings.max_body_bytes:
+        return 413, error(413, f"the body is over {settings.max_body_bytes} bytes")
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return 422, error(422, f"the body is not JSON: {e}")
+    try:
+        priority = int(request.headers.get("x-priority", "0"))
+    except ValueError:
+        return 422, error(422, "the X-Priority header must be an integer")
+    instances = _instances(payload)
+    if isinstance(instances, str):
+        return 422, error(422, instances)
+    parsed = []
+    for index, item in enumerate(instances):
+        if not isinstance(item, Mapping):
+            return 422, error(422, f"request {index} is not a JSON object", index=index)
+        try:
+            parsed.append(model.predictor.parse(item))
+        except DataError as e:
+            return 422, error(422, e.reason, index=index, field=e.column)
+        except AbyssalError as e:
+            return 422, error(422, str(e), index=index)
+    assert model.batcher is not None
+    calls = [model.batcher.submit(p, priority=priority) for p in parsed]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for index, result in enumerate(results):
+        if isinstance(result, QueueFull):
+            retry = str(max(1, round(result.retry_after)))
+            return 503, error(503, str(result), headers={"Retry-After": retry})
+        if isinstance(result, RequestTimeout):
+            return 504, error(504, str(result), index=index)
+        if isinstance(result, DataError):
+            return 422, error(422, result.reason, index=index, field=result.column)
+        if isinstance(result, AbyssalError):
+            return 422, error(422, str(result), index=index)
+        if isinstance(result, BaseException):
+            log.exception("predict failed on %s", model.ref, exc_info=result)
+            return 500, error(500, f"{type(result).__name__} while predicting", index=index)
+    return 200, _json_response({"model": model.ref, "predictions": list(results)})
+
+
+def _instances(payload: Any) -> list[Any] | str:
+    """The requests of a body, or what is wrong with it."""
+    if isinstance(payload, Mapping) and "instances" in payload:
+        instances = payload["instances"]
+        if not isinstance(instances, list) or not instances:
+            return "'instances' must be a non-empty list of requests"
+        if len(instances) > MAX_INSTANCES:
+            return f"'instances' has {len(instances)} requests, more than {MAX_INSTANCES}"
+        return instances
+    if isinstance(payload, Mapping):
+        return [payload]
+    return f"the body must be a JSON object, got {type(payload).__name__}"
+
+
+def _json_response(content: Mapping[str, Any]) -> Any:
+    """A JSON response of numpy-aware content; NaN and infinities are written ``null``."""
+    responses = require("fastapi.responses", extra="serve", purpose="abyssal serve")
+    text = json.dumps(_finite(content), allow_nan=False)
+    return responses.Response(text.encode(), media_type="application/json")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with numpy values made plain and non-finite floats made ``None``."""
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

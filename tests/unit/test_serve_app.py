@@ -1,0 +1,263 @@
+"""The HTTP service on a stand-in predictor: health and readiness, single and batched requests,
+requests batched across clients, and every refusal with its status (404, 413, 422, 503, 504,
+500); Prometheus metrics; a real registered model served end to end."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from abyssal.core.errors import DataError
+from abyssal.serve.app import ServedModel, ServeSettings, create_app
+from abyssal.serve.batcher import BatchPolicy
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+pytest.importorskip("prometheus_client")
+from fastapi.testclient import TestClient
+
+TABULAR = Path(__file__).resolve().parents[2] / "configs" / "tabular" / "quickstart.yaml"
+
+
+class Doubler:
+    """Parses ``{"x": number}``; predicts 2x; ``x == 13`` fails in predict."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay, self.batches = delay, []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def parse(self, payload: Mapping[str, Any]) -> float:
+        x = payload.get("x")
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise DataError(f"'x' must be a number, got {type(x).__name__}", column="x")
+        return float(x)
+
+    def predict(self, items: Sequence[float]) -> list[Any]:
+        self.entered.set()
+        self.gate.wait(5)
+        time.sleep(self.delay)
+        self.batches.append(list(items))
+        return [
+            RuntimeError("thirteen") if x == 13 else {"y": 2 * x, "nan": float("nan")}
+            for x in items
+        ]
+
+
+def client(predictor: Doubler, **policy: Any) -> TestClient:
+    settings = ServeSettings(BatchPolicy(**{"max_wait_ms": 5, **policy}), max_body_bytes=2000)
+    app = create_app([ServedModel("double", "double:1", predictor, "toy")], settings)
+    return TestClient(app)
+
+
+def until(condition: Any, seconds: float = 5.0) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.005)
+
+
+def test_health_readiness_and_the_model_list() -> None:
+    with client(Doubler()) as c:
+        assert c.get("/healthz").json() == {"status": "alive"}
+        assert c.get("/readyz").json() == {"status": "ready", "models": ["double"]}
+        listed = c.get("/v1/models").json()["models"][0]
+        assert listed["version"] == "double:1" and listed["solution"] == "toy"
+        assert "/v1/models/{name}/predict" in c.get("/openapi.json").json()["paths"]
+
+
+def test_one_request_and_several_in_one_body_are_answered_in_order() -> None:
+    with client(Doubler()) as c:
+        one = c.post("/v1/models/double/predict", json={"x": 2})
+        assert one.status_code == 200 and one.json()["predictions"][0]["y"] == 4
+        assert one.json()["predictions"][0]["nan"] is None  # NaN is written null
+        assert one.headers["x-request-id"]
+        many = c.post("/v1/models/double/predict", json={"instances": [{"x": i} for i in range(5)]})
+        assert [p["y"] for p in many.json()["predictions"]] == [0, 2, 4, 6, 8]
+        assert many.json()["model"] == "double:1"
+
+
+def test_concurrent_clients_share_batches() -> None:
+    predictor = Doubler()
+    model = ServedModel("double", "double:1", predictor)
+    policy = BatchPolicy(max_batch_size=8, max_wait_ms=200)
+    answers: list[Any] = [None] * 8
+    with TestClient(create_app([model], ServeSettings(policy))) as c:
+        predictor.gate.clear()
+
+        def call(i: int) -> None:
+            answers[i] = c.post("/v1/models/double/predict", json={"x": i}).json()
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        until(lambda: model.batcher.stats.submitted == 8)  # all arrived; none answered yet
+        predictor.gate.set()
+        for t in threads:
+            t.join()
+    assert [a["predictions"][0]["y"] for a in answers] == [2 * i for i in range(8)]
+    sizes = [len(b) for b in predictor.batches]
+    assert sum(sizes) == 8 and len(sizes) < 8  # requests of different clients shared batches
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"x": "seven"}, 422, "'x' must be a number"),
+        ({"instances": [{"x": 1}, {"x": None}]}, 422, "'x' must be a number"),
+        ({"instances": []}, 422, "non-empty list"),
+        ({"instances": [1]}, 422, "request 0 is not a JSON object"),
+        ([1, 2], 422, "must be a JSON object"),
+        ({"x": 13}, 500, "RuntimeError while predicting"),
+    ],
+)
+def test_bad_requests_get_a_status_and_a_message(body: Any, status: int, words: str) -> None:
+    with client(Doubler()) as c:
+        answer = c.post("/v1/models/double/predict", json=body)
+        assert answer.status_code == status and words in answer.json()["error"]
+        assert c.get("/healthz").status_code == 200  # the service stays up
+
+
+def test_refusals_name_the_field_size_and_model() -> None:
+    with client(Doubler()) as c:
+        bad = c.post("/v1/models/double/predict", json={"instances": [{"x": 1}, {"x": "a"}]})
+        assert bad.json()["index"] == 1 and bad.json()["field"] == "x"
+        assert c.post("/v1/models/nope/predict", json={"x": 1}).status_code == 404
+        big = c.post("/v1/models/double/predict", content=b"{" + b" " * 3000 + b"}")
+        assert big.status_code == 413 and "over 2000 bytes" in big.json()["error"]
+        junk = c.post("/v1/models/double/predict", content=b"{not json")
+        assert junk.status_code == 422 and "not JSON" in junk.json()["error"]
+        priority = c.post("/v1/models/double/predict", json={"x": 1}, headers={"X-Priority": "hi"})
+        assert priority.status_code == 422
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_a_slow_model_504() -> None:
+    predictor = Doubler()
+    model = ServedModel("double", "double:1", predictor)
+    policy = BatchPolicy(max_batch_size=1, max_queue=1, max_wait_ms=0, timeout_s=1.0)
+    results: dict[str, Any] = {}
+    with TestClient(create_app([model], ServeSettings(policy))) as c:
+        predictor.gate.clear()
+
+        def call(key: str) -> None:
+            results[key] = c.post("/v1/models/double/predict", json={"x": 1})
+
+        first = threading.Thread(target=call, args=("first",))
+        first.start()
+        until(predictor.entered.is_set)  # the first is running, held at the gate
+        second = threading.Thread(target=call, args=("second",))
+        second.start()
+        until(lambda: model.batcher.stats.queue_depth == 1)  # the second waits: queue full
+        third = c.post("/v1/models/double/predict", json={"x": 1})
+        assert third.status_code == 503 and int(third.headers["retry-after"]) >= 1
+        first.join()
+        second.join()
+        predictor.gate.set()
+    assert results["first"].status_code == 504 and "no answer within" in results["first"].text
+    assert results["second"].status_code == 504
+
+
+def test_metrics_count_requests_batches_and_latency() -> None:
+    with client(Doubler()) as c:
+        c.post("/v1/models/double/predict", json={"x": 1})
+        c.post("/v1/models/double/predict", json={"x": "bad"})
+        text = c.get("/metrics").text
+    assert 'abyssal_requests_total{model="double",status="200",version="double:1"} 1.0' in text
+    assert 'abyssal_requests_total{model="double",status="422",version="double:1"} 1.0' in text
+    assert "abyssal_batch_size_count" in text and "abyssal_request_seconds_bucket" in text
+    assert "abyssal_queue_depth" in text
+
+
+@pytest.fixture(scope="module")
+def tabular(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A registered tabular model: (its home, the folder of its sample data)."""
+    from abyssal.solutions.tabular.config import TabularSampleConfig
+    from abyssal.solutions.tabular.sample import generate_sample
+    from abyssal.train.api import train
+
+    root = tmp_path_factory.mktemp("tabular")
+    generate_sample(TabularSampleConfig(), root / "data")
+    overrides = [f"data.path={root / 'data' / 'train.csv'}", "train.progress=false"]
+    assert train("tabular", TABULAR, [*overrides, "train.epochs=2"], home=root / "home")
+    return root / "home", root / "data"
+
+
+def new_rows(folder: Path, n: int) -> list[dict[str, str]]:
+    with open(folder / "new_rows.csv", newline="") as f:
+        return list(csv.DictReader(f))[:n]
+
+
+def test_a_registered_tabular_model_is_served(tabular: tuple[Path, Path]) -> None:
+    from abyssal.core.errors import ConfigError
+    from abyssal.core.store import ModelStore
+    from abyssal.serve.models import load_served
+
+    home, data = tabular
+    store = ModelStore(home)
+    served = load_served(["tabular:1"], store=store)
+    assert (served[0].name, served[0].ref) == ("tabular", "tabular:1")
+    assert served[0].solution == "tabular"
+    with pytest.raises(ConfigError, match="serve one version of a name"):
+        load_served(["tabular:1", "tabular:1"], store=store)
+    rows = new_rows(data, 3)
+    with TestClient(create_app(served)) as c:
+        answer = c.post("/v1/models/tabular/predict", json={"instances": rows})
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        assert len(predictions) == 3 and all(isinstance(p, dict) and p for p in predictions)
+        bad = c.post("/v1/models/tabular/predict", json={**rows[0], "mean radius": "wide"})
+        assert bad.status_code == 422 and bad.json()["field"] == "mean radius"
+
+
+def test_the_cli_serves_on_a_real_socket_and_stops_cleanly(tabular: tuple[Path, Path]) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    home, data = tabular
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "ABYSSAL_HOME": str(home)}
+    command = [sys.executable, "-m", "abyssal", "serve", "tabular:1", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        until(lambda: _ready(httpx, url) or server.poll() is not None, seconds=60)
+        assert server.poll() is None, server.stdout.read().decode()
+        answer = httpx.post(f"{url}/v1/models/tabular/predict", json=new_rows(data, 1)[0])
+        assert answer.status_code == 200 and answer.json()["model"] == "tabular:1"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=30)[0].decode()
+    # uvicorn re-raises the signal once it has shut down gracefully
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "tabular:1: POST" in output and "Application shutdown complete" in output
+
+
+def _ready(httpx: Any, url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_serving_an_unknown_model_says_so_before_listening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from abyssal.cli.main import main
+
+    monkeypatch.setenv("ABYSSAL_HOME", str(tmp_path))
+    assert main(["serve", "nothing:1", "--port", "1"]) != 0
+    assert "nothing" in capsys.readouterr().err
