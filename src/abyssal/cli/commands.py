@@ -13,7 +13,7 @@ from abyssal.core.display import fmt, table
 def register_all(sub: argparse._SubParsersAction) -> None:
     """Add every verb to the CLI."""
     from abyssal.cli.finetune import add_finetune, add_merge
-    from abyssal.cli.serve import add_serve
+    from abyssal.cli.serve import add_keys, add_serve
 
     for add in (
         _solutions,
@@ -26,6 +26,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
         _predict,
         _optimize,
         add_serve,
+        add_keys,
         _models,
         _runs,
         _version,

@@ -1,4 +1,5 @@
-"""``abyssal serve``: registered model versions over HTTP (:mod:`abyssal.serve`)."""
+"""``abyssal serve``: registered model versions over HTTP (:mod:`abyssal.serve`); ``abyssal keys
+new``: an API key for it."""
 
 from __future__ import annotations
 
@@ -27,12 +28,16 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "--max-body-bytes", type=_positive, default=1 << 20, help="larger bodies get 413"
     )
     p.add_argument("--device", help="where the models run (default: the best there is)")
+    p.add_argument(
+        "--keys", metavar="FILE", help="API keys file (`abyssal keys new`); without it, no key"
+    )
     p.set_defaults(handler=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from abyssal.core.optional import require
     from abyssal.serve.app import ServeSettings, create_app
+    from abyssal.serve.auth import KeyRing
     from abyssal.serve.batcher import BatchPolicy
     from abyssal.serve.models import load_served
 
@@ -43,10 +48,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         timeout_s=args.timeout_s,
     )
-    settings = ServeSettings(policy, max_body_bytes=args.max_body_bytes)
+    keys = KeyRing.from_file(args.keys) if args.keys else None
+    settings = ServeSettings(policy, max_body_bytes=args.max_body_bytes, keys=keys)
     served = load_served(args.models, device=args.device)
+    if keys is None:
+        print("no --keys: every client may call every model (serve only on a trusted network)")
     app = create_app(served, settings)
     for model in served:
         print(f"{model.ref}: POST http://{args.host}:{args.port}/v1/models/{model.name}/predict")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def add_keys(sub: argparse._SubParsersAction) -> None:
+    from abyssal.cli.commands import _positive
+
+    p = sub.add_parser("keys", help="make API keys for `abyssal serve --keys FILE`")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    new = verbs.add_parser("new", help="add a key to a keys file and print it (shown once)")
+    new.add_argument("name", help="who holds the key (shown in logs instead of the key)")
+    new.add_argument("--file", required=True, help="the keys file (created if missing)")
+    new.add_argument("--models", default="*", help="models it may call, comma-separated (*: all)")
+    new.add_argument("--rate", type=float, help="requests per second it may make (default: any)")
+    new.add_argument("--burst", type=_positive, help="requests it may make at once (default: rate)")
+    new.set_defaults(handler=cmd_keys_new)
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from abyssal.core.atomic import write_text_atomic
+    from abyssal.core.errors import ConfigError
+    from abyssal.serve.auth import KeyRing, new_key
+
+    path = Path(args.file)
+    entries: list = []
+    if path.exists():
+        KeyRing.from_file(path)  # refuse to add to a broken file
+        entries = list(json.loads(path.read_text())["keys"])
+    if any(e.get("name") == args.name for e in entries):
+        raise ConfigError(f"{path} already has a key named {args.name!r}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    key, entry = new_key(args.name, models=models, rate_per_s=args.rate, burst=args.burst)
+    KeyRing([*entries, entry])  # the new entry checked with the others
+    write_text_atomic(path, json.dumps({"keys": [*entries, entry]}, indent=2) + "\n")
+    print(f"{args.name}: {key}")
+    print(f"(shown once; {path} stores only its SHA-256 digest)")
     return 0

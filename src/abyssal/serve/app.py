@@ -16,8 +16,10 @@ Endpoints:
 Errors are JSON ``{"error": message, ...}``: 404 unknown model; 413 a body over
 ``max_body_bytes``; 422 a body that is not JSON or a request the predictor refuses (the
 request's index and field named); 503 a full queue (with ``Retry-After``); 504 no answer within
-the timeout; 500 anything else, named by type. The ``X-Priority`` header (an integer) puts a
-request ahead of lower ones in its model's queue.
+the timeout; 500 anything else, named by type. With API keys (``ServeSettings.keys``,
+:mod:`abyssal.serve.auth`): 401 no or an unknown key, 403 a model the key may not use, 429 over
+the key's rate (with ``Retry-After``); logs name the key's owner, never the key. The
+``X-Priority`` header (an integer) puts a request ahead of lower ones in its model's queue.
 
 Example:
     >>> app = create_app([ServedModel("text", "text:3", predictor)])  # doctest: +SKIP
@@ -39,6 +41,7 @@ from typing import Any
 
 from abyssal.core.errors import AbyssalError, ConfigError, DataError
 from abyssal.core.optional import require
+from abyssal.serve.auth import AuthError, KeyRing
 from abyssal.serve.batcher import BatchPolicy, DynamicBatcher, QueueFull, RequestTimeout
 
 log = logging.getLogger(__name__)
@@ -54,10 +57,12 @@ class ServeSettings:
     Attributes:
         policy: batching, queue bound and timeout of each model.
         max_body_bytes: a larger body is refused (413).
+        keys: the API keys predictions need (``None``: no key needed).
     """
 
     policy: BatchPolicy = field(default_factory=BatchPolicy)
     max_body_bytes: int = 1 << 20
+    keys: KeyRing | None = None
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -200,15 +205,27 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
         started = time.perf_counter()
         request_id = uuid.uuid4().hex[:12]
         model = served.get(name)
-        if model is None:
-            return error(404, f"no served model {name!r}; served: {sorted(served)}")
-        status, answer = await _answer(model, request, settings, error)
-        metrics.requests.labels(model.name, model.ref, str(status)).inc()
-        metrics.latency.labels(model.name, model.ref).observe(time.perf_counter() - started)
+        client, refused = None, None
+        if settings.keys is not None:
+            try:
+                client = settings.keys.check(_key_of(request), name).name
+            except AuthError as e:
+                refused = e
+        if refused is not None:
+            status = refused.status
+            answer = error(status, str(refused), headers=_retry(refused.retry_after))
+        elif model is None:
+            status = 404
+            answer = error(404, f"no served model {name!r}; served: {sorted(served)}")
+        else:
+            status, answer = await _answer(model, request, settings, error)
+        labels = (model.name, model.ref) if model is not None else ("unknown", "-")
+        metrics.requests.labels(*labels, str(status)).inc()
+        metrics.latency.labels(*labels).observe(time.perf_counter() - started)
         answer.headers["X-Request-Id"] = request_id
         log.info(
             json.dumps(
-                {"request": request_id, "model": model.ref, "status": status,
+                {"request": request_id, "model": labels[1], "client": client, "status": status,
                  "ms": round(1000 * (time.perf_counter() - started), 3)}
             )
         )  # fmt: skip
@@ -256,8 +273,7 @@ async def _answer(
     results = await asyncio.gather(*calls, return_exceptions=True)
     for index, result in enumerate(results):
         if isinstance(result, QueueFull):
-            retry = str(max(1, round(result.retry_after)))
-            return 503, error(503, str(result), headers={"Retry-After": retry})
+            return 503, error(503, str(result), headers=_retry(result.retry_after))
         if isinstance(result, RequestTimeout):
             return 504, error(504, str(result), index=index)
         if isinstance(result, DataError):
@@ -268,6 +284,19 @@ async def _answer(
             log.exception("predict failed on %s", model.ref, exc_info=result)
             return 500, error(500, f"{type(result).__name__} while predicting", index=index)
     return 200, _json_response({"model": model.ref, "predictions": list(results)})
+
+
+def _key_of(request: Any) -> str | None:
+    """The API key of a request: ``X-API-Key``, else ``Authorization: Bearer KEY``."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _retry(seconds: float | None) -> dict[str, str] | None:
+    return None if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 def _instances(payload: Any) -> list[Any] | str:
