@@ -261,3 +261,90 @@ def test_serving_an_unknown_model_says_so_before_listening(
     monkeypatch.setenv("ABYSSAL_HOME", str(tmp_path))
     assert main(["serve", "nothing:1", "--port", "1"]) != 0
     assert "nothing" in capsys.readouterr().err
+
+
+class Tripler(Doubler):
+    def predict(self, items: Sequence[float]) -> list[Any]:
+        return [{"y": 3 * x} for x in items]
+
+
+def test_a_moved_alias_swaps_the_model_without_dropping_requests_in_flight() -> None:
+    from abyssal.serve.models import AliasFollower
+
+    old = Doubler()
+    model = ServedModel("double", "double:1", old, follow="double:production")
+    target = {"ref": "double:1"}
+    follower = AliasFollower(
+        0.02, resolve=lambda ref: target["ref"], load=lambda ref: ("double:2", Tripler())
+    )
+    policy = BatchPolicy(max_batch_size=4, max_wait_ms=1)
+    answers: dict[str, Any] = {}
+    with TestClient(create_app([model], ServeSettings(policy), follower=follower)) as c:
+        old.gate.clear()
+
+        def call(key: str, x: int) -> None:
+            answers[key] = c.post("/v1/models/double/predict", json={"x": x})
+
+        running = threading.Thread(target=call, args=("running", 1))
+        running.start()
+        until(old.entered.is_set)  # held inside the old version
+        waiting = threading.Thread(target=call, args=("waiting", 2))
+        waiting.start()
+        until(lambda: model.batcher.stats.queue_depth == 1)  # queued on the old version
+        target["ref"] = "double:2"  # the alias moves
+        until(lambda: model.ref == "double:2")
+        after = c.post("/v1/models/double/predict", json={"x": 5})
+        assert after.json() == {"model": "double:2", "predictions": [{"y": 15}]}
+        old.gate.set()
+        running.join()
+        waiting.join()
+        assert c.get("/readyz").status_code == 200
+    # the two requests the old version held were answered by it, not dropped or failed
+    assert answers["running"].json()["model"] == "double:1"
+    assert answers["running"].json()["predictions"][0]["y"] == 2
+    assert answers["waiting"].json()["predictions"][0]["y"] == 4
+
+
+def test_a_failed_reload_keeps_the_current_version(caplog: pytest.LogCaptureFixture) -> None:
+    from abyssal.serve.models import AliasFollower
+
+    def broken(ref: str) -> tuple[str, Any]:
+        raise OSError("the store is unreachable")
+
+    model = ServedModel("double", "double:1", Doubler(), follow="double:production")
+    follower = AliasFollower(0.01, resolve=lambda ref: "double:2", load=broken)
+    with TestClient(create_app([model], follower=follower)) as c:
+        until(lambda: "following aliases failed" in caplog.text)
+        answer = c.post("/v1/models/double/predict", json={"x": 1})
+    assert answer.json()["model"] == "double:1" and model.ref == "double:1"
+
+
+def test_load_served_follows_aliases_and_not_pinned_versions(
+    tabular: tuple[Path, Path],
+) -> None:
+    import asyncio
+
+    from abyssal.core.store import ModelStore
+    from abyssal.serve.models import AliasFollower, load_served
+    from abyssal.train.api import train
+
+    home, data = tabular
+    store = ModelStore(home)
+    store.set_alias("tabular", "production", 1)
+    pinned = load_served(["tabular:1"], store=store)
+    followed = load_served(["tabular:production"], store=store)
+    assert pinned[0].follow is None and followed[0].follow == "tabular:production"
+    swaps: list[tuple[str, Any]] = []
+
+    async def swap(model: ServedModel, ref: str, predictor: Any) -> None:
+        swaps.append((ref, predictor))
+
+    follower = AliasFollower(1.0, store=store)
+    assert asyncio.run(follower.check(followed, swap)) == []  # the alias has not moved
+    overrides = [f"data.path={data / 'train.csv'}", "train.progress=false", "train.epochs=1"]
+    second = train("tabular", TABULAR, overrides, home=home)
+    assert second is not None and second.version.ref == "tabular:2"
+    store.set_alias("tabular", "production", 2)
+    assert asyncio.run(follower.check(followed, swap)) == ["tabular:2"]
+    assert swaps[0][0] == "tabular:2" and hasattr(swaps[0][1], "predict")
+    assert asyncio.run(follower.check(pinned, swap)) == []  # a pinned version never moves

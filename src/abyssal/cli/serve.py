@@ -31,6 +31,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--keys", metavar="FILE", help="API keys file (`abyssal keys new`); without it, no key"
     )
+    p.add_argument(
+        "--follow-s",
+        type=float,
+        default=5.0,
+        help="seconds between checks of the aliases served (e.g. text:production), swapping "
+        "in the version an alias moves to; 0: never",
+    )
     p.set_defaults(handler=cmd_serve)
 
 
@@ -39,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from abyssal.serve.app import ServeSettings, create_app
     from abyssal.serve.auth import KeyRing
     from abyssal.serve.batcher import BatchPolicy
-    from abyssal.serve.models import load_served
+    from abyssal.serve.models import AliasFollower, load_served
 
     uvicorn = require("uvicorn", extra="serve", purpose="abyssal serve")
     policy = BatchPolicy(
@@ -53,7 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     served = load_served(args.models, device=args.device)
     if keys is None:
         print("no --keys: every client may call every model (serve only on a trusted network)")
-    app = create_app(served, settings)
+    follower = AliasFollower(args.follow_s, device=args.device) if args.follow_s > 0 else None
+    app = create_app(served, settings, follower=follower)
     for model in served:
         print(f"{model.ref}: POST http://{args.host}:{args.port}/v1/models/{model.name}/predict")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

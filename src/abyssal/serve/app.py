@@ -78,12 +78,19 @@ class ServedModel:
         ref: the version it serves (``text:3``).
         predictor: the solution's predictor (:class:`~abyssal.contracts.solution.Predictor`).
         solution: the solution's name.
+        follow: the ref it follows (an alias such as ``text:production``, or a bare name for
+            the newest version), ``None`` for a pinned version.
+        batcher: its running batcher (set when the app starts).
+
+    ``ref``, ``predictor`` and ``batcher`` change together when the followed alias moves
+    (:func:`create_app`'s ``swap``); a request uses the three it found on arrival.
     """
 
     name: str
     ref: str
     predictor: Any
     solution: str = ""
+    follow: str | None = None
     batcher: DynamicBatcher | None = None
 
 
@@ -120,9 +127,20 @@ class _Metrics:
         return self.prom.generate_latest(self.registry)
 
 
-def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = None) -> Any:
+def create_app(
+    models: Sequence[ServedModel],
+    settings: ServeSettings | None = None,
+    *,
+    follower: Any = None,
+) -> Any:
     """The FastAPI app serving ``models`` (their batchers start with the app and drain when it
     stops).
+
+    Args:
+        models: what to serve.
+        settings: limits, batching and keys.
+        follower: runs while the app does, swapping a model whose followed alias moved
+            (:class:`~abyssal.serve.models.AliasFollower`; it calls ``app.state.swap``).
 
     Raises:
         ConfigError: no model, or two with one name.
@@ -140,29 +158,47 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
     metrics = _Metrics()
     ready = {"value": False}
 
-    def batch_runner(model: ServedModel) -> Any:
-        observe = metrics.batch.labels(model.name, model.ref)
+    async def start_batcher(name: str, ref: str, predictor: Any) -> DynamicBatcher:
+        observe = metrics.batch.labels(name, ref)
 
         def run(items: list[Any]) -> list[Any]:
             observe.observe(len(items))
-            return model.predictor.predict(items)
+            return predictor.predict(items)
 
-        return run
+        batcher = DynamicBatcher(run, settings.policy, name=ref)
+        await batcher.start()
+        return batcher
+
+    async def swap(model: ServedModel, ref: str, predictor: Any) -> None:
+        """Serve ``ref`` under ``model``'s name: new requests go to it at once; those already
+        queued or running on the old version are answered by it (drained), none dropped."""
+        batcher = await start_batcher(model.name, ref, predictor)
+        old, before = model.batcher, model.ref
+        model.ref, model.predictor, model.batcher = ref, predictor, batcher  # no await between
+        log.info("%s: now serving %s (was %s)", model.name, ref, before)
+        if old is not None:
+            await old.stop(drain=True)
 
     @asynccontextmanager
-    async def lifespan(_app: Any) -> Any:
+    async def lifespan(app: Any) -> Any:
         for model in served.values():
-            model.batcher = DynamicBatcher(batch_runner(model), settings.policy, name=model.ref)
-            await model.batcher.start()
+            model.batcher = await start_batcher(model.name, model.ref, model.predictor)
         ready["value"] = True
         log.info("serving %s", ", ".join(f"{m.name} ({m.ref})" for m in served.values()))
+        watching = None
+        if follower is not None and any(m.follow for m in served.values()):
+            watching = asyncio.create_task(follower.run(list(served.values()), swap))
         try:
             yield
         finally:
             ready["value"] = False
+            if watching is not None:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
             await asyncio.gather(*(m.batcher.stop() for m in served.values() if m.batcher))
 
     app = fastapi.FastAPI(title="abyssal", version="1", lifespan=lifespan)
+    app.state.swap = swap
 
     def error(status: int, message: str, **extra: Any) -> Any:
         headers = extra.pop("headers", None)
@@ -258,22 +294,29 @@ async def _answer(
     instances = _instances(payload)
     if isinstance(instances, str):
         return 422, error(422, instances)
+    # one consistent version for the whole request, even if the alias moves meanwhile
+    ref, predictor, batcher = model.ref, model.predictor, model.batcher
+    assert batcher is not None
     parsed = []
     for index, item in enumerate(instances):
         if not isinstance(item, Mapping):
             return 422, error(422, f"request {index} is not a JSON object", index=index)
         try:
-            parsed.append(model.predictor.parse(item))
+            parsed.append(predictor.parse(item))
         except DataError as e:
             return 422, error(422, e.reason, index=index, field=e.column)
         except AbyssalError as e:
             return 422, error(422, str(e), index=index)
-    assert model.batcher is not None
-    calls = [model.batcher.submit(p, priority=priority) for p in parsed]
-    results = await asyncio.gather(*calls, return_exceptions=True)
+    futures: list[asyncio.Future] = []
+    try:
+        for item in parsed:
+            futures.append(batcher.enqueue(item, priority=priority))
+    except QueueFull as e:
+        for future in futures:  # the request is refused whole: its queued parts are dropped
+            future.cancel()
+        return 503, error(503, str(e), headers=_retry(e.retry_after))
+    results = await asyncio.gather(*(batcher.wait(f) for f in futures), return_exceptions=True)
     for index, result in enumerate(results):
-        if isinstance(result, QueueFull):
-            return 503, error(503, str(result), headers=_retry(result.retry_after))
         if isinstance(result, RequestTimeout):
             return 504, error(504, str(result), index=index)
         if isinstance(result, DataError):
@@ -281,9 +324,9 @@ async def _answer(
         if isinstance(result, AbyssalError):
             return 422, error(422, str(result), index=index)
         if isinstance(result, BaseException):
-            log.exception("predict failed on %s", model.ref, exc_info=result)
+            log.exception("predict failed on %s", ref, exc_info=result)
             return 500, error(500, f"{type(result).__name__} while predicting", index=index)
-    return 200, _json_response({"model": model.ref, "predictions": list(results)})
+    return 200, _json_response({"model": ref, "predictions": list(results)})
 
 
 def _key_of(request: Any) -> str | None:

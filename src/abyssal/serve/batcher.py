@@ -167,7 +167,7 @@ class DynamicBatcher(Generic[In, Out]):
     # -- requests --------------------------------------------------------------------------------
 
     async def submit(self, item: In, *, priority: int = 0, timeout_s: float | None = None) -> Out:
-        """The result for ``item`` once its batch has run.
+        """The result for ``item`` once its batch has run (:meth:`enqueue` then :meth:`wait`).
 
         Args:
             item: one request's input.
@@ -178,6 +178,15 @@ class DynamicBatcher(Generic[In, Out]):
             QueueFull: the queue is full, or the batcher is not running.
             RequestTimeout: no answer within the timeout.
             Exception: what ``run`` gave for this item.
+        """
+        return await self.wait(self.enqueue(item, priority=priority), timeout_s)
+
+    def enqueue(self, item: In, *, priority: int = 0) -> asyncio.Future:
+        """Queue ``item`` now (no await: a caller holding this batcher is queued on it even if
+        the batcher is told to stop right after) and return the future of its result.
+
+        Raises:
+            QueueFull: the queue is full, or the batcher is not running.
         """
         if not self._accepting or self._wakeup is None:
             self.stats.refused += 1
@@ -196,6 +205,11 @@ class DynamicBatcher(Generic[In, Out]):
         self.stats.submitted += 1
         self.stats.queue_depth = len(self._heap)
         self._wakeup.set()
+        return future
+
+    async def wait(self, future: asyncio.Future, timeout_s: float | None = None) -> Out:
+        """The result of a request :meth:`enqueue` queued, within ``timeout_s`` (default: the
+        policy's); a request given up on is dropped from the queue if it has not run."""
         limit = self.policy.timeout_s if timeout_s is None else timeout_s
         try:
             return await asyncio.wait_for(asyncio.shield(future), limit)

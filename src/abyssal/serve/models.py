@@ -1,5 +1,6 @@
 """Registered versions made ready to serve: loaded through the solution protocol, each with its
-solution's predictor, named by its model name.
+solution's predictor, named by its model name; :class:`AliasFollower` swaps in the version an
+alias (or a bare name: the newest version) comes to point at, while the service runs.
 
 Example:
     >>> served = load_served(["text:production", "defect:3"])  # doctest: +SKIP
@@ -9,11 +10,19 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from abyssal.core.errors import ConfigError
 from abyssal.serve.app import ServedModel
+
+log = logging.getLogger(__name__)
+
+PINNED = re.compile(r"^[^:]+:\d+$")
+"""A ref naming one version (``text:3``): never followed."""
 
 
 def load_served(
@@ -40,5 +49,82 @@ def load_served(
                 "a name per service"
             )
         predictor = loaded.solution.predictor(loaded)
-        served.append(ServedModel(version.name, version.ref, predictor, loaded.solution.name))
+        follow = None if PINNED.match(ref) else ref
+        served.append(
+            ServedModel(version.name, version.ref, predictor, loaded.solution.name, follow)
+        )
     return served
+
+
+def load_predictor(ref: str, *, store: Any = None, device: str | None = None) -> tuple[str, Any]:
+    """``(version ref, predictor)`` of the version ``ref`` resolves to now."""
+    from abyssal.solutions.loading import load_model
+
+    loaded = load_model(ref, store=store, device=device)
+    return loaded.version.ref, loaded.solution.predictor(loaded)
+
+
+class AliasFollower:
+    """Checks every ``interval_s`` where each followed ref points, and swaps a model whose alias
+    moved (loading the new version in a worker thread, off the event loop). A failed check or
+    load is logged and the current version stays served.
+
+    Args:
+        interval_s: seconds between checks.
+        resolve: ref -> the version ref it points at now (default: the model store's).
+        load: ref -> ``(version ref, predictor)`` (default: :func:`load_predictor`).
+    """
+
+    def __init__(
+        self,
+        interval_s: float = 5.0,
+        *,
+        resolve: Callable[[str], str] | None = None,
+        load: Callable[[str], tuple[str, Any]] | None = None,
+        store: Any = None,
+        device: str | None = None,
+    ) -> None:
+        if interval_s <= 0:
+            raise ConfigError(f"the alias check interval must be > 0 s, got {interval_s}")
+        self.interval_s = interval_s
+        self.resolve = resolve or (lambda ref: _store(store).resolve(ref).ref)
+        self.load = load or (lambda ref: load_predictor(ref, store=store, device=device))
+
+    async def check(
+        self,
+        models: Sequence[ServedModel],
+        swap: Callable[[ServedModel, str, Any], Awaitable[None]],
+    ) -> list[str]:
+        """Swap every followed model whose ref now points elsewhere; the new refs."""
+        moved = []
+        for model in models:
+            if model.follow is None:
+                continue
+            target = await asyncio.to_thread(self.resolve, model.follow)
+            if target == model.ref:
+                continue
+            ref, predictor = await asyncio.to_thread(self.load, model.follow)
+            await swap(model, ref, predictor)
+            moved.append(ref)
+        return moved
+
+    async def run(
+        self,
+        models: Sequence[ServedModel],
+        swap: Callable[[ServedModel, str, Any], Awaitable[None]],
+    ) -> None:
+        """Check forever (until cancelled)."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check(models, swap)
+            except Exception:
+                log.exception("following aliases failed; the current versions stay served")
+
+
+def _store(store: Any) -> Any:
+    if store is not None:
+        return store
+    from abyssal.core.store import ModelStore
+
+    return ModelStore()
