@@ -178,3 +178,27 @@ def test_a_pretrained_waveform_audio_encoder_trains_and_predicts(
     sound = next((sample / "audio").glob("*.wav"))
     answer = predictor.predict([predictor.parse({"id": "s", "audio": str(sound)})])[0]
     assert answer["modalities"] == ["audio"] and answer["attention_share"] == {"audio": 1.0}
+
+
+def test_the_service_takes_a_picture_and_a_sound_as_uploads(sample: Path, home: Path, outcome):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from abyssal.core.store import ModelStore
+    from abyssal.serve.app import create_app
+    from abyssal.serve.models import load_served
+
+    served = load_served([outcome.version.ref], store=ModelStore(home))
+    image = next((sample / "images").glob("*.png"))
+    sound = next((sample / "audio").glob("*.wav"))
+    files = {"image": (image.name, image.read_bytes()), "audio": (sound.name, sound.read_bytes())}
+    with TestClient(create_app(served)) as c:
+        url = f"/v1/models/{served[0].name}/predict"
+        answer = c.post(url, files=files, data={"id": "u1", "text": "a bright ringing"})
+        assert answer.status_code == 200, answer.text
+        got = answer.json()["predictions"][0]
+        assert got["id"] == "u1" and got["modalities"] == ["text", "image", "audio"]
+        assert sum(got["attention_share"].values()) == pytest.approx(1.0, abs=1e-3)
+        broken = c.post(url, files={"image": ("x.png", b"not a picture")})
+        assert broken.status_code == 422 and "x.png" in broken.json()["error"]

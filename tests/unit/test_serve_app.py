@@ -348,3 +348,50 @@ def test_load_served_follows_aliases_and_not_pinned_versions(
     assert asyncio.run(follower.check(followed, swap)) == ["tabular:2"]
     assert swaps[0][0] == "tabular:2" and hasattr(swaps[0][1], "predict")
     assert asyncio.run(follower.check(pinned, swap)) == []  # a pinned version never moves
+
+
+class FileReader(Doubler):
+    """Takes ``{"path": FILE, "x": n}``; answers the file's size and where it was."""
+
+    file_fields = ("path",)
+
+    def parse(self, payload: Mapping[str, Any]) -> Any:
+        path = Path(str(payload.get("path", "")))
+        if not path.is_file():
+            raise DataError(f"no such file {path.name}", column="path")
+        return {"bytes": len(path.read_bytes()), "name": path.name, "at": str(path), **payload}
+
+    def predict(self, items: Sequence[Any]) -> list[Any]:
+        return list(items)
+
+
+def test_files_come_as_uploads_and_paths_only_when_allowed(tmp_path: Path) -> None:
+    secret = tmp_path / "server-side.txt"
+    secret.write_text("not for clients")
+    model = ServedModel("reader", "reader:1", FileReader())
+    url = "/v1/models/reader/predict"
+    with TestClient(create_app([model])) as c:
+        refused = c.post(url, json={"path": str(secret)})
+        assert refused.status_code == 422 and "send 'path' as a file upload" in refused.text
+        upload = {"path": ("../../etc/scan.nii.gz", b"12345", "application/octet-stream")}
+        answer = c.post(url, files=upload, data={"x": "3"})
+        assert answer.status_code == 200, answer.text
+        got = answer.json()["predictions"][0]
+        assert got["bytes"] == 5 and got["x"] == 3  # form values parsed as JSON where they can
+        assert got["name"].endswith("scan.nii.gz") and "/" not in got["name"]  # suffix kept
+        assert not Path(got["at"]).exists()  # the upload is gone once parsed
+        wrong = c.post(url, files={"other": ("a.png", b"x")})
+        assert wrong.status_code == 422 and "unexpected file field 'other'" in wrong.text
+        empty = c.post(url, files={"path": ("a.png", b"")}, data={})
+        assert empty.status_code == 200 and empty.json()["predictions"][0]["bytes"] == 0
+    trusted = ServeSettings(allow_paths=True)
+    with TestClient(create_app([ServedModel("reader", "reader:1", FileReader())], trusted)) as c:
+        read = c.post(url, json={"path": str(secret)})
+        assert read.status_code == 200 and read.json()["predictions"][0]["bytes"] == 15
+
+
+def test_uploads_over_the_limit_get_413() -> None:
+    model = ServedModel("reader", "reader:1", FileReader())
+    with TestClient(create_app([model], ServeSettings(max_body_bytes=100))) as c:
+        big = c.post("/v1/models/reader/predict", files={"path": ("a.bin", b"0" * 500)})
+    assert big.status_code == 413

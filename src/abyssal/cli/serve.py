@@ -25,7 +25,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=_positive, default=1024, help="waiting requests before 503")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request timeout (504)")
     p.add_argument(
-        "--max-body-bytes", type=_positive, default=1 << 20, help="larger bodies get 413"
+        "--max-body-bytes", type=_positive, default=8 << 20, help="larger bodies get 413"
+    )
+    p.add_argument(
+        "--allow-paths",
+        action="store_true",
+        help="let JSON requests name files on this machine (trusted clients only); by default "
+        "files come as multipart uploads",
     )
     p.add_argument("--device", help="where the models run (default: the best there is)")
     p.add_argument(
@@ -56,7 +62,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_s,
     )
     keys = KeyRing.from_file(args.keys) if args.keys else None
-    settings = ServeSettings(policy, max_body_bytes=args.max_body_bytes, keys=keys)
+    settings = ServeSettings(
+        policy, max_body_bytes=args.max_body_bytes, keys=keys, allow_paths=args.allow_paths
+    )
     served = load_served(args.models, device=args.device)
     if keys is None:
         print("no --keys: every client may call every model (serve only on a trusted network)")

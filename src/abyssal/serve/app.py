@@ -32,11 +32,13 @@ import asyncio
 import json
 import logging
 import math
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from abyssal.core.errors import AbyssalError, ConfigError, DataError
@@ -58,11 +60,14 @@ class ServeSettings:
         policy: batching, queue bound and timeout of each model.
         max_body_bytes: a larger body is refused (413).
         keys: the API keys predictions need (``None``: no key needed).
+        allow_paths: let JSON requests name files on the server's disk (trusted clients
+            only); otherwise files come as uploads (``multipart/form-data``).
     """
 
     policy: BatchPolicy = field(default_factory=BatchPolicy)
-    max_body_bytes: int = 1 << 20
+    max_body_bytes: int = 8 << 20
     keys: KeyRing | None = None
+    allow_paths: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -280,33 +285,31 @@ async def _answer(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
         return 413, error(413, f"the body is over {settings.max_body_bytes} bytes")
-    body = await request.body()
-    if len(body) > settings.max_body_bytes:
-        return 413, error(413, f"the body is over {settings.max_body_bytes} bytes")
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return 422, error(422, f"the body is not JSON: {e}")
     try:
         priority = int(request.headers.get("x-priority", "0"))
     except ValueError:
         return 422, error(422, "the X-Priority header must be an integer")
-    instances = _instances(payload)
-    if isinstance(instances, str):
-        return 422, error(422, instances)
     # one consistent version for the whole request, even if the alias moves meanwhile
     ref, predictor, batcher = model.ref, model.predictor, model.batcher
     assert batcher is not None
-    parsed = []
-    for index, item in enumerate(instances):
-        if not isinstance(item, Mapping):
-            return 422, error(422, f"request {index} is not a JSON object", index=index)
-        try:
-            parsed.append(predictor.parse(item))
-        except DataError as e:
-            return 422, error(422, e.reason, index=index, field=e.column)
-        except AbyssalError as e:
-            return 422, error(422, str(e), index=index)
+    files = tuple(getattr(predictor, "file_fields", ()))
+    with tempfile.TemporaryDirectory(prefix="abyssal-upload-") as folder:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            instances = await _form_request(request, files, Path(folder), settings)
+        else:
+            instances = await _json_requests(request, files, settings)
+        if isinstance(instances, tuple):
+            return instances[0], error(*instances)
+        parsed = []
+        for index, item in enumerate(instances):
+            if not isinstance(item, Mapping):
+                return 422, error(422, f"request {index} is not a JSON object", index=index)
+            try:
+                parsed.append(predictor.parse(item))  # reads any uploaded file, here
+            except DataError as e:
+                return 422, error(422, e.reason, index=index, field=e.column)
+            except AbyssalError as e:
+                return 422, error(422, str(e), index=index)
     futures: list[asyncio.Future] = []
     try:
         for item in parsed:
@@ -327,6 +330,75 @@ async def _answer(
             log.exception("predict failed on %s", ref, exc_info=result)
             return 500, error(500, f"{type(result).__name__} while predicting", index=index)
     return 200, _json_response({"model": ref, "predictions": list(results)})
+
+
+async def _json_requests(
+    request: Any, files: Sequence[str], settings: ServeSettings
+) -> list[Any] | tuple[int, str]:
+    """The requests of a JSON body, or ``(status, message)``."""
+    body = await request.body()
+    if len(body) > settings.max_body_bytes:
+        return 413, f"the body is over {settings.max_body_bytes} bytes"
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return 422, f"the body is not JSON: {e}"
+    instances = _instances(payload)
+    if isinstance(instances, str):
+        return 422, instances
+    if not settings.allow_paths:
+        for index, item in enumerate(instances):
+            named = [f for f in files if isinstance(item, Mapping) and item.get(f)]
+            if named:
+                return 422, (
+                    f"request {index}: send {named[0]!r} as a file upload (multipart/form-data); "
+                    "this service does not read files from its own disk"
+                )
+    return instances
+
+
+async def _form_request(
+    request: Any, files: Sequence[str], folder: Path, settings: ServeSettings
+) -> list[Any] | tuple[int, str]:
+    """One request from a ``multipart/form-data`` body: each uploaded file (under one of the
+    predictor's file fields) saved in ``folder`` and named by its path; other fields as text
+    (JSON values where they parse: numbers, lists)."""
+    try:
+        form = await request.form()
+    except Exception as e:  # the multipart parser's errors have no common type
+        return 422, f"the form cannot be read: {e}"
+    payload: dict[str, Any] = {}
+    total = 0
+    for key, value in form.multi_items():
+        if hasattr(value, "read"):  # an upload
+            if key not in files:
+                return (
+                    422,
+                    f"unexpected file field {key!r}; this model takes files as {list(files)}",
+                )
+            data = await value.read()
+            total += len(data)
+            if total > settings.max_body_bytes:
+                return 413, f"the uploads are over {settings.max_body_bytes} bytes"
+            target = folder / f"{len(payload)}-{_safe_name(value.filename or key)}"
+            target.write_bytes(data)
+            payload[key] = str(target)
+        else:
+            try:
+                payload[key] = json.loads(value)
+            except json.JSONDecodeError:
+                payload[key] = value
+    if not payload:
+        return 422, "the form is empty"
+    return [payload]
+
+
+def _safe_name(name: str) -> str:
+    """A file name kept to its last part and safe characters (its suffixes kept: readers
+    choose the format by them)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    kept = "".join(c if c.isalnum() or c in "._-" else "_" for c in base).lstrip(".")
+    return kept[-120:] or "upload"
 
 
 def _key_of(request: Any) -> str | None:

@@ -54,6 +54,9 @@ class DefectPredictor:
         batch_size: images per forward pass.
     """
 
+    file_fields: tuple[str, ...] = ("path",)
+    """Request fields naming a file (a service takes them as uploads)."""
+
     def __init__(
         self, model: torch.nn.Module, spec: Mapping[str, Any], ref: str, batch_size: int = 32
     ) -> None:

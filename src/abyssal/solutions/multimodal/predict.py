@@ -44,6 +44,9 @@ class MultimodalPredictor:
     """Requests to decoded samples (refused in :meth:`parse` when a file cannot be read), then
     class probabilities, attention shares and leave-one-modality-out deltas."""
 
+    file_fields: tuple[str, ...] = ("image", "audio")
+    """Request fields naming a file (a service takes them as uploads)."""
+
     def __init__(self, model: torch.nn.Module, spec: Mapping[str, Any], ref: str, tokenizer: Any):
         self.model, self.spec, self.ref, self.tokenizer = model, dict(spec), ref, tokenizer
         self.classes = list(spec["classes"])

@@ -96,6 +96,9 @@ class NodulePredictor:
         batch_size: cubes per forward pass.
     """
 
+    file_fields: tuple[str, ...] = ("path",)
+    """Request fields naming a file (a service takes them as uploads)."""
+
     def __init__(
         self,
         model: torch.nn.Module,
