@@ -38,6 +38,12 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "--keys", metavar="FILE", help="API keys file (`abyssal keys new`); without it, no key"
     )
     p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where stateful models (fraud) journal what they ingest, fsynced before each "
+        "answer and replayed on restart; without it, their state lives in memory only",
+    )
+    p.add_argument(
         "--follow-s",
         type=float,
         default=5.0,
@@ -65,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         policy, max_body_bytes=args.max_body_bytes, keys=keys, allow_paths=args.allow_paths
     )
-    served = load_served(args.models, device=args.device)
+    served = load_served(args.models, device=args.device, state_dir=args.state_dir)
     if keys is None:
         print("no --keys: every client may call every model (serve only on a trusted network)")
     follower = AliasFollower(args.follow_s, device=args.device) if args.follow_s > 0 else None

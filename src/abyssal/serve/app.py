@@ -45,6 +45,7 @@ from abyssal.core.errors import AbyssalError, ConfigError, DataError
 from abyssal.core.optional import require
 from abyssal.serve.auth import AuthError, KeyRing
 from abyssal.serve.batcher import BatchPolicy, DynamicBatcher, QueueFull, RequestTimeout
+from abyssal.serve.journal import Journal, replay
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class ServedModel:
         solution: the solution's name.
         follow: the ref it follows (an alias such as ``text:production``, or a bare name for
             the newest version), ``None`` for a pinned version.
+        journal: where a stateful model's applied requests are logged (replayed when the app
+            starts); ``None``: its state lives in memory only.
         batcher: its running batcher (set when the app starts).
 
     ``ref``, ``predictor`` and ``batcher`` change together when the followed alias moves
@@ -96,7 +99,13 @@ class ServedModel:
     predictor: Any
     solution: str = ""
     follow: str | None = None
+    journal: Journal | None = None
     batcher: DynamicBatcher | None = None
+
+    @property
+    def stateful(self) -> bool:
+        """Whether predicting changes the predictor (the fraud solution's live graph)."""
+        return bool(getattr(self.predictor, "stateful", False)) or self.journal is not None
 
 
 class _Metrics:
@@ -163,20 +172,44 @@ def create_app(
     metrics = _Metrics()
     ready = {"value": False}
 
-    async def start_batcher(name: str, ref: str, predictor: Any) -> DynamicBatcher:
+    async def start_batcher(
+        name: str, ref: str, predictor: Any, journal: Journal | None = None, stateful: bool = False
+    ) -> DynamicBatcher:
         observe = metrics.batch.labels(name, ref)
 
         def run(items: list[Any]) -> list[Any]:
             observe.observe(len(items))
             return predictor.predict(items)
 
-        batcher = DynamicBatcher(run, settings.policy, name=ref)
+        def run_stateful(items: list[tuple[Mapping[str, Any], Any]]) -> list[Any]:
+            """One at a time (a failed request changes nothing and is never re-run), then the
+            applied ones made durable before any of the batch is answered."""
+            observe.observe(len(items))
+            results: list[Any] = []
+            applied = []
+            for request, parsed in items:
+                try:
+                    results.append(predictor.predict([parsed])[0])
+                    applied.append(request)
+                except Exception as e:
+                    results.append(e)
+            if journal is not None:
+                journal.append(applied)
+            return results
+
+        batcher = DynamicBatcher(run_stateful if stateful else run, settings.policy, name=ref)
         await batcher.start()
         return batcher
 
     async def swap(model: ServedModel, ref: str, predictor: Any) -> None:
         """Serve ``ref`` under ``model``'s name: new requests go to it at once; those already
-        queued or running on the old version are answered by it (drained), none dropped."""
+        queued or running on the old version are answered by it (drained), none dropped.
+
+        Raises:
+            ConfigError: a stateful model (its state would not carry over).
+        """
+        if model.stateful:
+            raise ConfigError(f"{model.name} is stateful: restart the service to change version")
         batcher = await start_batcher(model.name, ref, predictor)
         old, before = model.batcher, model.ref
         model.ref, model.predictor, model.batcher = ref, predictor, batcher  # no await between
@@ -187,7 +220,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
         for model in served.values():
-            model.batcher = await start_batcher(model.name, model.ref, model.predictor)
+            if model.journal is not None:
+                done = await asyncio.to_thread(replay, model.predictor, model.journal)
+                log.info("%s: replayed %d journalled requests", model.ref, done)
+            model.batcher = await start_batcher(
+                model.name, model.ref, model.predictor, model.journal, model.stateful
+            )
         ready["value"] = True
         log.info("serving %s", ", ".join(f"{m.name} ({m.ref})" for m in served.values()))
         watching = None
@@ -242,6 +280,13 @@ def create_app(
                 metrics.queue.labels(m.name, m.ref).set(m.batcher.stats.queue_depth)
         return responses.Response(metrics.text(), media_type="text/plain; version=0.0.4")
 
+    async def fraud_transactions(request: Any) -> Any:
+        frauds = [m.name for m in served.values() if m.solution == "fraud"]
+        if len(frauds) != 1:
+            return error(404, f"this service serves {len(frauds)} fraud models; use "
+                         "/v1/models/{name}/predict")  # fmt: skip
+        return await predict(frauds[0], request)
+
     async def predict(name: str, request: Any) -> Any:
         started = time.perf_counter()
         request_id = uuid.uuid4().hex[:12]
@@ -274,7 +319,9 @@ def create_app(
 
     # annotations are strings here (``from __future__``); FastAPI needs the class itself
     predict.__annotations__["request"] = fastapi.Request
+    fraud_transactions.__annotations__["request"] = fastapi.Request
     app.post("/v1/models/{name}/predict")(predict)
+    app.post("/v1/fraud/transactions")(fraud_transactions)
     return app
 
 
@@ -310,6 +357,8 @@ async def _answer(
                 return 422, error(422, e.reason, index=index, field=e.column)
             except AbyssalError as e:
                 return 422, error(422, str(e), index=index)
+    if model.stateful:  # the request travels with its parsed form, for the journal
+        parsed = list(zip(instances, parsed, strict=True))
     futures: list[asyncio.Future] = []
     try:
         for item in parsed:

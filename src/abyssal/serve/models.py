@@ -14,10 +14,12 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from abyssal.core.errors import ConfigError
 from abyssal.serve.app import ServedModel
+from abyssal.serve.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +28,15 @@ PINNED = re.compile(r"^[^:]+:\d+$")
 
 
 def load_served(
-    refs: Sequence[str], *, store: Any = None, device: str | None = None
+    refs: Sequence[str],
+    *,
+    store: Any = None,
+    device: str | None = None,
+    state_dir: str | Path | None = None,
 ) -> list[ServedModel]:
-    """Load each version (``name``, ``name:alias`` or ``name:N``) and its predictor.
+    """Load each version (``name``, ``name:alias`` or ``name:N``) and its predictor; a stateful
+    model (fraud) gets the journal ``<state_dir>/<name>/journal.jsonl`` when ``state_dir`` is
+    given, and never follows its alias (its state would not carry over).
 
     Raises:
         ConfigError: no version, or two refs resolving to one model name (serve one version
@@ -49,9 +57,19 @@ def load_served(
                 "a name per service"
             )
         predictor = loaded.solution.predictor(loaded)
-        follow = None if PINNED.match(ref) else ref
+        stateful = bool(getattr(predictor, "stateful", False))
+        follow = None if PINNED.match(ref) or stateful else ref
+        journal = None
+        if stateful and state_dir is not None:
+            journal = Journal(Path(state_dir) / version.name / "journal.jsonl")
+        elif stateful:
+            log.warning(
+                "%s is stateful and no state folder was given: what it ingests is lost on "
+                "restart (abyssal serve --state-dir DIR keeps it)",
+                version.ref,
+            )
         served.append(
-            ServedModel(version.name, version.ref, predictor, loaded.solution.name, follow)
+            ServedModel(version.name, version.ref, predictor, loaded.solution.name, follow, journal)
         )
     return served
 

@@ -301,6 +301,9 @@ class FraudPredictor:
         [{'transaction_id': 'T9', 'risk': 0.03, ...}]
     """
 
+    stateful = True
+    """Predicting grows the live graph (a service journals what it applied)."""
+
     def __init__(self, loaded: LoadedModel) -> None:
         self.scorer = live_scorer(loaded)
         self.threshold = _flag_threshold(loaded)
