@@ -164,3 +164,25 @@ def test_fraud_ingestion_survives_a_restart_with_the_same_scores(
         assert again.status_code == 422 and "already in the live graph" in again.json()["error"]
         rest = risks([c.post(url, json=r) for r in rows[4:]])
     assert rest == straight[4:]  # as if the service had never stopped
+
+
+def test_a_journal_that_cannot_be_written_fails_the_request_without_a_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from abyssal.serve.app import ServedModel, create_app
+
+    journal = Journal(tmp_path / "journal.jsonl")
+    counter = Counter()
+
+    def full(requests: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal, "append", full)
+    model = ServedModel("count", "count:1", counter, "toy", None, journal)
+    with TestClient(create_app([model])) as c:
+        answer = c.post("/v1/models/count/predict", json={"x": 5})
+    assert answer.status_code == 500 and counter.total == 5  # applied once, never re-run

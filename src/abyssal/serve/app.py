@@ -187,14 +187,19 @@ def create_app(
             observe.observe(len(items))
             results: list[Any] = []
             applied = []
-            for request, parsed in items:
+            for k, (request, parsed) in enumerate(items):
                 try:
                     results.append(predictor.predict([parsed])[0])
-                    applied.append(request)
+                    applied.append((k, request))
                 except Exception as e:
                     results.append(e)
             if journal is not None:
-                journal.append(applied)
+                try:
+                    journal.append([request for _, request in applied])
+                except OSError as e:  # not durable, so not acknowledged (and never re-run)
+                    log.exception("%s: the journal cannot be written", ref)
+                    for k, _ in applied:
+                        results[k] = RuntimeError(f"the journal cannot be written: {e}")
             return results
 
         batcher = DynamicBatcher(run_stateful if stateful else run, settings.policy, name=ref)
