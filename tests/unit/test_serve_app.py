@@ -5,6 +5,7 @@ requests batched across clients, and every refusal with its status (404, 413, 42
 from __future__ import annotations
 
 import csv
+import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -244,6 +245,8 @@ def test_the_cli_serves_on_a_real_socket_and_stops_cleanly(tabular: tuple[Path, 
     # uvicorn re-raises the signal once it has shut down gracefully
     assert server.returncode in (0, -signal.SIGTERM), output
     assert "tabular:1: POST" in output and "Application shutdown complete" in output
+    requests = [json.loads(line) for line in output.splitlines() if '"request"' in line]
+    assert requests and requests[-1]["status"] == 200 and requests[-1]["model"] == "tabular:1"
 
 
 def _ready(httpx: Any, url: str) -> bool:

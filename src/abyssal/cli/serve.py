@@ -78,8 +78,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(served, settings, follower=follower)
     for model in served:
         print(f"{model.ref}: POST http://{args.host}:{args.port}/v1/models/{model.name}/predict")
+    _json_logs()
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def _json_logs() -> None:
+    """The service's own log lines (loading, replays, swaps, each request) as JSON on stderr."""
+    import json
+    import logging
+    import sys
+
+    class JsonLines(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            message = record.getMessage()
+            try:
+                fields = json.loads(message)  # request lines are JSON already
+            except ValueError:
+                fields = None
+            line = {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                **(fields if isinstance(fields, dict) else {"message": message}),
+            }
+            if record.exc_info:
+                line["error"] = self.formatException(record.exc_info)
+            return json.dumps(line)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger("abyssal")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
 
 
 def add_keys(sub: argparse._SubParsersAction) -> None:
