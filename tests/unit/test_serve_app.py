@@ -398,3 +398,50 @@ def test_uploads_over_the_limit_get_413() -> None:
     with TestClient(create_app([model], ServeSettings(max_body_bytes=100))) as c:
         big = c.post("/v1/models/reader/predict", files={"path": ("a.bin", b"0" * 500)})
     assert big.status_code == 413
+
+
+class CachingDoubler(Doubler):
+    """Keeps 2x in the feature cache under its version."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__()
+        self.ref, self.cache, self.computed = ref, None, 0
+
+    def use_cache(self, cache: Any) -> bool:
+        self.cache = cache
+        return True
+
+    def predict(self, items: Sequence[float]) -> list[Any]:
+        import numpy as np
+
+        from abyssal.core.digest import content_digest
+
+        out = []
+        for x in items:
+            found = self.cache.get(self.ref, content_digest(x))
+            if found is None:
+                self.computed += 1
+                found = np.array([2 * x])
+                self.cache.put(self.ref, content_digest(x), found)
+            out.append({"y": float(found[0])})
+        return out
+
+
+def test_the_feature_cache_is_handed_out_counted_and_invalidated_on_a_swap() -> None:
+    from abyssal.serve.cache import MemoryFeatureCache
+
+    cache = MemoryFeatureCache()
+    first = CachingDoubler("double:1")
+    model = ServedModel("double", "double:1", first)
+    app = create_app([model], ServeSettings(cache=cache))
+    with TestClient(app) as c:
+        for x in (1, 2, 1, 1):
+            c.post("/v1/models/double/predict", json={"x": x})
+        assert first.computed == 2 and cache.stats.hits == 2
+        text = c.get("/metrics").text
+        assert 'abyssal_feature_cache{what="hit_rate"} 0.5' in text
+        assert 'abyssal_feature_cache{what="entries"} 2.0' in text
+        second = CachingDoubler("double:2")
+        c.portal.call(app.state.swap, model, "double:2", second)  # on the app's loop
+        assert second.cache is cache and len(cache) == 0  # double:1's vectors are dropped
+        assert c.post("/v1/models/double/predict", json={"x": 1}).json()["model"] == "double:2"

@@ -224,3 +224,33 @@ def test_predict_refuses_a_label_never_trained_naming_the_line(data, bert, tmp_p
     predictor = loaded.solution.predictor(loaded)
     with pytest.raises(DataError, match="'text' is empty"):
         predictor.parse({"text": "   "})
+
+
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_cached_embeddings_score_as_the_model_and_skip_it_on_a_repeat(data, bert, tuning) -> None:
+    from abyssal.core.digest import content_digest
+    from abyssal.serve.cache import MemoryFeatureCache
+    from abyssal.solutions.loading import load_model
+
+    out = train_text(data, bert, f"model.tuning={tuning}")
+    loaded = load_model(out.version.ref)
+    plain = loaded.solution.predictor(loaded)
+    cached = loaded.solution.predictor(loaded)
+    cache = MemoryFeatureCache()
+    able = cached.use_cache(cache)
+    texts = ["profit rose", "weak market loss", "profit rose", "shares were flat"]
+    items = [plain.parse({"text": t}) for t in texts]
+    expected = plain.probabilities([i.ids for i in items])
+    if not able:  # a model without embed/head scores as it always did
+        assert cached.cache is None
+        return
+    got = cached.probabilities([i.ids for i in items])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    distinct = len({content_digest(i.ids) for i in items})  # equal token ids: one entry
+    assert distinct < 4 and (cache.stats.hits, cache.stats.misses, len(cache)) == (0, 4, distinct)
+    calls = []
+    hook = loaded.model.embed
+    loaded.model.embed = lambda *a: calls.append(1) or hook(*a)
+    again = cached.probabilities([items[0].ids, items[3].ids])
+    assert not calls and cache.stats.hits == 2  # both from the cache: no transformer pass
+    np.testing.assert_allclose(again, expected[[0, 3]], atol=1e-5)

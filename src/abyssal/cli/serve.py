@@ -38,6 +38,20 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "--keys", metavar="FILE", help="API keys file (`abyssal keys new`); without it, no key"
     )
     p.add_argument(
+        "--cache-entries",
+        type=int,
+        default=10_000,
+        help="feature vectors (e.g. text embeddings) kept in memory by content and version; "
+        "0: no cache",
+    )
+    p.add_argument("--cache-ttl-s", type=float, default=3600.0, help="a cached vector's life")
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="keep feature vectors in this Redis server instead (redis://host:6379/0), shared "
+        "by every replica pointed at it",
+    )
+    p.add_argument(
         "--state-dir",
         metavar="DIR",
         help="where stateful models (fraud) journal what they ingest, fsynced before each "
@@ -58,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from abyssal.serve.app import ServeSettings, create_app
     from abyssal.serve.auth import KeyRing
     from abyssal.serve.batcher import BatchPolicy
+    from abyssal.serve.cache import MemoryFeatureCache, RedisFeatureCache
     from abyssal.serve.models import AliasFollower, load_served
 
     uvicorn = require("uvicorn", extra="serve", purpose="abyssal serve")
@@ -68,8 +83,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_s,
     )
     keys = KeyRing.from_file(args.keys) if args.keys else None
+    cache = None
+    if args.redis:
+        cache = RedisFeatureCache.from_url(args.redis, ttl_s=args.cache_ttl_s)
+    elif args.cache_entries > 0:
+        cache = MemoryFeatureCache(args.cache_entries, ttl_s=args.cache_ttl_s)
     settings = ServeSettings(
-        policy, max_body_bytes=args.max_body_bytes, keys=keys, allow_paths=args.allow_paths
+        policy,
+        max_body_bytes=args.max_body_bytes,
+        keys=keys,
+        allow_paths=args.allow_paths,
+        cache=cache,
     )
     served = load_served(args.models, device=args.device, state_dir=args.state_dir)
     if keys is None:

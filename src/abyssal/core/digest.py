@@ -11,6 +11,9 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 CHUNK_BYTES = 1 << 20
 """Bytes read (or copied) at a time."""
@@ -79,3 +82,46 @@ def _visible_files(root: Path) -> Iterator[str]:
             full = Path(folder) / name
             if not name.startswith(".") and full.is_file():
                 yield full.relative_to(root).as_posix()
+
+
+def content_digest(*parts: Any) -> str:
+    """A SHA-256 hex digest of ``parts``: bytes, strings, numbers, ``None``, numpy arrays and
+    torch tensors (dtype and shape included, so equal bytes of another shape differ), and
+    tuples, lists or dicts of them (dict keys sorted).
+
+    Raises:
+        TypeError: a part of another type (the error names it).
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        _feed(digest, part)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, part: Any) -> None:
+    if hasattr(part, "detach") and hasattr(part, "cpu"):  # a torch tensor
+        part = part.detach().cpu().numpy()
+    if isinstance(part, np.ndarray):
+        head = f"nd:{part.dtype.str}:{part.shape}:"
+        digest.update(head.encode())
+        digest.update(np.ascontiguousarray(part).tobytes())
+    elif isinstance(part, bytes | bytearray | memoryview):
+        digest.update(b"b:%d:" % len(part))
+        digest.update(bytes(part))
+    elif isinstance(part, str):
+        data = part.encode()
+        digest.update(b"s:%d:" % len(data))
+        digest.update(data)
+    elif part is None or isinstance(part, bool | int | float):
+        digest.update(f"v:{part!r};".encode())
+    elif isinstance(part, tuple | list):
+        digest.update(f"l:{len(part)}:".encode())
+        for item in part:
+            _feed(digest, item)
+    elif isinstance(part, dict):
+        digest.update(f"d:{len(part)}:".encode())
+        for key in sorted(part, key=str):
+            _feed(digest, str(key))
+            _feed(digest, part[key])
+    else:
+        raise TypeError(f"content_digest cannot hash a {type(part).__name__}")

@@ -63,12 +63,15 @@ class ServeSettings:
         keys: the API keys predictions need (``None``: no key needed).
         allow_paths: let JSON requests name files on the server's disk (trusted clients
             only); otherwise files come as uploads (``multipart/form-data``).
+        cache: a feature cache (:mod:`abyssal.serve.cache`) handed to every predictor that can
+            use one (``use_cache``); its counts are in ``/metrics``.
     """
 
     policy: BatchPolicy = field(default_factory=BatchPolicy)
     max_body_bytes: int = 8 << 20
     keys: KeyRing | None = None
     allow_paths: bool = False
+    cache: Any = None
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -136,6 +139,22 @@ class _Metrics:
         self.queue = prom.Gauge(
             "abyssal_queue_depth", "requests waiting", labels, registry=self.registry
         )
+        self.cache = prom.Gauge(
+            "abyssal_feature_cache", "feature-cache lookups and entries", ["what"],
+            registry=self.registry,
+        )  # fmt: skip
+
+    def cache_counts(self, cache: Any) -> None:
+        stats = cache.stats
+        for what, value in (
+            ("hits", stats.hits),
+            ("misses", stats.misses),
+            ("hit_rate", stats.hit_rate),
+            ("evictions", stats.evictions),
+        ):
+            self.cache.labels(what).set(value)  # fmt: skip
+        if hasattr(cache, "__len__"):
+            self.cache.labels("entries").set(len(cache))
 
     def text(self) -> bytes:
         return self.prom.generate_latest(self.registry)
@@ -176,6 +195,9 @@ def create_app(
         name: str, ref: str, predictor: Any, journal: Journal | None = None, stateful: bool = False
     ) -> DynamicBatcher:
         observe = metrics.batch.labels(name, ref)
+        cacheable = settings.cache is not None and hasattr(predictor, "use_cache")
+        if cacheable and predictor.use_cache(settings.cache):
+            log.info("%s: feature cache on", ref)
 
         def run(items: list[Any]) -> list[Any]:
             observe.observe(len(items))
@@ -221,6 +243,8 @@ def create_app(
         log.info("%s: now serving %s (was %s)", model.name, ref, before)
         if old is not None:
             await old.stop(drain=True)
+        if settings.cache is not None:  # the old version's vectors are no longer asked for
+            await asyncio.to_thread(settings.cache.invalidate, before)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -283,6 +307,8 @@ def create_app(
         for m in served.values():
             if m.batcher is not None:
                 metrics.queue.labels(m.name, m.ref).set(m.batcher.stats.queue_depth)
+        if settings.cache is not None:
+            metrics.cache_counts(settings.cache)
         return responses.Response(metrics.text(), media_type="text/plain; version=0.0.4")
 
     async def fraud_transactions(request: Any) -> Any:

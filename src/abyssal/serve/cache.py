@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 import time
@@ -39,50 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from abyssal.core.digest import content_digest
 from abyssal.core.errors import ConfigError
 
-
-def content_digest(*parts: Any) -> str:
-    """A SHA-256 hex digest of ``parts``: bytes, strings, numbers, ``None``, numpy arrays and
-    torch tensors (dtype and shape included, so equal bytes of another shape differ), and
-    tuples, lists or dicts of them (dict keys sorted).
-
-    Raises:
-        TypeError: a part of another type (the error names it).
-    """
-    digest = hashlib.sha256()
-    for part in parts:
-        _feed(digest, part)
-    return digest.hexdigest()
-
-
-def _feed(digest: Any, part: Any) -> None:
-    if hasattr(part, "detach") and hasattr(part, "cpu"):  # a torch tensor
-        part = part.detach().cpu().numpy()
-    if isinstance(part, np.ndarray):
-        head = f"nd:{part.dtype.str}:{part.shape}:"
-        digest.update(head.encode())
-        digest.update(np.ascontiguousarray(part).tobytes())
-    elif isinstance(part, bytes | bytearray | memoryview):
-        digest.update(b"b:%d:" % len(part))
-        digest.update(bytes(part))
-    elif isinstance(part, str):
-        data = part.encode()
-        digest.update(b"s:%d:" % len(data))
-        digest.update(data)
-    elif part is None or isinstance(part, bool | int | float):
-        digest.update(f"v:{part!r};".encode())
-    elif isinstance(part, tuple | list):
-        digest.update(f"l:{len(part)}:".encode())
-        for item in part:
-            _feed(digest, item)
-    elif isinstance(part, dict):
-        digest.update(f"d:{len(part)}:".encode())
-        for key in sorted(part, key=str):
-            _feed(digest, str(key))
-            _feed(digest, part[key])
-    else:
-        raise TypeError(f"content_digest cannot hash a {type(part).__name__}")
+__all__ = ["CacheStats", "MemoryFeatureCache", "RedisFeatureCache", "content_digest"]
 
 
 @dataclass

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from abyssal.contracts.prediction import TablePredictionReport
+from abyssal.core.digest import content_digest
 from abyssal.core.errors import DataError
 from abyssal.data.tables import write_table
 from abyssal.nn.metrics import classification_metrics
@@ -45,12 +46,27 @@ class TextItem:
 
 
 class TextPredictor:
-    """Scores texts with one loaded text model version."""
+    """Scores texts with one loaded text model version.
+
+    With a feature cache (:meth:`use_cache`), each text's pooled embedding (the expensive part:
+    the transformer) is kept by the version and the digest of its token ids, so a text seen
+    before costs only the classification head. Optimized variants, which run as one graph, are
+    scored without it.
+    """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, spec: Mapping[str, Any], cfg: Any,
                  ref: str) -> None:  # fmt: skip
         self.model, self.tokenizer, self.spec, self.cfg, self.ref = model, tokenizer, spec, cfg, ref
         self.classes: list[str] = list(spec["classes"])
+        self.cache: Any = None
+
+    def use_cache(self, cache: Any) -> bool:
+        """Keep embeddings in ``cache`` (``get(version, digest)`` / ``put(version, digest,
+        array)``, e.g. :class:`abyssal.serve.cache.MemoryFeatureCache`); whether this model can
+        (an eager classifier with ``embed`` and ``head``)."""
+        able = all(hasattr(self.model, name) for name in ("embed", "head"))
+        self.cache = cache if able else None
+        return able
 
     @classmethod
     def from_loaded(cls, loaded: Any) -> TextPredictor:
@@ -81,11 +97,30 @@ class TextPredictor:
         lengths = np.array([len(x) for x in ids], dtype=np.int64)
         out = np.zeros((len(ids), len(self.classes)), dtype=np.float32)
         device = next(self.model.parameters()).device if _has_params(self.model) else "cpu"
+        if self.cache is not None:
+            features = torch.from_numpy(self._embeddings(ids, lengths, batch_size, device))
+            logits = self.model.head(features.to(device))  # eval: dropout is the identity
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
         for part in length_sorted_batches(lengths, np.arange(len(ids)), batch_size):
             batch = pad_batch([ids[i] for i in part], int(self.spec["pad_id"])).to(device)
             logits = self.model(batch.input_ids, batch.attention_mask)
             out[part] = torch.softmax(torch.as_tensor(logits).float(), dim=1).cpu().numpy()
         return out
+
+    def _embeddings(
+        self, ids: Sequence[np.ndarray], lengths: np.ndarray, batch_size: int, device: Any
+    ) -> np.ndarray:
+        """(N, hidden) pooled embeddings: from the cache, the missing ones computed and kept."""
+        digests = [content_digest(x) for x in ids]
+        found: list[np.ndarray | None] = [self.cache.get(self.ref, d) for d in digests]
+        missing = np.array([i for i, f in enumerate(found) if f is None], dtype=np.int64)
+        for part in length_sorted_batches(lengths, missing, batch_size):
+            batch = pad_batch([ids[i] for i in part], int(self.spec["pad_id"])).to(device)
+            pooled = self.model.embed(batch.input_ids, batch.attention_mask).float().cpu().numpy()
+            for i, vector in zip(part, pooled, strict=True):
+                self.cache.put(self.ref, digests[i], vector)
+                found[i] = vector
+        return np.stack([np.asarray(f, dtype=np.float32) for f in found])
 
     def respond(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """One response per row of probabilities: label, its probability, and all of them."""
