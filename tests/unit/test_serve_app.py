@@ -445,3 +445,37 @@ def test_the_feature_cache_is_handed_out_counted_and_invalidated_on_a_swap() -> 
         c.portal.call(app.state.swap, model, "double:2", second)  # on the app's loop
         assert second.cache is cache and len(cache) == 0  # double:1's vectors are dropped
         assert c.post("/v1/models/double/predict", json={"x": 1}).json()["model"] == "double:2"
+
+
+def test_a_stopping_server_answers_the_request_in_flight_first() -> None:
+    import socket
+
+    import httpx
+    import uvicorn
+
+    predictor = Doubler()
+    predictor.gate.clear()
+    app = create_app([ServedModel("double", "double:1", predictor)])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = threading.Thread(target=server.run)
+    serving.start()
+    until(lambda: server.started)
+    result: dict[str, Any] = {}
+    url = f"http://127.0.0.1:{port}/v1/models/double/predict"
+    client = threading.Thread(
+        target=lambda: result.update(answer=httpx.post(url, json={"x": 3}, timeout=10))
+    )
+    client.start()
+    until(predictor.entered.is_set)  # the request is inside the model
+    server.should_exit = True  # what SIGTERM does
+    time.sleep(0.2)
+    assert serving.is_alive()  # still serving it
+    predictor.gate.set()
+    client.join(10)
+    serving.join(10)
+    assert not serving.is_alive()
+    assert result["answer"].status_code == 200
+    assert result["answer"].json()["predictions"][0]["y"] == 6
