@@ -29,6 +29,7 @@ import torch
 from abyssal.core.display import table
 from abyssal.core.errors import DataError
 from abyssal.data.images import IMAGE_EXTENSIONS, load_image
+from abyssal.nn.features import cached_features
 from abyssal.solutions.defect.images import list_unlabelled
 
 FIELDS = ("path", "class", "probability")
@@ -63,6 +64,7 @@ class DefectPredictor:
         self.model, self.spec, self.ref, self.batch_size = model, spec, ref, batch_size
         self.classes: list[str] = list(spec["classes"])
         self.device = next(model.parameters()).device
+        self.cache: Any = None
 
     @classmethod
     def from_loaded(cls, loaded: Any) -> DefectPredictor:
@@ -95,11 +97,29 @@ class DefectPredictor:
         path = str(payload["path"])
         return ImageItem(path, self.load(path, path), None if label is None else str(label))
 
+    def use_cache(self, cache: Any) -> bool:
+        """Keep each image's backbone features in ``cache`` (by version and pixel digest), so an
+        image seen before costs only the head; whether this model can (an eager network with
+        ``embed`` and ``head``; optimized variants run as one graph)."""
+        able = all(hasattr(self.model, name) for name in ("embed", "head"))
+        self.cache = cache if able else None
+        return able
+
     def probabilities(self, items: Sequence[ImageItem]) -> torch.Tensor:
         """(B, K) class probabilities on the CPU."""
-        x = torch.from_numpy(np.stack([i.pixels for i in items])).to(self.device)
+        pixels = [i.pixels for i in items]
         with torch.no_grad():
-            logits = self.model(x.float().div_(255.0))
+            if self.cache is not None:
+
+                def compute(rows: np.ndarray) -> np.ndarray:
+                    x = torch.from_numpy(np.stack([pixels[r] for r in rows])).to(self.device)
+                    return self.model.embed(x.float().div_(255.0)).float().cpu().numpy()
+
+                features = cached_features(self.cache, self.ref, pixels, compute)
+                logits = self.model.head(torch.from_numpy(features).to(self.device))
+            else:
+                x = torch.from_numpy(np.stack(pixels)).to(self.device)
+                logits = self.model(x.float().div_(255.0))
         return torch.softmax(logits.float(), dim=1).cpu()
 
     def predict(self, items: Sequence[ImageItem]) -> list[dict[str, Any]]:

@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 
 from abyssal.contracts.prediction import TablePredictionReport
-from abyssal.core.digest import content_digest
 from abyssal.core.errors import DataError
 from abyssal.data.tables import write_table
+from abyssal.nn.features import cached_features
 from abyssal.nn.metrics import classification_metrics
 from abyssal.solutions.text.data import tokenize
 from abyssal.solutions.text.model import load_tokenizer
@@ -111,16 +111,20 @@ class TextPredictor:
         self, ids: Sequence[np.ndarray], lengths: np.ndarray, batch_size: int, device: Any
     ) -> np.ndarray:
         """(N, hidden) pooled embeddings: from the cache, the missing ones computed and kept."""
-        digests = [content_digest(x) for x in ids]
-        found: list[np.ndarray | None] = [self.cache.get(self.ref, d) for d in digests]
-        missing = np.array([i for i, f in enumerate(found) if f is None], dtype=np.int64)
-        for part in length_sorted_batches(lengths, missing, batch_size):
-            batch = pad_batch([ids[i] for i in part], int(self.spec["pad_id"])).to(device)
-            pooled = self.model.embed(batch.input_ids, batch.attention_mask).float().cpu().numpy()
-            for i, vector in zip(part, pooled, strict=True):
-                self.cache.put(self.ref, digests[i], vector)
-                found[i] = vector
-        return np.stack([np.asarray(f, dtype=np.float32) for f in found])
+
+        def compute(rows: np.ndarray) -> np.ndarray:
+            out = np.zeros((len(rows), 0), dtype=np.float32)
+            where = {int(r): k for k, r in enumerate(rows)}
+            for part in length_sorted_batches(lengths, rows, batch_size):
+                batch = pad_batch([ids[i] for i in part], int(self.spec["pad_id"])).to(device)
+                pooled = self.model.embed(batch.input_ids, batch.attention_mask)
+                pooled = pooled.float().cpu().numpy()
+                if out.shape[1] == 0:
+                    out = np.zeros((len(rows), pooled.shape[1]), dtype=np.float32)
+                out[[where[int(i)] for i in part]] = pooled
+            return out
+
+        return cached_features(self.cache, self.ref, list(ids), compute)
 
     def respond(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """One response per row of probabilities: label, its probability, and all of them."""
