@@ -18,6 +18,7 @@ from abyssal.solutions.multimodal.model import (
     build_multimodal_model,
     flat_inputs,
 )
+from tests.unit.tiny_audio import tiny_wav2vec
 
 transformers = pytest.importorskip("transformers")
 
@@ -130,16 +131,7 @@ def test_the_positional_form_gives_the_dict_forms_logits(text_base: Path) -> Non
 @pytest.fixture(scope="module")
 def wav2vec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny wav2vec 2.0 with its feature extractor's settings, as a local folder."""
-    folder = tmp_path_factory.mktemp("wav2vec")
-    config = transformers.Wav2Vec2Config(
-        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-    )  # fmt: skip
-    transformers.Wav2Vec2Model(config).save_pretrained(folder)
-    extractor = transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True)
-    extractor.save_pretrained(folder)
-    return folder
+    return tiny_wav2vec(tmp_path_factory.mktemp("wav2vec"))
 
 
 def test_a_pretrained_waveform_encoder_reads_waves_and_masks_padding(

@@ -148,19 +148,11 @@ def test_an_onnx_variant_scores_evaluates_and_predicts_as_the_model(
 def test_a_pretrained_waveform_audio_encoder_trains_and_predicts(
     sample: Path, tmp_path: Path
 ) -> None:
-    import transformers
-
     from abyssal.core.store import ModelStore
     from abyssal.solutions.loading import load_model
+    from tests.unit.tiny_audio import tiny_wav2vec
 
-    folder = tmp_path / "wav2vec"
-    config = transformers.Wav2Vec2Config(
-        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-    )  # fmt: skip
-    transformers.Wav2Vec2Model(config).save_pretrained(folder)
-    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(folder)
+    folder = tiny_wav2vec(tmp_path / "wav2vec", normalize=False)
     overrides = [
         f"data.path={sample / 'manifest.csv'}",
         "data.val_frac=0.25",
