@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -217,9 +218,23 @@ class ProcessGroupStrategy:
     def close(self, ok: bool = True) -> None:
         """Leave the process group: after a barrier when ``ok`` (gloo can abort if a peer
         leaves first), at once after an error (the others may wait in a collective)."""
-        if not dist.is_initialized():
-            return
-        with contextlib.suppress(Exception):  # a failed peer must not hide the first error
-            if ok:
-                dist.barrier()
-            dist.destroy_process_group()
+        leave_process_group(barrier=ok)
+
+
+def leave_process_group(barrier: bool) -> None:
+    """Destroy the default process group: after a barrier when ``barrier`` (gloo can abort if a
+    peer leaves first), at once otherwise (after an error the others may wait in a collective).
+    Errors are swallowed: a failed peer must not hide the first error.
+
+    What still refers to the group's work (reference cycles through wrapped models, futures and
+    autograd graphs) is freed here, while the interpreter is whole: freed at exit instead, a gloo
+    worker thread can abort the process ("terminate called without an active exception") after
+    training succeeded."""
+    if not dist.is_initialized():
+        return
+    with contextlib.suppress(Exception):
+        if barrier:
+            dist.barrier()
+        gc.collect()
+        dist.destroy_process_group()
+        gc.collect()

@@ -67,7 +67,13 @@ from torch import nn
 from abyssal.contracts.task import Shard
 from abyssal.contracts.train_config import TrainConfig
 from abyssal.core.errors import AbyssalError
-from abyssal.train.distributed import LAUNCH_HINT, Launch, ProcessGroupStrategy, choose_device
+from abyssal.train.distributed import (
+    LAUNCH_HINT,
+    Launch,
+    ProcessGroupStrategy,
+    choose_device,
+    leave_process_group,
+)
 from abyssal.train.optim import build_optimizer, trainable_parameters
 from abyssal.train.ps_server import (
     BODY,
@@ -405,9 +411,7 @@ class ParameterServerStrategy(ProcessGroupStrategy):
             if ok and self.trains:
                 for server in range(self.num_servers):
                     self._wait(self._send_header(server, DONE))
-            if ok:
-                dist.barrier()
-            dist.destroy_process_group()
+        leave_process_group(barrier=ok)
 
     # -- messages ----------------------------------------------------------------------------
 
