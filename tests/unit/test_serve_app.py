@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -351,6 +352,66 @@ def test_load_served_follows_aliases_and_not_pinned_versions(
     assert asyncio.run(follower.check(followed, swap)) == ["tabular:2"]
     assert swaps[0][0] == "tabular:2" and hasattr(swaps[0][1], "predict")
     assert asyncio.run(follower.check(pinned, swap)) == []  # a pinned version never moves
+
+
+def test_a_canary_answers_its_share_and_can_be_asked_for_by_version() -> None:
+    canary = ServedModel("double", "double:2", Tripler(), "toy", share=0.25)
+    main = ServedModel("double", "double:1", Doubler(), "toy", canaries=[canary])
+    url = "/v1/models/double/predict"
+    with TestClient(create_app([main])) as c:
+        listed = {m["version"]: m["share"] for m in c.get("/v1/models").json()["models"]}
+        assert listed == {"double:1": 0.75, "double:2": 0.25}
+        answers = [c.post(url, json={"x": 1}).json() for _ in range(400)]
+        by_version = {"double:1": 0, "double:2": 0}
+        for answer in answers:  # each version answers with its own model
+            y = {"double:1": 2, "double:2": 3}[answer["model"]]
+            assert answer["predictions"][0]["y"] == y
+            by_version[answer["model"]] += 1
+        assert 60 <= by_version["double:2"] <= 140  # 100 expected; 5 standard deviations
+        pinned = c.post(url, json={"x": 1}, headers={"X-Model-Version": "double:2"})
+        assert pinned.json()["model"] == "double:2"
+        unknown = c.post(url, json={"x": 1}, headers={"X-Model-Version": "double:9"})
+        assert unknown.status_code == 404 and "double serves double:1, double:2" in unknown.text
+        metrics = c.get("/metrics").text
+    assert 'abyssal_requests_total{model="double",status="200",version="double:2"}' in metrics
+
+
+@pytest.mark.parametrize(
+    ("shares", "words"),
+    [([0.0], "share in (0, 1)"), ([0.6, 0.5], "take 110% of its requests")],
+)
+def test_canary_shares_out_of_range_are_refused(shares: list[float], words: str) -> None:
+    from abyssal.core.errors import ConfigError
+
+    canaries = [
+        ServedModel("double", f"double:{k + 2}", Tripler(), share=share)
+        for k, share in enumerate(shares)
+    ]
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        create_app([ServedModel("double", "double:1", Doubler(), canaries=canaries)])
+
+
+def test_load_served_attaches_a_canary_to_its_main_version(tabular: tuple[Path, Path]) -> None:
+    from abyssal.core.errors import ConfigError
+    from abyssal.core.store import ModelStore
+    from abyssal.serve.models import load_served
+    from abyssal.train.api import train
+
+    home, data = tabular
+    store = ModelStore(home)
+    if len(store.list_versions("tabular")) < 2:
+        overrides = [f"data.path={data / 'train.csv'}", "train.progress=false", "train.epochs=1"]
+        train("tabular", TABULAR, overrides, home=home)
+    served = load_served(["tabular:2@10%", "tabular:1"], store=store)
+    assert [(m.ref, [(c.ref, c.share) for c in m.canaries]) for m in served] == [
+        ("tabular:1", [("tabular:2", 0.1)])
+    ]
+    with pytest.raises(ConfigError, match="no main version of 'tabular'"):
+        load_served(["tabular:2@10"], store=store)
+    with pytest.raises(ConfigError, match="a canary is REF@PERCENT"):
+        load_served(["tabular:1", "tabular:2@ten"], store=store)
+    with pytest.raises(ConfigError, match=r"others as canaries \(tabular:2@10"):
+        load_served(["tabular:1", "tabular:2"], store=store)
 
 
 class FileReader(Doubler):

@@ -5,6 +5,7 @@ and the scores an uninterrupted service gives."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,12 @@ class Counter:
             self.total += x
             out.append({"total": self.total})
         return out
+
+    def state_dict(self) -> dict[str, float]:
+        return {"total": self.total}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.total = state["total"]
 
 
 def test_appended_requests_are_read_back_in_order_after_reopening(tmp_path: Path) -> None:
@@ -80,6 +87,29 @@ def test_replay_rebuilds_the_state_and_names_a_request_that_no_longer_parses(
     journal.append([{"x": "three"}])
     with pytest.raises(DataError, match=r"j\.jsonl, row 4: replaying the journal: 'x' must be"):
         replay(Counter(), journal)
+
+
+def test_a_restore_starts_from_the_snapshot_and_replays_only_what_follows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal(tmp_path / "j.jsonl", snapshot_every=2)
+    served = Counter()
+    for x in (1, 2, 3):
+        journal.append([{"x": x}])
+        served.predict([float(x)])
+        if journal.snapshot_due():
+            journal.write_snapshot(served, "count:1")
+    assert journal.snapshot_seq == 2 and not journal.snapshot_due()
+    journal.append([{"x": 10}])
+    assert Journal(tmp_path / "j.jsonl").restore(fresh := Counter(), "count:1") == (2, 2)
+    assert fresh.total == 16  # 1 + 2 from the snapshot (it held 3), then 3 and 10 replayed
+    # a snapshot of another version is not used: the whole journal is replayed
+    assert Journal(tmp_path / "j.jsonl").restore(other := Counter(), "count:2") == (0, 4)
+    assert other.total == 16 and "replaying the whole journal" in caplog.text
+    (tmp_path / "snapshot.pt").write_bytes(b"not a pickle")
+    assert Journal(tmp_path / "j.jsonl").restore(Counter(), "count:1") == (0, 4)
+    assert "cannot be read" in caplog.text
+    assert not list(tmp_path.glob(".snapshot-*"))  # no temporary file left behind
 
 
 def test_a_served_stateful_model_journals_before_answering_and_replays_on_start(
@@ -130,9 +160,12 @@ def fraud(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return home, sample
 
 
+@pytest.mark.parametrize("snapshot_every", [0, 3])
 def test_fraud_ingestion_survives_a_restart_with_the_same_scores(
-    fraud: tuple[Path, Path], tmp_path: Path
+    fraud: tuple[Path, Path], tmp_path: Path, snapshot_every: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Without snapshots the journal is replayed; with them, the live graph comes back from the
+    snapshot written when the service stopped."""
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
@@ -141,6 +174,7 @@ def test_fraud_ingestion_survives_a_restart_with_the_same_scores(
     from abyssal.serve.app import create_app
     from abyssal.serve.models import load_served
 
+    caplog.set_level(logging.INFO, logger="abyssal")
     home, sample = fraud
     store = ModelStore(home)
     rows = pd.read_csv(sample / "new_transactions.csv", dtype=str).head(6).to_dict("records")
@@ -155,15 +189,26 @@ def test_fraud_ingestion_survives_a_restart_with_the_same_scores(
     with TestClient(create_app(served)) as c:
         straight = risks([c.post(url, json=r) for r in rows])
     state = tmp_path / "state"
-    with TestClient(create_app(load_served(["fraud:1"], store=store, state_dir=state))) as c:
+
+    def app() -> Any:
+        served = load_served(
+            ["fraud:1"], store=store, state_dir=state, snapshot_every=snapshot_every
+        )
+        return create_app(served)
+
+    with TestClient(app()) as c:
         first = risks([c.post(url, json=r) for r in rows[:4]])
     assert first == straight[:4]
-    assert Journal(state / "fraud" / "journal.jsonl").count == 4
-    with TestClient(create_app(load_served(["fraud:1"], store=store, state_dir=state))) as c:
+    journal = Journal(state / "fraud" / "journal.jsonl", snapshot_every=snapshot_every)
+    assert journal.count == 4
+    assert journal.snapshot_path.exists() == bool(snapshot_every)
+    with TestClient(app()) as c:
         again = c.post(url, json=rows[1])  # acknowledged before the restart: still there
         assert again.status_code == 422 and "already in the live graph" in again.json()["error"]
         rest = risks([c.post(url, json=r) for r in rows[4:]])
     assert rest == straight[4:]  # as if the service had never stopped
+    kept, replayed = (4, 0) if snapshot_every else (0, 4)
+    assert f"{kept} requests from the snapshot, {replayed} replayed" in caplog.text
 
 
 def test_a_journal_that_cannot_be_written_fails_the_request_without_a_rerun(

@@ -14,7 +14,11 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         help="serve registered model versions over HTTP with dynamic batching (FastAPI)",
     )
     p.add_argument(
-        "models", nargs="+", metavar="MODEL", help="versions to serve: NAME, NAME:ALIAS, NAME:N"
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="versions to serve: NAME, NAME:ALIAS, NAME:N; REF@PERCENT (text:8@10) serves REF "
+        "beside its name's main version as a canary answering that share of the requests",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local)")
     p.add_argument("--port", type=int, default=8000)
@@ -58,6 +62,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "answer and replayed on restart; without it, their state lives in memory only",
     )
     p.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=1000,
+        help="with --state-dir, snapshot a stateful model's state after this many requests so "
+        "that a restart replays only the journal after it (0: never)",
+    )
+    p.add_argument(
         "--follow-s",
         type=float,
         default=5.0,
@@ -68,6 +79,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from abyssal.core.errors import ConfigError
     from abyssal.core.optional import require
     from abyssal.serve.app import ServeSettings, create_app
     from abyssal.serve.auth import KeyRing
@@ -95,13 +107,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_paths=args.allow_paths,
         cache=cache,
     )
-    served = load_served(args.models, device=args.device, state_dir=args.state_dir)
+    if args.snapshot_every < 0:
+        raise ConfigError(f"--snapshot-every must be >= 0, got {args.snapshot_every}")
+    served = load_served(
+        args.models,
+        device=args.device,
+        state_dir=args.state_dir,
+        snapshot_every=args.snapshot_every,
+    )
     if keys is None:
         print("no --keys: every client may call every model (serve only on a trusted network)")
     follower = AliasFollower(args.follow_s, device=args.device) if args.follow_s > 0 else None
     app = create_app(served, settings, follower=follower)
     for model in served:
         print(f"{model.ref}: POST http://{args.host}:{args.port}/v1/models/{model.name}/predict")
+        for canary in model.canaries:
+            print(f"  {canary.ref}: canary, {canary.share:.0%} of {model.name}'s requests")
     _json_logs()
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

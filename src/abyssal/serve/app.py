@@ -6,7 +6,7 @@ Endpoints:
 
 - ``GET /healthz``: the process is alive. ``GET /readyz``: every model is loaded and its
   batcher running (503 before and while shutting down).
-- ``GET /v1/models``: what is served (name, version, solution, batching policy).
+- ``GET /v1/models``: what is served (name, version, solution, canary share, batching policy).
 - ``POST /v1/models/{name}/predict``: a JSON body, either one request (the solution's own
   fields, e.g. ``{"text": "..."}``) or ``{"instances": [request, ...]}``. The answer is
   ``{"model": version, "predictions": [...]}``, one per request, in order.
@@ -21,6 +21,10 @@ the timeout; 500 anything else, named by type. With API keys (``ServeSettings.ke
 the key's rate (with ``Retry-After``); logs name the key's owner, never the key. The
 ``X-Priority`` header (an integer) puts a request ahead of lower ones in its model's queue.
 
+Canaries: a model may serve other versions beside its own (:attr:`ServedModel.canaries`), each
+answering its ``share`` of the requests, drawn at random per call; the answer's ``model`` names
+the version that answered, and ``X-Model-Version: name:N`` asks for one served version.
+
 Example:
     >>> app = create_app([ServedModel("text", "text:3", predictor)])  # doctest: +SKIP
     >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
@@ -32,6 +36,7 @@ import asyncio
 import json
 import logging
 import math
+import random
 import tempfile
 import time
 import uuid
@@ -45,12 +50,10 @@ from abyssal.core.errors import AbyssalError, ConfigError, DataError
 from abyssal.core.optional import require
 from abyssal.serve.auth import AuthError, KeyRing
 from abyssal.serve.batcher import BatchPolicy, DynamicBatcher, QueueFull, RequestTimeout
-from abyssal.serve.journal import Journal, replay
+from abyssal.serve.bodies import form_request, json_requests, json_response
+from abyssal.serve.journal import Journal
 
 log = logging.getLogger(__name__)
-
-MAX_INSTANCES = 1024
-"""Most requests one body may carry."""
 
 
 @dataclass
@@ -91,6 +94,8 @@ class ServedModel:
             the newest version), ``None`` for a pinned version.
         journal: where a stateful model's applied requests are logged (replayed when the app
             starts); ``None``: its state lives in memory only.
+        share: the fraction of its name's requests a canary answers (0 for the main version).
+        canaries: other versions served under this name, each answering its ``share``.
         batcher: its running batcher (set when the app starts).
 
     ``ref``, ``predictor`` and ``batcher`` change together when the followed alias moves
@@ -103,6 +108,8 @@ class ServedModel:
     solution: str = ""
     follow: str | None = None
     journal: Journal | None = None
+    share: float = 0.0
+    canaries: list[ServedModel] = field(default_factory=list)
     batcher: DynamicBatcher | None = None
 
     @property
@@ -187,7 +194,10 @@ def create_app(
     for model in models:
         if model.name in served:
             raise ConfigError(f"two served models are named {model.name!r}")
+        _check_canaries(model)
         served[model.name] = model
+    every = [v for m in served.values() for v in (m, *m.canaries)]  # each served version
+    rng = random.Random()
     metrics = _Metrics()
     ready = {"value": False}
 
@@ -222,11 +232,27 @@ def create_app(
                     log.exception("%s: the journal cannot be written", ref)
                     for k, _ in applied:
                         results[k] = RuntimeError(f"the journal cannot be written: {e}")
+                    return results
+                if journal.snapshot_due():
+                    snapshot(ref, predictor, journal)
             return results
 
         batcher = DynamicBatcher(run_stateful if stateful else run, settings.policy, name=ref)
         await batcher.start()
         return batcher
+
+    def snapshot(ref: str, predictor: Any, journal: Journal) -> None:
+        """The predictor's state written next to its journal; a failure is logged (the journal
+        still holds every request, so nothing is lost, only the restart is slower)."""
+        started = time.perf_counter()
+        try:
+            journal.write_snapshot(predictor, ref)
+        except Exception:
+            log.exception("%s: the snapshot cannot be written; the journal still has everything",
+                          ref)  # fmt: skip
+            return
+        log.info("%s: snapshot of %d requests in %.0f ms", ref, journal.snapshot_seq,
+                 1000 * (time.perf_counter() - started))  # fmt: skip
 
     async def swap(model: ServedModel, ref: str, predictor: Any) -> None:
         """Serve ``ref`` under ``model``'s name: new requests go to it at once; those already
@@ -248,18 +274,20 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
-        for model in served.values():
+        for model in every:
             if model.journal is not None:
-                done = await asyncio.to_thread(replay, model.predictor, model.journal)
-                log.info("%s: replayed %d journalled requests", model.ref, done)
+                restore = model.journal.restore
+                kept, done = await asyncio.to_thread(restore, model.predictor, model.ref)
+                log.info("%s: state restored: %d requests from the snapshot, %d replayed from "
+                         "the journal", model.ref, kept, done)  # fmt: skip
             model.batcher = await start_batcher(
                 model.name, model.ref, model.predictor, model.journal, model.stateful
             )
         ready["value"] = True
-        log.info("serving %s", ", ".join(f"{m.name} ({m.ref})" for m in served.values()))
+        log.info("serving %s", ", ".join(f"{m.name} ({m.ref})" for m in every))
         watching = None
-        if follower is not None and any(m.follow for m in served.values()):
-            watching = asyncio.create_task(follower.run(list(served.values()), swap))
+        if follower is not None and any(m.follow for m in every):
+            watching = asyncio.create_task(follower.run(every, swap))
         try:
             yield
         finally:
@@ -267,7 +295,11 @@ def create_app(
             if watching is not None:
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)
-            await asyncio.gather(*(m.batcher.stop() for m in served.values() if m.batcher))
+            await asyncio.gather(*(m.batcher.stop() for m in every if m.batcher))
+            for m in every:  # a restart then starts from here, not from the journal
+                j = m.journal
+                if j is not None and j.snapshot_every and j.count > j.snapshot_seq:
+                    await asyncio.to_thread(snapshot, m.ref, m.predictor, j)
 
     app = fastapi.FastAPI(title="abyssal", version="1", lifespan=lifespan)
     app.state.swap = swap
@@ -295,16 +327,17 @@ def create_app(
                     "name": m.name,
                     "version": m.ref,
                     "solution": m.solution,
+                    "share": _share(m, served[m.name]),
                     "max_batch_size": p.max_batch_size,
                     "max_wait_ms": p.max_wait_ms,
                 }
-                for m in served.values()
+                for m in every
             ]
         }
 
     @app.get("/metrics")
     async def prometheus() -> Any:
-        for m in served.values():
+        for m in every:
             if m.batcher is not None:
                 metrics.queue.labels(m.name, m.ref).set(m.batcher.stats.queue_depth)
         if settings.cache is not None:
@@ -335,7 +368,11 @@ def create_app(
             status = 404
             answer = error(404, f"no served model {name!r}; served: {sorted(served)}")
         else:
-            status, answer = await _answer(model, request, settings, error)
+            model, refusal = _route(model, request.headers.get("x-model-version"), rng)
+            if refusal is not None:
+                status, answer = 404, error(404, refusal)
+            else:
+                status, answer = await _answer(model, request, settings, error)
         labels = (model.name, model.ref) if model is not None else ("unknown", "-")
         metrics.requests.labels(*labels, str(status)).inc()
         metrics.latency.labels(*labels).observe(time.perf_counter() - started)
@@ -373,9 +410,11 @@ async def _answer(
     files = tuple(getattr(predictor, "file_fields", ()))
     with tempfile.TemporaryDirectory(prefix="abyssal-upload-") as folder:
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            instances = await _form_request(request, files, Path(folder), settings)
+            instances = await form_request(request, files, Path(folder), settings.max_body_bytes)
         else:
-            instances = await _json_requests(request, files, settings)
+            instances = await json_requests(
+                request, files, settings.max_body_bytes, settings.allow_paths
+            )
         if isinstance(instances, tuple):
             return instances[0], error(*instances)
         parsed = []
@@ -409,76 +448,60 @@ async def _answer(
         if isinstance(result, BaseException):
             log.exception("predict failed on %s", ref, exc_info=result)
             return 500, error(500, f"{type(result).__name__} while predicting", index=index)
-    return 200, _json_response({"model": ref, "predictions": list(results)})
+    return 200, json_response({"model": ref, "predictions": list(results)})
 
 
-async def _json_requests(
-    request: Any, files: Sequence[str], settings: ServeSettings
-) -> list[Any] | tuple[int, str]:
-    """The requests of a JSON body, or ``(status, message)``."""
-    body = await request.body()
-    if len(body) > settings.max_body_bytes:
-        return 413, f"the body is over {settings.max_body_bytes} bytes"
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return 422, f"the body is not JSON: {e}"
-    instances = _instances(payload)
-    if isinstance(instances, str):
-        return 422, instances
-    if not settings.allow_paths:
-        for index, item in enumerate(instances):
-            named = [f for f in files if isinstance(item, Mapping) and item.get(f)]
-            if named:
-                return 422, (
-                    f"request {index}: send {named[0]!r} as a file upload (multipart/form-data); "
-                    "this service does not read files from its own disk"
-                )
-    return instances
+def _check_canaries(model: ServedModel) -> None:
+    """Canary shares in (0, 1) adding up to less than 1, of other versions of a stateless
+    model."""
+    if not model.canaries:
+        return
+    if model.stateful:
+        raise ConfigError(f"{model.name} is stateful: it cannot share its requests with canaries")
+    refs = [model.ref]
+    for canary in model.canaries:
+        if not 0 < canary.share < 1:
+            raise ConfigError(
+                f"the canary {canary.ref} must have a share in (0, 1), got {canary.share}"
+            )
+        if canary.ref in refs or canary.stateful or canary.canaries:
+            raise ConfigError(
+                f"the canary {canary.ref} of {model.name} must be another, stateless version "
+                "without canaries of its own"
+            )
+        refs.append(canary.ref)
+    total = sum(c.share for c in model.canaries)
+    if total >= 1:
+        raise ConfigError(
+            f"the canaries of {model.name} take {total:.0%} of its requests; leave the main "
+            "version some"
+        )
 
 
-async def _form_request(
-    request: Any, files: Sequence[str], folder: Path, settings: ServeSettings
-) -> list[Any] | tuple[int, str]:
-    """One request from a ``multipart/form-data`` body: each uploaded file (under one of the
-    predictor's file fields) saved in ``folder`` and named by its path; other fields as text
-    (JSON values where they parse: numbers, lists)."""
-    try:
-        form = await request.form()
-    except Exception as e:  # the multipart parser's errors have no common type
-        return 422, f"the form cannot be read: {e}"
-    payload: dict[str, Any] = {}
-    total = 0
-    for key, value in form.multi_items():
-        if hasattr(value, "read"):  # an upload
-            if key not in files:
-                return (
-                    422,
-                    f"unexpected file field {key!r}; this model takes files as {list(files)}",
-                )
-            data = await value.read()
-            total += len(data)
-            if total > settings.max_body_bytes:
-                return 413, f"the uploads are over {settings.max_body_bytes} bytes"
-            target = folder / f"{len(payload)}-{_safe_name(value.filename or key)}"
-            target.write_bytes(data)
-            payload[key] = str(target)
-        else:
-            try:
-                payload[key] = json.loads(value)
-            except json.JSONDecodeError:
-                payload[key] = value
-    if not payload:
-        return 422, "the form is empty"
-    return [payload]
+def _share(model: ServedModel, main: ServedModel) -> float:
+    """The fraction of its name's requests a served version answers."""
+    return model.share if model is not main else 1 - sum(c.share for c in main.canaries)
 
 
-def _safe_name(name: str) -> str:
-    """A file name kept to its last part and safe characters (its suffixes kept: readers
-    choose the format by them)."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    kept = "".join(c if c.isalnum() or c in "._-" else "_" for c in base).lstrip(".")
-    return kept[-120:] or "upload"
+def _route(
+    model: ServedModel, asked: str | None, rng: random.Random
+) -> tuple[ServedModel, str | None]:
+    """The version that answers a request for ``model``: the one ``asked`` for (the
+    ``X-Model-Version`` header), else a canary for its share of calls, else the main one;
+    ``(version, refusal)``."""
+    versions = [model, *model.canaries]
+    if asked:
+        for version in versions:
+            if version.ref == asked.strip():
+                return version, None
+        served = ", ".join(v.ref for v in versions)
+        return model, f"{asked.strip()!r} is not served; {model.name} serves {served}"
+    draw = rng.random()
+    for canary in model.canaries:
+        if draw < canary.share:
+            return canary, None
+        draw -= canary.share
+    return model, None
 
 
 def _key_of(request: Any) -> str | None:
@@ -492,37 +515,3 @@ def _key_of(request: Any) -> str | None:
 
 def _retry(seconds: float | None) -> dict[str, str] | None:
     return None if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
-
-
-def _instances(payload: Any) -> list[Any] | str:
-    """The requests of a body, or what is wrong with it."""
-    if isinstance(payload, Mapping) and "instances" in payload:
-        instances = payload["instances"]
-        if not isinstance(instances, list) or not instances:
-            return "'instances' must be a non-empty list of requests"
-        if len(instances) > MAX_INSTANCES:
-            return f"'instances' has {len(instances)} requests, more than {MAX_INSTANCES}"
-        return instances
-    if isinstance(payload, Mapping):
-        return [payload]
-    return f"the body must be a JSON object, got {type(payload).__name__}"
-
-
-def _json_response(content: Mapping[str, Any]) -> Any:
-    """A JSON response of numpy-aware content; NaN and infinities are written ``null``."""
-    responses = require("fastapi.responses", extra="serve", purpose="abyssal serve")
-    text = json.dumps(_finite(content), allow_nan=False)
-    return responses.Response(text.encode(), media_type="application/json")
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with numpy values made plain and non-finite floats made ``None``."""
-    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
-        value = value.tolist()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

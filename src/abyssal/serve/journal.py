@@ -8,16 +8,26 @@ the batch is answered. Opening a journal checks every line: a torn tail (bytes a
 newline: a write a crash cut short, never acknowledged) is cut off with a warning; a damaged
 complete line is an error naming it (the file needs a person, not a guess).
 
-Restart: :func:`replay` feeds the logged requests, in order, through a fresh predictor of the
-same model (``parse`` then ``predict``), which rebuilds its state: every acknowledged request is
-back, and the next answer is the one an uninterrupted service would have given (the service
-applies a stateful model's requests one at a time, in the journal's order).
+Snapshots: every ``snapshot_every`` applied requests the predictor's whole state
+(``state_dict()``) is written next to the journal (``snapshot.pt``: the state, the journal
+position it covers and the model version), atomically (a temporary file, fsynced, renamed).
+The journal itself is never cut: it stays the full record of what was applied.
+
+Restart: :meth:`Journal.restore` loads the snapshot (when it is of the same model version) and
+feeds the requests logged after it, in order, through the predictor (``parse`` then
+``predict``); without a usable snapshot, :func:`replay` feeds all of them. Either way every
+acknowledged request is back, and the next answer is the one an uninterrupted service would
+have given (the service applies a stateful model's requests one at a time, in the journal's
+order).
+
+Snapshots are Python pickles (``torch.save``): the state folder must be as trusted as the
+model store.
 
 Example:
     >>> journal = Journal(tmp / "fraud" / "journal.jsonl")  # doctest: +SKIP
     >>> journal.append([{"transaction_id": "T1", ...}])  # doctest: +SKIP
-    >>> replay(FraudPredictor(loaded), journal)  # doctest: +SKIP
-    1
+    >>> journal.restore(FraudPredictor(loaded), "fraud:3")  # doctest: +SKIP
+    (0, 1)
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import threading
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -45,13 +56,20 @@ class Journal:
 
     Args:
         path: the file (created with its folder if missing).
+        snapshot_every: write a snapshot of the predictor's state after this many applied
+            requests (0: never; restarts then replay the whole journal).
 
     Raises:
         DataError: a damaged line before the last (the file and line named).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, snapshot_every: int = 1000) -> None:
+        if snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {snapshot_every}")
         self.path = Path(path)
+        self.snapshot_path = self.path.with_name("snapshot.pt")
+        self.snapshot_every = snapshot_every
+        self.snapshot_seq = 0  # the journal position the latest snapshot covers
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
         self.count = self._recover()
@@ -96,11 +114,12 @@ class Journal:
             return False
         return entry.get("crc") == zlib.crc32(_canonical(request).encode())
 
-    def entries(self) -> Iterator[dict[str, Any]]:
-        """The logged requests, in the order they were applied."""
+    def entries(self, start: int = 0) -> Iterator[dict[str, Any]]:
+        """The logged requests after the first ``start``, in the order they were applied."""
         with open(self.path, "rb") as f:
-            for _, line in zip(range(self.count), f, strict=False):
-                yield json.loads(line)["request"]
+            for number, line in zip(range(1, self.count + 1), f, strict=False):
+                if number > start:
+                    yield json.loads(line)["request"]
 
     def append(self, requests: Sequence[Mapping[str, Any]]) -> None:
         """Log ``requests`` and make them durable (one fsync for all) before returning."""
@@ -120,13 +139,72 @@ class Journal:
     def close(self) -> None:
         self._file.close()
 
+    def snapshot_due(self) -> bool:
+        """Whether ``snapshot_every`` requests were applied since the latest snapshot."""
+        return self.snapshot_every > 0 and self.count - self.snapshot_seq >= self.snapshot_every
 
-def replay(predictor: Any, journal: Journal) -> int:
-    """Apply every logged request to ``predictor`` in order, one at a time as the service did
-    (``parse``, then ``predict``); how many. A request that no longer parses is an error naming
-    its line."""
+    def write_snapshot(self, predictor: Any, ref: str) -> None:
+        """Write the predictor's state as of the journal's last line, atomically; the previous
+        snapshot stays until the new one is whole on disk."""
+        import torch
+
+        with self._lock:
+            seq = self.count
+        payload = {"seq": seq, "model": ref, "state": predictor.state_dict()}
+        folder = self.snapshot_path.parent
+        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.snapshot_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_folder(folder)
+        self.snapshot_seq = seq
+
+    def restore(self, predictor: Any, ref: str) -> tuple[int, int]:
+        """Bring a fresh predictor of model version ``ref`` to the journal's end: from the
+        snapshot when there is one of ``ref`` (unreadable, of another version or ahead of the
+        journal: ignored, with a warning), then the requests logged after it.
+
+        Returns:
+            ``(requests the snapshot covered, requests replayed)``.
+        """
+        start = 0
+        if self.snapshot_path.exists() and hasattr(predictor, "load_state_dict"):
+            start = self._load_snapshot(predictor, ref)
+        self.snapshot_seq = start
+        return start, replay(predictor, self, start=start)
+
+    def _load_snapshot(self, predictor: Any, ref: str) -> int:
+        import torch
+
+        try:
+            payload = torch.load(self.snapshot_path, map_location="cpu", weights_only=False)
+            seq, model = int(payload["seq"]), payload["model"]
+        except Exception as e:
+            log.warning("snapshot %s cannot be read (%s); replaying the whole journal",
+                        self.snapshot_path, e)  # fmt: skip
+            return 0
+        if model != ref or not 0 <= seq <= self.count:
+            log.warning(
+                "snapshot %s is of %s at request %d, the journal of %s has %d; replaying the "
+                "whole journal", self.snapshot_path, model, seq, ref, self.count,
+            )  # fmt: skip
+            return 0
+        predictor.load_state_dict(payload["state"])
+        return seq
+
+
+def replay(predictor: Any, journal: Journal, start: int = 0) -> int:
+    """Apply the logged requests after the first ``start`` to ``predictor`` in order, one at a
+    time as the service did (``parse``, then ``predict``); how many. A request that no longer
+    parses is an error naming its line."""
     done = 0
-    for number, request in enumerate(journal.entries(), start=1):
+    for number, request in enumerate(journal.entries(start), start=start + 1):
         try:
             parsed = predictor.parse(request)
         except DataError as e:

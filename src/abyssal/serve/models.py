@@ -2,10 +2,13 @@
 solution's predictor, named by its model name; :class:`AliasFollower` swaps in the version an
 alias (or a bare name: the newest version) comes to point at, while the service runs.
 
+A ref with ``@PERCENT`` (``text:8@10``) is a canary: served beside the main version of its
+name, answering that share of its requests.
+
 Example:
-    >>> served = load_served(["text:production", "defect:3"])  # doctest: +SKIP
-    >>> [(m.name, m.ref) for m in served]  # doctest: +SKIP
-    [('text', 'text:7'), ('defect', 'defect:3')]
+    >>> served = load_served(["text:production", "defect:3", "text:8@10"])  # doctest: +SKIP
+    >>> [(m.name, m.ref, [c.ref for c in m.canaries]) for m in served]  # doctest: +SKIP
+    [('text', 'text:7', ['text:8']), ('defect', 'defect:3', [])]
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ log = logging.getLogger(__name__)
 PINNED = re.compile(r"^[^:]+:\d+$")
 """A ref naming one version (``text:3``): never followed."""
 
+CANARY = re.compile(r"^(?P<ref>[^@]+)@(?P<percent>\d+(?:\.\d+)?)%?$")
+"""A canary ref: ``text:8@10`` (or ``text:8@10%``) answers 10 % of model ``text``'s requests."""
+
 
 def load_served(
     refs: Sequence[str],
@@ -33,45 +39,76 @@ def load_served(
     store: Any = None,
     device: str | None = None,
     state_dir: str | Path | None = None,
+    snapshot_every: int = 1000,
 ) -> list[ServedModel]:
-    """Load each version (``name``, ``name:alias`` or ``name:N``) and its predictor; a stateful
-    model (fraud) gets the journal ``<state_dir>/<name>/journal.jsonl`` when ``state_dir`` is
-    given, and never follows its alias (its state would not carry over).
+    """Load each version (``name``, ``name:alias`` or ``name:N``, with ``@PERCENT`` for a
+    canary) and its predictor; a stateful model (fraud) gets the journal
+    ``<state_dir>/<name>/journal.jsonl`` (snapshots every ``snapshot_every`` requests beside
+    it) when ``state_dir`` is given, and never follows its alias (its state would not carry
+    over).
 
     Raises:
-        ConfigError: no version, or two refs resolving to one model name (serve one version
-            of a name per service).
+        ConfigError: no version, two main refs resolving to one model name (serve one version
+            of a name per service, others as canaries), a canary without a main version of its
+            name or a share out of range.
         StoreError: an unknown model or version (from the store).
     """
-    from abyssal.solutions.loading import load_model
-
     if not refs:
         raise ConfigError("abyssal serve needs at least one model version (e.g. text:production)")
+    main = [r for r in refs if "@" not in r]
+    canaries = [r for r in refs if "@" in r]
     served: list[ServedModel] = []
-    for ref in refs:
-        loaded = load_model(ref, store=store, device=device)
-        version = loaded.version
-        if any(m.name == version.name for m in served):
+    for ref in main:
+        model = _load_one(ref, store, device, state_dir, snapshot_every)
+        if any(m.name == model.name for m in served):
             raise ConfigError(
-                f"{ref} and another ref both name model {version.name!r}: serve one version of "
-                "a name per service"
+                f"{ref} and another ref both name model {model.name!r}: serve one version of "
+                f"a name per service, and others as canaries ({ref}@10 answers 10 % of calls)"
             )
-        predictor = loaded.solution.predictor(loaded)
-        stateful = bool(getattr(predictor, "stateful", False))
-        follow = None if PINNED.match(ref) or stateful else ref
-        journal = None
-        if stateful and state_dir is not None:
-            journal = Journal(Path(state_dir) / version.name / "journal.jsonl")
-        elif stateful:
-            log.warning(
-                "%s is stateful and no state folder was given: what it ingests is lost on "
-                "restart (abyssal serve --state-dir DIR keeps it)",
-                version.ref,
+        served.append(model)
+    for ref in canaries:
+        match = CANARY.match(ref)
+        if match is None:
+            raise ConfigError(f"{ref!r}: a canary is REF@PERCENT, e.g. text:8@10")
+        share = float(match["percent"]) / 100
+        model = _load_one(match["ref"], store, device, None, 0, share=share)
+        owner = next((m for m in served if m.name == model.name), None)
+        if owner is None:
+            raise ConfigError(
+                f"the canary {ref} has no main version of {model.name!r} to share with; "
+                f"serve one too (e.g. {model.name}:production)"
             )
-        served.append(
-            ServedModel(version.name, version.ref, predictor, loaded.solution.name, follow, journal)
-        )
+        owner.canaries.append(model)
     return served
+
+
+def _load_one(
+    ref: str,
+    store: Any,
+    device: str | None,
+    state_dir: str | Path | None,
+    snapshot_every: int,
+    share: float = 0.0,
+) -> ServedModel:
+    from abyssal.solutions.loading import load_model
+
+    loaded = load_model(ref, store=store, device=device)
+    version = loaded.version
+    predictor = loaded.solution.predictor(loaded)
+    stateful = bool(getattr(predictor, "stateful", False))
+    follow = None if PINNED.match(ref) or stateful else ref
+    journal = None
+    if stateful and state_dir is not None:
+        path = Path(state_dir) / version.name / "journal.jsonl"
+        journal = Journal(path, snapshot_every=snapshot_every)
+    elif stateful and not share:
+        log.warning(
+            "%s is stateful and no state folder was given: what it ingests is lost on "
+            "restart (abyssal serve --state-dir DIR keeps it)",
+            version.ref,
+        )
+    name, solution = version.name, loaded.solution.name
+    return ServedModel(name, version.ref, predictor, solution, follow, journal, share)
 
 
 def load_predictor(ref: str, *, store: Any = None, device: str | None = None) -> tuple[str, Any]:

@@ -17,8 +17,9 @@ With ``neighbour_cap: null`` every edge is read and the work grows with the degr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ from abyssal.solutions.fraud.model import TemporalGAT, edge_groups
 _REVERSED = 1 << 40
 """Order key of a reversed edge: ``_REVERSED + i`` for the reverse of original edge ``i``, so keys
 sort like positions in :class:`GraphTensors`' edge list (originals first, then their reverses)."""
+_MODEL_BOUND = frozenset({"model", "views"})
+"""A live scorer's attributes that belong to the model, never to its state."""
 
 
 @dataclass
@@ -239,6 +242,19 @@ class LiveScorer:
         with torch.no_grad():
             h_last = self._final(nodes)
         return self._node_risk(nodes, h_last)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything scoring has added or cached, without the model: a scorer of the same
+        model given it by :meth:`load_state_dict` scores on exactly as this one would."""
+        return {k: v for k, v in vars(self).items() if k not in _MODEL_BOUND}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take the state :meth:`state_dict` gave (keys missing or unknown: an error)."""
+        expected = set(vars(self)) - _MODEL_BOUND
+        if set(state) != expected:
+            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise DataError(f"not a live scorer's state: missing {missing}, unexpected {extra}")
+        vars(self).update(state)
 
     def snapshot(self) -> FraudGraph:
         """The live graph as a :class:`FraudGraph` (for rings); features are the current ones."""

@@ -332,6 +332,15 @@ class FraudPredictor:
         self.scorer.check_transactions([row], path="request")
         return row
 
+    def state_dict(self) -> dict[str, Any]:
+        """The live graph and everything scoring has cached about it (not the model): what a
+        service snapshots so that a restart need not replay every transaction."""
+        return {"scorer": self.scorer.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take the state :meth:`state_dict` gave (of a predictor of the same model version)."""
+        self.scorer.load_state_dict(state["scorer"])
+
     def predict(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for item in items:
