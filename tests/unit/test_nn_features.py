@@ -4,6 +4,7 @@ input and stored; the defect predictor scores the same with and without the cach
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from abyssal.nn.features import cached_features
@@ -50,3 +51,12 @@ def test_the_defect_predictor_scores_the_same_through_the_cache() -> None:
     assert (cache.stats.misses, len(cache)) == (3, 3)
     torch.testing.assert_close(cached.probabilities(items[:1]), expected[:1], atol=1e-5, rtol=1e-4)
     assert cache.stats.hits == 1
+    # the service's first look: cached images answered by the head alone, the others None
+    fresh = ImageItem("new", rng.integers(0, 255, (1, 32, 32), dtype=np.uint8), None)
+    answers = cached.predict_cached([items[1], fresh, items[2]])
+    assert answers[1] is None and cache.stats.misses == 3  # a first look's miss is not counted
+    for got, item in ((answers[0], items[1]), (answers[2], items[2])):
+        want = plain.predict([item])[0]
+        assert got["class"] == want["class"]
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+    assert plain.predict_cached(items) == [None] * 4  # no cache: nothing answered early

@@ -466,17 +466,27 @@ class CachingDoubler(Doubler):
 
     def __init__(self, ref: str) -> None:
         super().__init__()
-        self.ref, self.cache, self.computed = ref, None, 0
+        self.ref, self.cache, self.computed, self.early = ref, None, 0, 0
 
     def use_cache(self, cache: Any) -> bool:
         self.cache = cache
         return True
+
+    def predict_cached(self, items: Sequence[float]) -> list[Any]:
+        from abyssal.nn.features import answers_from_cache
+
+        def answer(vectors: Any, rows: list[int]) -> list[Any]:
+            self.early += len(rows)
+            return [{"y": float(v[0])} for v in vectors]
+
+        return answers_from_cache(self.cache, self.ref, list(items), answer)
 
     def predict(self, items: Sequence[float]) -> list[Any]:
         import numpy as np
 
         from abyssal.core.digest import content_digest
 
+        self.batches.append(list(items))
         out = []
         for x in items:
             found = self.cache.get(self.ref, content_digest(x))
@@ -499,9 +509,14 @@ def test_the_feature_cache_is_handed_out_counted_and_invalidated_on_a_swap() -> 
         for x in (1, 2, 1, 1):
             c.post("/v1/models/double/predict", json={"x": x})
         assert first.computed == 2 and cache.stats.hits == 2
+        assert first.early == 2 and len(first.batches) == 2  # repeats answered without a batch
+        mixed = c.post("/v1/models/double/predict", json={"instances": [{"x": 2}, {"x": 5}]})
+        assert mixed.json()["predictions"] == [{"y": 4.0}, {"y": 10.0}]  # in order
+        assert first.batches[-1] == [5.0] and first.early == 3
+        assert (cache.stats.hits, cache.stats.misses) == (3, 3)
         text = c.get("/metrics").text
         assert 'abyssal_feature_cache{what="hit_rate"} 0.5' in text
-        assert 'abyssal_feature_cache{what="entries"} 2.0' in text
+        assert 'abyssal_feature_cache{what="entries"} 3.0' in text
         second = CachingDoubler("double:2")
         c.portal.call(app.state.swap, model, "double:2", second)  # on the app's loop
         assert second.cache is cache and len(cache) == 0  # double:1's vectors are dropped

@@ -255,3 +255,8 @@ def test_cached_embeddings_score_as_the_model_and_skip_it_on_a_repeat(data, bert
     again = cached.probabilities([items[0].ids, items[3].ids])
     assert not calls and cache.stats.hits == 2  # both from the cache: no transformer pass
     np.testing.assert_allclose(again, expected[[0, 3]], atol=1e-5)
+    early = cached.predict_cached([items[1], plain.parse({"text": "market profit loss rose"})])
+    assert not calls and early[1] is None and cache.stats.misses == distinct  # uncounted look
+    assert early[0]["label"] == plain.predict([items[1]])[0]["label"]
+    np.testing.assert_allclose(early[0]["probability"], plain.predict([items[1]])[0]["probability"],
+                               atol=1e-5)  # fmt: skip

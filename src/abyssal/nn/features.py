@@ -47,3 +47,35 @@ def cached_features(
             cache.put(version, digests[row], vector)
             found[digests[row]] = vector
     return np.stack([np.asarray(found[d], dtype=np.float32) for d in digests])
+
+
+def cached_rows(cache: Any, version: str, contents: Sequence[Any]) -> tuple[list[int], np.ndarray]:
+    """The contents whose vectors ``cache`` holds: ``(their indices, (M, D) vectors)``. A first
+    look before computing: its misses are not counted (the computing call looks them up again).
+    """
+    rows, vectors = [], []
+    for row, content in enumerate(contents):
+        vector = cache.get(version, content_digest(content), count_miss=False)
+        if vector is not None:
+            rows.append(row)
+            vectors.append(np.asarray(vector, dtype=np.float32))
+    return rows, np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
+
+
+def answers_from_cache(
+    cache: Any,
+    version: str,
+    contents: Sequence[Any],
+    answer: Callable[[np.ndarray, list[int]], list[Any]],
+) -> list[Any]:
+    """One answer per content whose vector is cached (``answer(vectors, indices)``, e.g. the
+    model's head on them), ``None`` for the others: what a service can answer at once, without
+    waiting for a batch."""
+    out: list[Any] = [None] * len(contents)
+    if cache is None:
+        return out
+    rows, vectors = cached_rows(cache, version, contents)
+    if rows:
+        for row, value in zip(rows, answer(vectors, rows), strict=True):
+            out[row] = value
+    return out

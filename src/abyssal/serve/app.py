@@ -429,15 +429,22 @@ async def _answer(
                 return 422, error(422, str(e), index=index)
     if model.stateful:  # the request travels with its parsed form, for the journal
         parsed = list(zip(instances, parsed, strict=True))
+    results: list[Any] = [None] * len(parsed)
+    cached = getattr(predictor, "cache", None) is not None and hasattr(predictor, "predict_cached")
+    if cached and not model.stateful:  # requests whose features are cached: answered at once
+        results = await batcher.call(predictor.predict_cached, parsed)
+    pending = [k for k, r in enumerate(results) if r is None]
     futures: list[asyncio.Future] = []
     try:
-        for item in parsed:
-            futures.append(batcher.enqueue(item, priority=priority))
+        for k in pending:
+            futures.append(batcher.enqueue(parsed[k], priority=priority))
     except QueueFull as e:
         for future in futures:  # the request is refused whole: its queued parts are dropped
             future.cancel()
         return 503, error(503, str(e), headers=_retry(e.retry_after))
-    results = await asyncio.gather(*(batcher.wait(f) for f in futures), return_exceptions=True)
+    waited = await asyncio.gather(*(batcher.wait(f) for f in futures), return_exceptions=True)
+    for k, result in zip(pending, waited, strict=True):
+        results[k] = result
     for index, result in enumerate(results):
         if isinstance(result, RequestTimeout):
             return 504, error(504, str(result), index=index)

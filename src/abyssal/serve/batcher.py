@@ -35,6 +35,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -115,8 +116,9 @@ class DynamicBatcher(Generic[In, Out]):
     """Groups submitted items into batches for ``run``.
 
     Args:
-        run: ``items -> results``, one result (or exception) per item, in order; runs in a
-            worker thread.
+        run: ``items -> results``, one result (or exception) per item, in order; runs in the
+            batcher's own worker thread (one for all its batches and :meth:`call`: a model's
+            work stays on one thread, with one set of the math library's threads).
         policy: sizes, waits and bounds.
         bucket: which items may share a batch (equal keys); default: all.
         name: shown in errors (e.g. the model version).
@@ -138,6 +140,11 @@ class DynamicBatcher(Generic[In, Out]):
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._accepting = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{name}")
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the batcher's worker thread (after the batch running there)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -163,6 +170,7 @@ class DynamicBatcher(Generic[In, Out]):
         self._wakeup.set()
         await self._worker
         self._worker = None
+        self._thread.shutdown(wait=False)
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -286,12 +294,12 @@ class DynamicBatcher(Generic[In, Out]):
         self.stats.batches += 1
         self.stats.batch_sizes[len(batch)] = self.stats.batch_sizes.get(len(batch), 0) + 1
         try:
-            results = await asyncio.to_thread(self._checked, items)
+            results = await self.call(self._checked, items)
         except Exception:  # the whole batch failed: find the bad requests one by one
             results = []
             for item in items:
                 try:
-                    results += await asyncio.to_thread(self._checked, [item])
+                    results += await self.call(self._checked, [item])
                 except Exception as e:
                     results.append(e)
         for pending, result in zip(batch, results, strict=True):

@@ -102,8 +102,9 @@ class MemoryFeatureCache:
     def nbytes(self) -> int:
         return self._bytes
 
-    def get(self, version: str, digest: str) -> np.ndarray | None:
-        """The vector stored for ``(version, digest)``, or ``None`` (a miss)."""
+    def get(self, version: str, digest: str, count_miss: bool = True) -> np.ndarray | None:
+        """The vector stored for ``(version, digest)``, or ``None`` (a miss; counted unless
+        ``count_miss`` is false: a first look whose misses are looked up again)."""
         key = (version, digest)
         with self._lock:
             found = self._entries.get(key)
@@ -115,7 +116,7 @@ class MemoryFeatureCache:
                 self.stats.expired += 1
                 found = None
             if found is None:
-                self.stats.misses += 1
+                self.stats.misses += count_miss
                 return None
             self._entries.move_to_end(key)
             self.stats.hits += 1
@@ -184,10 +185,10 @@ class RedisFeatureCache:
     def _key(self, version: str, digest: str) -> str:
         return f"{self.prefix}:{version}:{digest}"
 
-    def get(self, version: str, digest: str) -> np.ndarray | None:
+    def get(self, version: str, digest: str, count_miss: bool = True) -> np.ndarray | None:
         raw = self.client.get(self._key(version, digest))
         if raw is None:
-            self.stats.misses += 1
+            self.stats.misses += count_miss
             return None
         self.stats.hits += 1
         array = np.load(io.BytesIO(raw), allow_pickle=False)

@@ -29,7 +29,7 @@ import torch
 from abyssal.core.display import table
 from abyssal.core.errors import DataError
 from abyssal.data.images import IMAGE_EXTENSIONS, load_image
-from abyssal.nn.features import cached_features
+from abyssal.nn.features import answers_from_cache, cached_features
 from abyssal.solutions.defect.images import list_unlabelled
 
 FIELDS = ("path", "class", "probability")
@@ -124,8 +124,24 @@ class DefectPredictor:
 
     def predict(self, items: Sequence[ImageItem]) -> list[dict[str, Any]]:
         """One response per item: the class, its probability and every class's probability."""
+        return self.respond(items, self.probabilities(items))
+
+    def predict_cached(self, items: Sequence[ImageItem]) -> list[dict[str, Any] | None]:
+        """The answers of the images whose features are cached (the head only), ``None`` for
+        the others: a service answers those at once, without a batch."""
+
+        @torch.no_grad()
+        def answer(vectors: np.ndarray, rows: list[int]) -> list[dict[str, Any]]:
+            logits = self.model.head(torch.from_numpy(vectors).to(self.device))
+            probs = torch.softmax(logits.float(), dim=1).cpu()
+            return self.respond([items[r] for r in rows], probs)
+
+        return answers_from_cache(self.cache, self.ref, [i.pixels for i in items], answer)
+
+    def respond(self, items: Sequence[ImageItem], probs: torch.Tensor) -> list[dict[str, Any]]:
+        """One response per item and row of class probabilities."""
         out = []
-        for item, p in zip(items, self.probabilities(items), strict=True):
+        for item, p in zip(items, probs, strict=True):
             best = int(p.argmax())
             each = {c: round(float(v), 6) for c, v in zip(self.classes, p, strict=True)}
             out.append(

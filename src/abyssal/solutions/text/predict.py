@@ -25,7 +25,7 @@ import torch
 from abyssal.contracts.prediction import TablePredictionReport
 from abyssal.core.errors import DataError
 from abyssal.data.tables import write_table
-from abyssal.nn.features import cached_features
+from abyssal.nn.features import answers_from_cache, cached_features
 from abyssal.nn.metrics import classification_metrics
 from abyssal.solutions.text.data import tokenize
 from abyssal.solutions.text.model import load_tokenizer
@@ -138,6 +138,18 @@ class TextPredictor:
 
     def predict(self, items: Sequence[TextItem]) -> list[dict[str, Any]]:
         return self.respond(self.probabilities([item.ids for item in items]))
+
+    def predict_cached(self, items: Sequence[TextItem]) -> list[dict[str, Any] | None]:
+        """The answers of the texts whose embeddings are cached (the head only), ``None`` for
+        the others: a service answers those at once, without a batch."""
+
+        @torch.no_grad()
+        def answer(vectors: np.ndarray, rows: list[int]) -> list[dict[str, Any]]:
+            device = next(self.model.parameters()).device
+            logits = self.model.head(torch.from_numpy(vectors).to(device))
+            return self.respond(torch.softmax(logits.float(), dim=1).cpu().numpy())
+
+        return answers_from_cache(self.cache, self.ref, [item.ids for item in items], answer)
 
 
 def _has_params(model: torch.nn.Module) -> bool:
