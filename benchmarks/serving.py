@@ -379,10 +379,12 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def save(args: argparse.Namespace, setup: dict[str, Any], windows: list[dict]) -> dict[str, Any]:
+    env = environment(("torch", "transformers", "fastapi", "uvicorn", "httpx"))
+    env["git_commit"] = args.commit or env["git_commit"]
     result = {
-        "environment": environment(("torch", "transformers", "fastapi", "uvicorn", "httpx")),
+        "environment": env,
         "command": "python benchmarks/serving.py " + " ".join(sys.argv[1:]),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "keep")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "keep", "commit")},
         "models": setup,
         "windows": windows,
         "comparisons": compare(windows),
@@ -527,6 +529,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--defect-backbone", default="resnet50")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--keep", action="store_true", help="keep the work folder (models, logs)")
+    p.add_argument("--commit", help="the commit measured (where the tree has no .git)")
     args = p.parse_args(argv)
     args.mode = "run"
     return args
