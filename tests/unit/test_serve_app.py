@@ -177,31 +177,17 @@ def test_metrics_count_requests_batches_and_latency() -> None:
     assert "abyssal_queue_depth" in text
 
 
-@pytest.fixture(scope="module")
-def tabular(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A registered tabular model: (its home, the folder of its sample data)."""
-    from abyssal.solutions.tabular.config import TabularSampleConfig
-    from abyssal.solutions.tabular.sample import generate_sample
-    from abyssal.train.api import train
-
-    root = tmp_path_factory.mktemp("tabular")
-    generate_sample(TabularSampleConfig(), root / "data")
-    overrides = [f"data.path={root / 'data' / 'train.csv'}", "train.progress=false"]
-    assert train("tabular", TABULAR, [*overrides, "train.epochs=2"], home=root / "home")
-    return root / "home", root / "data"
-
-
 def new_rows(folder: Path, n: int) -> list[dict[str, str]]:
     with open(folder / "new_rows.csv", newline="") as f:
         return list(csv.DictReader(f))[:n]
 
 
-def test_a_registered_tabular_model_is_served(tabular: tuple[Path, Path]) -> None:
+def test_a_registered_tabular_model_is_served(tabular_model: tuple[Path, Path]) -> None:
     from abyssal.core.errors import ConfigError
     from abyssal.core.store import ModelStore
     from abyssal.serve.models import load_served
 
-    home, data = tabular
+    home, data = tabular_model
     store = ModelStore(home)
     served = load_served(["tabular:1"], store=store)
     assert (served[0].name, served[0].ref) == ("tabular", "tabular:1")
@@ -218,7 +204,9 @@ def test_a_registered_tabular_model_is_served(tabular: tuple[Path, Path]) -> Non
         assert bad.status_code == 422 and bad.json()["field"] == "mean radius"
 
 
-def test_the_cli_serves_on_a_real_socket_and_stops_cleanly(tabular: tuple[Path, Path]) -> None:
+def test_the_cli_serves_on_a_real_socket_and_stops_cleanly(
+    tabular_model: tuple[Path, Path],
+) -> None:
     import os
     import signal
     import socket
@@ -227,7 +215,7 @@ def test_the_cli_serves_on_a_real_socket_and_stops_cleanly(tabular: tuple[Path, 
 
     import httpx
 
-    home, data = tabular
+    home, data = tabular_model
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -324,7 +312,7 @@ def test_a_failed_reload_keeps_the_current_version(caplog: pytest.LogCaptureFixt
 
 
 def test_load_served_follows_aliases_and_not_pinned_versions(
-    tabular: tuple[Path, Path],
+    tabular_model: tuple[Path, Path],
 ) -> None:
     import asyncio
 
@@ -332,7 +320,7 @@ def test_load_served_follows_aliases_and_not_pinned_versions(
     from abyssal.serve.models import AliasFollower, load_served
     from abyssal.train.api import train
 
-    home, data = tabular
+    home, data = tabular_model
     store = ModelStore(home)
     store.set_alias("tabular", "production", 1)
     pinned = load_served(["tabular:1"], store=store)
@@ -391,13 +379,15 @@ def test_canary_shares_out_of_range_are_refused(shares: list[float], words: str)
         create_app([ServedModel("double", "double:1", Doubler(), canaries=canaries)])
 
 
-def test_load_served_attaches_a_canary_to_its_main_version(tabular: tuple[Path, Path]) -> None:
+def test_load_served_attaches_a_canary_to_its_main_version(
+    tabular_model: tuple[Path, Path],
+) -> None:
     from abyssal.core.errors import ConfigError
     from abyssal.core.store import ModelStore
     from abyssal.serve.models import load_served
     from abyssal.train.api import train
 
-    home, data = tabular
+    home, data = tabular_model
     store = ModelStore(home)
     if len(store.list_versions("tabular")) < 2:
         overrides = [f"data.path={data / 'train.csv'}", "train.progress=false", "train.epochs=1"]

@@ -135,34 +135,12 @@ def test_a_served_stateful_model_journals_before_answering_and_replays_on_start(
         assert c.post(url, json={"x": 1}).json()["predictions"] == [{"total": 10.0}]
 
 
-@pytest.fixture(scope="module")
-def fraud(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A small fraud model trained on generated transactions: (its home, the sample folder)."""
-    from abyssal.cli.main import main
-
-    root = tmp_path_factory.mktemp("fraud")
-    sample = root / "sample"
-    assert main(["generate", "fraud", "--out", str(sample), "users=120", "rings=2", "days=8"]) == 0
-    home = root / "home"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ABYSSAL_HOME", str(home))
-    try:
-        train = [
-            "train",
-            "fraud",
-            "data.source=transactions",
-            f"data.path={sample}/transactions.csv",
-        ]
-        quick = ["train.epochs=1", "train.progress=false", "model.hidden=16", "model.heads=2"]
-        assert main([*train, *quick, "baselines=false"]) == 0
-    finally:
-        mp.undo()
-    return home, sample
-
-
 @pytest.mark.parametrize("snapshot_every", [0, 3])
 def test_fraud_ingestion_survives_a_restart_with_the_same_scores(
-    fraud: tuple[Path, Path], tmp_path: Path, snapshot_every: int, caplog: pytest.LogCaptureFixture
+    fraud_model: tuple[Path, Path],
+    tmp_path: Path,
+    snapshot_every: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Without snapshots the journal is replayed; with them, the live graph comes back from the
     snapshot written when the service stopped."""
@@ -175,7 +153,7 @@ def test_fraud_ingestion_survives_a_restart_with_the_same_scores(
     from abyssal.serve.models import load_served
 
     caplog.set_level(logging.INFO, logger="abyssal")
-    home, sample = fraud
+    home, sample = fraud_model
     store = ModelStore(home)
     rows = pd.read_csv(sample / "new_transactions.csv", dtype=str).head(6).to_dict("records")
     rows = [{k: v for k, v in r.items() if isinstance(v, str)} for r in rows]

@@ -26,9 +26,11 @@ async def json_requests(
     if len(body) > max_bytes:
         return 413, f"the body is over {max_bytes} bytes"
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         return 422, f"the body is not JSON: {e}"
+    except ValueError as e:
+        return 422, str(e)
     instances = split_instances(payload)
     if isinstance(instances, str):
         return 422, instances
@@ -77,6 +79,12 @@ async def form_request(
     if not payload:
         return 422, "the form is empty"
     return [payload]
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (Python's reader takes them)."""
+    raise ValueError(f"the body is not JSON: {name} is not a JSON number (send null for a "
+                     "missing value)")  # fmt: skip
 
 
 def safe_name(name: str) -> str:
