@@ -55,6 +55,7 @@ class Payloads:
 
     def __init__(self, items: list[Any], kind: str, repeat: float, seed: int) -> None:
         self.items, self.kind, self.repeat = items, kind, repeat
+        self.tag = os.urandom(3).hex()  # this process's transaction ids are its own
         self.rng = random.Random(seed)
         self.hot = items[:HOT] if repeat else []
         self.fresh = items[HOT:] if repeat else items
@@ -71,7 +72,7 @@ class Payloads:
         if lap and self.kind == "text":  # new content, so never a cache hit
             item = {**item, "text": f"{item['text']} ({lap})"}
         if self.kind == "fraud":
-            item = {**item, "transaction_id": f"{item['transaction_id']}-{k}"}
+            item = {**item, "transaction_id": f"{item['transaction_id']}-{self.tag}-{k}"}
         return item, False
 
 
@@ -345,8 +346,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     try:
         setup = prepare(args, work, parts)
+        if args.merge:  # the merged windows' models, as they were
+            setup = {**json.loads(Path(args.merge).read_text())["models"], **setup}
         print(f"models ready in {time.time() - started:.0f} s", flush=True)
-        windows = []
+        windows = merged_windows(args.merge, parts)
         for sc in scenarios(args, parts):
             options = [o if o != "STATE" else str(work / "state") for o in sc["options"]]
             shutil.rmtree(work / "state", ignore_errors=True)
@@ -372,6 +375,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def merged_windows(path: str | None, parts: set[str]) -> list[dict[str, Any]]:
+    """The windows of an earlier result (``--merge``) of the parts not measured now, marked
+    with the commit and date they were measured at."""
+    if not path:
+        return []
+    earlier = json.loads(Path(path).read_text())
+    env = earlier["environment"]
+    kept = [w for w in earlier["windows"] if w["part"] not in parts]
+    for w in kept:
+        w.setdefault("measured", f"{env['date']} at {env['git_commit']}")
+    return kept
+
+
 def _line(row: dict[str, Any]) -> str:
     head = f"{row['part']:8} {row['model']:6} {row['setting']:7} c={row['concurrency']:<3}"
     speed = f"{row['throughput']:8.1f} req/s  p50 {row['p50_ms']:8.1f} ms"
@@ -384,8 +400,11 @@ def save(args: argparse.Namespace, setup: dict[str, Any], windows: list[dict]) -
     result = {
         "environment": env,
         "command": "python benchmarks/serving.py " + " ".join(sys.argv[1:]),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "keep", "commit")},
+        "settings": {
+            k: v for k, v in vars(args).items() if k not in ("out", "keep", "commit", "merge")
+        },
         "models": setup,
+        "merged_from": args.merge,
         "windows": windows,
         "comparisons": compare(windows),
     }
@@ -481,9 +500,17 @@ def markdown(result: dict[str, Any]) -> str:
         "| statuses |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    earlier = sorted({w["measured"] for w in result["windows"] if "measured" in w})
+    if earlier:
+        lines.insert(
+            -3,
+            "Windows marked * were measured earlier, in the same way, and merged "
+            f"from `{result.get('merged_from')}` ({'; '.join(earlier)}).\n",
+        )
     for w in result["windows"]:
         lines.append(
-            f"| {w['part']} | {w['model']} | {w['setting']} | {w['concurrency']} | "
+            f"| {w['part']}{'*' if 'measured' in w else ''} | {w['model']} | {w['setting']} | "
+            f"{w['concurrency']} | "
             f"{w['requests']} | {w['throughput']:.1f} | {w['mean_ms']:.1f} | {w['p50_ms']:.1f} | "
             f"{w['p99_ms']:.1f} | {', '.join(f'{k}: {n}' for k, n in w['statuses'].items())} |"
         )
@@ -530,6 +557,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--keep", action="store_true", help="keep the work folder (models, logs)")
     p.add_argument("--commit", help="the commit measured (where the tree has no .git)")
+    p.add_argument("--merge", help="an earlier result's JSON: keep its windows of other parts")
     args = p.parse_args(argv)
     args.mode = "run"
     return args
