@@ -214,9 +214,30 @@ def test_stop_drains_waiting_requests_then_refuses_new_ones() -> None:
         await batcher.stop()  # does not wait out max_wait_ms: stopping runs what waits
         with pytest.raises(QueueFull, match="not accepting"):
             await batcher.submit(5)
+        with pytest.raises(QueueFull, match="shutting down"):  # nor runs anything else
+            await batcher.call(len, [1])
         return await asyncio.gather(*tasks)
 
     assert run(main) == [0, 10, 20]
+
+
+def test_call_runs_on_the_one_thread_the_batches_run_on() -> None:
+    threads: set[int] = set()
+
+    def batch(items: list[int]) -> list[int]:
+        threads.add(threading.get_ident())
+        return items
+
+    async def main() -> int:
+        batcher = DynamicBatcher(batch, BatchPolicy(max_batch_size=1, max_wait_ms=0))
+        await batcher.start()
+        for i in range(3):
+            await batcher.submit(i)
+        seen = await batcher.call(threading.get_ident)
+        await batcher.stop()
+        return seen
+
+    assert threads == {run(main)}
 
 
 def test_stop_without_draining_fails_the_waiting_requests() -> None:

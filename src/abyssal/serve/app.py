@@ -432,7 +432,10 @@ async def _answer(
     results: list[Any] = [None] * len(parsed)
     cached = getattr(predictor, "cache", None) is not None and hasattr(predictor, "predict_cached")
     if cached and not model.stateful:  # requests whose features are cached: answered at once
-        results = await batcher.call(predictor.predict_cached, parsed)
+        try:
+            results = await batcher.call(predictor.predict_cached, parsed)
+        except QueueFull as e:  # this version was swapped out meanwhile
+            return 503, error(503, str(e), headers=_retry(e.retry_after))
     pending = [k for k, r in enumerate(results) if r is None]
     futures: list[asyncio.Future] = []
     try:

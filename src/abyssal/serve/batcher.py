@@ -141,9 +141,16 @@ class DynamicBatcher(Generic[In, Out]):
         self._worker: asyncio.Task | None = None
         self._accepting = False
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{name}")
+        self._thread_closed = False
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the batcher's worker thread (after the batch running there)."""
+        """``fn(*args)`` on the batcher's worker thread (after the batch running there).
+
+        Raises:
+            QueueFull: the batcher has stopped.
+        """
+        if self._thread_closed:
+            raise QueueFull(f"{self.name} is shutting down")
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -170,6 +177,7 @@ class DynamicBatcher(Generic[In, Out]):
         self._wakeup.set()
         await self._worker
         self._worker = None
+        self._thread_closed = True
         self._thread.shutdown(wait=False)
 
     # -- requests --------------------------------------------------------------------------------
