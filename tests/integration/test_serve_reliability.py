@@ -187,7 +187,10 @@ def test_a_killed_server_loses_no_acknowledged_transaction(
         service.process.send_signal(signal.SIGKILL)
         await asyncio.wait_for(asyncio.gather(*clients), timeout=30)  # errors, not hangs
 
-    asyncio.run(load_then_kill())
+    try:
+        asyncio.run(load_then_kill())
+    finally:
+        service.process.kill()  # already dead unless the test failed before the kill
     service.process.wait()
     assert len(errors) == 4 and len(acknowledged) < len(stream)
     journal = Journal(state / "fraud" / "journal.jsonl")
