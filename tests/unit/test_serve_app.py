@@ -170,9 +170,13 @@ def test_metrics_count_requests_batches_and_latency() -> None:
     with client(Doubler()) as c:
         c.post("/v1/models/double/predict", json={"x": 1})
         c.post("/v1/models/double/predict", json={"x": "bad"})
+        c.post("/v1/models/nothing/predict", json={"x": 1})
         text = c.get("/metrics").text
+    assert 'abyssal_errors_total{kind="unknown_model",model="unknown",version="-"} 1.0' in text
     assert 'abyssal_requests_total{model="double",status="200",version="double:1"} 1.0' in text
     assert 'abyssal_requests_total{model="double",status="422",version="double:1"} 1.0' in text
+    refused = 'abyssal_errors_total{kind="invalid_request",model="double",version="double:1"} 1.0'
+    assert refused in text
     assert "abyssal_batch_size_count" in text and "abyssal_request_seconds_bucket" in text
     assert "abyssal_queue_depth" in text
 

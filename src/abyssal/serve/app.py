@@ -10,8 +10,8 @@ Endpoints:
 - ``POST /v1/models/{name}/predict``: a JSON body, either one request (the solution's own
   fields, e.g. ``{"text": "..."}``) or ``{"instances": [request, ...]}``. The answer is
   ``{"model": version, "predictions": [...]}``, one per request, in order.
-- ``GET /metrics``: Prometheus text: requests by model and status, latency and batch-size
-  histograms, queue depth.
+- ``GET /metrics``: Prometheus text: requests by model and status, errors by kind
+  (:data:`ERROR_KINDS`), latency and batch-size histograms, queue depth.
 
 Errors are JSON ``{"error": message, ...}``: 404 unknown model; 413 a body over
 ``max_body_bytes``; 422 a body that is not JSON or a request the predictor refuses (the
@@ -54,6 +54,20 @@ from abyssal.serve.bodies import form_request, json_requests, json_response
 from abyssal.serve.journal import Journal
 
 log = logging.getLogger(__name__)
+
+
+ERROR_KINDS = {
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "unknown_model",
+    413: "too_large",
+    422: "invalid_request",
+    429: "rate_limited",
+    500: "internal",
+    503: "queue_full",
+    504: "timeout",
+}
+"""The ``kind`` label of ``abyssal_errors_total`` for each refusal or failure status."""
 
 
 @dataclass
@@ -129,6 +143,10 @@ class _Metrics:
         self.requests = prom.Counter(
             "abyssal_requests", "requests by outcome", [*labels, "status"], registry=self.registry
         )
+        self.errors = prom.Counter(
+            "abyssal_errors", "refused or failed requests by kind", [*labels, "kind"],
+            registry=self.registry,
+        )  # fmt: skip
         self.latency = prom.Histogram(
             "abyssal_request_seconds",
             "time from arrival to answer",
@@ -375,6 +393,8 @@ def create_app(
                 status, answer = await _answer(model, request, settings, error)
         labels = (model.name, model.ref) if model is not None else ("unknown", "-")
         metrics.requests.labels(*labels, str(status)).inc()
+        if status >= 400:
+            metrics.errors.labels(*labels, ERROR_KINDS.get(status, "other")).inc()
         metrics.latency.labels(*labels).observe(time.perf_counter() - started)
         answer.headers["X-Request-Id"] = request_id
         log.info(
