@@ -436,6 +436,8 @@ def test_files_come_as_uploads_and_paths_only_when_allowed(tmp_path: Path) -> No
         assert answer.status_code == 200, answer.text
         got = answer.json()["predictions"][0]
         assert got["bytes"] == 5 and got["x"] == 3  # form values parsed as JSON where they can
+        nan = c.post(url, files=upload, data={"x": "NaN"}).json()["predictions"][0]
+        assert nan["x"] == "NaN"  # not JSON: the words, for the model to judge
         assert got["name"].endswith("scan.nii.gz") and "/" not in got["name"]  # suffix kept
         assert not Path(got["at"]).exists()  # the upload is gone once parsed
         wrong = c.post(url, files={"other": ("a.png", b"x")})

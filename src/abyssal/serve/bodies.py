@@ -73,8 +73,8 @@ async def form_request(
             payload[key] = str(target)
         else:
             try:
-                payload[key] = json.loads(value)
-            except json.JSONDecodeError:
+                payload[key] = json.loads(value, parse_constant=_no_constant)
+            except ValueError:  # text, or NaN/Infinity: left as the words, for the model to judge
                 payload[key] = value
     if not payload:
         return 422, "the form is empty"
