@@ -79,8 +79,6 @@ LABELS = {
     "no_kg": "without knowledge-guided decoder (attribute, rating and diameter heads)",
     "no_rating": "without the malignancy-rating target (other attributes kept)",
     "full_1view": "full model scored without test-time augmentation (same weights)",
-    "full_platt": "full model calibrated without the mask-measured size (Platt scaling alone, "
-    "same weights)",
     "resnet18": "3-D ResNet-18 (torchvision r3d_18, single view, no mask head)",
     "ensemble": "post hoc: mean logit of the trained rows above",
 }
@@ -220,8 +218,6 @@ def test_scores(ref: str, home: Path, args: argparse.Namespace) -> dict[str, Any
     from abyssal.solutions.loading import load_model
     from abyssal.solutions.nodule.data import prepare_nodule_data
     from abyssal.solutions.nodule.evaluation import (
-        fit_platt,
-        raw_scores,
         score_cubes,
         sensitivity_threshold,
         sigmoid,
@@ -240,30 +236,8 @@ def test_scores(ref: str, home: Path, args: argparse.Namespace) -> dict[str, Any
         "scores": [float(s) for s in sigmoid(out[:, 0])],
     }
     net = loaded.model
-    val = data.rows("val", labelled=True)
-    if hasattr(net, "raw_outputs"):  # what calibration saw, for post-hoc study of the scores
-        raw: dict[str, Any] = {"attributes": list(net.nodule_spec.get("attributes", []))}
-        for split, chosen in (("val", val), ("test", rows)):
-            logits, sizes = raw_scores(net, data.cubes[chosen], 128)
-            raw[split] = {
-                "ids": [data.records[i].nodule_id for i in chosen],
-                "labels": data.labels[chosen].tolist(),
-                "logits": logits.astype(float).round(5).tolist(),
-                "sizes": None if sizes is None else sizes.astype(float).round(5).tolist(),
-                "attributes": (
-                    score_cubes(net, data.cubes[chosen], 128)[:, 1:].astype(float).round(4).tolist()
-                ),
-            }
-        scores["raw"] = raw
-        if net.size_weights.abs().sum() > 0:  # the same weights, calibrated by Platt alone
-            a, b = fit_platt(np.array(raw["val"]["logits"]), data.labels[val])
-            platt_val = sigmoid(a * np.array(raw["val"]["logits"]) + b)
-            scores["platt"] = {
-                "scores": [float(v) for v in sigmoid(a * np.array(raw["test"]["logits"]) + b)],
-                "threshold_youden": youden_threshold(data.labels[val], platt_val),
-                "threshold_sens95": sensitivity_threshold(data.labels[val], platt_val),
-            }
     if getattr(net, "tta", 1) > 1:
+        val = data.rows("val", labelled=True)
         with net.single_view():
             single = sigmoid(score_cubes(net, data.cubes[rows], 128)[:, 0])
             single_val = sigmoid(score_cubes(net, data.cubes[val], 128)[:, 0])
@@ -412,12 +386,11 @@ def ensemble_run(fold: dict, members: list[str] | None = None) -> dict | None:
     return {**runs[0], "scores": (1 / (1 + np.exp(-mean))).tolist(), "metrics": metrics}
 
 
-def single_view_run(run: dict | None, key: str = "single_view") -> dict | None:
-    """A run's other scores of the same weights (``single_view``: one view; ``platt``: Platt
-    scaling alone) and their operating points, shaped like the run."""
-    if not run or key not in run:
+def single_view_run(run: dict | None) -> dict | None:
+    """A run's single-view scores and operating points, shaped like the run."""
+    if not run or "single_view" not in run:
         return None
-    view = run[key]
+    view = run["single_view"]
     metrics = {k: view[k] for k in ("threshold_youden", "threshold_sens95")}
     return {**run, "scores": view["scores"], "metrics": metrics}
 
@@ -431,9 +404,8 @@ def pooled(
     ids, patients, labels, scores, calls_j, calls_95, per_fold = [], [], [], [], [], [], []
     for f in folds:
         run = ensemble_run(f, members) if variant == "ensemble" else f.get("runs", {}).get(variant)
-        if variant in ("full_1view", "full_platt"):
-            key = "single_view" if variant == "full_1view" else "platt"
-            run = single_view_run(f.get("runs", {}).get("full"), key)
+        if variant == "full_1view":
+            run = single_view_run(f.get("runs", {}).get("full"))
         if not run or "scores" not in run:
             continue
         m = run["metrics"]
@@ -506,7 +478,7 @@ def summarise(result: dict) -> None:
     """Pool each variant, bootstrap, and fill ``result['summary']`` and ``['targets']``."""
     summary, arrays = {}, {}
     ran = [n for f in result["folds"] for n in f.get("runs", {}) if n not in VARIANTS]
-    for variant in [*VARIANTS, *dict.fromkeys(ran), "full_1view", "full_platt", "ensemble"]:
+    for variant in [*VARIANTS, *dict.fromkeys(ran), "full_1view", "ensemble"]:
         p = pooled(result["folds"], variant, result.get("ensemble_of"))
         if p is not None:
             arrays[variant] = p.pop("_arrays")

@@ -20,12 +20,7 @@ whole cube's. Test-time
 augmentation (``tta``) averages the outputs over the cube's symmetries in eval mode (views of a
 small batch in one pass). The
 malignancy logit passes, in eval mode, through a scale and offset (``calibration``, identity
-until :func:`calibrate` fits them on validation nodules: Platt scaling). With the mask head, the
-calibration can also weigh the nodule's size as the predicted mask measures it
-(:func:`mask_sizes`: the log equivalent diameter of the mask's soft volume and the log diameter
-of its largest axial section), with weights fitted beside the scale (``size_weights``, zero
-until fitted): size is the strongest single sign of malignancy in LIDC, and a measured size is a
-second opinion on the one the network's features carry.
+until :func:`calibrate` fits them on validation nodules: Platt scaling).
 
 Example:
     >>> net = NoduleNet(width=8, attributes=2)
@@ -172,25 +167,6 @@ VIEW_CUBES = 64
 """Test-time views of a small batch run together up to this many cubes per pass."""
 
 
-def mask_sizes(mask_logits: torch.Tensor) -> torch.Tensor:
-    """The size of each predicted mask (B, 1, s, s, s), in voxels of the mask's grid: (B, 2) the
-    log equivalent diameter of the soft volume (the sphere of the summed probabilities) and the
-    log diameter of the largest axial section (the circle of the largest per-slice sum), each
-    at least half a voxel (an empty mask is tiny, not undefined).
-
-    Example:
-        >>> big = torch.full((1, 1, 8, 8, 8), 10.0)
-        >>> mask_sizes(big).exp().round()
-        tensor([[10.,  9.]])
-    """
-    p = torch.sigmoid(mask_logits.float()).flatten(1, 2)  # (B, s, s, s): slices first
-    volume = p.sum(dim=(1, 2, 3))
-    section = p.sum(dim=(2, 3)).amax(dim=1)
-    eq = (volume * (6.0 / torch.pi)).clamp_min(0.125).pow(1.0 / 3.0)
-    axial = (section * (4.0 / torch.pi)).clamp_min(0.25).sqrt()
-    return torch.stack([eq.log(), axial.log()], dim=1)
-
-
 def symmetric_views(x: torch.Tensor, index: int) -> torch.Tensor:
     """Symmetry ``index`` of :data:`SYMMETRIES` applied to ``x`` (B, C, D, H, W) with H == W."""
     dims, transpose = SYMMETRIES[index]
@@ -297,9 +273,6 @@ class NoduleNet(nn.Module):
             features += self.encoder.fused * len(self.encoder.lateral)
         # Platt scaling of the malignancy logit: (scale, offset, fitted)
         self.register_buffer("calibration", torch.tensor([1.0, 0.0, 0.0]))
-        # weights of the mask-measured sizes (log equivalent, log axial diameter) in the
-        # calibrated logit: zero unless fitted with the calibration (segment only)
-        self.register_buffer("size_weights", torch.zeros(2))
         self.drop = nn.Dropout(dropout)
         a = self.attributes
         if scale is None:
@@ -357,52 +330,35 @@ class NoduleNet(nn.Module):
             levels, stem = self.encoder(x)
             return torch.sigmoid(self._decode(levels, stem))
         views = 1 if self.training or with_mask else self.tta
-        logit, z, sizes, mask_logits = self.raw_outputs(x, views)
+        if views > 1:
+            logit, z = self._mean_over_views(x, views)
+            mask_logits = None
+        else:
+            logit, z, mask_logits = self.heads(x)
         if not self.training:  # calibration maps the trained logit; training sees it raw
             logit = logit * self.calibration[0] + self.calibration[1]
-            if sizes is not None:
-                logit = logit + sizes @ self.size_weights
         out = torch.cat([logit.unsqueeze(1), self.scale.restore(z)], dim=1)
         return (out, mask_logits) if with_mask else out
 
-    def raw_outputs(
-        self, x: torch.Tensor, views: int = 1
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Uncalibrated (B,) logits, (B, A) standardised attributes, (B, 2) mask-measured sizes
-        (:func:`mask_sizes`; ``None`` without the mask head), each the mean over ``views``
-        symmetries, and the mask logits (one view only, else ``None``)."""
-        if views > 1:
-            logit, z, sizes = self._mean_over_views(x, views)
-            return logit, z, sizes, None
-        logit, z, mask_logits = self.heads(x)
-        sizes = None if mask_logits is None else mask_sizes(mask_logits)
-        return logit, z, sizes, mask_logits
-
-    def _mean_over_views(
-        self, x: torch.Tensor, views: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The mean logit, attributes and mask sizes over the first ``views`` symmetries, as
-        many views per pass as keep it within :data:`VIEW_CUBES` cubes (a small batch: all in
-        one pass; a large one: a view at a time). In a graph being captured, a view at a
-        time."""
+    def _mean_over_views(self, x: torch.Tensor, views: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean logit and attributes over the first ``views`` symmetries, as many views
+        per pass as keep it within :data:`VIEW_CUBES` cubes (a small batch: all in one pass; a
+        large one: a view at a time). In a graph being captured, a view at a time."""
         b = x.shape[0]
         eager = not (torch.jit.is_tracing() or torch.compiler.is_compiling())
         group = max(1, VIEW_CUBES // max(1, b)) if eager else 1
-        sums: list[torch.Tensor | None] = [None, None, None]
+        logit_sum: torch.Tensor | None = None
+        z_sum: torch.Tensor | None = None
         for start in range(0, views, group):
             chosen = range(start, min(views, start + group))
             stacked = torch.cat([symmetric_views(x, i) for i in chosen])
-            logit, z, mask_logits = self.heads(stacked)  # (k B,), (k B, A), (k B, 1, ...)
-            sizes = None if mask_logits is None else mask_sizes(mask_logits)
-            parts = [logit.unsqueeze(1), z, sizes]
-            for j, part in enumerate(parts):
-                if part is not None:
-                    part = part.reshape(len(chosen), b, part.shape[-1]).sum(0)
-                    sums[j] = part if sums[j] is None else sums[j] + part
-        logit_sum, z_sum, size_sum = sums
+            logit, z, _ = self.heads(stacked)  # (k B,), (k B, A)
+            logit = logit.reshape(len(chosen), -1).sum(0)
+            z = z.reshape(len(chosen), b, z.shape[-1]).sum(0)
+            logit_sum = logit if logit_sum is None else logit_sum + logit
+            z_sum = z if z_sum is None else z_sum + z
         assert logit_sum is not None and z_sum is not None
-        sizes = None if size_sum is None else size_sum / views
-        return logit_sum[:, 0] / views, z_sum / views, sizes
+        return logit_sum / views, z_sum / views
 
     @contextmanager
     def single_view(self) -> Iterator[None]:
@@ -414,10 +370,9 @@ class NoduleNet(nn.Module):
             self.tta = tta
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
-        # versions saved before calibration (or size weights) existed load without them
-        for name in ("calibration", "size_weights"):
-            if not self.restore and prefix + name not in state_dict:
-                state_dict[prefix + name] = getattr(self, name).detach().clone()
+        # versions saved before calibration existed load as uncalibrated
+        if not self.restore and prefix + "calibration" not in state_dict:
+            state_dict[prefix + "calibration"] = self.calibration.detach().clone()
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 

@@ -127,7 +127,7 @@ class NoduleSolution(Solution):
         if spec["cube"] != data.cube:
             raise DataError(f"the model takes {spec['cube']}-voxel cubes; data.cube={data.cube}")
         if cfg.model.calibrate:  # once, after training: stored with the weights
-            calibrate(model, data, cfg.data.eval_batch_size, size=cfg.model.calibrate_size)
+            calibrate(model, data, cfg.data.eval_batch_size)
         return evaluate_nodule(model, data, cfg.data.eval_batch_size)
 
     def monitor(self, cfg: NoduleConfig, data: NoduleData) -> tuple[str, Literal["max", "min"]]:
