@@ -56,7 +56,7 @@ class Payloads:
     def __init__(self, items: list[Any], kind: str, repeat: float, seed: int) -> None:
         self.items, self.kind, self.repeat = items, kind, repeat
         self.tag = os.urandom(3).hex()  # this process's transaction ids are its own
-        self.rng = random.Random(seed)
+        self.rng, self.seed = random.Random(seed), seed  # one seed per load process
         self.hot = items[:HOT] if repeat else []
         self.fresh = items[HOT:] if repeat else items
         self.sent = 0
@@ -69,8 +69,8 @@ class Payloads:
         self.sent += 1
         item = self.fresh[k % len(self.fresh)]
         lap = k // len(self.fresh)
-        if lap and self.kind == "text":  # new content, so never a cache hit
-            item = {**item, "text": f"{item['text']} ({lap})"}
+        if (lap or self.seed) and self.kind == "text":  # new content, never a cache hit
+            item = {**item, "text": f"{item['text']} ({self.seed}.{lap})"}
         if self.kind == "fraud":
             item = {**item, "transaction_id": f"{item['transaction_id']}-{self.tag}-{k}"}
         return item, False
@@ -122,6 +122,8 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         elapsed = time.perf_counter() - began
+    if args.raw:  # for the parent, which pools several load processes
+        return {"elapsed": elapsed, "out": [[lat, status, rep] for _, lat, status, rep in out]}
     return summarize(out, elapsed, args.concurrency)
 
 
@@ -296,16 +298,36 @@ class Server:
 
 
 def generate_load(
-    url: str, requests: Path, kind: str, concurrency: int, seconds: float, repeat: float = 0.0
+    url: str,
+    requests: Path,
+    kind: str,
+    concurrency: int,
+    seconds: float,
+    repeat: float = 0.0,
+    procs: int = 1,
 ) -> dict[str, Any]:
-    """Run the load generator in its own process; its summary."""
-    cmd = [sys.executable, __file__, "load", "--url", url, "--requests", str(requests),
-           "--kind", kind, "--concurrency", str(concurrency), "--seconds", str(seconds),
-           "--repeat", str(repeat)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
-    if done.returncode:
-        raise SystemExit(f"the load generator failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Run the load generator as ``procs`` processes (at most one per client), the clients
+    shared among them, so that one client process's own cost does not cap the rate measured;
+    the summary of all their requests."""
+    procs = max(1, min(procs, concurrency))
+    shares = [concurrency // procs + (k < concurrency % procs) for k in range(procs)]
+    running = []
+    for k, share in enumerate(shares):
+        cmd = [sys.executable, __file__, "load", "--url", url, "--requests", str(requests),
+               "--kind", kind, "--concurrency", str(share), "--seconds", str(seconds),
+               "--repeat", str(repeat), "--seed", str(k), "--raw"]  # fmt: skip
+        running.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True))  # fmt: skip
+    out: list[tuple] = []
+    elapsed = 0.0
+    for process in running:
+        stdout, stderr = process.communicate(timeout=seconds + 120)
+        if process.returncode:
+            raise SystemExit(f"the load generator failed: {stderr[-2000:]}")
+        part = json.loads(stdout.strip().splitlines()[-1])
+        elapsed = max(elapsed, part["elapsed"])
+        out += [(0.0, lat, status, rep) for lat, status, rep in part["out"]]
+    return {**summarize(out, elapsed, concurrency), "load_processes": procs}
 
 
 BATCH_OFF = ["--max-batch-size", "1", "--max-wait-ms", "0"]
@@ -359,7 +381,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for level in sc["levels"]:
                     kind = sc["model"]
                     requests = work / f"{kind}.jsonl"
-                    result = generate_load(url, requests, kind, level, args.seconds, sc["repeat"])
+                    result = generate_load(url, requests, kind, level, args.seconds, sc["repeat"],
+                                           args.load_procs)  # fmt: skip
                     row = {k: v for k, v in sc.items() if k not in ("levels", "options")}
                     row.update(result, options=" ".join(sc["options"]))
                     if sc["part"] == "cache":
@@ -539,6 +562,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.add_argument("--repeat", type=float, default=0.0, help="share of hot repeated queries")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--client-timeout-s", type=float, default=60.0)
+        p.add_argument("--raw", action="store_true", help="every request's latency and status")
         return p.parse_args(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="benchmarks/results/serving_cpu", help="result path stem")
@@ -556,6 +580,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--defect-backbone", default="resnet50")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--keep", action="store_true", help="keep the work folder (models, logs)")
+    p.add_argument(
+        "--load-procs",
+        type=int,
+        default=1,
+        help="load generator processes sharing each window's clients (more on many cores)",
+    )
     p.add_argument("--commit", help="the commit measured (where the tree has no .git)")
     p.add_argument("--merge", help="an earlier result's JSON: keep its windows of other parts")
     args = p.parse_args(argv)

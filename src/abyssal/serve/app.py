@@ -428,25 +428,19 @@ async def _answer(
     ref, predictor, batcher = model.ref, model.predictor, model.batcher
     assert batcher is not None
     files = tuple(getattr(predictor, "file_fields", ()))
-    with tempfile.TemporaryDirectory(prefix="abyssal-upload-") as folder:
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        # uploads are saved to a private folder, read by parse, and deleted with it
+        with tempfile.TemporaryDirectory(prefix="abyssal-upload-") as folder:
             instances = await form_request(request, files, Path(folder), settings.max_body_bytes)
-        else:
-            instances = await json_requests(
-                request, files, settings.max_body_bytes, settings.allow_paths
-            )
-        if isinstance(instances, tuple):
-            return instances[0], error(*instances)
-        parsed = []
-        for index, item in enumerate(instances):
-            if not isinstance(item, Mapping):
-                return 422, error(422, f"request {index} is not a JSON object", index=index)
-            try:
-                parsed.append(predictor.parse(item))  # reads any uploaded file, here
-            except DataError as e:
-                return 422, error(422, e.reason, index=index, field=e.column)
-            except AbyssalError as e:
-                return 422, error(422, str(e), index=index)
+            parsed = _parse_all(predictor, instances)
+    else:  # no folder: making and removing one cost more than the rest of a small request
+        instances = await json_requests(
+            request, files, settings.max_body_bytes, settings.allow_paths
+        )
+        parsed = _parse_all(predictor, instances)
+    if isinstance(parsed, tuple):
+        status, message, *fields = parsed
+        return status, error(status, message, **(fields[0] if fields else {}))
     if model.stateful:  # the request travels with its parsed form, for the journal
         parsed = list(zip(instances, parsed, strict=True))
     results: list[Any] = [None] * len(parsed)
@@ -479,6 +473,25 @@ async def _answer(
             log.exception("predict failed on %s", ref, exc_info=result)
             return 500, error(500, f"{type(result).__name__} while predicting", index=index)
     return 200, json_response({"model": ref, "predictions": list(results)})
+
+
+def _parse_all(predictor: Any, instances: Any) -> list[Any] | tuple[Any, ...]:
+    """Each instance through ``predictor.parse`` (which reads any uploaded file), or the
+    refusal ``(status, message, **fields)`` of the first bad one (a tuple from the body
+    readers passes through)."""
+    if isinstance(instances, tuple):
+        return instances
+    parsed = []
+    for index, item in enumerate(instances):
+        if not isinstance(item, Mapping):
+            return 422, f"request {index} is not a JSON object", {"index": index}
+        try:
+            parsed.append(predictor.parse(item))
+        except DataError as e:
+            return 422, e.reason, {"index": index, "field": e.column}
+        except AbyssalError as e:
+            return 422, str(e), {"index": index}
+    return parsed
 
 
 def _check_canaries(model: ServedModel) -> None:
