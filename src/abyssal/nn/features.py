@@ -12,10 +12,12 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from abyssal.core.digest import content_digest
 
@@ -79,3 +81,18 @@ def answers_from_cache(
         for row, value in zip(rows, answer(vectors, rows), strict=True):
             out[row] = value
     return out
+
+
+def host_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` (a small head) as a CPU copy in eval mode, or itself when its weights are
+    already on the CPU: answers from cached vectors then never queue behind a batch's work on an
+    accelerator.
+
+    Example:
+        >>> head = torch.nn.Linear(4, 2)
+        >>> host_copy(head) is head
+        True
+    """
+    if all(p.device.type == "cpu" for p in module.parameters()):
+        return module
+    return copy.deepcopy(module).to("cpu").eval()

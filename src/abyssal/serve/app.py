@@ -445,11 +445,10 @@ async def _answer(
         parsed = list(zip(instances, parsed, strict=True))
     results: list[Any] = [None] * len(parsed)
     cached = getattr(predictor, "cache", None) is not None and hasattr(predictor, "predict_cached")
-    if cached and not model.stateful:  # requests whose features are cached: answered at once
-        try:
-            results = await batcher.call(predictor.predict_cached, parsed)
-        except QueueFull as e:  # this version was swapped out meanwhile
-            return 503, error(503, str(e), headers=_retry(e.retry_after))
+    if cached and not model.stateful:  # requests whose features are cached: answered at once,
+        # on a thread of their own (not behind the batch running on the batcher's), by the
+        # predictor's CPU copy of its head (not behind the batch's work on an accelerator)
+        results = await asyncio.to_thread(predictor.predict_cached, parsed)
     pending = [k for k, r in enumerate(results) if r is None]
     futures: list[asyncio.Future] = []
     try:

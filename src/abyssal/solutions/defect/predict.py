@@ -20,6 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch
 from abyssal.core.display import table
 from abyssal.core.errors import DataError
 from abyssal.data.images import IMAGE_EXTENSIONS, load_image
-from abyssal.nn.features import answers_from_cache, cached_features
+from abyssal.nn.features import answers_from_cache, cached_features, host_copy
 from abyssal.solutions.defect.images import list_unlabelled
 
 FIELDS = ("path", "class", "probability")
@@ -126,14 +127,19 @@ class DefectPredictor:
         """One response per item: the class, its probability and every class's probability."""
         return self.respond(items, self.probabilities(items))
 
+    @cached_property
+    def host_head(self) -> torch.nn.Module:
+        """The classification head on the CPU, for answers from cached features."""
+        return host_copy(self.model.head)
+
     def predict_cached(self, items: Sequence[ImageItem]) -> list[dict[str, Any] | None]:
         """The answers of the images whose features are cached (the head only), ``None`` for
         the others: a service answers those at once, without a batch."""
 
         @torch.no_grad()
         def answer(vectors: np.ndarray, rows: list[int]) -> list[dict[str, Any]]:
-            logits = self.model.head(torch.from_numpy(vectors).to(self.device))
-            probs = torch.softmax(logits.float(), dim=1).cpu()
+            logits = self.host_head(torch.from_numpy(vectors))  # on the CPU: no GPU queue
+            probs = torch.softmax(logits.float(), dim=1)
             return self.respond([items[r] for r in rows], probs)
 
         return answers_from_cache(self.cache, self.ref, [i.pixels for i in items], answer)

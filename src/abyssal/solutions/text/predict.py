@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 from abyssal.contracts.prediction import TablePredictionReport
 from abyssal.core.errors import DataError
 from abyssal.data.tables import write_table
-from abyssal.nn.features import answers_from_cache, cached_features
+from abyssal.nn.features import answers_from_cache, cached_features, host_copy
 from abyssal.nn.metrics import classification_metrics
 from abyssal.solutions.text.data import tokenize
 from abyssal.solutions.text.model import load_tokenizer
@@ -139,15 +140,19 @@ class TextPredictor:
     def predict(self, items: Sequence[TextItem]) -> list[dict[str, Any]]:
         return self.respond(self.probabilities([item.ids for item in items]))
 
+    @cached_property
+    def host_head(self) -> torch.nn.Module:
+        """The classification head on the CPU, for answers from cached embeddings."""
+        return host_copy(self.model.head)
+
     def predict_cached(self, items: Sequence[TextItem]) -> list[dict[str, Any] | None]:
         """The answers of the texts whose embeddings are cached (the head only), ``None`` for
         the others: a service answers those at once, without a batch."""
 
         @torch.no_grad()
         def answer(vectors: np.ndarray, rows: list[int]) -> list[dict[str, Any]]:
-            device = next(self.model.parameters()).device
-            logits = self.model.head(torch.from_numpy(vectors).to(device))
-            return self.respond(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            logits = self.host_head(torch.from_numpy(vectors))  # on the CPU: no GPU queue
+            return self.respond(torch.softmax(logits.float(), dim=1).numpy())
 
         return answers_from_cache(self.cache, self.ref, [item.ids for item in items], answer)
 
