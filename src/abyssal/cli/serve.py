@@ -25,7 +25,12 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch-size", type=_positive, default=32, help="requests per batch")
     p.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="longest a request waits for a batch"
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="longest a request waits for others to join its batch (default 0, as Triton's: a "
+        "request to an idle model runs at once, and batches form from what arrives while the "
+        "model is busy; a few ms can help under steady load)",
     )
     p.add_argument("--max-queue", type=_positive, default=1024, help="waiting requests before 503")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request timeout (504)")

@@ -476,8 +476,8 @@ async def _answer(
 
 def _parse_all(predictor: Any, instances: Any) -> list[Any] | tuple[Any, ...]:
     """Each instance through ``predictor.parse`` (which reads any uploaded file), or the
-    refusal ``(status, message, **fields)`` of the first bad one (a tuple from the body
-    readers passes through)."""
+    refusal ``(status, message, fields)`` of the first bad one; a refusal ``(status,
+    message)`` from the body readers passes through."""
     if isinstance(instances, tuple):
         return instances
     parsed = []
