@@ -1,0 +1,2 @@
+"""Pipelines: data validation, training, performance test, quality gate, deployment or
+retraining, as resumable steps (:mod:`abyssal.pipeline.dag`)."""
