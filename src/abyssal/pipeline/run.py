@@ -1,0 +1,120 @@
+"""Run a pipeline file: validate -> train -> performance test -> gate -> deploy, and on a
+refusal, retrain with the next attempt's overrides.
+
+Attempt k is the chain ``validate, train-k, perf-k, gate-k, deploy``. They share one state
+folder, so a rerun skips what finished unchanged (validation runs once for all attempts), and
+a run stopped by a crash resumes where it stopped. The run ends at the first attempt whose gate
+passes (deployed), when validation stops it, when a step fails, or when every attempt was
+refused; ``summary.json`` in the state folder says which and why.
+
+Example:
+    >>> result = run_pipeline(load_pipeline("pipelines/fraud.yaml"))  # doctest: +SKIP
+    >>> result.status, result.deployed  # doctest: +SKIP
+    ('deployed', 'fraud:4')
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from abyssal.core.atomic import write_text_atomic
+from abyssal.core.home import abyssal_home
+from abyssal.pipeline.dag import Pipeline, PipelineResult, StepResult
+from abyssal.pipeline.spec import PipelineConfig
+from abyssal.pipeline.steps import deploy_step, gate_step, perf_step, train_step, validate_step
+
+
+@dataclass
+class PipelineRun:
+    """How a pipeline run ended.
+
+    Attributes:
+        status: ``deployed``, ``stopped`` (validation refused the data), ``refused`` (every
+            attempt failed the gate), or ``failed`` (a step raised an error).
+        attempts: each attempt's result, in order.
+        deployed: the version the alias now points at, when deployed.
+        reason: one line on why it ended.
+        state: the state folder.
+    """
+
+    status: str
+    attempts: list[PipelineResult] = field(default_factory=list)
+    deployed: str | None = None
+    reason: str = ""
+    state: Path | None = None
+
+    def summary(self) -> str:
+        """What ran, attempt by attempt, and how it ended."""
+        lines = []
+        for k, attempt in enumerate(self.attempts):
+            lines.append(f"attempt {k}: {attempt.status}")
+            lines += [f"  {line}" for line in attempt.summary().splitlines()]
+        lines.append(f"{self.status}: {self.reason}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "deployed": self.deployed,
+            "reason": self.reason,
+            "attempts": [
+                {"status": a.status, "ended_by": a.ended_by,
+                 "steps": [_step_dict(s) for s in a.steps]}
+                for a in self.attempts
+            ],
+        }  # fmt: skip
+
+
+def _step_dict(step: StepResult) -> dict[str, Any]:
+    return {"name": step.name, "status": step.status, "seconds": round(step.seconds, 3),
+            "reason": step.reason, "outputs": step.outputs}  # fmt: skip
+
+
+def state_folder(cfg: PipelineConfig, home: str | Path | None = None) -> Path:
+    """Where a pipeline keeps its records: ``$ABYSSAL_HOME/pipelines/<name>``."""
+    return abyssal_home(home) / "pipelines" / cfg.name
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    *,
+    home: str | Path | None = None,
+    state: str | Path | None = None,
+    progress: Callable[[int, int, StepResult], None] | None = None,
+) -> PipelineRun:
+    """Run ``cfg`` (see the module's docstring); its records go to ``state`` (default
+    :func:`state_folder`)."""
+    folder = Path(state) if state is not None else state_folder(cfg, home)
+    out = PipelineRun("refused", state=folder)
+    started = time.time()
+    for attempt in range(1 + len(cfg.retrain.attempts)):
+        steps = [
+            validate_step(cfg, home),
+            train_step(cfg, attempt, home),
+            perf_step(cfg, attempt, home),
+            gate_step(cfg, attempt, home),
+            deploy_step(cfg, attempt, home),
+        ]
+        result = Pipeline(steps).run(folder, progress=progress)
+        out.attempts.append(result)
+        if result.status == "done":
+            out.status, out.deployed = "deployed", result.outputs["deploy"]["ref"]
+            out.reason = f"{out.deployed} passed the gate and is now {cfg.deploy.alias}"
+            break
+        ended = next(s for s in result.steps if s.name == result.ended_by)
+        if result.status == "failed":
+            out.status, out.reason = "failed", f"{ended.name} failed: {ended.reason}"
+            break
+        if ended.name == "validate":
+            out.status, out.reason = "stopped", f"validation stopped the run: {ended.reason}"
+            break
+        out.reason = f"every attempt was refused; the last: {ended.reason}"
+    seconds = time.time() - started
+    record = {**out.to_dict(), "pipeline": cfg.name, "started": started, "seconds": seconds}
+    write_text_atomic(folder / "summary.json", json.dumps(record, indent=1) + "\n")
+    return out

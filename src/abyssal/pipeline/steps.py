@@ -1,0 +1,331 @@
+"""The steps of ``abyssal pipeline``: validate the data, train, test performance, gate, deploy.
+
+Each function here builds one :class:`~abyssal.pipeline.dag.Step` of a :class:`PipelineConfig`;
+:func:`~abyssal.pipeline.run.run_pipeline` chains them and retries a refused version with the
+next retraining attempt. Validation and the gate end a run on purpose
+(:class:`~abyssal.pipeline.dag.StepStopped`), with a report naming what failed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from abyssal.core.config import load_config, resolve_paths
+from abyssal.core.errors import AbyssalError, ConfigError, DataError, StoreError
+from abyssal.core.home import using_home
+from abyssal.core.store import ModelStore
+from abyssal.data.checks import TableSchema, check_table, infer_schema
+from abyssal.data.drift import table_drift
+from abyssal.data.tables import read_table
+from abyssal.pipeline.dag import Step, StepContext, StepStopped
+from abyssal.pipeline.spec import GateRule, PipelineConfig
+
+PERF_METRICS = ("p50_ms", "p99_ms", "throughput", "size_mb", "cost_per_1000")
+"""What the performance test measures (gate rules may name them)."""
+
+
+def training_config(cfg: PipelineConfig, attempt: list[str]) -> Any:
+    """The solution's resolved training config for an attempt's extra overrides."""
+    from abyssal.solutions import get_solution
+
+    solution = get_solution(cfg.solution)
+    typed = load_config(solution.config_cls, cfg.config, [*cfg.overrides, *attempt])
+    return resolve_paths(typed)
+
+
+def _dotted(cfg: Any, key: str) -> Any:
+    value = cfg
+    for part in key.split("."):
+        if not hasattr(value, part):
+            raise ConfigError(f"validate.table: the training config has no key '{key}'")
+        value = getattr(value, part)
+    return value
+
+
+def production(store: ModelStore, cfg: PipelineConfig) -> Any:
+    """The version the deploy alias points at, or ``None`` (no model or no alias yet)."""
+    try:
+        if cfg.deploy.alias not in store.aliases(cfg.model):
+            return None
+        return store.resolve(f"{cfg.model}:{cfg.deploy.alias}")
+    except StoreError:
+        return None
+
+
+# -- validate --------------------------------------------------------------------------------
+
+
+def validate_step(cfg: PipelineConfig, home: str | Path | None) -> Step:
+    """Check the training table (:func:`abyssal.data.checks.check_table`) against what the
+    pipeline asks and, when a production version exists, against the table it was trained on
+    (schema and drift)."""
+    train_cfg = training_config(cfg, [])
+    table = _dotted(train_cfg, cfg.validate.table)
+
+    def run(ctx: StepContext) -> dict[str, Any]:
+        path = Path(str(table)) if table else None
+        if path is None or not path.is_file():
+            return {"table": str(table), "checked": False, "why": "not a table file"}
+        frame = read_table(path)
+        with using_home(home):
+            current = production(ModelStore(), cfg)
+        reference = _reference_table(current, cfg)
+        schema = _schema(frame if reference is None else reference, cfg)
+        report = check_table(frame, schema, source=str(path))
+        out: dict[str, Any] = {
+            "table": str(path),
+            "checked": True,
+            "rows": report.rows,
+            "errors": len(report.errors),
+            "warnings": len(report.warnings),
+            "reference": None if current is None else current.ref,
+        }
+        (ctx.folder / "checks.json").write_text(json.dumps(report.to_dict(), indent=1))
+        (ctx.folder / "checks.txt").write_text(report.summary() + "\n")
+        drifted: list[str] = []
+        if reference is not None and cfg.validate.drift:
+            try:  # cells the checks refused are left out of the comparison
+                drift = table_drift(reference, _readable(frame, report, schema),
+                                    psi_threshold=cfg.validate.psi)  # fmt: skip
+            except DataError as e:
+                out["drift_error"] = str(e)
+            else:
+                (ctx.folder / "drift.json").write_text(json.dumps(drift.to_dict(), indent=1))
+                (ctx.folder / "drift.txt").write_text(drift.summary() + "\n")
+                drifted = list(drift.drifted)
+                compared = max(1, len(drift.features))
+                out.update(drifted=drifted, drifted_share=round(len(drifted) / compared, 4))
+        problems = [f"{f.column or 'table'}: {f.message}" for f in report.errors]
+        if drifted and out["drifted_share"] > cfg.validate.max_drifted:
+            problems.append(
+                f"{len(drifted)} feature(s) drifted from the production version's data "
+                f"({out['drifted_share']:.0%} > {cfg.validate.max_drifted:.0%}): "
+                + ", ".join(drifted[:5])
+            )
+        if problems:
+            shown = "; ".join(problems[:4]) + ("; ..." if len(problems) > 4 else "")
+            raise StepStopped(
+                f"{len(problems)} problem(s) in {path.name}: {shown}",
+                {"checks": report.to_dict(), "drifted": drifted},
+            )
+        return out
+
+    files = (str(table),) if table and Path(str(table)).exists() else ()
+    return Step("validate", run, inputs={"validate": _plain(cfg.validate)}, files=files)
+
+
+def _readable(frame: Any, report: Any, schema: TableSchema) -> Any:
+    """``frame`` with the cells of number columns that do not read as numbers made missing
+    (the checks named them), so that drift compares what can be compared."""
+    import pandas as pd
+
+    wrong = {f.column for f in report.errors if f.check == "dtype"}
+    out = frame.copy()
+    for column in schema.columns:
+        if column.name in wrong and column.kind in ("number", "integer"):
+            out[column.name] = pd.to_numeric(out[column.name], errors="coerce")
+    return out
+
+
+def _reference_table(version: Any, cfg: PipelineConfig) -> Any:
+    """The table ``version`` was trained on, if its config names one that is still there."""
+    if version is None:
+        return None
+    value: Any = version.config.get("solution_config", version.config)  # as training saved it
+    for part in cfg.validate.table.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if not value or not Path(str(value)).is_file():
+        return None
+    return read_table(Path(str(value)))
+
+
+def _schema(reference: Any, cfg: PipelineConfig) -> TableSchema:
+    """Expectations learnt from ``reference``, with the pipeline's own limits."""
+    v = cfg.validate
+    learnt = infer_schema(reference, label=v.label, keys=v.keys, margin=0.5, missing_margin=0.05)
+    columns = tuple(
+        replace(c, max_missing=min(c.max_missing, v.max_missing)) for c in learnt.columns
+    )
+    return TableSchema(
+        columns,
+        keys=learnt.keys,
+        label=learnt.label,
+        label_classes=learnt.label_classes,
+        min_label_share=max(learnt.min_label_share, v.min_label_share),
+        min_rows=v.min_rows,
+        severity=dict(learnt.severity),
+    )
+
+
+# -- train, performance test -------------------------------------------------------------------
+
+
+def train_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Step:
+    """Train with the attempt's overrides (attempt 0: the pipeline's config as it is) and
+    register the version under the pipeline's model name."""
+    extra = [] if attempt == 0 else list(cfg.retrain.attempts[attempt - 1])
+
+    def run(ctx: StepContext) -> dict[str, Any]:
+        from abyssal.train.api import train
+
+        out = train(cfg.solution, cfg.config, [*cfg.overrides, *extra], model_name=cfg.model,
+                    home=home)  # fmt: skip
+        if out is None:
+            raise AbyssalError("training returned no version (not the main process)")
+        metrics = {k: float(v) for k, v in out.metrics.items() if _number(v)}
+        return {"ref": out.version.ref, "overrides": extra, "metrics": metrics}
+
+    inputs = {"config": cfg.config, "overrides": [*cfg.overrides, *extra], "model": cfg.model}
+    files = (cfg.config,) if cfg.config else ()
+    return Step(f"train-{attempt}", run, needs=("validate",), inputs=inputs, files=files)
+
+
+def perf_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Step:
+    """Latency and throughput at the serving batch size, size on disk, cost per 1,000."""
+
+    def run(ctx: StepContext) -> dict[str, Any]:
+        ref = ctx.outputs[f"train-{attempt}"]["ref"]
+        return performance(ref, cfg, home)
+
+    inputs = {"perf": _plain(cfg.perf)}
+    return Step(f"perf-{attempt}", run, needs=(f"train-{attempt}",), inputs=inputs)
+
+
+def performance(ref: str, cfg: PipelineConfig, home: str | Path | None) -> dict[str, float]:
+    """Time the version's network on real inputs from its data (``perf.batch`` items per
+    call), and price it: ``cost_per_1000 = price_per_hour / 3600 / throughput x 1000``."""
+    from abyssal.optimize.measure import measure
+    from abyssal.solutions.loading import load_model
+
+    with using_home(home):
+        loaded = load_model(ref, device=cfg.perf.device)
+    data = loaded.solution.prepare(loaded.cfg)
+    model = loaded.model.eval()
+
+    def inputs(seed: int) -> tuple[Any, ...]:
+        got = loaded.solution.model_inputs(loaded.cfg, data, cfg.perf.batch, seed)
+        return tuple(x.to(cfg.perf.device) if hasattr(x, "to") else x for x in got)
+
+    timing = measure(model, inputs, cfg.perf.batch, device=cfg.perf.device, reps=cfg.perf.reps,
+                     budget_s=10.0)  # fmt: skip
+    size = sum(a.size or 0 for a in loaded.version.artifacts) / 1e6
+    cost = cfg.perf.price_per_hour / 3600 / timing.throughput * 1000
+    return {
+        "p50_ms": round(timing.p50_ms, 4),
+        "p99_ms": round(timing.p99_ms, 4),
+        "throughput": round(timing.throughput, 2),
+        "size_mb": round(size, 3),
+        "cost_per_1000": round(cost, 6),
+        "batch": cfg.perf.batch,
+        "calls": timing.calls,
+    }
+
+
+# -- gate, deploy ------------------------------------------------------------------------------
+
+
+def gate_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Step:
+    """Every rule of ``gate.rules`` on the trained version's metrics and its performance, and
+    against the production version's metrics; a failed rule stops the run (and leads to the
+    next retraining attempt)."""
+    train, perf = f"train-{attempt}", f"perf-{attempt}"
+
+    def run(ctx: StepContext) -> dict[str, Any]:
+        measured = {**ctx.outputs[train]["metrics"], **ctx.outputs[perf]}
+        with using_home(home):
+            current = production(ModelStore(), cfg)
+        baseline = {} if current is None else {
+            **{k: float(v) for k, v in current.metrics.items() if _number(v)},
+            **_recorded_perf(ctx, current.ref),
+        }  # fmt: skip
+        checks = [judge(rule, measured, baseline) for rule in cfg.gate.rules]
+        failed = [c for c in checks if not c["passed"]]
+        (ctx.folder / "gate.json").write_text(json.dumps(checks, indent=1))
+        report = {"checks": checks, "production": None if current is None else current.ref}
+        if failed:
+            raise StepStopped(
+                f"{ctx.outputs[train]['ref']} failed {len(failed)} of {len(checks)} gate rule(s): "
+                + "; ".join(c["why"] for c in failed),
+                report,
+            )
+        return {"ref": ctx.outputs[train]["ref"], **report}
+
+    inputs = {"rules": [_plain(r) for r in cfg.gate.rules], "alias": cfg.deploy.alias}
+    return Step(f"gate-{attempt}", run, needs=(train, perf), inputs=inputs)
+
+
+def _recorded_perf(ctx: StepContext, ref: str) -> dict[str, float]:
+    """Production's performance figures, when an earlier run of this pipeline measured them
+    (kept beside the state: perf/<ref>.json)."""
+    path = ctx.folder.parent.parent / "perf" / f"{ref.replace(':', '@')}.json"
+    try:
+        return {k: float(v) for k, v in json.loads(path.read_text()).items() if _number(v)}
+    except (OSError, ValueError):
+        return {}
+
+
+def judge(rule: GateRule, measured: dict[str, float], baseline: dict[str, float]) -> dict:
+    """One rule on the measured metrics: ``{metric, value, passed, why, ...}``; a metric the
+    version does not have fails the rule (named, with the metrics it has)."""
+    value = measured.get(rule.metric)
+    out: dict[str, Any] = {"metric": rule.metric, "value": value, "passed": True, "why": ""}
+    if value is None or not math.isfinite(value):
+        have = ", ".join(sorted(measured)[:12])
+        out.update(passed=False, why=f"{rule.metric}: not measured (measured: {have})")
+        return out
+    problems = []
+    if rule.min is not None and value < rule.min:
+        problems.append(f"{rule.metric} {value:.4g} < min {rule.min:g}")
+    if rule.max is not None and value > rule.max:
+        problems.append(f"{rule.metric} {value:.4g} > max {rule.max:g}")
+    before = baseline.get(rule.metric)
+    if before is not None:
+        out["production"] = before
+        if rule.max_drop is not None and value < before - rule.max_drop:
+            problems.append(
+                f"{rule.metric} {value:.4g} is {before - value:.4g} below production's "
+                f"{before:.4g} (max drop {rule.max_drop:g})"
+            )
+        if rule.max_rise is not None and value > before + rule.max_rise:
+            problems.append(
+                f"{rule.metric} {value:.4g} is {value - before:.4g} above production's "
+                f"{before:.4g} (max rise {rule.max_rise:g})"
+            )
+    if problems:
+        out.update(passed=False, why="; ".join(problems))
+    return out
+
+
+def deploy_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Step:
+    """Point the deploy alias at the version that passed (services following it swap)."""
+    gate, perf = f"gate-{attempt}", f"perf-{attempt}"
+
+    def run(ctx: StepContext) -> dict[str, Any]:
+        ref = ctx.outputs[gate]["ref"]
+        with using_home(home):
+            store = ModelStore()
+            before = production(store, cfg)
+            version = store.resolve(ref)
+            store.set_alias(cfg.model, cfg.deploy.alias, version.version)
+        folder = ctx.folder.parent.parent / "perf"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{ref.replace(':', '@')}.json").write_text(json.dumps(ctx.outputs[perf]))
+        return {"ref": ref, "alias": cfg.deploy.alias,
+                "previous": None if before is None else before.ref}  # fmt: skip
+
+    return Step("deploy", run, needs=(gate, perf), inputs={"alias": cfg.deploy.alias})
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plain(section: Any) -> Any:
+    """A config section as plain data (for fingerprints)."""
+    from abyssal.core.config import config_to_dict
+
+    return config_to_dict(section)
