@@ -114,7 +114,13 @@ def test_cli_runs_skips_what_finished_and_shows(demo: Path, capsys, monkeypatch)
     out = capsys.readouterr().out
     assert "[2/5] train-0: done" in out and "fraud-daily: deployed" in out
     assert main(["pipeline", "run", str(demo / "pipeline.yaml")]) == 0
+    out = capsys.readouterr().out  # production is new: validation and the gate compare with it
+    assert "[1/5] validate: done" in out and "[4/5] gate-0: done" in out
+    assert "[2/5] train-0: unchanged since the last run, skipped" in out  # nothing retrained
+    assert main(["pipeline", "run", str(demo / "pipeline.yaml")]) == 0
     out = capsys.readouterr().out
     assert out.count("unchanged since the last run, skipped") == 5
     assert main(["pipeline", "show", "fraud-daily"]) == 0
-    assert "fraud-daily: deployed" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "fraud-daily: deployed" in shown and "pass test_auprc" in shown
+    assert "items/s" in shown and "drifted from fraud:1: none" in shown

@@ -200,3 +200,20 @@ def test_progress_sees_each_step_start_and_end(tmp_path: Path) -> None:
         tmp_path, progress=lambda k, n, r: seen.append((k, n, r.name, r.status))
     )
     assert [s[3] for s in seen] == ["skipped"] * 3  # nothing to start
+
+
+def test_after_orders_steps_without_defining_them(tmp_path: Path) -> None:
+    calls = Calls()
+    note = {"text": "a"}
+    steps = [
+        calls.step("check", lambda c: {"note": note["text"]}),
+        calls.step("train", lambda c: {"ok": True}, after=("check",)),
+    ]
+    assert Pipeline(list(reversed(steps))).order == ["check", "train"]
+    Pipeline(steps).run(tmp_path)
+    note["text"] = "b"  # check's outputs change, train does not depend on them
+    steps[0] = calls.step("check", lambda c: {"note": note["text"]}, inputs={"v": 2})
+    result = Pipeline(steps).run(tmp_path)
+    assert [r.status for r in result.steps] == ["done", "skipped"]
+    with pytest.raises(ConfigError, match="needs"):
+        Pipeline([Step("a", lambda c: {}, after=("zzz",))])

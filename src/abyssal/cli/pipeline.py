@@ -64,4 +64,36 @@ def cmd_pipeline_show(args: argparse.Namespace) -> int:
         for step in attempt["steps"]:
             why = f": {step['reason']}" if step["reason"] else ""
             print(f"  {step['name']}: {step['status']}{why}")
+            for line in _details(step["name"], step.get("outputs") or {}):
+                print(f"      {line}")
+    print(f"records: {folder}")
     return 0
+
+
+def _details(name: str, outputs: dict) -> list[str]:
+    """The facts a person looks for in a step's outputs."""
+    kind = name.split("-")[0]
+    if kind == "validate" and outputs.get("checked"):
+        drift = outputs.get("drifted")
+        line = f"{outputs['rows']} rows, {outputs['errors']} errors, {outputs['warnings']} warnings"
+        if drift is not None:
+            line += f"; drifted from {outputs['reference']}: {', '.join(drift) or 'none'}"
+        return [line]
+    if kind == "train" and outputs:
+        metrics = outputs.get("metrics", {})
+        shown = [f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("test_")][:4]
+        extra = f" with {' '.join(outputs['overrides'])}" if outputs.get("overrides") else ""
+        return [f"{outputs['ref']}{extra}: {'  '.join(shown)}"]
+    if kind == "perf" and outputs:
+        return [
+            f"batch {outputs['batch']}: p50 {outputs['p50_ms']:.3g} ms, p99 {outputs['p99_ms']:.3g}"
+            f" ms, {outputs['throughput']:.4g} items/s, {outputs['size_mb']:.3g} MB, "
+            f"{outputs['cost_per_1000']:.3g} per 1,000"
+        ]
+    if kind == "gate" and outputs:
+        return [
+            f"{'pass' if c['passed'] else 'FAIL'} {c['metric']} = {c['value']}"
+            + (f" (production {c['production']})" if "production" in c else "")
+            for c in outputs.get("checks", [])
+        ]
+    return []

@@ -93,7 +93,10 @@ class Step:
     Attributes:
         name: unique in its pipeline (letters, digits, ``-`` and ``_``).
         run: ``context -> outputs``: a mapping of plain JSON-able data.
-        needs: the names of the steps whose outputs it reads (they run first).
+        needs: the names of the steps whose outputs it reads (they run first, and their
+            outputs are part of its fingerprint).
+        after: steps that must finish first without their outputs defining this one (an
+            ordering only: validation before training).
         inputs: plain JSON-able parameters that define the step (a config section); changing
             them re-runs it.
         files: files or folders whose content defines the step (data, a config file).
@@ -102,6 +105,7 @@ class Step:
     name: str
     run: Callable[[StepContext], Mapping[str, Any]]
     needs: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
     inputs: Mapping[str, Any] = field(default_factory=dict)
     files: tuple[str | Path, ...] = ()
 
@@ -160,7 +164,7 @@ class Pipeline:
                 raise ConfigError(f"two steps are named {step.name!r}")
             self.steps[step.name] = step
         for step in steps:
-            unknown = [n for n in step.needs if n not in self.steps]
+            unknown = [n for n in (*step.needs, *step.after) if n not in self.steps]
             if unknown:
                 raise ConfigError(
                     f"step {step.name!r} needs {unknown}, which no step is named; steps: "
@@ -232,7 +236,7 @@ def _topological(steps: Mapping[str, Step]) -> list[str]:
     order: list[str] = []
     placed: set[str] = set()
     while len(order) < len(steps):
-        ready = [n for n, s in steps.items() if n not in placed and set(s.needs) <= placed]
+        ready = [n for n, s in steps.items() if n not in placed and {*s.needs, *s.after} <= placed]
         if not ready:
             stuck = [n for n in steps if n not in placed]
             raise ConfigError(f"the steps {stuck} depend on each other in a cycle")

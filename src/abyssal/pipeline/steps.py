@@ -115,7 +115,16 @@ def validate_step(cfg: PipelineConfig, home: str | Path | None) -> Step:
         return out
 
     files = (str(table),) if table and Path(str(table)).exists() else ()
-    return Step("validate", run, inputs={"validate": _plain(cfg.validate)}, files=files)
+    inputs = {"validate": _plain(cfg.validate), "production": _production_ref(cfg, home)}
+    return Step("validate", run, inputs=inputs, files=files)
+
+
+def _production_ref(cfg: PipelineConfig, home: str | Path | None) -> str | None:
+    """The deployed version's ref now: validation and the gate compare with it, so a new
+    production version makes them run again."""
+    with using_home(home):
+        current = production(ModelStore(), cfg)
+    return None if current is None else current.ref
 
 
 def _readable(frame: Any, report: Any, schema: TableSchema) -> Any:
@@ -180,8 +189,10 @@ def train_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> St
         return {"ref": out.version.ref, "overrides": extra, "metrics": metrics}
 
     inputs = {"config": cfg.config, "overrides": [*cfg.overrides, *extra], "model": cfg.model}
-    files = (cfg.config,) if cfg.config else ()
-    return Step(f"train-{attempt}", run, needs=("validate",), inputs=inputs, files=files)
+    table = _dotted(training_config(cfg, extra), cfg.validate.table)
+    files = tuple(str(f) for f in (cfg.config, table) if f and Path(str(f)).exists())
+    # after validation, but defined by the config and the data alone (not by what it compared)
+    return Step(f"train-{attempt}", run, after=("validate",), inputs=inputs, files=files)
 
 
 def perf_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Step:
@@ -254,7 +265,11 @@ def gate_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Ste
             )
         return {"ref": ctx.outputs[train]["ref"], **report}
 
-    inputs = {"rules": [_plain(r) for r in cfg.gate.rules], "alias": cfg.deploy.alias}
+    inputs = {
+        "rules": [_plain(r) for r in cfg.gate.rules],
+        "alias": cfg.deploy.alias,
+        "production": _production_ref(cfg, home),
+    }
     return Step(f"gate-{attempt}", run, needs=(train, perf), inputs=inputs)
 
 
