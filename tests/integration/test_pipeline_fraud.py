@@ -102,6 +102,9 @@ def test_deploy_then_stop_on_bad_data_then_refuse_and_retrain(demo: Path) -> Non
     assert "below production's" in why
     assert third.status in ("deployed", "refused")
     summary = json.loads((state / "summary.json").read_text())
+    html = third.report.read_text()  # the report of the last run: both attempts, the refusal
+    assert third.report == state / "report.html" and html.count("<svg") >= 3
+    assert "below production" in html and "gate-1" in html
     assert summary["status"] == third.status and len(summary["attempts"]) == 2
     with using_home(home):
         production = ModelStore().resolve("fraud:production").ref

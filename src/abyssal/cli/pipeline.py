@@ -44,6 +44,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     out = run_pipeline(cfg, state=args.state, progress=progress)
     print(f"\n{cfg.name}: {out.status}: {out.reason}")
     print(f"records: {out.state}")
+    print(f"report: {out.report}")
     return 0 if out.status == "deployed" else 1
 
 
@@ -67,6 +68,8 @@ def cmd_pipeline_show(args: argparse.Namespace) -> int:
             for line in _details(step["name"], step.get("outputs") or {}):
                 print(f"      {line}")
     print(f"records: {folder}")
+    if (folder / "report.html").is_file():
+        print(f"report: {folder / 'report.html'}")
     return 0
 
 

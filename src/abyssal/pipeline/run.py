@@ -5,7 +5,8 @@ Attempt k is the chain ``validate, train-k, perf-k, gate-k, deploy``. They share
 folder, so a rerun skips what finished unchanged (validation runs once for all attempts), and
 a run stopped by a crash resumes where it stopped. The run ends at the first attempt whose gate
 passes (deployed), when validation stops it, when a step fails, or when every attempt was
-refused; ``summary.json`` in the state folder says which and why.
+refused; ``summary.json`` in the state folder says which and why, and ``report.html``
+(:mod:`abyssal.pipeline.report`) shows it with charts.
 
 Example:
     >>> result = run_pipeline(load_pipeline("pipelines/fraud.yaml"))  # doctest: +SKIP
@@ -25,6 +26,7 @@ from typing import Any
 from abyssal.core.atomic import write_text_atomic
 from abyssal.core.home import abyssal_home
 from abyssal.pipeline.dag import Pipeline, PipelineResult, StepResult
+from abyssal.pipeline.report import write_report
 from abyssal.pipeline.spec import PipelineConfig
 from abyssal.pipeline.steps import deploy_step, gate_step, perf_step, train_step, validate_step
 
@@ -40,6 +42,7 @@ class PipelineRun:
         deployed: the version the alias now points at, when deployed.
         reason: one line on why it ended.
         state: the state folder.
+        report: the HTML report of the run (``report.html`` in the state folder).
     """
 
     status: str
@@ -47,6 +50,7 @@ class PipelineRun:
     deployed: str | None = None
     reason: str = ""
     state: Path | None = None
+    report: Path | None = None
 
     def summary(self) -> str:
         """What ran, attempt by attempt, and how it ended."""
@@ -117,4 +121,5 @@ def run_pipeline(
     seconds = time.time() - started
     record = {**out.to_dict(), "pipeline": cfg.name, "started": started, "seconds": seconds}
     write_text_atomic(folder / "summary.json", json.dumps(record, indent=1) + "\n")
+    out.report = write_report(folder)
     return out

@@ -52,6 +52,10 @@ class ValidateConfig:
     drift: bool = field(
         True, help="compare with the table the production version was trained on (PSI, KS)"
     )
+    ignore: list[str] = field(
+        default_factory=list,
+        help="columns left out of drift (a timestamp always moves; ids are left out anyway)",
+    )
     psi: float = field(0.25, help="a feature with a PSI above this has drifted")
     max_drifted: float = field(
         0.5,

@@ -89,7 +89,9 @@ def validate_step(cfg: PipelineConfig, home: str | Path | None) -> Step:
         drifted: list[str] = []
         if reference is not None and cfg.validate.drift:
             try:  # cells the checks refused are left out of the comparison
-                drift = table_drift(reference, _readable(frame, report, schema),
+                ignored = [c for c in cfg.validate.ignore if c in frame.columns]
+                drift = table_drift(reference.drop(columns=ignored, errors="ignore"),
+                                    _readable(frame, report, schema).drop(columns=ignored),
                                     psi_threshold=cfg.validate.psi)  # fmt: skip
             except DataError as e:
                 out["drift_error"] = str(e)
