@@ -83,6 +83,25 @@ def answers_from_cache(
     return out
 
 
+def head_answers(
+    cache: Any,
+    version: str,
+    contents: Sequence[Any],
+    head: torch.nn.Module,
+    respond: Callable[[list[int], torch.Tensor], list[Any]],
+) -> list[Any]:
+    """:func:`answers_from_cache` through a classification ``head`` (e.g. its
+    :func:`host_copy`): ``respond(rows, class probabilities)`` answers the cached contents,
+    ``None`` stands for the others."""
+
+    @torch.no_grad()
+    def answer(vectors: np.ndarray, rows: list[int]) -> list[Any]:
+        logits = head(torch.from_numpy(vectors))
+        return respond(rows, torch.softmax(logits.float(), dim=1))
+
+    return answers_from_cache(cache, version, contents, answer)
+
+
 def host_copy(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` (a small head) as a CPU copy in eval mode, or itself when its weights are
     already on the CPU: answers from cached vectors then never queue behind a batch's work on an

@@ -30,7 +30,7 @@ import torch
 from abyssal.core.display import table
 from abyssal.core.errors import DataError
 from abyssal.data.images import IMAGE_EXTENSIONS, load_image
-from abyssal.nn.features import answers_from_cache, cached_features, host_copy
+from abyssal.nn.features import cached_features, head_answers, host_copy
 from abyssal.solutions.defect.images import list_unlabelled
 
 FIELDS = ("path", "class", "probability")
@@ -134,15 +134,15 @@ class DefectPredictor:
 
     def predict_cached(self, items: Sequence[ImageItem]) -> list[dict[str, Any] | None]:
         """The answers of the images whose features are cached (the head only), ``None`` for
-        the others: a service answers those at once, without a batch."""
+        the others: a service answers those at once, without a batch (the head's CPU copy: no
+        GPU queue)."""
 
-        @torch.no_grad()
-        def answer(vectors: np.ndarray, rows: list[int]) -> list[dict[str, Any]]:
-            logits = self.host_head(torch.from_numpy(vectors))  # on the CPU: no GPU queue
-            probs = torch.softmax(logits.float(), dim=1)
+        def respond(rows: list[int], probs: torch.Tensor) -> list[dict[str, Any]]:
             return self.respond([items[r] for r in rows], probs)
 
-        return answers_from_cache(self.cache, self.ref, [i.pixels for i in items], answer)
+        return head_answers(
+            self.cache, self.ref, [i.pixels for i in items], self.host_head, respond
+        )
 
     def respond(self, items: Sequence[ImageItem], probs: torch.Tensor) -> list[dict[str, Any]]:
         """One response per item and row of class probabilities."""

@@ -26,7 +26,7 @@ import torch
 from abyssal.contracts.prediction import TablePredictionReport
 from abyssal.core.errors import DataError
 from abyssal.data.tables import write_table
-from abyssal.nn.features import answers_from_cache, cached_features, host_copy
+from abyssal.nn.features import cached_features, head_answers, host_copy
 from abyssal.nn.metrics import classification_metrics
 from abyssal.solutions.text.data import tokenize
 from abyssal.solutions.text.model import load_tokenizer
@@ -147,14 +147,10 @@ class TextPredictor:
 
     def predict_cached(self, items: Sequence[TextItem]) -> list[dict[str, Any] | None]:
         """The answers of the texts whose embeddings are cached (the head only), ``None`` for
-        the others: a service answers those at once, without a batch."""
-
-        @torch.no_grad()
-        def answer(vectors: np.ndarray, rows: list[int]) -> list[dict[str, Any]]:
-            logits = self.host_head(torch.from_numpy(vectors))  # on the CPU: no GPU queue
-            return self.respond(torch.softmax(logits.float(), dim=1).numpy())
-
-        return answers_from_cache(self.cache, self.ref, [item.ids for item in items], answer)
+        the others: a service answers those at once, without a batch (the head's CPU copy: no
+        GPU queue)."""
+        return head_answers(self.cache, self.ref, [item.ids for item in items], self.host_head,
+                            lambda rows, probs: self.respond(probs.numpy()))  # fmt: skip
 
 
 def _has_params(model: torch.nn.Module) -> bool:
