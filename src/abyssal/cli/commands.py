@@ -14,7 +14,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
     """Add every verb to the CLI."""
     from abyssal.cli.finetune import add_finetune, add_merge
     from abyssal.cli.pipeline import add_pipeline
-    from abyssal.cli.serve import add_keys, add_serve
+    from abyssal.cli.serve import add_alert_rules, add_keys, add_serve
 
     for add in (
         _solutions,
@@ -28,6 +28,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
         _optimize,
         add_serve,
         add_keys,
+        add_alert_rules,
         add_pipeline,
         _models,
         _runs,

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from abyssal.serve.monitor import MonitorSettings
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
@@ -89,7 +93,96 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "thread may keep the interpreter before the HTTP thread gets it back (Python's "
         "default is 5 ms, which a request then waits at every turn)",
     )
+    m = p.add_argument_group(
+        "monitoring", "watch inputs, outputs, latency and errors (GET /v1/monitor, /metrics)"
+    )
+    m.add_argument(
+        "--monitor",
+        action="store_true",
+        help="compare each model's recent requests with the table it was trained on (or its "
+        "first requests) and its predictions with its first ones; alert on drift, latency and "
+        "errors",
+    )
+    _monitor_options(m)
+    m.add_argument(
+        "--alert-webhook",
+        metavar="URL",
+        help="POST alerts here as Alertmanager does (e.g. `abyssal pipeline webhook`'s "
+        "http://127.0.0.1:9095/alerts, which can start the pipeline)",
+    )
+    m.add_argument("--alert-every-s", type=float, default=15.0, help="seconds between checks")
+    m.add_argument(
+        "--monitor-window", type=_positive, default=1000, help="recent requests compared"
+    )
+    m.add_argument(
+        "--monitor-reference",
+        type=_positive,
+        default=500,
+        help="first requests (and answers) that make the reference when there is no training table",
+    )
+    m.add_argument(
+        "--monitor-ignore",
+        default="",
+        metavar="FIELDS",
+        help="request and prediction fields left out of drift, comma-separated (e.g. "
+        "timestamp,latency_ms)",
+    )
     p.set_defaults(handler=cmd_serve)
+
+
+def _monitor_options(group: argparse._ArgumentGroup) -> None:
+    """The alert limits, shared by ``serve`` and ``alert-rules``."""
+    group.add_argument(
+        "--alert-psi", type=float, default=0.25, help="PSI from which a field drifted (0.25)"
+    )
+    group.add_argument(
+        "--alert-p99-ms", type=float, default=1000.0, help="latency alert: p99 over this"
+    )
+    group.add_argument(
+        "--alert-error-rate", type=float, default=0.05, help="error alert: failed share over this"
+    )
+
+
+def monitor_settings(args: argparse.Namespace) -> MonitorSettings:
+    """The monitor's settings from ``serve`` / ``alert-rules`` arguments."""
+    from abyssal.serve.monitor import MonitorSettings
+
+    window = getattr(args, "monitor_window", 1000)
+    return MonitorSettings(
+        window=window,
+        reference_size=getattr(args, "monitor_reference", 500),
+        min_samples=min(200, window),
+        psi=args.alert_psi,
+        prediction_psi=args.alert_psi,
+        p99_ms=args.alert_p99_ms,
+        error_rate=args.alert_error_rate,
+        interval_s=getattr(args, "alert_every_s", 15.0),
+        webhook=getattr(args, "alert_webhook", None),
+        ignore=tuple(f for f in getattr(args, "monitor_ignore", "").split(",") if f),
+    )
+
+
+def add_alert_rules(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "alert-rules", help="Prometheus alerting rules for a monitored service (YAML)"
+    )
+    _monitor_options(p)
+    p.add_argument("--for", dest="for_", default="5m", help="how long a condition holds first")
+    p.add_argument("--out", metavar="FILE", help="write here (default: print)")
+    p.set_defaults(handler=cmd_alert_rules)
+
+
+def cmd_alert_rules(args: argparse.Namespace) -> int:
+    from abyssal.core.atomic import write_text_atomic
+    from abyssal.serve.monitor import alert_rules
+
+    text = alert_rules(monitor_settings(args), for_=args.for_)
+    if args.out:
+        write_text_atomic(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -120,6 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keys=keys,
         allow_paths=args.allow_paths,
         cache=cache,
+        monitor=monitor_settings(args) if args.monitor or args.alert_webhook else None,
     )
     if args.snapshot_every < 0:
         raise ConfigError(f"--snapshot-every must be >= 0, got {args.snapshot_every}")
@@ -139,6 +233,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{model.ref}: POST http://{args.host}:{args.port}/v1/models/{model.name}/predict")
         for canary in model.canaries:
             print(f"  {canary.ref}: canary, {canary.share:.0%} of {model.name}'s requests")
+    if settings.monitor is not None:
+        where = settings.monitor.webhook or "the log only (no --alert-webhook)"
+        print(f"monitor: GET http://{args.host}:{args.port}/v1/monitor; alerts to {where}")
     _json_logs()
     sys.setswitchinterval(args.switch_ms / 1000)
     # our JSON line per request names what uvicorn's access line would, and more

@@ -530,3 +530,20 @@ __all__ = [
     "validate_columns",
     "write_table",
 ]
+
+
+def trained_table(config: Any, key: str = "data.path") -> Path | None:
+    """The table file a model version was trained on: the ``key`` (dotted) of its config as
+    training saved it (``solution_config``), when that names a file still on disk; else
+    ``None`` (an image folder, a moved file, a solution without one)."""
+    value: Any = config.get("solution_config", config) if isinstance(config, dict) else None
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if not value or not isinstance(value, str | os.PathLike):
+        return None
+    path = Path(value)
+    try:
+        table_format(path)
+    except DataError:
+        return None
+    return path if path.is_file() else None

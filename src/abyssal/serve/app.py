@@ -11,7 +11,11 @@ Endpoints:
   fields, e.g. ``{"text": "..."}``) or ``{"instances": [request, ...]}``. The answer is
   ``{"model": version, "predictions": [...]}``, one per request, in order.
 - ``GET /metrics``: Prometheus text: requests by model and status, errors by kind
-  (:data:`ERROR_KINDS`), latency and batch-size histograms, queue depth.
+  (:data:`ERROR_KINDS`), latency and batch-size histograms, queue depth; with a monitor
+  (``ServeSettings.monitor``, :mod:`abyssal.serve.monitor`), drift of the requests' fields and of
+  the predictions, the window's latency and error rate, and which alerts fire.
+- ``GET /v1/monitor``: each monitored model's reading now (JSON): drift per field, latency,
+  error rate, firing alerts.
 
 Errors are JSON ``{"error": message, ...}``: 404 unknown model; 413 a body over
 ``max_body_bytes``; 422 a body that is not JSON or a request the predictor refuses (the
@@ -40,7 +44,7 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +56,15 @@ from abyssal.serve.auth import AuthError, KeyRing
 from abyssal.serve.batcher import BatchPolicy, DynamicBatcher, QueueFull, RequestTimeout
 from abyssal.serve.bodies import form_request, json_requests, json_response
 from abyssal.serve.journal import Journal
+from abyssal.serve.monitor import (
+    ModelMonitor,
+    MonitorMetrics,
+    MonitorSettings,
+    MonitorState,
+    post_alerts,
+    trained_reference,
+    transitions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +95,10 @@ class ServeSettings:
             only); otherwise files come as uploads (``multipart/form-data``).
         cache: a feature cache (:mod:`abyssal.serve.cache`) handed to every predictor that can
             use one (``use_cache``); its counts are in ``/metrics``.
+        monitor: watch each model's inputs, outputs, latency and errors, and raise alerts
+            (:mod:`abyssal.serve.monitor`); ``None``: no monitor.
+        reference: version ref -> ``(table, where it came from)``, the input reference of a
+            monitored version (default: the table it was trained on, from the model store).
     """
 
     policy: BatchPolicy = field(default_factory=BatchPolicy)
@@ -89,6 +106,8 @@ class ServeSettings:
     keys: KeyRing | None = None
     allow_paths: bool = False
     cache: Any = None
+    monitor: MonitorSettings | None = None
+    reference: Callable[[str], tuple[Any, str | None]] | None = None
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -111,6 +130,7 @@ class ServedModel:
         share: the fraction of its name's requests a canary answers (0 for the main version).
         canaries: other versions served under this name, each answering its ``share``.
         batcher: its running batcher (set when the app starts).
+        monitor: its monitor (set when the app starts, with ``ServeSettings.monitor``).
 
     ``ref``, ``predictor`` and ``batcher`` change together when the followed alias moves
     (:func:`create_app`'s ``swap``); a request uses the three it found on arrival.
@@ -125,6 +145,7 @@ class ServedModel:
     share: float = 0.0
     canaries: list[ServedModel] = field(default_factory=list)
     batcher: DynamicBatcher | None = None
+    monitor: ModelMonitor | None = None
 
     @property
     def stateful(self) -> bool:
@@ -180,6 +201,9 @@ class _Metrics:
             self.cache.labels(what).set(value)  # fmt: skip
         if hasattr(cache, "__len__"):
             self.cache.labels("entries").set(len(cache))
+
+    def monitoring(self) -> MonitorMetrics:
+        return MonitorMetrics(self.prom, self.registry)
 
     def text(self) -> bytes:
         return self.prom.generate_latest(self.registry)
@@ -285,10 +309,50 @@ def create_app(
         old, before = model.batcher, model.ref
         model.ref, model.predictor, model.batcher = ref, predictor, batcher  # no await between
         log.info("%s: now serving %s (was %s)", model.name, ref, before)
+        if model.monitor is not None:  # the new version's requests are compared afresh
+            table, source = await asyncio.to_thread(reference, ref)
+            model.monitor.reset(ref, table, source)
         if old is not None:
             await old.stop(drain=True)
         if settings.cache is not None:  # the old version's vectors are no longer asked for
             await asyncio.to_thread(settings.cache.invalidate, before)
+
+    reference = settings.reference or trained_reference
+    monitored = metrics.monitoring() if settings.monitor is not None else None
+    readings: dict[str, MonitorState] = {}
+
+    async def check_monitors() -> list[MonitorState]:
+        """Each monitor's reading now; gauges set, alert changes logged and posted."""
+        states = []
+        for model in served.values():
+            if model.monitor is None or monitored is None:
+                continue
+            state = await asyncio.to_thread(model.monitor.check)
+            monitored.update(state)
+            readings[model.name] = state
+            states.append(state)
+            changed = transitions(model.monitor, state)
+            for alert in changed:
+                name = alert["labels"]["alertname"]
+                if alert["status"] == "firing":
+                    monitored.fired.labels(model.name, name).inc()
+                log.warning("alert %s %s: %s", name, alert["status"],
+                            alert["annotations"]["description"])  # fmt: skip
+            url = settings.monitor.webhook if settings.monitor else None
+            if changed and url:
+                try:
+                    await asyncio.to_thread(post_alerts, url, changed)
+                except AbyssalError as e:
+                    log.error("%s", e)
+        return states
+
+    async def watch(monitor: MonitorSettings) -> None:
+        while True:
+            await asyncio.sleep(monitor.interval_s)
+            try:
+                await check_monitors()
+            except Exception:
+                log.exception("the monitor's check failed; serving goes on")
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -301,18 +365,24 @@ def create_app(
             model.batcher = await start_batcher(
                 model.name, model.ref, model.predictor, model.journal, model.stateful
             )
+        if settings.monitor is not None:
+            for model in served.values():
+                table, source = await asyncio.to_thread(reference, model.ref)
+                model.monitor = ModelMonitor(model.name, model.ref, settings.monitor, table, source)
         ready["value"] = True
         log.info("serving %s", ", ".join(f"{m.name} ({m.ref})" for m in every))
-        watching = None
+        tasks = []
         if follower is not None and any(m.follow for m in every):
-            watching = asyncio.create_task(follower.run(every, swap))
+            tasks.append(asyncio.create_task(follower.run(every, swap)))
+        if settings.monitor is not None:
+            tasks.append(asyncio.create_task(watch(settings.monitor)))
         try:
             yield
         finally:
             ready["value"] = False
-            if watching is not None:
-                watching.cancel()
-                await asyncio.gather(watching, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.gather(*(m.batcher.stop() for m in every if m.batcher))
             for m in every:  # a restart then starts from here, not from the journal
                 j = m.journal
@@ -362,6 +432,13 @@ def create_app(
             metrics.cache_counts(settings.cache)
         return responses.Response(metrics.text(), media_type="text/plain; version=0.0.4")
 
+    @app.get("/v1/monitor")
+    async def monitor_now() -> Any:
+        if settings.monitor is None:
+            return error(404, "this service runs without a monitor (abyssal serve --monitor)")
+        states = await check_monitors()
+        return {"models": [_reading(state) for state in states]}
+
     async def fraud_transactions(request: Any) -> Any:
         frauds = [m.name for m in served.values() if m.solution == "fraud"]
         if len(frauds) != 1:
@@ -390,7 +467,12 @@ def create_app(
             if refusal is not None:
                 status, answer = 404, error(404, refusal)
             else:
-                status, answer = await _answer(model, request, settings, error)
+                status, answer, seen = await _answer(model, request, settings, error)
+                watcher = served[name].monitor if model is served[name] else None
+                if watcher is not None:
+                    if seen is not None:
+                        watcher.observe(*seen)
+                    watcher.outcome(status, time.perf_counter() - started)
         labels = (model.name, model.ref) if model is not None else ("unknown", "-")
         metrics.requests.labels(*labels, str(status)).inc()
         if status >= 400:
@@ -415,15 +497,16 @@ def create_app(
 
 async def _answer(
     model: ServedModel, request: Any, settings: ServeSettings, error: Any
-) -> tuple[int, Any]:
-    """``(status, response)`` for one predict call."""
+) -> tuple[int, Any, tuple[list[Any], list[Any]] | None]:
+    """``(status, response, (requests, answers))`` for one predict call; the last is
+    ``None`` unless it was answered."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-        return 413, error(413, f"the body is over {settings.max_body_bytes} bytes")
+        return 413, error(413, f"the body is over {settings.max_body_bytes} bytes"), None
     try:
         priority = int(request.headers.get("x-priority", "0"))
     except ValueError:
-        return 422, error(422, "the X-Priority header must be an integer")
+        return 422, error(422, "the X-Priority header must be an integer"), None
     # one consistent version for the whole request, even if the alias moves meanwhile
     ref, predictor, batcher = model.ref, model.predictor, model.batcher
     assert batcher is not None
@@ -440,7 +523,7 @@ async def _answer(
         parsed = _parse_all(predictor, instances)
     if isinstance(parsed, tuple):
         status, message, *fields = parsed
-        return status, error(status, message, **(fields[0] if fields else {}))
+        return status, error(status, message, **(fields[0] if fields else {})), None
     if model.stateful:  # the request travels with its parsed form, for the journal
         parsed = list(zip(instances, parsed, strict=True))
     results: list[Any] = [None] * len(parsed)
@@ -457,21 +540,22 @@ async def _answer(
     except QueueFull as e:
         for future in futures:  # the request is refused whole: its queued parts are dropped
             future.cancel()
-        return 503, error(503, str(e), headers=_retry(e.retry_after))
+        return 503, error(503, str(e), headers=_retry(e.retry_after)), None
     waited = await asyncio.gather(*(batcher.wait(f) for f in futures), return_exceptions=True)
     for k, result in zip(pending, waited, strict=True):
         results[k] = result
     for index, result in enumerate(results):
         if isinstance(result, RequestTimeout):
-            return 504, error(504, str(result), index=index)
+            return 504, error(504, str(result), index=index), None
         if isinstance(result, DataError):
-            return 422, error(422, result.reason, index=index, field=result.column)
+            return 422, error(422, result.reason, index=index, field=result.column), None
         if isinstance(result, AbyssalError):
-            return 422, error(422, str(result), index=index)
+            return 422, error(422, str(result), index=index), None
         if isinstance(result, BaseException):
             log.exception("predict failed on %s", ref, exc_info=result)
-            return 500, error(500, f"{type(result).__name__} while predicting", index=index)
-    return 200, json_response({"model": ref, "predictions": list(results)})
+            return 500, error(500, f"{type(result).__name__} while predicting", index=index), None
+    seen = (list(instances), list(results))
+    return 200, json_response({"model": ref, "predictions": list(results)}), seen
 
 
 def _parse_all(predictor: Any, instances: Any) -> list[Any] | tuple[Any, ...]:
@@ -557,3 +641,13 @@ def _key_of(request: Any) -> str | None:
 
 def _retry(seconds: float | None) -> dict[str, str] | None:
     return None if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def _reading(state: MonitorState) -> dict[str, Any]:
+    """A monitor's reading as JSON (NaN as ``null``)."""
+    out = dict(vars(state))
+    for key in ("p99_ms", "error_rate"):
+        out[key] = None if math.isnan(out[key]) else round(out[key], 6)
+    for key in ("feature_psi", "prediction_psi"):
+        out[key] = {k: round(v, 6) for k, v in out[key].items()}
+    return out
