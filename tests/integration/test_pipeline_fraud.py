@@ -18,6 +18,7 @@ import yaml
 
 from abyssal.cli.main import main
 from abyssal.core.home import using_home
+from abyssal.core.runs import list_runs
 from abyssal.core.store import ModelStore
 from abyssal.pipeline.run import run_pipeline
 from abyssal.pipeline.spec import load_pipeline
@@ -110,6 +111,17 @@ def test_deploy_then_stop_on_bad_data_then_refuse_and_retrain(demo: Path) -> Non
         production = ModelStore().resolve("fraud:production").ref
     assert production == (third.deployed if third.status == "deployed" else first.deployed)
 
+    # each run is a run record in the store, keeping its own summary and report
+    records = {r.id: r for r in list_runs(home) if r.kind == "pipeline"}
+    assert set(records) == {first.run_id, second.run_id, third.run_id}
+    assert records[first.run_id].status == "completed"
+    assert records[first.run_id].info["outputs"] == [first.deployed]
+    assert "test_auprc" in records[first.run_id].info["metrics"]
+    kept = json.loads((records[second.run_id].path / "summary.json").read_text())
+    assert kept["status"] == "stopped" and kept["run"] == second.run_id
+    assert (records[second.run_id].path / "report.html").is_file()
+    assert "validate: stopped" in (records[second.run_id].path / "log.txt").read_text()
+
 
 def test_cli_runs_skips_what_finished_and_shows(demo: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("ABYSSAL_HOME", str(demo / "cli-home"))
@@ -127,3 +139,6 @@ def test_cli_runs_skips_what_finished_and_shows(demo: Path, capsys, monkeypatch)
     shown = capsys.readouterr().out
     assert "fraud-daily: deployed" in shown and "pass test_auprc" in shown
     assert "items/s" in shown and "drifted from fraud:1: none" in shown
+    run_id = shown.split("(run ")[1].split(")")[0]
+    assert main(["pipeline", "show", run_id]) == 0  # a run's id shows that run
+    assert capsys.readouterr().out.startswith("fraud-daily: deployed")

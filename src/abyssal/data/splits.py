@@ -131,3 +131,18 @@ def split_file(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> dict[str
     writer.writerow(header)
     writer.writerows(rows)
     return {"split.csv": out.getvalue()}
+
+
+def sample_rows(n: int, limit: int, seed: int = 0) -> np.ndarray:
+    """At most ``limit`` of the row indices ``0..n-1``, drawn without replacement (seeded) and
+    returned in order; all of them when ``n <= limit``.
+
+    Example:
+        >>> sample_rows(5, 10).tolist()
+        [0, 1, 2, 3, 4]
+        >>> len(sample_rows(100, 10))
+        10
+    """
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))

@@ -27,11 +27,14 @@ from abyssal.optimize.subject import Inputs
 
 POOL = 8
 """How many different input sets a measurement cycles through."""
+SPREAD = (0, 10, 25, 50, 75, 90, 99, 100)
+"""The percentiles of :attr:`Timing.spread_ms` (the latency distribution)."""
 
 
 @dataclass(frozen=True)
 class Timing:
-    """One measurement: per-call milliseconds and items per second at the median."""
+    """One measurement: per-call milliseconds and items per second at the median;
+    ``spread_ms`` holds the per-call milliseconds at the :data:`SPREAD` percentiles."""
 
     batch: int
     p50_ms: float
@@ -39,6 +42,7 @@ class Timing:
     mean_ms: float
     calls: int
     throughput: float
+    spread_ms: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,6 +100,7 @@ def measure(
         mean_ms=float(ms.mean()),
         calls=len(times),
         throughput=batch / (p50 / 1e3) if p50 > 0 else float("inf"),
+        spread_ms=tuple(float(v) for v in np.percentile(ms, SPREAD)),
     )
 
 

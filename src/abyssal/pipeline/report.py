@@ -300,17 +300,35 @@ def metrics_chart(run: PipelineRecord) -> str:
 
 
 def latency_chart(run: PipelineRecord) -> str:
-    """p50 and p99 latency of each attempt and of production (:func:`svg_grouped_bars`)."""
-    groups, rows = [], []
+    """The latency distribution of each attempt and of production: per-call milliseconds at
+    the fastest call, p10, p25, p50, p75, p90, p99 and the slowest (:func:`svg_grouped_bars`;
+    a record without the spread shows p50 and p99 only)."""
+    groups, records = [], []
     for a in run.attempts:
         if a.perf:
             groups.append(f"attempt {a.index}: {a.train.get('ref', '?')}")
-            rows.append([a.perf.get("p50_ms"), a.perf.get("p99_ms")])
+            records.append(a.perf)
     production = _production_perf(run)
     if production:
         groups.append(f"production: {production['ref']}")
-        rows.append([production.get("p50_ms"), production.get("p99_ms")])
-    return svg_grouped_bars(groups, ["p50 (ms)", "p99 (ms)"], rows, title="Latency per call")
+        records.append(production)
+    spread = all(isinstance(r.get("spread_ms"), dict) for r in records) and records
+    keys = list(records[0]["spread_ms"]) if spread else ["p50", "p99"]
+    names = [{"p0": "fastest", "p100": "slowest"}.get(k, k) for k in keys]
+    rows = [
+        [(r["spread_ms"] if spread else {"p50": r.get("p50_ms"), "p99": r.get("p99_ms")}).get(k)
+         for k in keys]
+        for r in records
+    ]  # fmt: skip
+    shades = SPREAD_SHADES[-len(keys) :] if spread else ("#3b6fb6", "#e08a2c")
+    title = "Latency per call: its distribution over the timed calls"
+    labels = [f"{n} (ms)" for n in names]
+    return svg_grouped_bars(groups, labels, rows, colours=shades, title=title)
+
+
+SPREAD_SHADES = ("#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b",
+                 "#041c40")  # fmt: skip
+"""Light (fastest call) to dark (slowest), one per latency percentile."""
 
 
 def _production_perf(run: PipelineRecord) -> dict[str, Any]:

@@ -6,7 +6,12 @@ folder, so a rerun skips what finished unchanged (validation runs once for all a
 a run stopped by a crash resumes where it stopped. The run ends at the first attempt whose gate
 passes (deployed), when validation stops it, when a step fails, or when every attempt was
 refused; ``summary.json`` in the state folder says which and why, and ``report.html``
-(:mod:`abyssal.pipeline.report`) shows it with charts.
+(:mod:`abyssal.pipeline.report`) shows it with charts. Each run is also a run record in the store
+(``abyssal runs list`` shows it, kind ``pipeline``): its log has one line per step, its metrics
+the deployed version's, its output the version deployed, and its status ``completed`` whatever
+the gate decided (``failed`` only when a step raised an error or the run was interrupted), and
+its folder keeps that run's ``summary.json`` and ``report.html`` (the state folder's are the
+last run's).
 
 Example:
     >>> result = run_pipeline(load_pipeline("pipelines/fraud.yaml"))  # doctest: +SKIP
@@ -25,6 +30,7 @@ from typing import Any
 
 from abyssal.core.atomic import write_text_atomic
 from abyssal.core.home import abyssal_home
+from abyssal.core.runs import Run
 from abyssal.pipeline.dag import Pipeline, PipelineResult, StepResult
 from abyssal.pipeline.report import write_report
 from abyssal.pipeline.spec import PipelineConfig
@@ -51,6 +57,7 @@ class PipelineRun:
     reason: str = ""
     state: Path | None = None
     report: Path | None = None
+    run_id: str | None = None
 
     def summary(self) -> str:
         """What ran, attempt by attempt, and how it ended."""
@@ -94,7 +101,42 @@ def run_pipeline(
     """Run ``cfg`` (see the module's docstring); its records go to ``state`` (default
     :func:`state_folder`)."""
     folder = Path(state) if state is not None else state_folder(cfg, home)
-    out = PipelineRun("refused", state=folder)
+    record = Run.create("pipeline", cfg.solution, _plain_config(cfg), root=home)
+    record.log(f"pipeline {cfg.name}: records in {folder}")
+
+    def logged(k: int, n: int, result: StepResult) -> None:
+        if result.status != "running":
+            why = f": {result.reason}" if result.reason else ""
+            record.log(f"{result.name}: {result.status} in {result.seconds:.1f} s{why}")
+        if progress is not None:
+            progress(k, n, result)
+
+    try:
+        out = _attempts(cfg, folder, home, logged, record.id)
+    except BaseException as e:
+        interrupted = isinstance(e, KeyboardInterrupt)
+        record.set_status("interrupted" if interrupted else "failed", f"{type(e).__name__}: {e}")
+        raise
+    for kept in ("summary.json", "report.html"):  # the state folder's are the last run's only
+        write_text_atomic(record.path / kept, (folder / kept).read_text())
+    record.log(f"{out.status}: {out.reason}")
+    if out.deployed:
+        record.add_output(out.deployed)
+        trained = out.attempts[-1].outputs.get(f"train-{len(out.attempts) - 1}", {})
+        record.set_metrics(trained.get("metrics", {}))
+    record.set_status("failed" if out.status == "failed" else "completed",
+                      out.reason if out.status == "failed" else None)  # fmt: skip
+    return out
+
+
+def _attempts(
+    cfg: PipelineConfig,
+    folder: Path,
+    home: str | Path | None,
+    progress: Callable[[int, int, StepResult], None],
+    run_id: str,
+) -> PipelineRun:
+    out = PipelineRun("refused", state=folder, run_id=run_id)
     started = time.time()
     for attempt in range(1 + len(cfg.retrain.attempts)):
         steps = [
@@ -119,7 +161,15 @@ def run_pipeline(
             break
         out.reason = f"every attempt was refused; the last: {ended.reason}"
     seconds = time.time() - started
-    record = {**out.to_dict(), "pipeline": cfg.name, "started": started, "seconds": seconds}
+    record = {**out.to_dict(), "pipeline": cfg.name, "run": run_id, "started": started,
+              "seconds": seconds}  # fmt: skip
     write_text_atomic(folder / "summary.json", json.dumps(record, indent=1) + "\n")
     out.report = write_report(folder)
     return out
+
+
+def _plain_config(cfg: PipelineConfig) -> dict[str, Any]:
+    """The pipeline's settings as plain data, for the run record's ``config.yaml``."""
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(cfg), default=str))

@@ -61,6 +61,15 @@ class ValidateConfig:
         0.5,
         help="stop when more than this share of the features drifted (1: drift only reported)",
     )
+    embedding: bool = field(
+        True,
+        help="for text and images: embed a sample of the production version's data and of the "
+        "new data with that version and compare them (MMD with a permutation test)",
+    )
+    embedding_rows: int = field(256, help="rows (texts, images) embedded from each side")
+    embedding_alpha: float = field(
+        0.01, help="stop when the embeddings' permutation p-value is below this (0: reported only)"
+    )
 
     def __post_init__(self) -> None:
         if self.min_rows < 0:
@@ -71,6 +80,12 @@ class ValidateConfig:
                 raise ConfigError(f"validate.{name} must be in [0, 1], got {value}")
         if self.psi <= 0:
             raise ConfigError(f"validate.psi must be > 0, got {self.psi}")
+        if self.embedding_rows < 2:
+            raise ConfigError(f"validate.embedding_rows must be >= 2, got {self.embedding_rows}")
+        if not 0 <= self.embedding_alpha < 1:
+            raise ConfigError(
+                f"validate.embedding_alpha must be in [0, 1), got {self.embedding_alpha}"
+            )
 
 
 @dataclass

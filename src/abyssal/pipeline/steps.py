@@ -19,8 +19,8 @@ from abyssal.core.errors import AbyssalError, ConfigError, DataError, StoreError
 from abyssal.core.home import using_home
 from abyssal.core.store import ModelStore
 from abyssal.data.checks import TableSchema, check_table, infer_schema
-from abyssal.data.drift import table_drift
-from abyssal.data.tables import read_table
+from abyssal.data.drift import embedding_drift, table_drift
+from abyssal.data.tables import read_table, table_format, trained_table
 from abyssal.pipeline.dag import Step, StepContext, StepStopped
 from abyssal.pipeline.spec import GateRule, PipelineConfig
 
@@ -67,12 +67,35 @@ def validate_step(cfg: PipelineConfig, home: str | Path | None) -> Step:
     table = _dotted(train_cfg, cfg.validate.table)
 
     def run(ctx: StepContext) -> dict[str, Any]:
-        path = Path(str(table)) if table else None
-        if path is None or not path.is_file():
-            return {"table": str(table), "checked": False, "why": "not a table file"}
-        frame = read_table(path)
         with using_home(home):
             current = production(ModelStore(), cfg)
+        source = Path(str(table)) if table else None
+        out: dict[str, Any] = {"table": str(table), "checked": False, "why": "not a table file"}
+        problems: list[str] = []
+        payload: dict[str, Any] = {}
+        if source is not None and source.is_file() and _is_table(source):
+            out, problems, payload = check(ctx, source, current)
+        if cfg.validate.embedding and current is not None and source and source.exists():
+            embedded = _embedding_drift(cfg, current, source, ctx.folder, home)
+            if embedded is not None:
+                out["embedding_drift"] = embedded
+                if embedded.get("drifted"):
+                    problems.append(
+                        f"the embeddings drifted from the production version's data (MMD² "
+                        f"{embedded['mmd2']:.3g}, p {embedded['p_value']:.3g} < "
+                        f"{cfg.validate.embedding_alpha})"
+                    )
+        if problems:
+            shown = "; ".join(problems[:4]) + ("; ..." if len(problems) > 4 else "")
+            raise StepStopped(f"{len(problems)} problem(s) in {source.name}: {shown}",
+                              payload)  # fmt: skip
+        return out
+
+    def check(
+        ctx: StepContext, path: Path, current: Any
+    ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        """The table's checks and drift: ``(outputs, problems, what a stop reports)``."""
+        frame = read_table(path)
         reference = _reference_table(current, cfg)
         schema = _schema(frame if reference is None else reference, cfg)
         report = check_table(frame, schema, source=str(path))
@@ -108,17 +131,49 @@ def validate_step(cfg: PipelineConfig, home: str | Path | None) -> Step:
                 f"({out['drifted_share']:.0%} > {cfg.validate.max_drifted:.0%}): "
                 + ", ".join(drifted[:5])
             )
-        if problems:
-            shown = "; ".join(problems[:4]) + ("; ..." if len(problems) > 4 else "")
-            raise StepStopped(
-                f"{len(problems)} problem(s) in {path.name}: {shown}",
-                {"checks": report.to_dict(), "drifted": drifted},
-            )
-        return out
+        return out, problems, {"checks": report.to_dict(), "drifted": drifted}
 
     files = (str(table),) if table and Path(str(table)).exists() else ()
     inputs = {"validate": _plain(cfg.validate), "production": _production_ref(cfg, home)}
     return Step("validate", run, inputs=inputs, files=files)
+
+
+def _is_table(path: Path) -> bool:
+    try:
+        table_format(path)
+    except DataError:
+        return False
+    return True
+
+
+def _embedding_drift(
+    cfg: PipelineConfig, current: Any, source: Path, folder: Path, home: str | Path | None
+) -> dict[str, Any] | None:
+    """Embedding drift (:func:`abyssal.data.drift.embedding_drift`) between the data the
+    production version was trained on and ``source``, both embedded by that version (a sample
+    of ``validate.embedding_rows`` each), for solutions whose predictor can embed (text,
+    images); ``None`` for the others or when the production data is gone."""
+    from abyssal.solutions.loading import load_model
+
+    value: Any = current.config.get("solution_config", current.config)
+    for part in cfg.validate.table.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if not value or not Path(str(value)).exists():
+        return None
+    with using_home(home):
+        loaded = load_model(current.ref, device="cpu")
+    predictor = loaded.solution.predictor(loaded)
+    if not hasattr(predictor, "embed_source"):
+        return None
+    rows = cfg.validate.embedding_rows
+    try:
+        before = predictor.embed_source(Path(str(value)), rows, seed=0)
+        now = predictor.embed_source(source, rows, seed=0)
+        drift = embedding_drift(before, now, alpha=cfg.validate.embedding_alpha)
+    except AbyssalError as e:
+        return {"error": str(e), "drifted": False}
+    (folder / "embedding_drift.txt").write_text(drift.summary() + "\n")
+    return {**drift.to_dict(), "reference": current.ref}
 
 
 def _production_ref(cfg: PipelineConfig, home: str | Path | None) -> str | None:
@@ -144,14 +199,8 @@ def _readable(frame: Any, report: Any, schema: TableSchema) -> Any:
 
 def _reference_table(version: Any, cfg: PipelineConfig) -> Any:
     """The table ``version`` was trained on, if its config names one that is still there."""
-    if version is None:
-        return None
-    value: Any = version.config.get("solution_config", version.config)  # as training saved it
-    for part in cfg.validate.table.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    if not value or not Path(str(value)).is_file():
-        return None
-    return read_table(Path(str(value)))
+    path = None if version is None else trained_table(version.config, cfg.validate.table)
+    return None if path is None else read_table(path)
 
 
 def _schema(reference: Any, cfg: PipelineConfig) -> TableSchema:
@@ -211,7 +260,7 @@ def perf_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Ste
 def performance(ref: str, cfg: PipelineConfig, home: str | Path | None) -> dict[str, float]:
     """Time the version's network on real inputs from its data (``perf.batch`` items per
     call), and price it: ``cost_per_1000 = price_per_hour / 3600 / throughput x 1000``."""
-    from abyssal.optimize.measure import measure
+    from abyssal.optimize.measure import SPREAD, measure
     from abyssal.solutions.loading import load_model
 
     with using_home(home):
@@ -235,6 +284,7 @@ def performance(ref: str, cfg: PipelineConfig, home: str | Path | None) -> dict[
         "cost_per_1000": round(cost, 6),
         "batch": cfg.perf.batch,
         "calls": timing.calls,
+        "spread_ms": {f"p{q}": round(v, 4) for q, v in zip(SPREAD, timing.spread_ms, strict=True)},
     }
 
 

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from abyssal.core.display import table
-from abyssal.core.errors import DataError
+from abyssal.core.errors import AbyssalError, DataError
 from abyssal.data.images import IMAGE_EXTENSIONS, load_image
+from abyssal.data.splits import sample_rows
 from abyssal.nn.features import cached_features, head_answers, host_copy
 from abyssal.solutions.defect.images import list_unlabelled
 
@@ -122,6 +123,27 @@ class DefectPredictor:
                 x = torch.from_numpy(np.stack(pixels)).to(self.device)
                 logits = self.model(x.float().div_(255.0))
         return torch.softmax(logits.float(), dim=1).cpu()
+
+    @torch.no_grad()
+    def embed_source(self, path: str | Path, limit: int = 256, seed: int = 0) -> np.ndarray:
+        """(n, features) backbone features of at most ``limit`` images of ``path`` (an image,
+        a folder, or a CSV of ``path[,label]``; a seeded sample, in order): what a pipeline
+        compares for embedding drift.
+
+        Raises:
+            DataError: no such file, or an image that cannot be read (named).
+            AbyssalError: a model without a separate backbone (``embed``), e.g. an ONNX variant.
+        """
+        if not hasattr(self.model, "embed"):
+            raise AbyssalError(f"{self.ref} has no separate backbone to embed with")
+        requests = [request for request, _ in _requests(Path(path))]
+        chosen = [requests[i] for i in sample_rows(len(requests), limit, seed)]
+        out = []
+        for start in range(0, len(chosen), self.batch_size):
+            pixels = [self.parse(r).pixels for r in chosen[start : start + self.batch_size]]
+            x = torch.from_numpy(np.stack(pixels)).to(self.device).float().div_(255.0)
+            out.append(self.model.embed(x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
     def predict(self, items: Sequence[ImageItem]) -> list[dict[str, Any]]:
         """One response per item: the class, its probability and every class's probability."""

@@ -24,7 +24,8 @@ import pandas as pd
 import torch
 
 from abyssal.contracts.prediction import TablePredictionReport
-from abyssal.core.errors import DataError
+from abyssal.core.errors import AbyssalError, DataError
+from abyssal.data.splits import sample_rows
 from abyssal.data.tables import write_table
 from abyssal.nn.features import cached_features, head_answers, host_copy
 from abyssal.nn.metrics import classification_metrics
@@ -114,18 +115,50 @@ class TextPredictor:
         """(N, hidden) pooled embeddings: from the cache, the missing ones computed and kept."""
 
         def compute(rows: np.ndarray) -> np.ndarray:
-            out = np.zeros((len(rows), 0), dtype=np.float32)
-            where = {int(r): k for k, r in enumerate(rows)}
-            for part in length_sorted_batches(lengths, rows, batch_size):
-                batch = pad_batch([ids[i] for i in part], int(self.spec["pad_id"])).to(device)
-                pooled = self.model.embed(batch.input_ids, batch.attention_mask)
-                pooled = pooled.float().cpu().numpy()
-                if out.shape[1] == 0:
-                    out = np.zeros((len(rows), pooled.shape[1]), dtype=np.float32)
-                out[[where[int(i)] for i in part]] = pooled
-            return out
+            return self._embed_rows(ids, lengths, rows, batch_size, device)
 
         return cached_features(self.cache, self.ref, list(ids), compute)
+
+    def _embed_rows(
+        self,
+        ids: Sequence[np.ndarray],
+        lengths: np.ndarray,
+        rows: np.ndarray,
+        batch_size: int,
+        device: Any,
+    ) -> np.ndarray:
+        """(len(rows), hidden) pooled embeddings of ``ids[rows]``, in length-sorted batches."""
+        out = np.zeros((len(rows), 0), dtype=np.float32)
+        where = {int(r): k for k, r in enumerate(rows)}
+        for part in length_sorted_batches(lengths, rows, batch_size):
+            batch = pad_batch([ids[i] for i in part], int(self.spec["pad_id"])).to(device)
+            pooled = self.model.embed(batch.input_ids, batch.attention_mask)
+            pooled = pooled.float().cpu().numpy()
+            if out.shape[1] == 0:
+                out = np.zeros((len(rows), pooled.shape[1]), dtype=np.float32)
+            out[[where[int(i)] for i in part]] = pooled
+        return out
+
+    @torch.no_grad()
+    def embed_source(self, path: str | Path, limit: int = 256, seed: int = 0) -> np.ndarray:
+        """(n, hidden) pooled embeddings of at most ``limit`` texts of the file ``path`` (a
+        seeded sample, in file order): what a pipeline compares for embedding drift.
+
+        Raises:
+            DataError: a bad file or row (named by line).
+            AbyssalError: a model without a separate encoder (``embed``), e.g. an ONNX variant.
+        """
+        if not hasattr(self.model, "embed"):
+            raise AbyssalError(f"{self.ref} has no separate encoder to embed with")
+        cfg = self.cfg.data
+        records = read_texts(path, format="auto", text_column=cfg.text_column,
+                             label_column=cfg.label_column, encoding=cfg.encoding,
+                             require_labels=False)  # fmt: skip
+        rows = sample_rows(len(records.texts), limit, seed)
+        ids = self.tokenize([records.texts[i] for i in rows], where=records.where)
+        lengths = np.array([len(x) for x in ids], dtype=np.int64)
+        device = next(self.model.parameters()).device if _has_params(self.model) else "cpu"
+        return self._embed_rows(ids, lengths, np.arange(len(ids)), 64, device)
 
     def respond(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """One response per row of probabilities: label, its probability, and all of them."""
