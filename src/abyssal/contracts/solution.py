@@ -296,6 +296,23 @@ class Solution(ABC):
         version whose parent is the adapter); for solutions that fine-tune adapters."""
         raise self._lacks("merge_adapter", "adapters")
 
+    # -- the governance half (abyssal.govern) ---------------------------------------------------
+
+    def held_out(self, cfg: Any, model: torch.nn.Module, data: PreparedData) -> Any:
+        """The held-out (test) split's predictions, one row per scored item, as a
+        ``pandas.DataFrame`` with columns ``id`` (the item: a row number, an account, a file),
+        ``label`` (its true label) and ``score`` (the model's probability of the positive class
+        for a binary task; for more classes, ``prediction`` and ``probability`` too). The audit's
+        fairness table and its mitigation work on it."""
+        raise self._lacks("held_out", "held-out predictions for an audit")
+
+    def explain(self, cfg: Any, model: torch.nn.Module, data: PreparedData, n: int) -> Any:
+        """Explanations of ``n`` held-out predictions and of the model as a whole, as an
+        :class:`abyssal.govern.explain.Explanations`: per-prediction attributions (integrated
+        gradients, Grad-CAM, attention) and a global permutation importance, plus the
+        solution's own explanations (rings, attributes, heat maps)."""
+        raise self._lacks("explain", "explanations for an audit")
+
     def generate_sample(self, options: Any, out: Path) -> list[str]:
         """Write sample data (``options`` is a :attr:`sample_config_cls`) into the folder ``out``.
 

@@ -1,0 +1,1 @@
+"""Governance: privacy (PII), fairness, interpretability and the audit of a model version."""
