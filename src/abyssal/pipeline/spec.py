@@ -118,6 +118,11 @@ class GateConfig:
     """What a trained version must meet to be deployed."""
 
     rules: list[GateRule] = field(default_factory=list, help="all must hold")
+    audit: str | None = field(
+        None,
+        help="an audit policy file (abyssal audit): the trained version must pass it; the audit "
+        "is stored with the version",
+    )
 
 
 @dataclass

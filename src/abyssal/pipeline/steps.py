@@ -306,6 +306,8 @@ def gate_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Ste
             **_recorded_perf(ctx, current.ref),
         }  # fmt: skip
         checks = [judge(rule, measured, baseline) for rule in cfg.gate.rules]
+        if cfg.gate.audit:
+            checks.append(_audit_check(ctx.outputs[train]["ref"], cfg.gate.audit, home))
         failed = [c for c in checks if not c["passed"]]
         (ctx.folder / "gate.json").write_text(json.dumps(checks, indent=1))
         report = {"checks": checks, "production": None if current is None else current.ref}
@@ -319,10 +321,25 @@ def gate_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Ste
 
     inputs = {
         "rules": [_plain(r) for r in cfg.gate.rules],
+        "audit": cfg.gate.audit,
         "alias": cfg.deploy.alias,
         "production": _production_ref(cfg, home),
     }
-    return Step(f"gate-{attempt}", run, needs=(train, perf), inputs=inputs)
+    files = (cfg.gate.audit,) if cfg.gate.audit and Path(cfg.gate.audit).is_file() else ()
+    return Step(f"gate-{attempt}", run, needs=(train, perf), inputs=inputs, files=files)
+
+
+def _audit_check(ref: str, policy_file: str, home: str | Path | None) -> dict[str, Any]:
+    """The audit of ``ref`` against the policy, as a gate check (stored with the version)."""
+    from abyssal.govern.audit import audit_version
+    from abyssal.govern.policy import load_policy
+
+    result = audit_version(ref, load_policy(policy_file), home=home)
+    failed = [f"{c.name} ({c.detail})" for c in result.checks if not c.passed]
+    why = "" if result.passed else f"the audit ({result.policy}) failed: " + "; ".join(failed)
+    share = sum(c.passed for c in result.checks) / max(1, len(result.checks))
+    return {"metric": "audit (share of checks passed)", "value": round(share, 4),
+            "passed": result.passed, "why": why, "report": str(result.folder)}  # fmt: skip
 
 
 def _recorded_perf(ctx: StepContext, ref: str) -> dict[str, float]:
