@@ -176,6 +176,7 @@ class AdapterSet:
         self.names: dict[str, str] = {}  # ref -> PEFT adapter name
         self.heads: dict[str, nn.Linear] = {}
         self.classes: dict[str, list[str]] = {}
+        self.pii: dict[str, str] = {}  # ref -> data.pii the adapter was trained with
         self._take(first.version, "default")
         for i, ref in enumerate(refs[1:], 1):
             self.add(ref, f"adapter{i}")
@@ -219,6 +220,7 @@ class AdapterSet:
         self.names[mv.ref] = name
         self.heads[mv.ref] = head.eval()
         self.classes[mv.ref] = list(mv.config["model_spec"]["classes"])
+        self.pii[mv.ref] = mv.config.get("solution_config", {}).get("data", {}).get("pii", "mask")
 
     def _ref(self, adapter: str) -> str:
         if adapter in self.names:
@@ -233,14 +235,19 @@ class AdapterSet:
 
     @torch.no_grad()
     def predict(self, texts: Sequence[str], *, adapter: str) -> list[dict[str, Any]]:
-        """Labels and probabilities of ``texts`` under the adapter ``adapter`` (a ref)."""
+        """Labels and probabilities of ``texts`` under the adapter ``adapter`` (a ref); personal
+        data is masked first unless that adapter was trained with ``data.pii=keep``."""
         from abyssal.solutions.text.data import tokenize
+        from abyssal.solutions.text.privacy import guard_texts
         from abyssal.solutions.text.task import pad_batch
 
         ref = self._ref(adapter)
         self.model.set_adapter(self.names[ref])
         tokens = tokenize(
-            self.tokenizer, list(texts), limit=int(self.spec["max_length"]), overlong="truncate"
+            self.tokenizer,
+            guard_texts(texts, self.pii[ref]),
+            limit=int(self.spec["max_length"]),
+            overlong="truncate",
         )
         batch = pad_batch(tokens.ids, tokens.pad_id)
         inner = self.model.get_base_model()

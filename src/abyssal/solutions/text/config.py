@@ -39,6 +39,13 @@ class TextDataConfig:
         help="auto: UTF-8 (a BOM is dropped), PhraseBank files Latin-1; or any Python codec "
         "name; a byte the codec cannot read is an error naming the line",
     )
+    pii: Literal["mask", "keep", "refuse"] = field(
+        "mask",
+        help="personal data in the texts (e-mails, phone, card, IBAN, account and national ID "
+        "numbers, IP addresses, names): mask replaces each with <KIND> before tokenizing, in "
+        "training, predictions and served requests; refuse: a training file holding any is an "
+        "error naming the lines (predicted texts are masked); keep: texts as they are",
+    )
     val_frac: float = field(0.1, help="share of each class for validation")
     test_frac: float = field(0.2, help="share of each class for testing")
     split_seed: int = field(0, help="seed of the stratified split (written to the run)")

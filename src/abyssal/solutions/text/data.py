@@ -1,9 +1,11 @@
 """Read, tokenize and split the texts of a run.
 
-:func:`prepare_text_data` reads a CSV, JSONL or PhraseBank file (:mod:`.records`), tokenizes every
-text once with the base model's tokenizer, handles texts over the token limit as configured
-(truncated with one warning counting them, or refused naming the lines), and splits the texts
-with a fixed, seeded, stratified split that is written into the run folder as ``split.csv``.
+:func:`prepare_text_data` reads a CSV, JSONL or PhraseBank file (:mod:`.records`), masks or
+refuses personal data as ``data.pii`` says (:mod:`.privacy`; masked by default, before anything
+else sees the texts), tokenizes every text once with the base model's tokenizer, handles texts
+over the token limit as configured (truncated with one warning counting them, or refused naming
+the lines), and splits the texts with a fixed, seeded, stratified split that is written into the
+run folder as ``split.csv``.
 
 Example:
     >>> data = prepare_text_data(cfg.data, cfg.model)  # doctest: +SKIP
@@ -32,6 +34,7 @@ from abyssal.solutions.text.model import (
     token_limit,
     transformers_module,
 )
+from abyssal.solutions.text.privacy import guard_records
 from abyssal.solutions.text.records import TextRecords, read_texts
 
 SPLITS = ("train", "val", "test")
@@ -176,6 +179,7 @@ def prepare_text_data(cfg: TextDataConfig, model: TextModelConfig) -> TextData:
         label_column=cfg.label_column,
         encoding=cfg.encoding,
     )
+    records = guard_records(records, cfg.pii)  # before anything else sees the texts
     classes = sorted(set(records.labels or []))
     if len(classes) < 2:
         raise DataError(f"found {len(classes)} class ({classes}); need at least 2", path=cfg.path)

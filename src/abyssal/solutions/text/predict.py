@@ -4,6 +4,10 @@ A file is a CSV, JSONL or PhraseBank file as in training; its label column is op
 labels are present they must be classes the model was trained on (a row with another is refused,
 by line), and the report scores the predictions against them.
 
+Personal data in texts to predict (a file's texts, a request's text) is masked before they are
+tokenized unless the version was trained with ``data.pii=keep`` (:mod:`.privacy`): the model sees
+what it was trained on, and the predictions file holds the masked text. Answers never echo a text.
+
 Example:
     >>> loaded = load_model("text:production")  # doctest: +SKIP
     >>> report = predict_texts(TextPredictor.from_loaded(loaded), "new.csv", out="scored.csv")
@@ -31,6 +35,7 @@ from abyssal.nn.features import cached_features, head_answers, host_copy
 from abyssal.nn.metrics import classification_metrics
 from abyssal.solutions.text.data import tokenize
 from abyssal.solutions.text.model import load_tokenizer
+from abyssal.solutions.text.privacy import guard_texts
 from abyssal.solutions.text.records import read_texts
 from abyssal.solutions.text.task import length_sorted_batches, pad_batch
 
@@ -61,6 +66,7 @@ class TextPredictor:
         self.model, self.tokenizer, self.spec, self.cfg, self.ref = model, tokenizer, spec, cfg, ref
         self.classes: list[str] = list(spec["classes"])
         self.cache: Any = None
+        self.pii: str = getattr(getattr(cfg, "data", None), "pii", "mask")
 
     def use_cache(self, cache: Any) -> bool:
         """Keep embeddings in ``cache`` (``get(version, digest)`` / ``put(version, digest,
@@ -75,13 +81,18 @@ class TextPredictor:
         tokenizer = load_tokenizer(Path(loaded.spec["base"]), loaded.spec["kind"])
         return cls(loaded.model, tokenizer, loaded.spec, loaded.cfg, loaded.version.ref)
 
+    def clean(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` with personal data masked, unless the version keeps it (``data.pii``)."""
+        return guard_texts(texts, self.pii)
+
     def tokenize(self, texts: Sequence[str], where: Any = None) -> list[np.ndarray]:
         """Token ids, texts over the limit cut or refused as ``data.overlong`` says."""
         limit, overlong = int(self.spec["max_length"]), self.cfg.data.overlong
         return tokenize(self.tokenizer, texts, limit=limit, overlong=overlong, where=where).ids
 
     def parse(self, payload: Mapping[str, Any]) -> TextItem:
-        """``{"text": "..."}``: a non-empty string of at most :data:`MAX_TEXT_CHARS`."""
+        """``{"text": "..."}``: a non-empty string of at most :data:`MAX_TEXT_CHARS`, masked as
+        :meth:`clean` says before it is tokenized."""
         text = payload.get("text")
         if not isinstance(text, str):
             raise DataError(f"'text' must be a string, got {type(text).__name__}", column="text")
@@ -91,7 +102,7 @@ class TextPredictor:
             raise DataError(
                 f"'text' has {len(text)} characters, more than {MAX_TEXT_CHARS}", column="text"
             )
-        return TextItem(self.tokenize([text.strip()])[0])
+        return TextItem(self.tokenize(self.clean([text.strip()]))[0])
 
     @torch.no_grad()
     def probabilities(self, ids: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
@@ -155,7 +166,7 @@ class TextPredictor:
                              label_column=cfg.label_column, encoding=cfg.encoding,
                              require_labels=False)  # fmt: skip
         rows = sample_rows(len(records.texts), limit, seed)
-        ids = self.tokenize([records.texts[i] for i in rows], where=records.where)
+        ids = self.tokenize(self.clean([records.texts[i] for i in rows]), where=records.where)
         lengths = np.array([len(x) for x in ids], dtype=np.int64)
         device = next(self.model.parameters()).device if _has_params(self.model) else "cpu"
         return self._embed_rows(ids, lengths, np.arange(len(ids)), 64, device)
@@ -193,7 +204,8 @@ def _has_params(model: torch.nn.Module) -> bool:
 def predict_texts(
     predictor: TextPredictor, path: str | Path, *, out: str | Path | None = None
 ) -> TablePredictionReport:
-    """Predict every text of ``path``; write ``out`` (CSV or Parquet) atomically if given.
+    """Predict every text of ``path``; write ``out`` (CSV or Parquet) atomically if given. Its
+    ``text`` column holds the texts as the model saw them (masked unless ``data.pii=keep``).
 
     Raises:
         DataError: a bad file or row (named by line), a label the model was never trained on.
@@ -214,9 +226,9 @@ def predict_texts(
                 f"{records.where(i)}: label {label!r} was never trained; {predictor.ref} knows "
                 f"{predictor.classes}"
             )
-    ids = predictor.tokenize(records.texts, where=records.where)
-    probs = predictor.probabilities(ids)
-    frame = pd.DataFrame({"line": records.lines, "text": records.texts})
+    texts = predictor.clean(records.texts)  # what is tokenized is what is written
+    probs = predictor.probabilities(predictor.tokenize(texts, where=records.where))
+    frame = pd.DataFrame({"line": records.lines, "text": texts})
     if records.labels is not None:
         frame["true_label"] = records.labels
     frame = pd.concat([frame, pd.DataFrame(predictor.respond(probs))], axis=1)
