@@ -23,7 +23,7 @@ def record(tmp_path: Path) -> AuditResult:
         "model": {"solution": "fraud", "created": "2026-11-29T10:00:00", "run": "r1",
                   "aliases": ["production"], "data": "demo/transactions.csv",
                   "data_fingerprint": "ab12", "lineage": ["fraud:2", "fraud:1"],
-                  "training": {"epochs": 60, "lr": 0.003}},  # fmt: skip
+                  "training": {"epochs": 60, "lr": 0.003}},
         "intended_use": "flag accounts for review by an analyst",
         "out_of_scope": "blocking accounts without review",
         "metrics": [{"metric": "test_auprc", "value": 0.65, "low": 0.43, "high": 0.83}],
@@ -35,7 +35,7 @@ def record(tmp_path: Path) -> AuditResult:
                      "false_positive_rate": 0.01},
                     {"group": "B", "count": 120, "recall": {"value": 0.6, "low": 0.3, "high": 0.8},
                      "false_positive_rate": 0.09},
-                ],  # fmt: skip
+                ],
                 "equalized_odds_difference": {"value": 0.1, "low": 0.02, "high": 0.3},
                 "demographic_parity_difference": 0.05,
             },
@@ -47,10 +47,11 @@ def record(tmp_path: Path) -> AuditResult:
                        "scores": {"amount": 0.4, "night": -0.1}, "image": str(image), "note": ""}],
             "global_importance": {"amount": 0.12, "degree": 0.05, "night": 0.01},
             "global_metric": "test_auprc", "extras": ["ring 1: 7 accounts share device D1"],
-        },  # fmt: skip
+        },
         "privacy": {"dp": {"epsilon": 3.2, "delta": 1e-5}, "masking": "mask",
                     "pii": {"table": "demo/transactions.csv",
-                            "columns": {"email": {"kinds": ["EMAIL"], "rows": [2, 5], "count": 2}}}},
+                            "columns": [{"column": "email", "kinds": ["EMAIL"], "by_name": "EMAIL",
+                                             "rows": 2, "examples": [2, 5]}]}},
         "audit": {"time": "2026-11-29T11:00:00+00:00"},
     }  # fmt: skip
     checks = [
@@ -62,9 +63,18 @@ def record(tmp_path: Path) -> AuditResult:
 
 def test_the_html_page_holds_every_section_and_the_verdict(tmp_path: Path) -> None:
     page = write_html(record(tmp_path), tmp_path / "audit.html").read_text()
-    for text in ("FAILED", "equalized odds difference", "Intended use", "test_auprc",
-                 "segment", "integrated gradients", "PII scan", "epsilon 3.2",
-                 "data:image/png;base64", "fraud:2 &lt;- fraud:1"):  # fmt: skip
+    for text in (
+        "FAILED",
+        "equalized odds difference",
+        "Intended use",
+        "test_auprc",
+        "segment",
+        "integrated gradients",
+        "PII scan",
+        "epsilon 3.2",
+        "data:image/png;base64",
+        "fraud:2 &lt;- fraud:1",
+    ):
         assert text in page, text
 
 
@@ -74,8 +84,14 @@ def test_the_pdf_pages_render_to_readable_png_pages(tmp_path: Path) -> None:
     document = pdfium.PdfDocument(str(pdf))
     assert len(document) == len(pngs) >= 1
     text = " ".join(document[k].get_textpage().get_text_range() for k in range(len(document)))
-    for phrase in ("Model card and audit: fraud:2", "FAILED", "Fairness", "Explanations",
-                   "Privacy", "EMAIL"):  # fmt: skip
+    for phrase in (
+        "Model card and audit: fraud:2",
+        "FAILED",
+        "Fairness",
+        "Explanations",
+        "Privacy",
+        "EMAIL",
+    ):
         assert phrase in text, phrase
     for png in pngs:
         pixels = np.asarray(Image.open(png).convert("L"), dtype=float)

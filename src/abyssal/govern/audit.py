@@ -432,10 +432,13 @@ def _scan_training_table(version: Any, rows: int) -> tuple[dict[str, Any] | None
         return None, ""
     report = scan_table(read_table(path), max_rows=rows)
     found = report.to_dict()
-    columns = found.get("columns", {})
-    named = [
-        f"{c} ({', '.join(v.get('kinds', []))})"
-        for c, v in columns.items()
-        if isinstance(v, Mapping) and v.get("kinds")
-    ]
+    named = [f"{c['column']} ({', '.join(pii_kinds(c))})" for c in found.get("columns", [])]
     return {"table": str(path), **found}, "; ".join(named)
+
+
+def pii_kinds(column: Mapping[str, Any]) -> list[str]:
+    """The kinds of PII a column of a scan holds: found in its values, or named by it."""
+    kinds = list(column.get("kinds") or [])
+    if column.get("by_name") and column["by_name"] not in kinds:
+        kinds.append(column["by_name"])
+    return kinds

@@ -141,18 +141,19 @@ def _privacy_lines(privacy: Mapping[str, Any]) -> list[str]:
     if pii is None:
         lines.append("PII scan: no training table to scan")
     else:
-        columns = pii.get("columns") or {}
-        found = [(c, v) for c, v in columns.items() if isinstance(v, Mapping) and v.get("kinds")]
+        from abyssal.govern.audit import pii_kinds
+
+        columns = [c for c in pii.get("columns") or [] if isinstance(c, Mapping)]
+        scanned = pii.get("scanned_rows")
         lines.append(
-            f"PII scan of {pii.get('table')}: "
-            + (f"{len(found)} column(s) hold PII" if found else "none found")
+            f"PII scan of {pii.get('table')} ({scanned} rows): "
+            + (f"{len(columns)} column(s) hold PII" if columns else "none found")
         )
-        for column, v in found:
-            rows = v.get("rows") or v.get("first_rows") or []
-            shown = ", ".join(str(r) for r in list(rows)[:5]) if isinstance(rows, list) else rows
-            count = v.get("count", v.get("n_rows", ""))
+        for c in columns:
+            rows = ", ".join(str(r) for r in (c.get("examples") or [])[:5])
             lines.append(
-                f"  {column}: {', '.join(v['kinds'])} in {count} row(s), e.g. rows {shown}"
+                f"  {c.get('column')}: {', '.join(pii_kinds(c))} in {c.get('rows')} "
+                f"row(s), e.g. rows {rows}"
             )
     return lines
 
