@@ -4,7 +4,8 @@ Optimizers and learning-rate schedules are chosen by name from the registries in
 :mod:`abyssal.train.optim`, strategies from :data:`abyssal.train.strategy.STRATEGIES`; the names
 are checked there before a run starts. Each built-in distributed strategy has its own section
 (``train.ddp``, ``train.fsdp``, ``train.parameter_server``); ``train.backend`` and
-``train.timeout_s`` apply to all of them.
+``train.timeout_s`` apply to all of them. ``train.privacy`` turns on differentially private
+training (DP-SGD, :mod:`abyssal.train.privacy`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,63 @@ class ParameterServerConfig:
         if self.staleness < 0:
             raise ConfigError(
                 f"train.parameter_server.staleness must be >= 0, got {self.staleness}"
+            )
+
+
+@dataclass
+class PrivacyConfig:
+    """``train.privacy``: differentially private training, DP-SGD (Abadi et al., "Deep Learning
+    with Differential Privacy", CCS 2016) through Opacus; see :mod:`abyssal.train.privacy`.
+
+    Each example's gradient is clipped to ``max_grad_norm`` and Gaussian noise of standard
+    deviation ``noise_multiplier * max_grad_norm`` is added to every batch's sum before the
+    optimizer steps; an accountant turns the steps taken into an ``(epsilon, delta)`` guarantee
+    for the training examples.
+    """
+
+    enabled: bool = field(False, help="train with DP-SGD and report epsilon")
+    noise_multiplier: float = field(
+        1.0,
+        help="noise standard deviation as a multiple of max_grad_norm (more: smaller epsilon, "
+        "less accuracy); ignored when target_epsilon is set",
+    )
+    max_grad_norm: float = field(
+        1.0, help="each example's gradient is clipped to this L2 norm (replaces clip_grad_norm)"
+    )
+    delta: float | None = field(
+        None,
+        help="the delta of the (epsilon, delta) guarantee; null: 1 / the number of training "
+        "examples (a smaller delta is a stronger guarantee)",
+    )
+    target_epsilon: float | None = field(
+        None,
+        help="choose the noise multiplier (Opacus get_noise_multiplier) so that the planned "
+        "steps spend this epsilon; null: use noise_multiplier",
+    )
+    accountant: Literal["rdp", "prv"] = field(
+        "rdp",
+        help="privacy accountant: rdp (Renyi DP, Mironov 2017) or prv (privacy random "
+        "variables, Gopi et al. 2021; tighter)",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier > 0:
+            raise ConfigError(
+                "train.privacy.noise_multiplier must be > 0 (0 adds no noise: no privacy), "
+                f"got {self.noise_multiplier}"
+            )
+        if not self.max_grad_norm > 0:
+            raise ConfigError(f"train.privacy.max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ConfigError(f"train.privacy.delta must be in (0, 1) or null, got {self.delta}")
+        if self.target_epsilon is not None and not 0 < self.target_epsilon < float("inf"):
+            raise ConfigError(
+                "train.privacy.target_epsilon must be a finite number > 0 or null, got "
+                f"{self.target_epsilon}"
+            )
+        if self.accountant not in ("rdp", "prv"):
+            raise ConfigError(
+                f"train.privacy.accountant must be rdp or prv, got {self.accountant!r}"
             )
 
 
@@ -178,6 +236,10 @@ class TrainConfig:
     fsdp: FSDPConfig = field(default_factory=FSDPConfig, help="train.strategy=fsdp settings")
     parameter_server: ParameterServerConfig = field(
         default_factory=ParameterServerConfig, help="train.strategy=parameter_server settings"
+    )
+    privacy: PrivacyConfig = field(
+        default_factory=PrivacyConfig,
+        help="differentially private training (DP-SGD): train.privacy.enabled=true",
     )
     compile: bool = field(
         False, help="torch.compile the model's forward for training (first steps compile)"

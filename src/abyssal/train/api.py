@@ -2,9 +2,10 @@
 
 Everything that can be checked is checked before a run exists, so that a mistake costs seconds,
 not a training: the model name and alias, the store (a folder, writable, not damaged), the device,
-the data, the task, the optimizer and the trainable patterns. Paths in the config are made
-absolute first (:func:`~abyssal.core.config.resolve_paths`), so the stored run and version find
-their data from any working directory.
+the data, the task, the optimizer, the trainable patterns and, with ``train.privacy``, whether the
+task can be trained privately (:func:`~abyssal.train.privacy.plan_privacy`). Paths in the config
+are made absolute first (:func:`~abyssal.core.config.resolve_paths`), so the stored run and
+version find their data from any working directory.
 
 A run's status tells how far it got: the trainer leaves it ``trained``, and only once its model
 version is registered is it ``completed``. Resuming a run that was killed in between registers its
@@ -39,6 +40,7 @@ from abyssal.solutions import get_solution
 from abyssal.solutions.loading import version_config
 from abyssal.train.checkpoint import TrainState
 from abyssal.train.optim import check_names, trainable_parameters
+from abyssal.train.privacy import plan_privacy
 from abyssal.train.strategy import Strategy, check_strategy_name, make_strategy
 from abyssal.train.trainer import FitResult, Trainer
 
@@ -315,6 +317,15 @@ def _train_new(
     check_names(cfg.train)
     if cfg.train.trainable is not None or cfg.train.frozen:  # patterns are checked up front too
         trainable_parameters(task.build_model(), cfg.train.trainable, cfg.train.frozen)
+    if cfg.train.privacy.enabled:  # e.g. whole-graph batches are refused before a run exists
+        plan_privacy(
+            cfg.train,
+            task,
+            strategy_name=strategy.name,
+            world_size=strategy.world_size,
+            shard=strategy.shard,
+            build_model=_builder(task, cfg.train),
+        )
     run = _shared_run(
         strategy, lambda: Run.create("train", solution.name, cfg, root=dest.home), dest.home
     )
@@ -406,6 +417,7 @@ def _final_metrics(solution: Any, cfg: Any, data: Any, fit: FitResult) -> dict[s
     metrics["best_epoch"] = -1 if fit.best_epoch is None else fit.best_epoch
     metrics["best_step"] = -1 if fit.best_step is None else fit.best_step
     metrics["epochs_run"] = fit.epochs_run
+    metrics.update(fit.privacy)  # epsilon, delta, noise_multiplier, max_grad_norm (DP-SGD)
     return metrics
 
 

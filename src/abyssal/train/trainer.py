@@ -8,7 +8,8 @@ weights and writes a checkpoint. Validation outputs are gathered from every proc
 task computes metrics. Because each epoch starts from a state that the checkpoint fully
 determines, and a checkpoint written mid-epoch records how many batches the epoch had used, a run
 resumed after a crash (or ``kill -9``) ends with exactly the weights and metrics of a run that was
-never interrupted.
+never interrupted. With ``train.privacy.enabled`` the loop runs DP-SGD and reports the epsilon spent
+(:mod:`abyssal.train.privacy`).
 
 Example:
     >>> run = Run.create("train", "toy", cfg)  # doctest: +SKIP
@@ -53,6 +54,7 @@ from abyssal.train.checkpoint import (
 )
 from abyssal.train.optim import build_optimizer, lr_factor, set_learning_rate, trainable_parameters
 from abyssal.train.prefetch import Prefetcher
+from abyssal.train.privacy import PrivacyPlan, PrivateStrategy, plan_privacy, private_optimizer
 from abyssal.train.sharded import load_sharded_full, load_sharded_into, sharded_state, write_sharded
 from abyssal.train.strategy import Strategy, load_model_state, make_strategy
 from abyssal.train.validation import validate_task
@@ -77,6 +79,8 @@ class FitResult:
         stopped_early: whether early stopping ended training.
         history: the metric rows, one per evaluation, as in the run's ``metrics.jsonl``.
         best_step: the optimizer step of the best evaluation, or ``None``.
+        privacy: with ``train.privacy``: ``epsilon`` (after every step taken), ``delta``,
+            ``noise_multiplier`` and ``max_grad_norm``; empty otherwise.
     """
 
     model: nn.Module
@@ -86,6 +90,7 @@ class FitResult:
     stopped_early: bool
     history: list[dict[str, Any]]
     best_step: int | None = None
+    privacy: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,6 +166,7 @@ class Trainer:
         self.mode = _resolve_mode(cfg, metric, mode)
         self.strategy = strategy if strategy is not None else make_strategy(cfg)
         self.on_step = on_step
+        self.privacy: PrivacyPlan | None = None  # set when training starts (train.privacy)
 
     def fit(self, resume: bool = False) -> FitResult:
         """Train to the end (``cfg.epochs``, ``cfg.max_steps`` or early stopping).
@@ -214,12 +220,16 @@ class Trainer:
     def _start(self, resume: bool) -> _Session:
         cfg = self.cfg
         device = self.strategy.device(cfg.device)
-        dtype = autocast_dtype(cfg.precision, device)
+        if cfg.privacy.enabled and self.privacy is None:
+            self._make_private(device)
+        dtype = autocast_dtype("fp32" if self.privacy else cfg.precision, device)
         total = self._total_steps()
         model = self.strategy.setup(self.build_model(), device)
         if cfg.compile:
             model.compile()  # in place: parameter names and checkpoints stay as they are
         optimizer = build_optimizer(self.strategy.unwrap(model), cfg)
+        if self.privacy is not None:
+            optimizer = private_optimizer(optimizer, self.privacy)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         s = _Session(model, optimizer, scaler, device, dtype, total)
         if resume:
@@ -239,6 +249,27 @@ class Trainer:
             f"({self.mode}), {trained:,} trainable parameters, {total or 'unknown'} steps"
         )
         return s
+
+    def _make_private(self, device: torch.device) -> None:
+        """DP-SGD: check the task and settings, plan the noise, wrap the strategy."""
+        self.privacy = plan = plan_privacy(
+            self.cfg,
+            self.task,
+            strategy_name=self.strategy.name,
+            world_size=self.strategy.world_size,
+            shard=self.strategy.shard,
+            build_model=self.build_model,
+            device=device,
+            planned_steps=self._total_steps(),
+        )
+        self.strategy = PrivateStrategy(self.strategy, plan)
+        self._log(
+            f"DP-SGD: noise_multiplier={plan.noise_multiplier:.4g}, max_grad_norm="
+            f"{plan.max_grad_norm:g} per example (replaces train.clip_grad_norm), delta="
+            f"{plan.delta:.3g}, sample rate {plan.sample_rate:.4g} ({plan.train_items} examples, "
+            f"{plan.batches_per_epoch} batches an epoch), epsilon after {plan.planned_steps} "
+            f"planned steps: {plan.epsilon(plan.planned_steps or 0):.4g}"
+        )
 
     def _batch_count(self, batches: Any) -> int | None:
         """The epoch's batch count every process trains: the fewest any has, so that processes
@@ -512,6 +543,8 @@ class Trainer:
         train_loss = self.strategy.mean(st.loss_sum / max(1, st.loss_batches))
         now = time.perf_counter()
         row = {"epoch": epoch, "step": st.global_step, "train_loss": train_loss}
+        if self.privacy is not None:
+            metrics = {**metrics, "epsilon": self.privacy.epsilon(st.global_step)}
         row.update(metrics, time=round(now - s.clock, 4))
         s.clock = now
         st.loss_sum, st.loss_batches = 0.0, 0
@@ -521,6 +554,8 @@ class Trainer:
         s.history.append(row)
         self._record(s, row, improved)
         shown = {"train_loss": f"{train_loss:.4g}", self.metric: f"{row[self.metric]:.4g}"}
+        if self.privacy is not None:
+            shown["epsilon"] = f"{row['epsilon']:.3g}"
         s.bar.set_postfix(shown, refresh=False)
 
     def _validate(self, s: _Session) -> dict[str, float]:
@@ -604,15 +639,29 @@ class Trainer:
 
     def _finish(self, s: _Session) -> FitResult:
         st = s.state
+        if isinstance(self.strategy, PrivateStrategy):
+            self.strategy.release(s.model)  # the trained model without per-example hooks
         model = self._best_model(s)
         model.eval()
         row = next((r for r in s.history if r.get("step") == st.best_step), {})
         best = {k: v for k, v in row.items() if k not in RESERVED_KEYS}
+        privacy = self.privacy.metrics(st.global_step) if self.privacy is not None else {}
+        best.update(privacy)  # epsilon of every step taken, not only those up to the best
         epochs_run = st.epoch + 1 + (1 if st.batches_in_epoch else 0)
         result = FitResult(
-            model, best, st.best_epoch, epochs_run, st.stopped_early, s.history, st.best_step
+            model,
+            best,
+            st.best_epoch,
+            epochs_run,
+            st.stopped_early,
+            s.history,
+            st.best_step,
+            privacy,
         )
         if self.strategy.is_main:
+            if self.privacy is not None:
+                self.run.log(self.privacy.describe(st.global_step))
+                print(self.privacy.describe(st.global_step))
             self.run.set_metrics(best)
             self.run.set_status(self.end_status)
             stop = "stopped early" if st.stopped_early else "finished"
