@@ -139,6 +139,90 @@ class DefectSolution(Solution):
     def headline_metric(self, cfg: DefectConfig, data: DefectData) -> str:
         return "test_knn_accuracy" if cfg.objective == "simclr" else "test_accuracy"
 
+    def explain(
+        self,
+        cfg: DefectConfig,
+        model: torch.nn.Module,
+        data: DefectData,
+        n: int,
+        *,
+        out: Path | None = None,
+    ) -> Any:
+        """Grad-CAM of the predicted class for ``n`` test images, as pictures in ``out``.
+
+        Each picture (default folder: a new temporary one) shows the image with its annotated
+        boxes beside the heat map over it (:mod:`abyssal.solutions.defect.explain`); an image's
+        scores are the shares of its heat in the cells of a 3 x 3 grid (``"top-left"`` ..
+        ``"bottom-right"``), and its note the share inside its boxes, when it has any. Pixels
+        are not features to shuffle, so there is no global permutation importance; the extras
+        give the mean heat in boxes over the explained images.
+        """
+        from abyssal.core.errors import AbyssalError
+        from abyssal.govern.explain import (
+            Attribution,
+            Explanations,
+            explain_folder,
+            explained_rows,
+            grid_heat,
+            safe_name,
+        )
+        from abyssal.nn.gradcam import GradCAM, heat_in_boxes
+        from abyssal.solutions.defect.evaluation import for_model, last_conv_stage, pixels
+        from abyssal.solutions.defect.explain import render_explanation
+
+        net = getattr(model, "base", model)  # an optimized variant's eager network
+        net = getattr(net, "module", net)
+        if not isinstance(net, DefectNet):
+            raise AbyssalError(
+                f"defect explanations need the eager network (DefectNet), got "
+                f"{type(net).__name__}; explain the version an optimized one was made from"
+            )
+        if getattr(net, "defect_spec", {}).get("objective", cfg.objective) == "simclr":
+            raise AbyssalError(
+                "a self-supervised backbone (objective=simclr) has no classes to explain; "
+                "fine-tune it first"
+            )
+        data = for_model(net, data)
+        rows = explained_rows(data.rows("test"), n)
+        folder = explain_folder(out, self.name)
+        items: list[Attribution] = []
+        shares: list[float] = []
+        was_training = net.training
+        net.eval()
+        try:
+            if len(rows):
+                x = pixels(data, rows, next(net.parameters()).device)  # (B, C, S, S) in [0, 1]
+                with torch.no_grad():
+                    probs = torch.softmax(net(x).float(), dim=1).cpu()
+                maps, chosen = GradCAM(net, last_conv_stage(net, data.size))(x)
+                for k, r in enumerate(rows.tolist()):
+                    heat, c = maps[k].cpu().numpy(), int(chosen[k])
+                    record, label = data.records[r], data.classes[int(data.labels[r])]
+                    boxes = [(b.xmin, b.ymin, b.xmax, b.ymax) for b in data.boxes[r]]
+                    title = f"{record.path.name}: {data.classes[c]} {float(probs[k, c]):.2f}"
+                    picture = folder / f"{k + 1:03d}_{safe_name(record.path.stem)}.png"
+                    render_explanation(data.images[r], heat, picture, boxes=boxes, title=title)
+                    note = f"p({data.classes[c]}) {float(probs[k, c]):.3f}"
+                    if boxes:
+                        share = heat_in_boxes(torch.from_numpy(heat), boxes)
+                        area = heat_in_boxes(torch.ones(heat.shape), boxes)
+                        shares.append(share)
+                        note += f"; heat in boxes {share:.2f} (the boxes cover {area:.2f})"
+                    scores = grid_heat(heat)
+                    items.append(
+                        Attribution(str(record.path), data.classes[c], label, scores, picture, note)
+                    )
+        finally:
+            net.train(was_training)
+        extras = ["no global permutation importance: pixels are not features to shuffle"]
+        if any(np.isfinite(shares)):
+            extras.append(
+                f"mean heat in the annotated boxes over {len(shares)} explained images: "
+                f"{float(np.nanmean(shares)):.3f}"
+            )
+        method = "Grad-CAM (Selvaraju et al. 2017) of the predicted class; scores: heat per cell"
+        return Explanations(method, items, {}, "", extras, folder)
+
     # -- the serving half ----------------------------------------------------------------------
 
     def example_inputs(self, cfg: DefectConfig, spec: dict[str, Any]) -> tuple[Any, ...]:

@@ -138,6 +138,142 @@ class NoduleSolution(Solution):
     def headline_metric(self, cfg: NoduleConfig, data: NoduleData) -> str:
         return "test_restoration_mse" if cfg.objective == "genesis" else "test_auroc"
 
+    def explain(
+        self,
+        cfg: NoduleConfig,
+        model: torch.nn.Module,
+        data: NoduleData,
+        n: int,
+        *,
+        out: Path | None = None,
+    ) -> Any:
+        """Grad-CAM slices and attribute attributions of ``n`` labelled test nodules.
+
+        Each nodule's picture (in ``out``, default a new temporary folder) shows axial, coronal
+        and sagittal slices of its cube under the Grad-CAM map of the malignancy logit
+        (:mod:`abyssal.solutions.nodule.explain`). With attribute heads (``model.knowledge``),
+        the malignancy head reads the predicted attributes, so a nodule's scores are integrated
+        gradients (Captum) of the malignancy logit over those attributes, from the training
+        centre; globally, each predicted attribute is shuffled across the labelled test nodules
+        and the drop of the test AUROC kept. The extras give each nodule's predicted attributes
+        in words. Without attribute heads the scores and the global importance are empty.
+        """
+        from abyssal.core.errors import AbyssalError
+        from abyssal.govern.explain import (
+            Attribution,
+            Explanations,
+            explain_folder,
+            explained_rows,
+            integrated_gradients,
+            permutation_importance,
+            safe_name,
+            top_scores,
+        )
+        from abyssal.nn.gradcam import GradCAM
+        from abyssal.solutions.nodule.evaluation import auroc, sigmoid
+        from abyssal.solutions.nodule.explain import render_saliency
+        from abyssal.solutions.nodule.model import NoduleNet
+        from abyssal.solutions.nodule.predict import describe_findings
+
+        net = getattr(model, "base", model)  # an optimized variant's eager network
+        net = getattr(net, "module", net)
+        if not isinstance(net, NoduleNet):
+            raise AbyssalError(
+                f"nodule explanations need the eager network (NoduleNet), got "
+                f"{type(net).__name__}; explain the version an optimized one was made from"
+            )
+        if net.restore:
+            raise AbyssalError(
+                "a self-supervised encoder (objective=genesis) has no malignancy head to explain"
+            )
+        spec = getattr(net, "nodule_spec", None) or self.model_spec(cfg, data)
+        names = list(spec["attributes"])[: net.attributes]
+        device = next(net.parameters()).device
+        size = cfg.data.eval_batch_size
+        folder = explain_folder(out, self.name)
+
+        def cubes(rows: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(data.cubes[rows]).to(device).unsqueeze(1).float() / 255.0
+
+        def head(z: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+            return net.malignancy_head(torch.cat([feats, z], dim=1)).squeeze(1)  # (B,)
+
+        items: list[Attribution] = []
+        extras: list[str] = []
+        importance: dict[str, float] = {}
+        was_training = net.training
+        net.eval()
+        try:
+            rows = explained_rows(data.rows("test", labelled=True), n)
+            if len(rows):
+                x = cubes(rows)  # (B, 1, S, S, S)
+                with torch.no_grad(), net.single_view():
+                    outputs = net(x).float().cpu().numpy()  # (B, 1 + A)
+                    feats, _ = net.embed(x)
+                    z = net.attribute_head(feats) if net.attribute_head is not None else None
+                with net.single_view():
+                    cams, _ = GradCAM(net, net.cam_layer())(x, [0] * len(rows))
+                ig = None
+                if z is not None:
+                    ig = integrated_gradients(
+                        head, z, torch.zeros_like(z), None, extra_args=(feats,)
+                    )
+                    ig = ig.float().cpu().numpy()  # (B, A)
+                for k, r in enumerate(rows.tolist()):
+                    record = data.records[r]
+                    p = float(sigmoid(outputs[k, 0]))
+                    values = [float(v) for v in outputs[k, 1 : 1 + len(names)]]
+                    findings = describe_findings(names, values)
+                    title = f"{record.nodule_id}: p(malignant) {p:.2f}" + (
+                        f"; {findings}" if findings else ""
+                    )
+                    picture = folder / f"{k + 1:03d}_{safe_name(str(record.nodule_id))}.png"
+                    cube = data.cubes[r].astype(np.float32) / 255.0
+                    render_saliency(cube, cams[k].cpu().numpy(), picture, title=title)
+                    scores = {} if ig is None else dict(zip(names, ig[k].tolist(), strict=True))
+                    label = data.classes[int(data.labels[r])]
+                    attrs = ", ".join(f"{a} {v:.2f}" for a, v in zip(names, values, strict=True))
+                    extras.append(
+                        f"nodule {record.nodule_id}: p(malignant) {p:.3f} (label {label}); "
+                        f"{findings or 'no findings'}" + (f" ({attrs})" if attrs else "")
+                    )
+                    note = f"p(malignant) {p:.3f}; heat: Grad-CAM of the malignancy logit"
+                    prediction = "malignant" if p >= 0.5 else "benign"
+                    item = str(record.nodule_id)
+                    scores = top_scores(scores)
+                    items.append(Attribution(item, prediction, label, scores, picture, note))
+            if net.attribute_head is None:
+                extras.append("no global importance: the model has no attribute heads")
+            elif not len(data.rows("test", labelled=True)):
+                extras.append("no global importance: there are no labelled test nodules")
+            else:
+                test = data.rows("test", labelled=True)
+                parts = []
+                with torch.no_grad():
+                    for i in range(0, len(test), size):
+                        f, _ = net.embed(cubes(test[i : i + size]))
+                        parts.append((f, net.attribute_head(f)))
+                feats_all = torch.cat([f for f, _ in parts])
+                z_all = torch.cat([a for _, a in parts]).cpu().numpy()  # (T, A)
+                labels = data.labels[test]
+
+                def score(zs: np.ndarray) -> float:
+                    with torch.no_grad():
+                        logits = head(torch.from_numpy(zs).to(device), feats_all)
+                    return auroc(labels, logits.float().cpu().numpy())
+
+                try:
+                    importance = permutation_importance(score, names, z_all, "test_auroc")
+                except ValueError as e:
+                    extras.append(f"no permutation importance: {e}")
+        finally:
+            net.train(was_training)
+        method = (
+            "Grad-CAM (Selvaraju et al. 2017) of the malignancy logit; scores: integrated "
+            "gradients (Captum) over the predicted attributes"
+        )
+        return Explanations(method, items, importance, "test_auroc", extras, folder)
+
     # -- the serving half ----------------------------------------------------------------------
 
     def example_inputs(self, cfg: NoduleConfig, spec: dict[str, Any]) -> tuple[Any, ...]:

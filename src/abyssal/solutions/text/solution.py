@@ -204,6 +204,110 @@ class TextSolution(Solution):
         lineage = {"base_fingerprint": base_fingerprint(hf_base(model)), "tuning": tuning}
         return Registration(artifacts, ExternalBase.from_path(spec["base"]), lineage)
 
+    def explain(
+        self,
+        cfg: TextConfig,
+        model: torch.nn.Module,
+        data: TextData,
+        n: int,
+        *,
+        out: Path | None = None,
+    ) -> Any:
+        """Integrated gradients over the token embeddings of ``n`` test texts.
+
+        Captum's ``LayerIntegratedGradients`` on the base's input embedding layer explains the
+        predicted class's logit of each text, from a baseline in which every token but the
+        special ones (``[CLS]``, ``[SEP]``, the end token; not the unknown-word token) is the
+        padding token; a token's score is the sum over its embedding's entries (special tokens
+        score 0 and are left out). Each
+        text's scores are drawn as a bar chart in ``out`` (default: a new temporary folder).
+        There is no global permutation importance (tokens are not columns to shuffle across
+        texts); the extras list the tokens with the largest mean absolute score over the
+        explained texts instead.
+        """
+        from abyssal.core.errors import AbyssalError
+        from abyssal.govern.explain import (
+            Attribution,
+            Explanations,
+            explain_folder,
+            explained_rows,
+            integrated_gradients,
+            safe_name,
+            token_scores,
+            top_scores,
+            write_bar_chart,
+        )
+        from abyssal.solutions.text.data import open_base
+
+        try:
+            embeddings = hf_base(model).get_input_embeddings()
+        except AttributeError:
+            raise AbyssalError(
+                f"text explanations need the eager classifier, got {type(model).__name__}; "
+                "explain the version an optimized one was made from"
+            ) from None
+        _, _, tokenizer, _ = open_base(cfg.model)
+        special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}  # unknown words count
+        pad = int(data.tokens.pad_id)
+        device = next(model.parameters()).device
+        folder = explain_folder(out, self.name)
+
+        def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return model(ids, mask)
+
+        was_training = model.training
+        model.eval()
+        items: list[Attribution] = []
+        totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        try:
+            for r in explained_rows(data.rows("test"), n).tolist():
+                ids = torch.from_numpy(data.tokens.ids[r]).long().unsqueeze(0).to(device)  # (1, T)
+                mask = torch.ones_like(ids)
+                keep = torch.tensor([t in special for t in ids[0].tolist()], device=device)
+                baseline = torch.where(keep, ids, torch.full_like(ids, pad))
+                with torch.no_grad():
+                    logits = model(ids, mask).float()[0]  # (K,)
+                c = int(logits.argmax())
+                ig = integrated_gradients(
+                    forward, ids, baseline, c, layer=embeddings, extra_args=(mask,)
+                )
+                values = ig[0].float().sum(dim=-1).cpu().numpy()  # (T,)
+                words = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+                kept = [i for i, t in enumerate(ids[0].tolist()) if t not in special]
+                scores = token_scores([words[i] for i in kept], [float(values[i]) for i in kept])
+                for i in kept:
+                    totals[words[i]] = totals.get(words[i], 0.0) + abs(float(values[i]))
+                    counts[words[i]] = counts.get(words[i], 0) + 1
+                item = f"line {data.records.lines[r]}"
+                prediction, label = data.classes[c], data.classes[int(data.labels[r])]
+                image = write_bar_chart(
+                    scores,
+                    folder / f"{safe_name(item)}.png",
+                    title=f"{item}: predicted {prediction} (label {label})",
+                    xlabel=f"attribution to the logit of {prediction!r}",
+                )
+                text = data.records.texts[r]
+                note = f"text: {text[:80]}{'…' if len(text) > 80 else ''}"
+                items.append(Attribution(item, prediction, label, top_scores(scores), image, note))
+        finally:
+            model.train(was_training)
+        mean = {t: totals[t] / counts[t] for t in totals}
+        shown = ", ".join(f"{t} {v:.3g}" for t, v in top_scores(mean, 10).items())
+        extras = [
+            "no global permutation importance: tokens are not columns to shuffle across texts",
+        ]
+        if shown:
+            extras.append(f"largest mean |attribution| over the explained texts: {shown}")
+        return Explanations(
+            "integrated gradients (Captum) over the token embeddings",
+            items,
+            {},
+            "",
+            extras,
+            folder,
+        )
+
     # -- the serving half ----------------------------------------------------------------------
 
     def example_inputs(self, cfg: TextConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
