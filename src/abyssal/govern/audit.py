@@ -362,7 +362,9 @@ def _explanations(
     if policy.explain.items == 0:
         return None, []
     try:
-        found = solution.explain(cfg, loaded.model, data, policy.explain.items)
+        found = solution.explain(
+            cfg, loaded.model, data, policy.explain.items, out=folder / "explanations"
+        )
     except AbyssalError as e:
         note = {"available": False, "why": str(e)}
         if policy.explain.required:
