@@ -1,5 +1,10 @@
 """Sample data for the fraud solution: a SYNTHETIC history with planted rings and a stream of new
 transactions to score (``abyssal generate fraud``).
+
+With ``segments=true`` every account also gets a synthetic sensitive attribute ``segment`` (A/B,
+written to ``accounts.csv``); ``fraud_proxy`` gives fraudulent accounts rapid purchase bursts (a
+fraud signal) and ``segment_bias`` gives them to honest B accounts too, a bias against B through a
+proxy the model sees (see :mod:`abyssal.solutions.fraud.segments`): the data of a fairness audit.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from abyssal.core.atomic import write_text_atomic
 from abyssal.core.config import field
 from abyssal.core.errors import ConfigError, DataError
 from abyssal.data.tables import write_table
+from abyssal.solutions.fraud.segments import plant_segments
 from abyssal.solutions.fraud.synthetic import generate_transactions
 
 
@@ -27,10 +33,27 @@ class FraudSampleConfig:
     days: int = field(60, help="days of activity")
     seed: int = field(0, help="random seed")
     new_frac: float = field(0.02, help="share of the latest transactions kept as the new stream")
+    segments: bool = field(False, help="write accounts.csv: a synthetic segment A/B per account")
+    segment_b_frac: float = field(0.3, help="share of accounts in segment B")
+    segment_bias: float = field(
+        0.0, help="mean rapid purchase bursts per honest B account (0: no planted bias)"
+    )
+    fraud_proxy: float = field(
+        0.0, help="mean rapid purchase bursts per fraudulent account (a fraud signal B may share)"
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.new_frac < 1:
             raise ConfigError(f"new_frac must be in (0, 1), got {self.new_frac}")
+        if not 0 < self.segment_b_frac < 1:
+            raise ConfigError(f"segment_b_frac must be in (0, 1), got {self.segment_b_frac}")
+        if not (self.segment_bias >= 0 and self.fraud_proxy >= 0):
+            raise ConfigError(
+                f"segment_bias and fraud_proxy must be >= 0, got {self.segment_bias} and "
+                f"{self.fraud_proxy}"
+            )
+        if (self.segment_bias > 0 or self.fraud_proxy > 0) and not self.segments:
+            raise ConfigError("segment_bias and fraud_proxy need segments=true")
 
 
 def split_stream(frame: pd.DataFrame, new_frac: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -84,7 +107,8 @@ def from_known_users(history: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 def write_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
     """Write ``transactions.csv`` (labelled history), ``new_transactions.csv`` (the latest
-    transactions, unlabelled, to score) and ``planted_rings.json`` (the ground truth) to ``out``.
+    transactions, unlabelled, to score) and ``planted_rings.json`` (the ground truth) to ``out``;
+    with ``segments``, also ``accounts.csv`` (``user_id``, ``segment``) and the planted bias.
 
     The new stream keeps only users the history knows (a user whose first transaction falls in
     the stream is left out), so ``abyssal predict fraud`` scores it as it is.
@@ -106,6 +130,16 @@ def write_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
         days=options.days,
         seed=options.seed,
     )
+    accounts = None
+    if options.segments:
+        planted = plant_segments(
+            data,
+            b_frac=options.segment_b_frac,
+            bias=options.segment_bias,
+            fraud_proxy=options.fraud_proxy,
+            seed=options.seed,
+        )
+        data, accounts = planted.data, planted.accounts
     history, stream = split_stream(data.transactions, options.new_frac)
     new = from_known_users(history, stream)
     out = Path(out)
@@ -114,12 +148,23 @@ def write_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
     write_table(new.drop(columns=["label"]), out / "new_transactions.csv")
     write_text_atomic(out / "planted_rings.json", json.dumps(rings, indent=1) + "\n")
     fraud = float(history["label"].mean())
-    return [
+    lines = [
         f"transactions.csv: {len(history)} SYNTHETIC transactions, {fraud:.1%} fraudulent",
         f"new_transactions.csv: {len(new)} later transactions to score, no labels"
         + _left_out(len(stream) - len(new)),
         f"planted_rings.json: the {len(rings)} planted rings (ground truth)",
     ]
+    if accounts is not None:
+        write_table(accounts, out / "accounts.csv")
+        share = float((accounts["segment"] == "B").mean())
+        bias = f"bias {options.segment_bias:g} planted against B" if options.segment_bias else ""
+        proxy = f", fraud proxy {options.fraud_proxy:g}" if options.fraud_proxy else ""
+        lines.append(
+            f"accounts.csv: a SYNTHETIC segment per account, {share:.0%} B; "
+            + (bias or "no planted bias")
+            + proxy
+        )
+    return lines
 
 
 def _left_out(count: int) -> str:

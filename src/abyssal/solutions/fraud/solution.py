@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 
 from abyssal.contracts.solution import MetricLayout, Solution
@@ -100,8 +101,163 @@ class FraudSolution(Solution):
             metrics.update(split_metrics(label, txn_risk, tmasks, prefix="txn_"))
         return metrics
 
+    def held_out(self, cfg: FraudConfig, model: torch.nn.Module, data: FraudData) -> pd.DataFrame:
+        """The test split's labelled accounts: ``id`` (the account id as in the data), ``label``
+        (1 = the account made a fraudulent transaction, or the source's node label) and ``score``
+        (the node risk :meth:`evaluate` scores, the whole graph in one forward), in node order."""
+        check_feature_count(model, data)
+        node_risk, _ = score_graph(model, data)
+        test = np.flatnonzero(data.masks["test"])
+        keys = data.graph.node_keys
+        return pd.DataFrame(
+            {
+                "id": [keys[i][1] for i in test.tolist()],
+                "label": data.graph.y[test].astype(np.int64),
+                "score": node_risk[test].astype(np.float64),
+            }
+        )
+
     def baselines(self, cfg: FraudConfig, data: FraudData) -> dict[str, float]:
         return run_baselines(data, seed=cfg.train.seed) if cfg.baselines else {}
+
+    def explain(
+        self,
+        cfg: FraudConfig,
+        model: torch.nn.Module,
+        data: FraudData,
+        n: int,
+        *,
+        out: Path | None = None,
+    ) -> Any:
+        """Attention over the neighbours of the ``n`` riskiest test accounts, permutation
+        importance of the node features, and the suspected rings.
+
+        An account's scores are the attention its last graph-attention layer pays to each
+        neighbour (the layer's softmax weights, averaged over the heads and summed over parallel
+        edges, so they add up to 1 over the neighbours it attends to; with
+        ``model.neighbour_cap``, only the edges the cap keeps), drawn as a bar chart in ``out``
+        (default: a new temporary folder). Its note names the own features that move its risk
+        logit most, by gradient x input against the training mean (the model's standardisation
+        centre). Globally, each node feature is shuffled across all nodes (3 repeats) and the
+        drop of the test AUPRC kept. The extras describe the rings found as ``abyssal predict
+        fraud`` finds them (accounts at or above ``rings.min_risk``, by default the
+        validation threshold).
+        """
+        from abyssal.core.errors import AbyssalError
+        from abyssal.govern.explain import (
+            Attribution,
+            Explanations,
+            explain_folder,
+            explained_rows,
+            permutation_importance,
+            safe_name,
+            top_scores,
+            write_bar_chart,
+        )
+        from abyssal.nn.recent_edges import recent_edge_mask
+        from abyssal.solutions.fraud.metrics import best_threshold, ranking_metrics
+        from abyssal.solutions.fraud.model import edge_group_count, edge_groups
+        from abyssal.solutions.fraud.rings import find_rings
+
+        net = getattr(model, "base", model)  # an optimized variant's eager network
+        net = getattr(net, "module", net)
+        if not isinstance(net, TemporalGAT):
+            raise AbyssalError(
+                f"fraud explanations need the eager network (TemporalGAT), got "
+                f"{type(net).__name__}; explain the version an optimized one was made from"
+            )
+        check_feature_count(net, data)
+        g, folder = data.graph, explain_folder(out, self.name)
+        device = next(net.parameters()).device
+        x, edge_index, edge_attr, edge_dt = (t.to(device) for t in graph_inputs(data)[:4])
+        graph = (edge_index, edge_attr, edge_dt)
+
+        def name(node: int) -> str:
+            kind, key = g.node_keys[node]
+            return f"{kind} {key}"
+
+        def risks(features: torch.Tensor) -> np.ndarray:
+            with torch.no_grad():
+                return torch.sigmoid(net(features, *graph)[0]).float().cpu().numpy()  # (N,)
+
+        items: list[Attribution] = []
+        extras: list[str] = []
+        was_training = net.training
+        net.eval()
+        try:
+            risk = risks(x)
+            with torch.no_grad():
+                keep = torch.ones(edge_index.shape[1], dtype=torch.bool, device=device)
+                if net.neighbour_cap is not None:
+                    groups, count = edge_groups(edge_attr), edge_group_count(edge_attr)
+                    keep = recent_edge_mask(
+                        edge_index[1], edge_dt, net.neighbour_cap, groups, num_groups=count
+                    )
+                h = net.embed(x, *graph)[-2]  # the last attention layer's input
+                _, (pairs, alpha) = net.convs[-1](
+                    (h, h),
+                    edge_index[:, keep],
+                    net.edge_inputs(edge_attr[keep], edge_dt[keep]),
+                    return_attention_weights=True,
+                )
+            senders, receivers = pairs.cpu().numpy()
+            weights = alpha.float().mean(dim=1).cpu().numpy()  # (E kept,) mean over heads
+            test = np.flatnonzero(data.masks["test"])
+            for a in explained_rows(test[np.argsort(-risk[test], kind="stable")], n).tolist():
+                scores: dict[str, float] = {}
+                incoming = receivers == a
+                pairs_in = zip(senders[incoming].tolist(), weights[incoming].tolist(), strict=True)
+                for s, w in pairs_in:
+                    scores[name(s)] = scores.get(name(s), 0.0) + w
+                with torch.enable_grad():
+                    xg = x.detach().clone().requires_grad_(True)
+                    (grad,) = torch.autograd.grad(net(xg, *graph)[0][a], xg)
+                own = (grad[a] * (x[a] - net.feature_mean)).cpu().numpy()  # (F,)
+                top = top_scores(dict(zip(g.feature_names, own.tolist(), strict=True)), 3)
+                note = "own features (gradient x input): " + ", ".join(
+                    f"{f} {v:+.3g}" for f, v in top.items()
+                )
+                item, label = name(a), int(g.y[a])
+                image = write_bar_chart(
+                    scores,
+                    folder / f"{safe_name(item)}.png",
+                    title=f"{item}: risk {risk[a]:.3f} (label {label})",
+                    xlabel="attention of the last layer (mean over heads)",
+                )
+                items.append(
+                    Attribution(item, float(risk[a]), label, top_scores(scores), image, note)
+                )
+
+            mask, x_np = data.masks["test"], x.cpu().numpy()
+
+            def score(features: np.ndarray) -> float:
+                shuffled = risks(torch.from_numpy(features).to(device))
+                return ranking_metrics(g.y[mask], shuffled[mask])["auprc"]
+
+            try:
+                importance = permutation_importance(
+                    score, list(g.feature_names), x_np, "test_auprc", seed=cfg.train.seed
+                )
+            except ValueError as e:
+                importance = {}
+                extras.append(f"no permutation importance: {e}")
+        finally:
+            net.train(was_training)
+        val = data.masks["val"]
+        threshold = cfg.rings.min_risk
+        if threshold is None:
+            threshold = best_threshold(g.y[val], risk[val])
+        rings = find_rings(g, risk, threshold, cfg.rings.min_size)
+        extras.append(f"{len(rings)} suspected rings among accounts with risk >= {threshold:.3f}")
+        for ring in rings[:10]:
+            members = ", ".join(ring.members[:20]) + (", ..." if ring.size > 20 else "")
+            extras.append(
+                f"ring {ring.ring_id}: {ring.size} accounts, mean risk {ring.mean_risk:.2f}, "
+                f"total amount {ring.total_amount:,.2f}; members: {members}"
+            )
+            extras += [f"  - {line}" for line in ring.evidence()[:6]]
+        method = "graph attention weights of the last layer over each account's neighbours"
+        return Explanations(method, items, importance, "test_auprc", extras, folder)
 
     def example_inputs(self, cfg: FraudConfig, spec: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """A 6-account ring with 8 directed edges: ``(x, edge_index, edge_attr, edge_dt)``, and

@@ -13,17 +13,26 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 
 from abyssal.contracts.prediction import TablePredictionReport
 from abyssal.contracts.solution import MetricLayout, Solution
+from abyssal.core.errors import AbyssalError
 from abyssal.solutions.tabular.baselines import gbdt_metrics
 from abyssal.solutions.tabular.config import TabularConfig, TabularSampleConfig
 from abyssal.solutions.tabular.data import TabularData, prepare_tabular_data
 from abyssal.solutions.tabular.predict import TabularPredictor, predict_rows_file
 from abyssal.solutions.tabular.preprocessing import TablePreprocessor
 from abyssal.solutions.tabular.sample import generate_sample
-from abyssal.solutions.tabular.task import TabularTask, build_model, evaluate_network, table_spec
+from abyssal.solutions.tabular.schema import TableSchema
+from abyssal.solutions.tabular.task import (
+    TabularTask,
+    build_model,
+    evaluate_network,
+    split_outputs,
+    table_spec,
+)
 
 _SMALLER_IS_BETTER = ("log_loss", "rmse", "mae")
 
@@ -89,6 +98,197 @@ class TabularSolution(Solution):
         """``test_auroc`` for classification, ``test_rmse`` for regression."""
         return "test_auroc" if data.schema.task == "classification" else "test_rmse"
 
+    def explain(
+        self,
+        cfg: TabularConfig,
+        model: torch.nn.Module,
+        data: TabularData,
+        n: int,
+        *,
+        out: Path | None = None,
+    ) -> Any:
+        """Integrated gradients of ``n`` test rows and permutation importance of every column.
+
+        Per row, the path of integrated gradients (Captum's ``LayerIntegratedGradients`` on the
+        first linear layer's input) runs through the numbers (standardised, with their missing
+        indicators) and every categorical column's embedding together, from a baseline of the
+        training means and code 0 (missing) to the row. A column's score sums its parts (a number
+        and its missing indicator; an embedding's entries), so a row's scores add up to the
+        explained output (the predicted class's logit; regression: the standardised prediction)
+        minus the baseline's. Each row's scores are drawn as a bar chart in ``out`` (default: a
+        new temporary folder). Globally, each column is shuffled across the test rows (3
+        repeats) and the drop of the headline metric (``test_auroc`` or ``test_rmse``) kept.
+        """
+        from abyssal.core.errors import AbyssalError
+        from abyssal.govern.explain import (
+            Attribution,
+            Explanations,
+            explain_folder,
+            explained_rows,
+            integrated_gradients,
+            permutation_importance,
+            safe_name,
+            top_scores,
+            write_bar_chart,
+        )
+        from abyssal.solutions.tabular.model import TabularMLP
+        from abyssal.solutions.tabular.schema import TableSchema
+        from abyssal.solutions.tabular.task import TabularBatch, network_outputs, outputs_metrics
+
+        net = getattr(model, "base", model)  # an optimized variant's eager network
+        net = getattr(net, "module", net)
+        if not isinstance(net, TabularMLP):
+            raise AbyssalError(
+                f"tabular explanations need the eager network (TabularMLP), got "
+                f"{type(net).__name__}; explain the version an optimized one was made from"
+            )
+        spec = getattr(net, "input_spec", None)
+        if spec is not None and spec != table_spec(data):
+            data = data.encoded_for(
+                TableSchema.from_dict(spec["schema"]),
+                TablePreprocessor.from_dict(spec["preprocessing"]),
+            )
+        pre, task = data.preprocessor, data.schema.task
+        # where each column lives: positions in the first layer's input, places in the arrays
+        width, flag = pre.numeric_width, len(pre.numeric)
+        parts: dict[str, list[int]] = {}
+        places: dict[str, list[tuple[str, int]]] = {}
+        for i, column in enumerate(pre.numeric):
+            parts[column.name] = [i] + ([flag] if column.indicator else [])
+            places[column.name] = [("numeric", p) for p in parts[column.name]]
+            flag += column.indicator
+        start = width
+        for j, (column, table) in enumerate(zip(pre.categorical, net.embeddings, strict=True)):
+            parts[column.name] = list(range(start, start + table.embedding_dim))
+            places[column.name] = [("categorical", j)]
+            start += table.embedding_dim
+        device = next(net.parameters()).device
+        first = net.body[0] if len(net.body) else net.head
+        folder = explain_folder(out, self.name)
+        was_training = net.training
+        net.eval()
+        try:
+            rows = explained_rows(data.rows("test"), n)
+            numeric, categorical, target = data.arrays(rows)
+            x = (torch.from_numpy(numeric).to(device), torch.from_numpy(categorical).to(device))
+            base = (torch.zeros_like(x[0]), torch.zeros_like(x[1]))
+            with torch.no_grad():
+                out_x, out_base = net(*x).float(), net(*base).float()  # (B, C) or (B, 1)
+            chosen = (
+                out_x.argmax(dim=1)
+                if task == "classification"
+                else torch.zeros(len(rows), dtype=torch.long, device=device)
+            )
+            items = []
+            if len(rows):
+                ig = integrated_gradients(net, x, base, chosen, layer=first, layer_input=True)
+                ig = (ig[0] if isinstance(ig, tuple) else ig).float().cpu().numpy()  # (B, width)
+                for k, r in enumerate(rows.tolist()):
+                    c = int(chosen[k])
+                    scores = {name: float(ig[k, p].sum()) for name, p in parts.items()}
+                    if task == "classification":
+                        prediction: str | float = pre.target.classes[c]
+                        label: Any = pre.target.classes[int(target[k])]
+                        what = f"logit of {prediction!r}"
+                    else:
+                        prediction = float(pre.target.restore(out_x[k, :1].cpu().numpy())[0])
+                        label = float(data.target[r])
+                        what = "standardised prediction"
+                    item = f"row {r + 1}"
+                    image = write_bar_chart(
+                        scores,
+                        folder / f"{safe_name(item)}.png",
+                        title=f"{item}: predicted {prediction} (label {label})",
+                        xlabel=f"attribution to the {what}",
+                    )
+                    note = (
+                        f"{what} {float(out_x[k, c]):.4g}, baseline {float(out_base[k, c]):.4g}, "
+                        f"attributions sum to {sum(scores.values()):.4g}"
+                    )
+                    items.append(
+                        Attribution(item, prediction, label, top_scores(scores), image, note)
+                    )
+
+            headline = self.headline_metric(cfg, data)
+            test = data.rows("test")
+            numeric, categorical, target = data.arrays(test)
+
+            def score(arrays: dict[str, np.ndarray]) -> float:
+                batch = TabularBatch(
+                    torch.from_numpy(arrays["numeric"]),
+                    torch.from_numpy(arrays["categorical"]),
+                    torch.from_numpy(target),
+                    torch.arange(len(target)),
+                )
+                with torch.no_grad():
+                    outputs = network_outputs(net, batch.to(device), pre.target)
+                return outputs_metrics(outputs, pre.target)[headline.removeprefix("test_")]
+
+            extras = []
+            try:
+                arrays = {"numeric": numeric, "categorical": categorical}
+                importance = permutation_importance(score, places, arrays, headline)
+                chart = write_bar_chart(
+                    importance,
+                    folder / "permutation_importance.png",
+                    title=f"permutation importance on {len(test)} test rows",
+                    xlabel=f"drop in {headline} when the column is shuffled",
+                )
+                extras.append(f"permutation importance chart: {chart}")
+            except ValueError as e:
+                importance = {}
+                extras.append(f"no permutation importance: {e}")
+        finally:
+            net.train(was_training)
+        return Explanations(
+            "integrated gradients (Captum), numbers and category embeddings together",
+            items,
+            importance,
+            headline,
+            extras,
+            folder,
+        )
+
+    # -- the governance half ------------------------------------------------------------------
+
+    def held_out(
+        self, cfg: TabularConfig, model: torch.nn.Module, data: TabularData
+    ) -> pd.DataFrame:
+        """The test split's predictions, one row per table row, in file order.
+
+        ``id`` is the row's value in the first ``data.ignore`` column whose values are unique
+        (an id), else its 1-based data row in the file. Binary classification: ``label`` is 1 for
+        the second class (in sorted order, e.g. ``malignant`` of benign/malignant, ``1`` of 0/1)
+        and ``score`` the network's probability of it. More classes: ``label`` and
+        ``prediction`` are class names and ``probability`` the predicted class's probability.
+
+        Raises:
+            AbyssalError: a regression model (the fairness audit covers classification).
+        """
+        data = _as_model_sees(model, data)
+        if data.schema.task != "classification":
+            raise AbyssalError(
+                f"{data.where}: the fairness audit covers classification; this model regresses "
+                f"'{data.schema.target}', so it has no held-out scores or classes to compare"
+            )
+        rows = data.rows("test")
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            probability = split_outputs(model, data, rows, cfg.data.batch_size)["probability"]
+        model.train(was_training)
+        probability = probability.detach().cpu().double().numpy()  # (n, C)
+        out = pd.DataFrame({"id": _row_ids(data, rows)})
+        classes = np.asarray(data.preprocessor.target.classes, dtype=object)
+        if len(classes) == 2:
+            out["label"] = data.target[rows].astype(np.int64)
+            out["score"] = probability[:, 1]
+            return out
+        out["label"] = classes[data.target[rows]]
+        out["prediction"] = classes[probability.argmax(axis=1)]
+        out["probability"] = probability.max(axis=1)
+        return out
+
     # -- the serving half ----------------------------------------------------------------------
 
     def example_inputs(self, cfg: TabularConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
@@ -126,3 +326,26 @@ class TabularSolution(Solution):
 
     def generate_sample(self, options: TabularSampleConfig, out: Path) -> list[str]:
         return generate_sample(options, out)
+
+
+def _as_model_sees(model: torch.nn.Module, data: TabularData) -> TabularData:
+    """``data`` read and encoded with the model's own schema and encoders when they differ (as
+    :func:`~abyssal.solutions.tabular.task.evaluate_network` does)."""
+    spec = getattr(model, "input_spec", None)
+    if spec is None or spec == table_spec(data):
+        return data
+    return data.encoded_for(
+        TableSchema.from_dict(spec["schema"]), TablePreprocessor.from_dict(spec["preprocessing"])
+    )
+
+
+def _row_ids(data: TabularData, rows: np.ndarray) -> np.ndarray:
+    """The first unique ``data.ignore`` column's values at ``rows``, else 1-based data rows."""
+    frame = data.frame
+    for name in data.schema.keep:
+        if name == data.schema.target or frame is None or name not in frame.columns:
+            continue
+        column = frame[name]
+        if column.notna().all() and column.is_unique:
+            return column.to_numpy()[rows]
+    return rows + 1
