@@ -43,6 +43,16 @@ from abyssal.core.errors import AbyssalError, DataError
 from abyssal.core.home import abyssal_home, using_home
 from abyssal.govern.policy import AuditPolicy
 
+GAPS = (
+    "equalized_odds_difference",
+    "demographic_parity_difference",
+    "tpr_difference",
+    "fpr_difference",
+)
+"""The gaps between groups a policy can bound."""
+MISSING_GROUP = "(missing)"
+"""The group of items whose sensitive attribute is missing: reported as a group of its own."""
+
 
 @dataclass
 class Check:
@@ -280,24 +290,21 @@ def _fairness(
     gaps = fairness_gaps(report)
     checks = []
     for label, key, limit in (
-        ("equalized odds difference", "equalized_odds_difference", f.max_equalized_odds_difference),
-        (
-            "demographic parity difference",
-            "demographic_parity_difference",
-            f.max_demographic_parity_difference,
-        ),
-    ):
+        ("equalized odds difference", "equalized_odds_difference",
+         f.max_equalized_odds_difference),
+        ("demographic parity difference", "demographic_parity_difference",
+         f.max_demographic_parity_difference),
+        ("recall difference", "tpr_difference", f.max_recall_difference),
+        ("false-positive rate difference", "fpr_difference",
+         f.max_false_positive_rate_difference),
+    ):  # fmt: skip
         if limit is None:
             continue
         value = gaps[key]
         ok = math.isfinite(value) and value <= limit
-        checks.append(
-            Check(
-                f"fairness: {label}",
-                ok,
-                f"{value:.3f} {'<=' if ok else '>'} {limit:g} across {f.attribute}",
-            )
-        )
+        checks.append(Check(f"fairness: {label}", ok,
+                            f"{value:.3f} {'<=' if ok else '>'} {limit:g} across "
+                            f"{f.attribute}"))  # fmt: skip
     if f.mitigate != "none":
         mitigation = fairness.mitigate(
             frame, f.attribute, constraint=f.mitigate, threshold=f.threshold
@@ -307,10 +314,11 @@ def _fairness(
 
 
 def fairness_gaps(report: Any) -> dict[str, float]:
-    """The equalized-odds and demographic-parity differences of a fairness report."""
+    """The gaps of a fairness report: equalized odds, demographic parity, recall (``tpr``)
+    and false-positive rate (``fpr``) differences (NaN where the report has none)."""
     values = report.to_dict()
     out = {}
-    for key in ("equalized_odds_difference", "demographic_parity_difference"):
+    for key in GAPS:
         value = values.get(key)
         if isinstance(value, Mapping):
             value = value.get("value", value.get("estimate"))
@@ -319,7 +327,8 @@ def fairness_gaps(report: Any) -> dict[str, float]:
 
 
 def _with_attribute(frame: Any, f: Any, version: Any) -> Any:
-    """The held-out predictions with the sensitive attribute joined in by id."""
+    """The held-out predictions with the sensitive attribute joined in by id (a missing value
+    is the group :data:`MISSING_GROUP`)."""
     import pandas as pd
 
     from abyssal.data.tables import read_table, trained_table
@@ -343,7 +352,8 @@ def _with_attribute(frame: Any, f: Any, version: Any) -> Any:
         keys = table[f.key].astype(str)
     else:
         keys = pd.Series(range(1, len(table) + 1)).astype(str)
-    attribute = dict(zip(keys, table[f.attribute].astype(str), strict=True))
+    values = table[f.attribute].astype(object).where(table[f.attribute].notna(), MISSING_GROUP)
+    attribute = dict(zip(keys, values.astype(str), strict=True))
     ids = frame["id"].astype(str)
     missing = ids[~ids.isin(attribute.keys())]
     if len(missing):

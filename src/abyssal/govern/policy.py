@@ -73,13 +73,26 @@ class FairnessPolicy:
     max_demographic_parity_difference: float | None = field(
         None, help="fail above this gap in selection rate between groups"
     )
+    max_recall_difference: float | None = field(
+        None, help="fail above this gap in recall (true-positive rate) between groups"
+    )
+    max_false_positive_rate_difference: float | None = field(
+        None,
+        help="fail above this gap in false-positive rate between groups (steadier than recall "
+        "when positives are few)",
+    )
     mitigate: Literal["none", "equalized_odds", "demographic_parity"] = field(
         "none", help="also report per-group thresholds that close this gap, and their cost"
     )
     bootstrap: int = field(1000, help="bootstrap resamples of each interval")
 
     def __post_init__(self) -> None:
-        for name in ("max_equalized_odds_difference", "max_demographic_parity_difference"):
+        for name in (
+            "max_equalized_odds_difference",
+            "max_demographic_parity_difference",
+            "max_recall_difference",
+            "max_false_positive_rate_difference",
+        ):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:
                 raise ConfigError(f"fairness.{name} must be in [0, 1], got {value}")

@@ -89,14 +89,19 @@ def _group_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
     return headers, rows
 
 
+GAP_NAMES = {
+    "equalized_odds_difference": "equalized odds difference",
+    "demographic_parity_difference": "demographic parity difference",
+    "demographic_parity_ratio": "demographic parity ratio",
+    "tpr_difference": "recall difference",
+    "fpr_difference": "false-positive rate difference",
+    "threshold": "threshold",
+}
+
+
 def _gap_lines(report: Mapping[str, Any]) -> list[str]:
     lines = []
-    for key in (
-        "equalized_odds_difference",
-        "demographic_parity_difference",
-        "demographic_parity_ratio",
-        "threshold",
-    ):
+    for key, name in GAP_NAMES.items():
         value = report.get(key)
         if value is None:
             continue
@@ -106,25 +111,42 @@ def _gap_lines(report: Mapping[str, Any]) -> list[str]:
             shown += f" [{_num(low, 3)}, {_num(high, 3)}]" if low is not None else ""
         else:
             shown = _num(value, 3)
-        lines.append(f"{key.replace('_', ' ')}: {shown}")
+        lines.append(f"{name}: {shown}")
     return lines
 
 
 def _mitigation_lines(mitigation: Mapping[str, Any] | None) -> list[str]:
+    """Per-group thresholds, where they were fitted, the gaps and the cost, before and after."""
     if not mitigation:
         return []
-    lines = [f"mitigation: {mitigation.get('constraint', '')}"]
+    lines = [
+        f"mitigation ({mitigation.get('constraint', '')}), fitted on "
+        f"{mitigation.get('fitted_on', '?')}:"
+    ]
     thresholds = mitigation.get("thresholds")
     if isinstance(thresholds, Mapping):
         lines.append(
-            "per-group thresholds: " + ", ".join(f"{g} {_num(t, 3)}" for g, t in thresholds.items())
+            "  per-group thresholds "
+            + ", ".join(f"{g} {_num(t, 4)}" for g, t in thresholds.items())
+            + f" (single: {_num(mitigation.get('threshold'), 4)})"
         )
-    for key in ("before", "after", "cost"):
-        value = mitigation.get(key)
-        if isinstance(value, Mapping):
-            flat = {k: v for k, v in value.items() if isinstance(v, int | float | str)}
-            if flat:
-                lines.append(f"{key}: " + ", ".join(f"{k} {_num(v, 3)}" for k, v in flat.items()))
+    before, after = mitigation.get("before") or {}, mitigation.get("after") or {}
+    for key in ("equalized_odds_difference", "demographic_parity_difference", "fpr_difference"):
+        b, a = before.get(key), after.get(key)
+        if isinstance(b, Mapping) and isinstance(a, Mapping):
+            lines.append(
+                f"  {key.replace('_', ' ')}: {_num(b.get('value'), 3)} -> {_num(a.get('value'), 3)}"
+            )
+    cost = mitigation.get("cost")
+    if isinstance(cost, Mapping) and cost:
+        lines.append(
+            "  cost: "
+            + ", ".join(
+                f"{k} {_num(v.get('before'), 3)} -> {_num(v.get('after'), 3)}"
+                for k, v in cost.items()
+                if isinstance(v, Mapping)
+            )
+        )
     return lines
 
 
@@ -385,7 +407,6 @@ class _Pages:
             for j, path in enumerate(paths[k : k + 3]):
                 ax = self.fig.add_axes((MARGIN + j * (size + 0.03), self.y - h, size, h))
                 ax.imshow(mpimg.imread(str(path)))
-                ax.set_title(path.name[:40], fontsize=7)
                 ax.axis("off")
             self.y -= h + 0.02
 
