@@ -71,7 +71,7 @@ def test_the_attribute_is_joined_to_held_out_items_by_id(tmp_path: Path) -> None
     with pytest.raises(DataError, match="no column 'region'"):
         _with_attribute(frame, SimpleNamespace(attribute="region", table=str(table), key=None),
                         SimpleNamespace(config={}, ref="x"))  # fmt: skip
-    with pytest.raises(AbyssalError, match="give fairness.table"):
+    with pytest.raises(AbyssalError, match=r"give fairness\.table"):
         _with_attribute(frame, SimpleNamespace(attribute="segment", table=None, key=None),
                         SimpleNamespace(config={}, ref="fraud:1"))  # fmt: skip
 
