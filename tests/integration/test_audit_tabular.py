@@ -119,3 +119,29 @@ def test_the_pipeline_gate_refuses_a_version_that_fails_its_audit(home, monkeypa
     out = run_pipeline(load_pipeline(home / "cancer.yaml"), home=home / "gate-home")
     assert out.status == "refused", out.summary()
     assert "the audit (gate) failed: privacy: PII in the training data" in out.reason
+
+
+def test_pipeline_validation_reports_or_stops_on_personal_data(home, monkeypatch) -> None:
+    from abyssal.pipeline.run import run_pipeline
+    from abyssal.pipeline.spec import load_pipeline
+
+    monkeypatch.setenv("ABYSSAL_HOME", str(home / "pii-home"))
+    data = f"data.path={home / 'demo' / 'with_pii.csv'}"
+    spec = {
+        "name": "pii",
+        "solution": "tabular",
+        "config": str(QUICKSTART),
+        "overrides": [data, "data.ignore=[id,contact]", *FAST],
+        "validate": {"label": "diagnosis", "pii": "stop"},
+        "perf": {"batch": 8, "reps": 2},
+    }
+    (home / "pii.yaml").write_text(yaml.safe_dump(spec))
+    out = run_pipeline(load_pipeline(home / "pii.yaml"), home=home / "pii-home")
+    assert out.status == "stopped", out.summary()
+    assert "personal data in contact (EMAIL) in 512 rows, e.g. rows 1, 2, 3" in out.reason
+    scan = home / "pii-home" / "pipelines" / "pii" / "steps" / "validate" / "pii.json"
+    assert "clinic.example.org" not in scan.read_text()
+    report = run_pipeline(load_pipeline(home / "pii.yaml", ["validate.pii=report"]),
+                          home=home / "pii-home")  # fmt: skip
+    validate = report.attempts[0].outputs["validate"]
+    assert report.status == "deployed" and validate["pii"][0].startswith("contact (EMAIL)")

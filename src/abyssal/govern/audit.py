@@ -437,20 +437,12 @@ def _scan_training_table(version: Any, rows: int) -> tuple[dict[str, Any] | None
     """The PII report of the version's training table (``None`` without one), and a line
     naming what was found ("" when nothing)."""
     from abyssal.data.tables import read_table, trained_table
-    from abyssal.govern.pii import scan_table
+    from abyssal.govern.pii import column_kinds, scan_table
 
     path = trained_table(version.config)
     if path is None:
         return None, ""
     report = scan_table(read_table(path), max_rows=rows)
     found = report.to_dict()
-    named = [f"{c['column']} ({', '.join(pii_kinds(c))})" for c in found.get("columns", [])]
+    named = [f"{c['column']} ({', '.join(column_kinds(c))})" for c in found.get("columns", [])]
     return {"table": str(path), **found}, "; ".join(named)
-
-
-def pii_kinds(column: Mapping[str, Any]) -> list[str]:
-    """The kinds of PII a column of a scan holds: found in its values, or named by it."""
-    kinds = list(column.get("kinds") or [])
-    if column.get("by_name") and column["by_name"] not in kinds:
-        kinds.append(column["by_name"])
-    return kinds

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from functools import cache
@@ -633,3 +633,12 @@ def mask_table(
 
         out.isetitem(position, frame.iloc[:, position].map(mask))
     return out
+
+
+def column_kinds(column: Mapping[str, Any]) -> list[str]:
+    """The kinds of PII a column of a scan (one entry of ``PiiReport.to_dict()['columns']``)
+    holds: found in its values, or named by its name."""
+    kinds = list(column.get("kinds") or [])
+    if column.get("by_name") and column["by_name"] not in kinds:
+        kinds.append(column["by_name"])
+    return kinds

@@ -163,7 +163,7 @@ def _privacy_lines(privacy: Mapping[str, Any]) -> list[str]:
     if pii is None:
         lines.append("PII scan: no training table to scan")
     else:
-        from abyssal.govern.audit import pii_kinds
+        from abyssal.govern.pii import column_kinds
 
         columns = [c for c in pii.get("columns") or [] if isinstance(c, Mapping)]
         scanned = pii.get("scanned_rows")
@@ -174,7 +174,7 @@ def _privacy_lines(privacy: Mapping[str, Any]) -> list[str]:
         for c in columns:
             rows = ", ".join(str(r) for r in (c.get("examples") or [])[:5])
             lines.append(
-                f"  {c.get('column')}: {', '.join(pii_kinds(c))} in {c.get('rows')} "
+                f"  {c.get('column')}: {', '.join(column_kinds(c))} in {c.get('rows')} "
                 f"row(s), e.g. rows {rows}"
             )
     return lines

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from abyssal.core.config import field, load_config
 from abyssal.core.errors import ConfigError
@@ -60,6 +61,11 @@ class ValidateConfig:
     max_drifted: float = field(
         0.5,
         help="stop when more than this share of the features drifted (1: drift only reported)",
+    )
+    pii: Literal["report", "stop", "off"] = field(
+        "report",
+        help="scan the table for personal data (abyssal.govern.pii): list it in the report, stop "
+        "the run, or skip the scan",
     )
     embedding: bool = field(
         True,

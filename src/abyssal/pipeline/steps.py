@@ -131,11 +131,30 @@ def validate_step(cfg: PipelineConfig, home: str | Path | None) -> Step:
                 f"({out['drifted_share']:.0%} > {cfg.validate.max_drifted:.0%}): "
                 + ", ".join(drifted[:5])
             )
+        if cfg.validate.pii != "off":
+            found = _pii(frame, ctx.folder)
+            out["pii"] = found
+            if found and cfg.validate.pii == "stop":
+                problems.append("personal data in " + "; ".join(found))
         return out, problems, {"checks": report.to_dict(), "drifted": drifted}
 
     files = (str(table),) if table and Path(str(table)).exists() else ()
     inputs = {"validate": _plain(cfg.validate), "production": _production_ref(cfg, home)}
     return Step("validate", run, inputs=inputs, files=files)
+
+
+def _pii(frame: Any, folder: Path) -> list[str]:
+    """Columns holding personal data, as ``"column (KINDS) in N rows, e.g. rows ..."``; the scan
+    (kinds, columns, row numbers, never values) is kept in ``pii.json``."""
+    from abyssal.govern.pii import column_kinds, scan_table
+
+    scan = scan_table(frame).to_dict()
+    (folder / "pii.json").write_text(json.dumps(scan, indent=1))
+    return [
+        f"{c['column']} ({', '.join(column_kinds(c))}) in {c['rows']} rows, e.g. rows "
+        + ", ".join(str(r) for r in c["examples"][:3])
+        for c in scan["columns"]
+    ]
 
 
 def _is_table(path: Path) -> bool:
