@@ -307,3 +307,16 @@ def test_masking_a_table_masks_text_cells_and_hinted_columns_in_a_copy() -> None
 )
 def test_column_names_announce_kinds(column: str, kind: str | None) -> None:
     assert kind_from_name(column) == kind
+
+
+def test_a_column_of_bare_numbers_is_judged_by_its_name_only() -> None:
+    frame = pd.DataFrame(
+        {
+            "timestamp": ["1772357030", "1772357086"],  # would pass for US phone numbers
+            "ts_ms": ["4111111111111", "1772357086000"],  # a 13-digit Luhn pass among them
+            "amount": ["40.19", "173.2"],
+            "phone": ["4155552671", "2025550143"],
+        }
+    )
+    found = {c.column: (c.kinds, c.by_name) for c in scan_table(frame).columns}
+    assert found == {"phone": ((), "PHONE")}

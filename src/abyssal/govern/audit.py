@@ -285,7 +285,8 @@ def _fairness(
 
     frame = solution.held_out(cfg, model, data)
     frame = _with_attribute(frame, f, version)
-    report = fairness.group_report(frame, f.attribute, threshold=f.threshold, n_boot=f.bootstrap)
+    threshold = f.threshold if f.threshold is not None else _own_threshold(version.metrics)
+    report = fairness.group_report(frame, f.attribute, threshold=threshold, n_boot=f.bootstrap)
     section: dict[str, Any] = {"attribute": f.attribute, "report": report.to_dict()}
     gaps = fairness_gaps(report)
     checks = []
@@ -307,10 +308,18 @@ def _fairness(
                             f"{f.attribute}"))  # fmt: skip
     if f.mitigate != "none":
         mitigation = fairness.mitigate(
-            frame, f.attribute, constraint=f.mitigate, threshold=f.threshold
+            frame, f.attribute, constraint=f.mitigate, threshold=threshold
         )
         section["mitigation"] = mitigation.to_dict()
     return section, checks
+
+
+def _own_threshold(metrics: Mapping[str, Any]) -> float | None:
+    """The decision threshold the version recorded (the fraud solution fits one on its
+    validation split), or ``None`` (the fairness report then takes the best-F1 one)."""
+    value = metrics.get("threshold")
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def fairness_gaps(report: Any) -> dict[str, float]:

@@ -65,7 +65,9 @@ class FairnessPolicy:
         None, help="the table's column matching the held-out ids (null: the row number)"
     )
     threshold: float | None = field(
-        None, help="the decision threshold on the score (null: the one with the best F1)"
+        None,
+        help="the decision threshold on the score (null: the version's own, when it records "
+        "one as the metric 'threshold', else the one with the best F1)",
     )
     max_equalized_odds_difference: float | None = field(
         None, help="fail above this gap in recall or false-positive rate between groups"
