@@ -34,9 +34,20 @@ PASS, FAIL, MUTED = "#2e7d32", "#c62828", "#666666"
 def _num(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool) or value is None:
         return "-" if value is None else str(value)
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, int | float):
         return "-" if not math.isfinite(value) else f"{value:.{digits}g}"
     return str(value)
+
+
+def _setting(value: Any) -> Any:
+    """A training setting for people: a switched-off section (``enabled: false``) is "off"."""
+    if isinstance(value, Mapping) and value.get("enabled") is False:
+        return "off"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items() if v is not None) + "}"
+    return value
 
 
 def _rows(card: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,7 +62,10 @@ def _rows(card: Mapping[str, Any]) -> dict[str, Any]:
         ("data", model.get("data")),
         ("data fingerprint", model.get("data_fingerprint")),
         ("lineage", " <- ".join(model.get("lineage") or [])),
-        ("training", ", ".join(f"{k}={v}" for k, v in (model.get("training") or {}).items())),
+        (
+            "training",
+            ", ".join(f"{k}={_setting(v)}" for k, v in (model.get("training") or {}).items()),
+        ),
     ]
     out["metrics"] = [
         [
@@ -336,7 +350,7 @@ class _Pages:
         size: float = 9.5,
         colour: str = "#222",
         bold: bool = False,
-        wrap: int = 110,
+        wrap: int = 100,
     ) -> None:
         import textwrap
 
