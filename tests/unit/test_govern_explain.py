@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from abyssal.govern.explain import (
+from abyssal.contracts.explain import (
     Attribution,
     Explanations,
     explained_rows,

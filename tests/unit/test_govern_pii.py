@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 from abyssal.core.errors import ConfigError, DataError
-from abyssal.govern.names import FIRST_NAMES
-from abyssal.govern.pii import (
+from abyssal.data.pii import (
     KINDS,
     find_pii,
     kind_from_name,
@@ -20,6 +19,7 @@ from abyssal.govern.pii import (
     preview,
     scan_table,
 )
+from abyssal.data.pii_names import FIRST_NAMES
 
 pytest.importorskip("phonenumbers")
 

@@ -308,7 +308,7 @@ class Solution(ABC):
 
     def explain(self, cfg: Any, model: torch.nn.Module, data: PreparedData, n: int) -> Any:
         """Explanations of ``n`` held-out predictions and of the model as a whole, as an
-        :class:`abyssal.govern.explain.Explanations`: per-prediction attributions (integrated
+        :class:`abyssal.contracts.explain.Explanations`: per-prediction attributions (integrated
         gradients, Grad-CAM, attention) and a global permutation importance, plus the
         solution's own explanations (rings, attributes, heat maps)."""
         raise self._lacks("explain", "explanations for an audit")

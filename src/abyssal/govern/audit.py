@@ -10,7 +10,7 @@
   per-group thresholds that close the gap, with their cost;
 - **explanations** (``Solution.explain``): per-prediction attributions and a global importance,
   with the solution's own explanations;
-- **privacy**: PII found in the training table (:mod:`abyssal.govern.pii`; kinds, columns and
+- **privacy**: PII found in the training table (:mod:`abyssal.data.pii`; kinds, columns and
   row numbers, never the values), the text solution's masking setting, and the DP-SGD
   guarantee (epsilon, delta) when the version was trained with it.
 
@@ -445,8 +445,8 @@ def _privacy(policy: AuditPolicy, version: Any, cfg: Any) -> tuple[dict[str, Any
 def _scan_training_table(version: Any, rows: int) -> tuple[dict[str, Any] | None, str]:
     """The PII report of the version's training table (``None`` without one), and a line
     naming what was found ("" when nothing)."""
+    from abyssal.data.pii import column_kinds, scan_table
     from abyssal.data.tables import read_table, trained_table
-    from abyssal.govern.pii import column_kinds, scan_table
 
     path = trained_table(version.config)
     if path is None:

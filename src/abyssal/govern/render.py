@@ -177,7 +177,7 @@ def _privacy_lines(privacy: Mapping[str, Any]) -> list[str]:
     if pii is None:
         lines.append("PII scan: no training table to scan")
     else:
-        from abyssal.govern.pii import column_kinds
+        from abyssal.data.pii import column_kinds
 
         columns = [c for c in pii.get("columns") or [] if isinstance(c, Mapping)]
         scanned = pii.get("scanned_rows")

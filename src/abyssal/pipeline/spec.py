@@ -64,7 +64,7 @@ class ValidateConfig:
     )
     pii: Literal["report", "stop", "off"] = field(
         "report",
-        help="scan the table for personal data (abyssal.govern.pii): list it in the report, stop "
+        help="scan the table for personal data (abyssal.data.pii): list it in the report, stop "
         "the run, or skip the scan",
     )
     embedding: bool = field(

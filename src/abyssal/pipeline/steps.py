@@ -146,7 +146,7 @@ def validate_step(cfg: PipelineConfig, home: str | Path | None) -> Step:
 def _pii(frame: Any, folder: Path) -> list[str]:
     """Columns holding personal data, as ``"column (KINDS) in N rows, e.g. rows ..."``; the scan
     (kinds, columns, row numbers, never values) is kept in ``pii.json``."""
-    from abyssal.govern.pii import column_kinds, scan_table
+    from abyssal.data.pii import column_kinds, scan_table
 
     scan = scan_table(frame).to_dict()
     (folder / "pii.json").write_text(json.dumps(scan, indent=1))

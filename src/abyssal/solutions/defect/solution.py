@@ -157,8 +157,7 @@ class DefectSolution(Solution):
         are not features to shuffle, so there is no global permutation importance; the extras
         give the mean heat in boxes over the explained images.
         """
-        from abyssal.core.errors import AbyssalError
-        from abyssal.govern.explain import (
+        from abyssal.contracts.explain import (
             Attribution,
             Explanations,
             explain_folder,
@@ -166,6 +165,7 @@ class DefectSolution(Solution):
             grid_heat,
             safe_name,
         )
+        from abyssal.core.errors import AbyssalError
         from abyssal.nn.gradcam import GradCAM, heat_in_boxes
         from abyssal.solutions.defect.evaluation import for_model, last_conv_stage, pixels
         from abyssal.solutions.defect.explain import render_explanation

@@ -143,8 +143,7 @@ class FraudSolution(Solution):
         fraud`` finds them (accounts at or above ``rings.min_risk``, by default the
         validation threshold).
         """
-        from abyssal.core.errors import AbyssalError
-        from abyssal.govern.explain import (
+        from abyssal.contracts.explain import (
             Attribution,
             Explanations,
             explain_folder,
@@ -154,6 +153,7 @@ class FraudSolution(Solution):
             top_scores,
             write_bar_chart,
         )
+        from abyssal.core.errors import AbyssalError
         from abyssal.nn.recent_edges import recent_edge_mask
         from abyssal.solutions.fraud.metrics import best_threshold, ranking_metrics
         from abyssal.solutions.fraud.model import edge_group_count, edge_groups

@@ -158,8 +158,7 @@ class NoduleSolution(Solution):
         and the drop of the test AUROC kept. The extras give each nodule's predicted attributes
         in words. Without attribute heads the scores and the global importance are empty.
         """
-        from abyssal.core.errors import AbyssalError
-        from abyssal.govern.explain import (
+        from abyssal.contracts.explain import (
             Attribution,
             Explanations,
             explain_folder,
@@ -169,6 +168,7 @@ class NoduleSolution(Solution):
             safe_name,
             top_scores,
         )
+        from abyssal.core.errors import AbyssalError
         from abyssal.nn.gradcam import GradCAM
         from abyssal.solutions.nodule.evaluation import auroc, sigmoid
         from abyssal.solutions.nodule.explain import render_saliency

@@ -66,6 +66,11 @@ class TabularDataConfig(LeakageOptions):
         help="categories kept per column (the most frequent in training); rarer ones share code 0 "
         "with missing and unseen values",
     )
+    pii: Literal["mask", "keep", "refuse"] = field(
+        "mask",
+        help="personal data in the text (categorical) features: mask it as <KIND> before the "
+        "encoders see it (in training, prediction and requests), keep it, or refuse the table",
+    )
     max_classes: int = field(
         20, help="task=auto: integer targets with at most this many distinct values are classes"
     )

@@ -23,6 +23,7 @@ import pandas as pd
 from abyssal.core.errors import DataError
 from abyssal.data.fingerprint import fingerprint_frame
 from abyssal.data.leakage import check_leakage
+from abyssal.data.pii import guard_table
 from abyssal.data.splits import SPLITS, stratified_split
 from abyssal.data.tables import first_row, read_table
 from abyssal.solutions.tabular.bundled import BUNDLED_TARGETS, bundled_table
@@ -129,6 +130,7 @@ def prepare_tabular_data(cfg: TabularDataConfig) -> TabularData:
     frame, where = load_table(cfg)
     target_name = cfg.target or BUNDLED_TARGETS[cfg.source]
     schema = resolve_schema(frame, cfg, target_name, where)
+    frame = guard_table(frame, schema.categorical, cfg.pii, where)  # before any encoder sees it
     cells = schema.cells
     numeric = read_numeric(frame, schema.numeric, cells, where)
     categorical = _categorical(frame, schema.categorical, cells)

@@ -30,6 +30,7 @@ import torch
 from abyssal.contracts.prediction import TablePredictionReport, predict_table
 from abyssal.core.errors import DataError
 from abyssal.core.optional import require
+from abyssal.data.pii import guard_value
 from abyssal.solutions.tabular.preprocessing import TablePreprocessor
 from abyssal.solutions.tabular.schema import TableSchema
 
@@ -58,15 +59,18 @@ class TabularPredictor:
         self.schema = schema
         self.preprocessor = preprocessor
         self.cells = schema.cells
+        self.pii = "mask"
 
     @classmethod
     def from_spec(cls, model: torch.nn.Module, spec: Mapping[str, Any]) -> TabularPredictor:
         """A predictor over ``model`` and the model spec stored with it."""
-        return cls(
+        predictor = cls(
             model,
             TableSchema.from_dict(dict(spec["schema"])),
             TablePreprocessor.from_dict(dict(spec["preprocessing"])),
         )
+        predictor.pii = str(spec.get("pii", "mask"))  # versions before data.pii: masked
+        return predictor
 
     def parse(self, payload: Mapping[str, Any]) -> TableRow:
         """One row, validated.
@@ -88,7 +92,7 @@ class TabularPredictor:
             value = payload.get(name)
             if isinstance(value, Mapping | list | tuple):
                 raise DataError(f"expected text or a number, got {value!r}", column=name)
-            categories.append(self.cells.category(value))
+            categories.append(self.cells.category(guard_value(value, name, self.pii)))
         return TableRow(tuple(numbers), tuple(categories))
 
     @torch.no_grad()

@@ -74,7 +74,7 @@ class TabularSolution(Solution):
         return TabularTask(cfg, data, self.model_spec(cfg, data))
 
     def model_spec(self, cfg: TabularConfig, data: TabularData) -> dict[str, Any]:
-        return table_spec(data)
+        return {**table_spec(data), "pii": cfg.data.pii}
 
     def build_model(self, cfg: TabularConfig, spec: dict[str, Any]) -> torch.nn.Module:
         return build_model(cfg, spec)
@@ -119,8 +119,7 @@ class TabularSolution(Solution):
         new temporary folder). Globally, each column is shuffled across the test rows (3
         repeats) and the drop of the headline metric (``test_auroc`` or ``test_rmse``) kept.
         """
-        from abyssal.core.errors import AbyssalError
-        from abyssal.govern.explain import (
+        from abyssal.contracts.explain import (
             Attribution,
             Explanations,
             explain_folder,
@@ -131,6 +130,7 @@ class TabularSolution(Solution):
             top_scores,
             write_bar_chart,
         )
+        from abyssal.core.errors import AbyssalError
         from abyssal.solutions.tabular.model import TabularMLP
         from abyssal.solutions.tabular.schema import TableSchema
         from abyssal.solutions.tabular.task import TabularBatch, network_outputs, outputs_metrics

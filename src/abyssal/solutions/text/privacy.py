@@ -4,7 +4,7 @@ The policy applies right after a file is read and before anything else sees its 
 tokenizer, the run folder, the logs, the model store and every predictions file see the same
 texts:
 
-- ``mask`` (the default): each piece of personal data :func:`abyssal.govern.pii.find_pii` finds
+- ``mask`` (the default): each piece of personal data :func:`abyssal.data.pii.find_pii` finds
   is replaced by ``<KIND>`` (``<EMAIL>``, ``<PHONE>``, ``<NAME>`` ...), in training texts, in the
   texts of files to predict (the predictions file holds the masked text) and in served requests.
   The model is trained and used on masked text.
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from abyssal.core.errors import ConfigError, DataError
-from abyssal.govern.pii import PiiFinding, find_pii, mask_findings
+from abyssal.data.pii import PiiFinding, find_pii, mask_findings
 from abyssal.solutions.text.records import MAX_LISTED, TextRecords
 
 POLICIES = ("mask", "keep", "refuse")

@@ -225,8 +225,7 @@ class TextSolution(Solution):
         texts); the extras list the tokens with the largest mean absolute score over the
         explained texts instead.
         """
-        from abyssal.core.errors import AbyssalError
-        from abyssal.govern.explain import (
+        from abyssal.contracts.explain import (
             Attribution,
             Explanations,
             explain_folder,
@@ -237,6 +236,7 @@ class TextSolution(Solution):
             top_scores,
             write_bar_chart,
         )
+        from abyssal.core.errors import AbyssalError
         from abyssal.solutions.text.data import open_base
 
         try:

@@ -1,4 +1,4 @@
-"""A gazetteer of common first names across cultures, for :mod:`abyssal.govern.pii`.
+"""A gazetteer of common first names across cultures, for :mod:`abyssal.data.pii`.
 
 A capitalized word found here, followed by a capitalized word, is taken for a first and last name
 ("Maria Garcia"). The list is a few hundred common given names (English, Spanish, Portuguese,

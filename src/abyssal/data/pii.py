@@ -32,7 +32,7 @@ The kinds (:data:`KINDS`), each checked beyond its shape so that ordinary number
 - ``NAME``: up to three capitalized words after an honorific (Mr, Mrs, Ms, Mx, Dr, Prof, Sir,
   Dame, Mme, Mlle, Herr, Frau, Sr, Sra, Srta; the honorific itself stays), and "Firstname
   Lastname" (an optional initial and a second last name allowed) where the first name is in the
-  gazetteer :data:`abyssal.govern.names.FIRST_NAMES` and the next word is capitalized and not a
+  gazetteer :data:`abyssal.data.pii_names.FIRST_NAMES` and the next word is capitalized and not a
   word such as Inc, Group, Bank or Street.
 
 Overlapping findings are resolved longest first; on equal length the kind listed first in
@@ -68,7 +68,7 @@ import pandas as pd
 from abyssal.core.display import table
 from abyssal.core.errors import ConfigError, DataError
 from abyssal.core.optional import require
-from abyssal.govern.names import FIRST_NAMES
+from abyssal.data.pii_names import FIRST_NAMES
 
 KINDS = ("EMAIL", "CARD", "IBAN", "NATIONAL_ID", "ACCOUNT", "PHONE", "IP", "NAME")
 """The kinds of personal data found; on spans of equal length the earlier kind wins."""
@@ -652,3 +652,40 @@ def column_kinds(column: Mapping[str, Any]) -> list[str]:
     if column.get("by_name") and column["by_name"] not in kinds:
         kinds.append(column["by_name"])
     return kinds
+
+
+def guard_table(
+    frame: pd.DataFrame, columns: Sequence[str], policy: str, where: str = "the table"
+) -> pd.DataFrame:
+    """``frame`` with personal data in ``columns`` handled as ``policy`` says: ``mask`` (a copy
+    with it masked, :func:`mask_table`), ``keep`` (as it is) or ``refuse``.
+
+    Raises:
+        ConfigError: an unknown policy.
+        DataError: ``refuse`` and personal data in ``columns`` (columns, kinds and rows named,
+            never values).
+    """
+    if policy not in ("mask", "keep", "refuse"):
+        raise ConfigError(f"pii must be mask, keep or refuse; got {policy!r}")
+    if policy == "keep" or not columns:
+        return frame
+    report = scan_table(frame, columns=list(columns))
+    if not report.columns:
+        return frame
+    if policy == "refuse":
+        named = "; ".join(
+            f"{c.column} ({', '.join(column_kinds(asdict(c)))}) in {c.rows} rows, e.g. rows "
+            + ", ".join(map(str, c.examples))
+            for c in report.columns
+        )
+        raise DataError(f"{where}: personal data in {named} (pii=mask masks it)")
+    return mask_table(frame, columns=list(columns))
+
+
+def guard_value(value: Any, column: str, policy: str) -> Any:
+    """One request's cell as ``guard_table`` would leave it: masked unless ``policy`` is
+    ``keep`` (a column whose name announces a kind masks the whole value)."""
+    if policy == "keep" or not isinstance(value, str) or not value.strip():
+        return value
+    kind = kind_from_name(column)
+    return f"<{kind}>" if kind else mask_text(value)
