@@ -588,3 +588,23 @@ def explained_rows(rows: np.ndarray, n: int) -> np.ndarray:
             f"the number of predictions to explain must be a whole number >= 0, got {n!r}"
         )
     return np.asarray(rows)[: int(n)]
+
+
+def eager_network(model: torch.nn.Module, cls: type, solution: str) -> Any:
+    """The eager network of class ``cls`` inside ``model`` (an optimized variant keeps it as
+    ``base``, a wrapper as ``module``): explanations need its layers.
+
+    Raises:
+        AbyssalError: ``model`` is not, and does not wrap, a ``cls`` (an ONNX or compiled
+            variant): explain the version it was made from.
+    """
+    from abyssal.core.errors import AbyssalError
+
+    net = getattr(model, "base", model)
+    net = getattr(net, "module", net)
+    if not isinstance(net, cls):
+        raise AbyssalError(
+            f"{solution} explanations need the eager network ({cls.__name__}), got "
+            f"{type(net).__name__}; explain the version an optimized one was made from"
+        )
+    return net

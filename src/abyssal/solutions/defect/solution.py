@@ -160,6 +160,7 @@ class DefectSolution(Solution):
         from abyssal.contracts.explain import (
             Attribution,
             Explanations,
+            eager_network,
             explain_folder,
             explained_rows,
             grid_heat,
@@ -170,13 +171,7 @@ class DefectSolution(Solution):
         from abyssal.solutions.defect.evaluation import for_model, last_conv_stage, pixels
         from abyssal.solutions.defect.explain import render_explanation
 
-        net = getattr(model, "base", model)  # an optimized variant's eager network
-        net = getattr(net, "module", net)
-        if not isinstance(net, DefectNet):
-            raise AbyssalError(
-                f"defect explanations need the eager network (DefectNet), got "
-                f"{type(net).__name__}; explain the version an optimized one was made from"
-            )
+        net = eager_network(model, DefectNet, "defect")
         if getattr(net, "defect_spec", {}).get("objective", cfg.objective) == "simclr":
             raise AbyssalError(
                 "a self-supervised backbone (objective=simclr) has no classes to explain; "

@@ -146,6 +146,7 @@ class FraudSolution(Solution):
         from abyssal.contracts.explain import (
             Attribution,
             Explanations,
+            eager_network,
             explain_folder,
             explained_rows,
             permutation_importance,
@@ -153,19 +154,12 @@ class FraudSolution(Solution):
             top_scores,
             write_bar_chart,
         )
-        from abyssal.core.errors import AbyssalError
         from abyssal.nn.recent_edges import recent_edge_mask
         from abyssal.solutions.fraud.metrics import best_threshold, ranking_metrics
         from abyssal.solutions.fraud.model import edge_group_count, edge_groups
         from abyssal.solutions.fraud.rings import find_rings
 
-        net = getattr(model, "base", model)  # an optimized variant's eager network
-        net = getattr(net, "module", net)
-        if not isinstance(net, TemporalGAT):
-            raise AbyssalError(
-                f"fraud explanations need the eager network (TemporalGAT), got "
-                f"{type(net).__name__}; explain the version an optimized one was made from"
-            )
+        net = eager_network(model, TemporalGAT, "fraud")
         check_feature_count(net, data)
         g, folder = data.graph, explain_folder(out, self.name)
         device = next(net.parameters()).device

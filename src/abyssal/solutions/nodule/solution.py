@@ -161,6 +161,7 @@ class NoduleSolution(Solution):
         from abyssal.contracts.explain import (
             Attribution,
             Explanations,
+            eager_network,
             explain_folder,
             explained_rows,
             integrated_gradients,
@@ -175,13 +176,7 @@ class NoduleSolution(Solution):
         from abyssal.solutions.nodule.model import NoduleNet
         from abyssal.solutions.nodule.predict import describe_findings
 
-        net = getattr(model, "base", model)  # an optimized variant's eager network
-        net = getattr(net, "module", net)
-        if not isinstance(net, NoduleNet):
-            raise AbyssalError(
-                f"nodule explanations need the eager network (NoduleNet), got "
-                f"{type(net).__name__}; explain the version an optimized one was made from"
-            )
+        net = eager_network(model, NoduleNet, "nodule")
         if net.restore:
             raise AbyssalError(
                 "a self-supervised encoder (objective=genesis) has no malignancy head to explain"

@@ -122,6 +122,7 @@ class TabularSolution(Solution):
         from abyssal.contracts.explain import (
             Attribution,
             Explanations,
+            eager_network,
             explain_folder,
             explained_rows,
             integrated_gradients,
@@ -130,18 +131,11 @@ class TabularSolution(Solution):
             top_scores,
             write_bar_chart,
         )
-        from abyssal.core.errors import AbyssalError
         from abyssal.solutions.tabular.model import TabularMLP
         from abyssal.solutions.tabular.schema import TableSchema
         from abyssal.solutions.tabular.task import TabularBatch, network_outputs, outputs_metrics
 
-        net = getattr(model, "base", model)  # an optimized variant's eager network
-        net = getattr(net, "module", net)
-        if not isinstance(net, TabularMLP):
-            raise AbyssalError(
-                f"tabular explanations need the eager network (TabularMLP), got "
-                f"{type(net).__name__}; explain the version an optimized one was made from"
-            )
+        net = eager_network(model, TabularMLP, "tabular")
         spec = getattr(net, "input_spec", None)
         if spec is not None and spec != table_spec(data):
             data = data.encoded_for(
