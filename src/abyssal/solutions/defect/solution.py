@@ -139,6 +139,53 @@ class DefectSolution(Solution):
     def headline_metric(self, cfg: DefectConfig, data: DefectData) -> str:
         return "test_knn_accuracy" if cfg.objective == "simclr" else "test_accuracy"
 
+    def held_out(self, cfg: DefectConfig, model: torch.nn.Module, data: DefectData) -> Any:
+        """The test split's images, in listing order, scored as :meth:`evaluate` scores them
+        (softmax of the network's logits, labels in the model's class order), as a
+        ``pandas.DataFrame``.
+
+        ``id`` is the image's path as the data lists it. Two classes: ``label`` is 1 for the
+        second class in sorted order (e.g. ``scratch`` of crack/scratch) and ``score`` the
+        network's probability of it. More classes: ``label`` and ``prediction`` are class names
+        and ``probability`` the predicted class's probability (no ``score``: there is no one
+        positive class).
+
+        Raises:
+            AbyssalError: a self-supervised encoder (``objective=simclr``), which has no class
+                probabilities.
+        """
+        import pandas as pd
+
+        from abyssal.core.errors import AbyssalError
+        from abyssal.solutions.defect.evaluation import for_model, split_outputs
+
+        spec = getattr(getattr(model, "module", model), "defect_spec", None) or {}
+        if spec.get("objective", cfg.objective) == "simclr":
+            raise AbyssalError(
+                "a self-supervised encoder (objective=simclr) has no class probabilities to "
+                "audit; train a classifier on it with model.pretrained=<its version>"
+            )
+        data = for_model(model, data)
+        rows = data.rows("test")
+        was_training = model.training
+        model.eval()
+        try:
+            logits = split_outputs(model, data, rows, cfg.data.eval_batch_size, "logits")
+        finally:
+            model.train(was_training)
+        probability = torch.softmax(logits, dim=1).double().numpy()  # (n, K)
+        out = pd.DataFrame({"id": [str(data.records[r].path) for r in rows.tolist()]})
+        classes = np.asarray(data.classes, dtype=object)
+        labels = data.labels[rows]
+        if len(classes) == 2:
+            out["label"] = labels.astype(np.int64)
+            out["score"] = probability[:, 1]
+            return out
+        out["label"] = classes[labels]
+        out["prediction"] = classes[probability.argmax(axis=1)]
+        out["probability"] = probability.max(axis=1)
+        return out
+
     def explain(
         self,
         cfg: DefectConfig,

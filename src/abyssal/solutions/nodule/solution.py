@@ -138,6 +138,47 @@ class NoduleSolution(Solution):
     def headline_metric(self, cfg: NoduleConfig, data: NoduleData) -> str:
         return "test_restoration_mse" if cfg.objective == "genesis" else "test_auroc"
 
+    def held_out(self, cfg: NoduleConfig, model: torch.nn.Module, data: NoduleData) -> Any:
+        """The test split's labelled nodules, in data order, scored as :meth:`evaluate` scores
+        them (the model's calibrated malignancy logit through the sigmoid), as a
+        ``pandas.DataFrame``: ``id`` (the nodule's id as its labels table names it), ``label``
+        (1 malignant, 0 benign) and ``score`` (the probability of malignancy). Unlabelled test
+        nodules are left out, as the test metrics leave them out.
+
+        Raises:
+            AbyssalError: a self-supervised encoder (``objective=genesis``), which has no
+                malignancy head.
+            DataError: cubes of another size than the model takes.
+        """
+        import pandas as pd
+
+        from abyssal.core.errors import AbyssalError
+        from abyssal.solutions.nodule.evaluation import score_cubes, sigmoid
+
+        net = getattr(model, "module", model)
+        spec = getattr(net, "nodule_spec", None) or self.model_spec(cfg, data)
+        if spec.get("objective") == "genesis":
+            raise AbyssalError(
+                "a self-supervised encoder (objective=genesis) has no malignancy head to audit; "
+                "train a classifier on it with model.pretrained=<its version>"
+            )
+        if spec["cube"] != data.cube:
+            raise DataError(f"the model takes {spec['cube']}-voxel cubes; data.cube={data.cube}")
+        rows = data.rows("test", labelled=True)
+        was_training = model.training
+        model.eval()
+        try:
+            logits = score_cubes(model, data.cubes[rows], cfg.data.eval_batch_size)[:, 0]
+        finally:
+            model.train(was_training)
+        return pd.DataFrame(
+            {
+                "id": [str(data.records[r].nodule_id) for r in rows.tolist()],
+                "label": data.labels[rows].astype(np.int64),
+                "score": sigmoid(logits),
+            }
+        )
+
     def explain(
         self,
         cfg: NoduleConfig,

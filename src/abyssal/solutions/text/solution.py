@@ -204,6 +204,32 @@ class TextSolution(Solution):
         lineage = {"base_fingerprint": base_fingerprint(hf_base(model)), "tuning": tuning}
         return Registration(artifacts, ExternalBase.from_path(spec["base"]), lineage)
 
+    def held_out(self, cfg: TextConfig, model: torch.nn.Module, data: TextData) -> Any:
+        """The test split's texts, in file order, scored as :meth:`evaluate` scores them, as a
+        ``pandas.DataFrame``.
+
+        ``id`` is the 1-based line of the file the text starts on (its row in a CSV, counting
+        the header). Two classes: ``label`` is 1 for the second class in sorted order (e.g.
+        ``positive`` of negative/positive) and ``score`` the model's probability of it. More
+        classes: ``label`` and ``prediction`` are class names and ``probability`` the predicted
+        class's probability (no ``score``: there is no one positive class).
+        """
+        import pandas as pd
+
+        rows = data.rows("test")
+        scores = score_rows(model, data, rows, cfg.data.eval_batch_size)
+        probability = scores.probabilities.astype(np.float64)  # (n, K)
+        out = pd.DataFrame({"id": [int(data.records.lines[r]) for r in rows.tolist()]})
+        classes = np.asarray(data.classes, dtype=object)
+        if len(classes) == 2:
+            out["label"] = scores.labels.astype(np.int64)
+            out["score"] = probability[:, 1]
+            return out
+        out["label"] = classes[scores.labels]
+        out["prediction"] = classes[probability.argmax(axis=1)]
+        out["probability"] = probability.max(axis=1)
+        return out
+
     def explain(
         self,
         cfg: TextConfig,
