@@ -231,6 +231,157 @@ class MultimodalSolution(Solution):
     def generate_sample(self, options: MultimodalSampleConfig, out: Path) -> list[str]:
         return generate_sample(options, out)
 
+    # -- the governance half (abyssal.govern) ---------------------------------------------------
+
+    def held_out(self, cfg: MultimodalConfig, model: torch.nn.Module, data: MultimodalData) -> Any:
+        """The labelled test samples, in split order, scored as :meth:`evaluate` scores them
+        (:func:`~.evaluation.score_rows`), as a ``pandas.DataFrame``.
+
+        ``id`` is the sample's id from the manifest. Two classes: ``label`` is 1 for the second
+        class in sorted order and ``score`` the model's probability of it. More classes:
+        ``label`` and ``prediction`` are class names and ``probability`` the predicted class's
+        probability.
+
+        Raises:
+            AbyssalError: a retrieval model (``task: retrieval``): it has no labels to audit.
+        """
+        import pandas as pd
+
+        from abyssal.solutions.multimodal.evaluation import score_rows
+
+        _no_retrieval_audit(cfg, "held-out predictions")
+        rows = _labelled_test_rows(data)
+        probability, _ = score_rows(model, data, rows, cfg.data.eval_batch_size)
+        probability = probability.astype(np.float64)  # (n, K)
+        labels = data.inputs.labels[rows]
+        out = pd.DataFrame({"id": [data.inputs.ids[r] for r in rows.tolist()]})
+        classes = np.asarray(data.classes, dtype=object)
+        if len(classes) == 2:
+            out["label"] = labels.astype(np.int64)
+            out["score"] = probability[:, 1]
+            return out
+        out["label"] = classes[labels]
+        out["prediction"] = classes[probability.argmax(axis=1)]
+        out["probability"] = probability.max(axis=1)
+        return out
+
+    def explain(
+        self,
+        cfg: MultimodalConfig,
+        model: torch.nn.Module,
+        data: MultimodalData,
+        n: int,
+        *,
+        out: Path | None = None,
+    ) -> Any:
+        """Each modality's attention share and leave-one-modality-out effect for ``n`` test
+        samples, and a modality ablation as the global importance.
+
+        The per-sample scores come from the serving path
+        (:meth:`~.predict.MultimodalPredictor.predict`): ``<modality> share`` is the modality's
+        share of the cross-modal attention, ``<modality> leave-one-out`` the drop in the
+        predicted class's probability when it is masked out (a sample's only modality is
+        compared with chance); modalities a sample lacks get no score. Each sample's scores are
+        drawn as a bar chart in ``out`` (default: a new temporary folder).
+
+        The global importance of a modality is the drop of the headline test metric when it is
+        masked out of every test sample (modality ablation, not a permutation: a modality is
+        removed, not shuffled); a sample left with no modality is scored as the uniform
+        distribution (the model has nothing to go on).
+
+        Raises:
+            AbyssalError: a retrieval model, or a model without the eager network (an ONNX
+                variant): explain the version it was made from.
+        """
+        from abyssal.contracts.explain import (
+            Attribution,
+            Explanations,
+            eager_network,
+            explain_folder,
+            explained_rows,
+            safe_name,
+            write_bar_chart,
+        )
+        from abyssal.nn.metrics import classification_metrics
+        from abyssal.solutions.multimodal.evaluation import score_rows
+        from abyssal.solutions.multimodal.manifest import MODALITIES
+        from abyssal.solutions.multimodal.model import MultimodalNet
+        from abyssal.solutions.multimodal.predict import (
+            MultimodalItem,
+            MultimodalPredictor,
+            merge_inputs,
+        )
+
+        _no_retrieval_audit(cfg, "explanations")
+        eager_network(model, MultimodalNet, self.name)
+        spec = self.model_spec(cfg, data)
+        predictor = MultimodalPredictor(model, spec, self.name, tokenizer=None)
+        folder = explain_folder(out, self.name)
+        rows = _labelled_test_rows(data)
+        chosen = explained_rows(rows, n)
+        items = [
+            MultimodalItem(data.inputs.ids[r], merge_inputs([_one_row(data.inputs, r)]))
+            for r in chosen.tolist()
+        ]
+        answers: list[dict[str, Any]] = []
+        batch = cfg.data.eval_batch_size
+        for start in range(0, len(items), batch):
+            answers += predictor.predict(items[start : start + batch])
+        explained: list[Attribution] = []
+        for r, answer in zip(chosen.tolist(), answers, strict=True):
+            scores = {f"{m} share": float(v) for m, v in answer["attention_share"].items()}
+            scores |= {f"{m} leave-one-out": float(v) for m, v in answer["leave_one_out"].items()}
+            item = f"sample {answer['id']}"
+            label = data.classes[int(data.inputs.labels[r])]
+            image = write_bar_chart(
+                scores,
+                folder / f"{safe_name(item)}.png",
+                title=f"{item}: predicted {answer['label']} (label {label})",
+                xlabel="attention share / leave-one-out probability drop",
+            )
+            explained.append(
+                Attribution(
+                    item=item,
+                    prediction=answer["label"],
+                    label=label,
+                    scores=scores,
+                    image=image,
+                    note=f"probability {answer['probability']:.4g}; modalities "
+                    + "+".join(answer["modalities"]),
+                )
+            )
+
+        headline = self.headline_metric(cfg, data)
+        key = headline.removeprefix("test_")
+        labels = data.inputs.labels[rows]
+
+        def metric(probs: np.ndarray) -> float:
+            found = classification_metrics(labels, probs, data.classes, count="samples")
+            return float(found[key])
+
+        reference_probs, _ = score_rows(model, data, rows, batch)
+        reference = metric(reference_probs)
+        present = data.inputs.present[rows]
+        drops: dict[str, float] = {}
+        for modality in data.modalities:
+            others = [m for m in data.modalities if m != modality]
+            usable = present[:, [MODALITIES.index(m) for m in others]].any(axis=1)
+            probs = np.full((len(rows), len(data.classes)), 1 / len(data.classes), np.float32)
+            if usable.any():
+                probs[usable], _ = score_rows(model, data, rows[usable], batch, keep=others)
+            drops[modality] = reference - metric(probs)
+        ranked = dict(sorted(drops.items(), key=lambda kv: -kv[1]))
+        return Explanations(
+            method="attention share and leave-one-modality-out probability drop "
+            "(the serving path's per-modality scores)",
+            items=explained,
+            global_importance=ranked,
+            global_metric=f"{headline} (modality ablation: each modality removed from every "
+            "test sample)",
+            extras=[f"{headline} with every modality: {reference:.4g}"],
+            folder=folder,
+        )
+
 
 def _classifier_only(spec: dict[str, Any], verb: str) -> None:
     """Refuse a retrieval model where only classifiers are supported yet."""
@@ -239,3 +390,43 @@ def _classifier_only(spec: dict[str, Any], verb: str) -> None:
             f"{verb} takes multimodal classifiers; this is an image-text retrieval model "
             "(task: retrieval), whose dual encoder and re-ranker have no single forward pass"
         )
+
+
+def _no_retrieval_audit(cfg: MultimodalConfig, what: str) -> None:
+    """Refuse audit hooks for a retrieval model: it predicts pairs, not labelled classes."""
+    if cfg.task == "retrieval":
+        from abyssal.core.errors import AbyssalError
+
+        raise AbyssalError(
+            f"multimodal {what} need a classifier; this is an image-text retrieval model "
+            "(task: retrieval), which has no labels to audit"
+        )
+
+
+def _labelled_test_rows(data: MultimodalData) -> np.ndarray:
+    """The test split's rows that have a label, as :func:`~.evaluation.evaluate_multimodal`
+    scores them."""
+    rows = data.rows("test")
+    return rows[data.inputs.labels[rows] >= 0]
+
+
+def _one_row(inputs: Any, row: int) -> Any:
+    """The decoded inputs of one sample (a :class:`~.inputs.DecodedInputs` of length 1)."""
+    from abyssal.solutions.multimodal.inputs import DecodedInputs
+
+    def take(array: np.ndarray | None) -> np.ndarray | None:
+        return None if array is None else array[row : row + 1]
+
+    return DecodedInputs(
+        ids=[inputs.ids[row]],
+        rows=[inputs.rows[row]],
+        labels=inputs.labels[row : row + 1],
+        present=inputs.present[row : row + 1],
+        tokens=take(inputs.tokens),
+        token_lengths=take(inputs.token_lengths),
+        images=take(inputs.images),
+        mels=take(inputs.mels),
+        mel_lengths=take(inputs.mel_lengths),
+        waves=take(inputs.waves),
+        wave_lengths=take(inputs.wave_lengths),
+    )
