@@ -181,7 +181,7 @@ def test_explanations_are_json_ready_and_summarised(tmp_path: Path) -> None:
     }
     text = ex.summary()
     assert "1 predictions explained" in text and "row 3: predicted malignant (label 1)" in text
-    assert "permutation importance (drop in test_auroc): radius +0.1" in text
+    assert "global importance (drop in test_auroc): radius +0.1" in text
 
 
 def test_small_pieces() -> None:

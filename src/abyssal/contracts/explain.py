@@ -173,7 +173,7 @@ class Explanations:
             shown = ", ".join(
                 f"{k} {v:+.3g}" for k, v in list(self.global_importance.items())[:top]
             )
-            lines.append(f"permutation importance (drop in {self.global_metric}): {shown}")
+            lines.append(f"global importance (drop in {self.global_metric}): {shown}")
         lines += self.extras
         return "\n".join(lines)
 

@@ -294,10 +294,7 @@ def write_html(result: Any, path: Path) -> Path:
     parts += [f"<p>{e(line)}</p>" for line in explained["lines"]]
     if explained["bars"]:
         top = max(abs(v) for v in explained["bars"].values()) or 1.0
-        parts.append(
-            f"<p>Global importance (drop of {e(explained.get('metric', ''))} when the "
-            "feature is shuffled):</p><table>"
-        )
+        parts.append(f"<p>Global importance (drop of {e(explained.get('metric', ''))}):</p><table>")
         for name, value in explained["bars"].items():
             width = int(300 * abs(value) / top)
             parts.append(
@@ -478,7 +475,7 @@ def write_pdf(result: Any, path: Path, *, pages: Path | None = None) -> list[Pat
     if explained["bars"]:
         p.bars(
             explained["bars"],
-            f"global importance: drop of {explained.get('metric', '')} when shuffled",
+            f"global importance: drop of {explained.get('metric', '')}",
         )
     for line in explained["items"] + explained.get("extras", []):
         p.text(line, size=8.5, colour="#333")
