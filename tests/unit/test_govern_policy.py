@@ -93,3 +93,19 @@ def test_the_gaps_are_read_from_either_layout_of_a_report() -> None:
     nested = fairness_gaps(Report({"equalized_odds_difference": {"value": 0.3, "low": 0.1}}))
     assert nested["equalized_odds_difference"] == 0.3
     assert nested["demographic_parity_difference"] != nested["demographic_parity_difference"]
+
+
+def test_a_model_of_more_classes_is_audited_as_a_decision_about_one_class() -> None:
+    from abyssal.govern.audit import one_vs_rest
+
+    frame = pd.DataFrame({"id": [1, 2, 3], "label": ["crack", "scratch", "pit"],
+                          "prediction": ["crack", "crack", "pit"],
+                          "probability": [0.9, 0.6, 0.8]})  # fmt: skip
+    decided = one_vs_rest(frame, "crack")
+    assert decided["label"].tolist() == [1, 0, 0] and decided["score"].tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(AbyssalError, match="the classes are crack, pit, scratch"):
+        one_vs_rest(frame, None)
+    with pytest.raises(AbyssalError, match="'dent'"):
+        one_vs_rest(frame, "dent")
+    binary = pd.DataFrame({"id": [1], "label": [1], "score": [0.3]})
+    assert one_vs_rest(binary, None) is binary

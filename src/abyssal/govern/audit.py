@@ -283,7 +283,7 @@ def _fairness(
         return None, []
     from abyssal.govern import fairness
 
-    frame = solution.held_out(cfg, model, data)
+    frame = one_vs_rest(solution.held_out(cfg, model, data), f.positive_class)
     frame = _with_attribute(frame, f, version)
     threshold = f.threshold if f.threshold is not None else _own_threshold(version.metrics)
     report = fairness.group_report(frame, f.attribute, threshold=threshold, n_boot=f.bootstrap)
@@ -312,6 +312,31 @@ def _fairness(
         )
         section["mitigation"] = mitigation.to_dict()
     return section, checks
+
+
+def one_vs_rest(frame: Any, positive: str | None) -> Any:
+    """Held-out predictions of a model of more than two classes (``label``, ``prediction``,
+    ``probability``) as a decision about ``positive``: ``label`` 1 when it is the true class,
+    ``score`` 1 when it was predicted, else 0 (a decision, not a probability: AUPRC is then
+    coarse). Binary frames pass through.
+
+    Raises:
+        AbyssalError: more than two classes and no ``fairness.positive_class``, or a class the
+            frame never holds (the classes are listed).
+    """
+    if "prediction" not in frame.columns:
+        return frame
+    classes = sorted(set(frame["label"].astype(str)) | set(frame["prediction"].astype(str)))
+    if positive is None or positive not in classes:
+        got = "no fairness.positive_class" if positive is None else f"{positive!r}"
+        raise AbyssalError(
+            f"fairness on a model of {len(classes)} classes needs the class a decision is about: "
+            f"{got}; the classes are {', '.join(classes)}"
+        )
+    out = frame[["id"]].copy()
+    out["label"] = (frame["label"].astype(str) == positive).astype(int).to_numpy()
+    out["score"] = (frame["prediction"].astype(str) == positive).astype(float).to_numpy()
+    return out
 
 
 def _own_threshold(metrics: Mapping[str, Any]) -> float | None:

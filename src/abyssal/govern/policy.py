@@ -64,6 +64,11 @@ class FairnessPolicy:
     key: str | None = field(
         None, help="the table's column matching the held-out ids (null: the row number)"
     )
+    positive_class: str | None = field(
+        None,
+        help="for a model of more than two classes: the class a decision is about (e.g. the "
+        "defect class that stops a part); the fairness table is then about predicting it",
+    )
     threshold: float | None = field(
         None,
         help="the decision threshold on the score (null: the version's own, when it records "
