@@ -325,3 +325,31 @@ class Solution(ABC):
         return AbyssalError(
             f"solution '{self.name}' does not provide {what} (Solution.{method} is not implemented)"
         )
+
+
+def held_out_frame(
+    ids: Sequence[Any], labels: Any, probability: Any, classes: Sequence[str]
+) -> Any:
+    """The frame :meth:`Solution.held_out` returns, from class indices and probabilities.
+
+    Two classes: ``id, label`` (1 for the second class), ``score`` (its probability); more:
+    ``id, label``, ``prediction`` (class names) and ``probability`` (of the prediction).
+
+    Shapes:
+        labels: (n,) class indices; probability: (n, K) with K = ``len(classes)``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    probability = np.asarray(probability, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    out = pd.DataFrame({"id": list(ids)})
+    names = np.asarray(list(classes), dtype=object)
+    if len(names) == 2:
+        out["label"] = labels
+        out["score"] = probability[:, 1]
+        return out
+    out["label"] = names[labels]
+    out["prediction"] = names[probability.argmax(axis=1)]
+    out["probability"] = probability.max(axis=1)
+    return out

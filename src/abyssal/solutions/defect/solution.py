@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from abyssal.contracts.solution import MetricLayout, Solution
+from abyssal.contracts.solution import MetricLayout, Solution, held_out_frame
 from abyssal.core.errors import ConfigError, DataError
 from abyssal.solutions.defect.config import DefectConfig
 from abyssal.solutions.defect.data import DefectData, prepare_defect_data
@@ -154,7 +154,6 @@ class DefectSolution(Solution):
             AbyssalError: a self-supervised encoder (``objective=simclr``), which has no class
                 probabilities.
         """
-        import pandas as pd
 
         from abyssal.core.errors import AbyssalError
         from abyssal.solutions.defect.evaluation import for_model, split_outputs
@@ -174,17 +173,12 @@ class DefectSolution(Solution):
         finally:
             model.train(was_training)
         probability = torch.softmax(logits, dim=1).double().numpy()  # (n, K)
-        out = pd.DataFrame({"id": [str(data.records[r].path) for r in rows.tolist()]})
-        classes = np.asarray(data.classes, dtype=object)
-        labels = data.labels[rows]
-        if len(classes) == 2:
-            out["label"] = labels.astype(np.int64)
-            out["score"] = probability[:, 1]
-            return out
-        out["label"] = classes[labels]
-        out["prediction"] = classes[probability.argmax(axis=1)]
-        out["probability"] = probability.max(axis=1)
-        return out
+        return held_out_frame(
+            [str(data.records[r].path) for r in rows.tolist()],
+            data.labels[rows],
+            probability,
+            data.classes,
+        )
 
     def explain(
         self,

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from abyssal.contracts.solution import MetricLayout, Solution
+from abyssal.contracts.solution import MetricLayout, Solution, held_out_frame
 from abyssal.core.errors import ConfigError
 from abyssal.solutions.multimodal.config import MultimodalConfig
 from abyssal.solutions.multimodal.data import MultimodalData, prepare_multimodal_data
@@ -245,7 +245,6 @@ class MultimodalSolution(Solution):
         Raises:
             AbyssalError: a retrieval model (``task: retrieval``): it has no labels to audit.
         """
-        import pandas as pd
 
         from abyssal.solutions.multimodal.evaluation import score_rows
 
@@ -254,16 +253,9 @@ class MultimodalSolution(Solution):
         probability, _ = score_rows(model, data, rows, cfg.data.eval_batch_size)
         probability = probability.astype(np.float64)  # (n, K)
         labels = data.inputs.labels[rows]
-        out = pd.DataFrame({"id": [data.inputs.ids[r] for r in rows.tolist()]})
-        classes = np.asarray(data.classes, dtype=object)
-        if len(classes) == 2:
-            out["label"] = labels.astype(np.int64)
-            out["score"] = probability[:, 1]
-            return out
-        out["label"] = classes[labels]
-        out["prediction"] = classes[probability.argmax(axis=1)]
-        out["probability"] = probability.max(axis=1)
-        return out
+        return held_out_frame(
+            [data.inputs.ids[r] for r in rows.tolist()], labels, probability, data.classes
+        )
 
     def explain(
         self,

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from abyssal.contracts.prediction import TablePredictionReport
-from abyssal.contracts.solution import MetricLayout, Solution
+from abyssal.contracts.solution import MetricLayout, Solution, held_out_frame
 from abyssal.core.errors import AbyssalError
 from abyssal.solutions.tabular.baselines import gbdt_metrics
 from abyssal.solutions.tabular.config import TabularConfig, TabularSampleConfig
@@ -272,16 +272,9 @@ class TabularSolution(Solution):
             probability = split_outputs(model, data, rows, cfg.data.batch_size)["probability"]
         model.train(was_training)
         probability = probability.detach().cpu().double().numpy()  # (n, C)
-        out = pd.DataFrame({"id": _row_ids(data, rows)})
-        classes = np.asarray(data.preprocessor.target.classes, dtype=object)
-        if len(classes) == 2:
-            out["label"] = data.target[rows].astype(np.int64)
-            out["score"] = probability[:, 1]
-            return out
-        out["label"] = classes[data.target[rows]]
-        out["prediction"] = classes[probability.argmax(axis=1)]
-        out["probability"] = probability.max(axis=1)
-        return out
+        return held_out_frame(
+            _row_ids(data, rows), data.target[rows], probability, data.preprocessor.target.classes
+        )
 
     # -- the serving half ----------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from abyssal.contracts.solution import MetricLayout, Registration, Solution
+from abyssal.contracts.solution import MetricLayout, Registration, Solution, held_out_frame
 from abyssal.core.artifacts import ArtifactSource, ExternalBase
 from abyssal.nn.lora import adapter_state, base_fingerprint, resolve_targets
 from abyssal.nn.metrics import classification_metrics, confusion, prefixed
@@ -214,21 +214,16 @@ class TextSolution(Solution):
         classes: ``label`` and ``prediction`` are class names and ``probability`` the predicted
         class's probability (no ``score``: there is no one positive class).
         """
-        import pandas as pd
 
         rows = data.rows("test")
         scores = score_rows(model, data, rows, cfg.data.eval_batch_size)
         probability = scores.probabilities.astype(np.float64)  # (n, K)
-        out = pd.DataFrame({"id": [int(data.records.lines[r]) for r in rows.tolist()]})
-        classes = np.asarray(data.classes, dtype=object)
-        if len(classes) == 2:
-            out["label"] = scores.labels.astype(np.int64)
-            out["score"] = probability[:, 1]
-            return out
-        out["label"] = classes[scores.labels]
-        out["prediction"] = classes[probability.argmax(axis=1)]
-        out["probability"] = probability.max(axis=1)
-        return out
+        return held_out_frame(
+            [int(data.records.lines[r]) for r in rows.tolist()],
+            scores.labels,
+            probability,
+            data.classes,
+        )
 
     def explain(
         self,
