@@ -597,9 +597,13 @@ def _scan_column(
     texts = [v.strip() for v in cells if isinstance(v, str) and v.strip()]
     if texts and all(BARE_NUMBER.fullmatch(t) for t in texts):
         cells = []  # a column of bare numbers is judged by its name only
+    seen: dict[str, set[str]] = {}  # each distinct value scanned once (ids repeat a lot)
     for row, value in enumerate(cells, start=1):
         if isinstance(value, str) and value.strip():
-            kinds_here = {f.kind for f in find_pii(value, kinds, regions=regions)}
+            kinds_here = seen.get(value)
+            if kinds_here is None:
+                kinds_here = {f.kind for f in find_pii(value, kinds, regions=regions)}
+                seen[value] = kinds_here
             if kinds_here:
                 found |= kinds_here
                 rows.append(row)
