@@ -181,6 +181,23 @@ def test_metrics_count_requests_batches_and_latency() -> None:
     assert "abyssal_queue_depth" in text
 
 
+def test_load_reports_busy_seconds_queue_and_statefulness_for_an_autoscaler() -> None:
+    with client(Doubler(delay=0.05)) as c:
+        before = c.get("/v1/load").json()
+        for x in range(4):
+            c.post("/v1/models/double/predict", json={"x": x})
+        after = c.get("/v1/load").json()
+        metrics = c.get("/metrics").text
+        listed = c.get("/v1/models").json()["models"][0]
+    model = after["models"]["double"]
+    # four batches of at least 50 ms each ran on the model's thread
+    assert model["busy_s"] - before["models"]["double"]["busy_s"] >= 0.2
+    assert after["busy_s"] == model["busy_s"] and after["queue"] == model["queue"] == 0
+    assert after["cpu_s"] >= before["cpu_s"] and after["uptime_s"] > before["uptime_s"]
+    assert model["stateful"] is False and listed["stateful"] is False
+    assert 'abyssal_busy_seconds{model="double"}' in metrics
+
+
 def new_rows(folder: Path, n: int) -> list[dict[str, str]]:
     with open(folder / "new_rows.csv", newline="") as f:
         return list(csv.DictReader(f))[:n]

@@ -185,6 +185,13 @@ class _Metrics:
         self.queue = prom.Gauge(
             "abyssal_queue_depth", "requests waiting", labels, registry=self.registry
         )
+        self.busy = prom.Gauge(
+            "abyssal_busy_seconds",
+            "seconds spent running batches since the service started (its rate is the busy "
+            "share: what an autoscaler reads as utilization)",
+            ["model"],
+            registry=self.registry,
+        )
         self.cache = prom.Gauge(
             "abyssal_feature_cache", "feature-cache lookups and entries", ["what"],
             registry=self.registry,
@@ -242,6 +249,8 @@ def create_app(
     rng = random.Random()
     metrics = _Metrics()
     ready = {"value": False}
+    busy = {name: 0.0 for name in served}  # seconds in batches per name, across swaps
+    started_at = time.monotonic()
 
     async def start_batcher(
         name: str, ref: str, predictor: Any, journal: Journal | None = None, stateful: bool = False
@@ -253,12 +262,23 @@ def create_app(
 
         def run(items: list[Any]) -> list[Any]:
             observe.observe(len(items))
-            return predictor.predict(items)
+            began = time.perf_counter()
+            try:
+                return predictor.predict(items)
+            finally:
+                busy[name] += time.perf_counter() - began
 
         def run_stateful(items: list[tuple[Mapping[str, Any], Any]]) -> list[Any]:
             """One at a time (a failed request changes nothing and is never re-run), then the
             applied ones made durable before any of the batch is answered."""
             observe.observe(len(items))
+            began = time.perf_counter()
+            try:
+                return apply(items)
+            finally:
+                busy[name] += time.perf_counter() - began
+
+        def apply(items: list[tuple[Mapping[str, Any], Any]]) -> list[Any]:
             results: list[Any] = []
             applied = []
             for k, (request, parsed) in enumerate(items):
@@ -415,6 +435,7 @@ def create_app(
                     "name": m.name,
                     "version": m.ref,
                     "solution": m.solution,
+                    "stateful": m.stateful,
                     "share": _share(m, served[m.name]),
                     "max_batch_size": p.max_batch_size,
                     "max_wait_ms": p.max_wait_ms,
@@ -423,11 +444,36 @@ def create_app(
             ]
         }
 
+    @app.get("/v1/load")
+    async def load() -> dict[str, Any]:
+        """What an autoscaler reads: per model, the requests waiting and the seconds spent
+        running batches since start (their rate over an interval is the model's busy share);
+        the process's CPU seconds (all threads: HTTP parsing and answering too, which for a
+        small model on a CPU cost more than the model)."""
+        models = {
+            name: {
+                "version": m.ref,
+                "queue": sum(v.batcher.stats.queue_depth for v in (m, *m.canaries) if v.batcher),
+                "busy_s": round(busy[name], 6),
+                "stateful": m.stateful,
+            }
+            for name, m in served.items()
+        }
+        return {
+            "uptime_s": round(time.monotonic() - started_at, 3),
+            "busy_s": round(sum(busy.values()), 6),
+            "cpu_s": round(time.process_time(), 6),
+            "queue": sum(m["queue"] for m in models.values()),
+            "models": models,
+        }
+
     @app.get("/metrics")
     async def prometheus() -> Any:
         for m in every:
             if m.batcher is not None:
                 metrics.queue.labels(m.name, m.ref).set(m.batcher.stats.queue_depth)
+        for name, seconds in busy.items():
+            metrics.busy.labels(name).set(seconds)
         if settings.cache is not None:
             metrics.cache_counts(settings.cache)
         return responses.Response(metrics.text(), media_type="text/plain; version=0.0.4")
