@@ -12,8 +12,8 @@ from abyssal.core.display import fmt, table
 
 def register_all(sub: argparse._SubParsersAction) -> None:
     """Add every verb to the CLI."""
-    from abyssal.cli.finetune import add_finetune, add_merge
     from abyssal.cli.deploy import add_deploy
+    from abyssal.cli.finetune import add_finetune, add_merge
     from abyssal.cli.govern import add_audit
     from abyssal.cli.pipeline import add_pipeline
     from abyssal.cli.serve import add_alert_rules, add_keys, add_serve
