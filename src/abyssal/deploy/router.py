@@ -266,8 +266,9 @@ def create_router(
         http, checker = state["http"], state["checker"]
         tried: list[str] = []
         last = "no attempt"
+        deadline = time.monotonic() + policies.wait_s  # for all attempts' waits together
         for attempt in range(1, policies.retries + 2):
-            choice = await wait_for_replica(name, verdict.sensitive, tried)
+            choice = await wait_for_replica(name, verdict.sensitive, tried, deadline)
             if choice is None:
                 break
             replica, tier = choice.replica, choice.tier
@@ -332,10 +333,12 @@ def create_router(
         )
         return 503, error(503, message, **{"Retry-After": "1"}), None
 
-    async def wait_for_replica(name: str, sensitive: bool, tried: list[str]) -> Choice | None:
-        """A replica now, or as soon as one frees up within ``policies.wait_s``. Replicas
-        already tried are avoided while others exist."""
-        deadline = time.monotonic() + policies.wait_s
+    async def wait_for_replica(
+        name: str, sensitive: bool, tried: list[str], deadline: float
+    ) -> Choice | None:
+        """A replica now, or as soon as one frees up before ``deadline`` (the request's
+        arrival plus ``policies.wait_s``, whatever its attempts). Replicas already tried are
+        avoided while others exist."""
         while True:
             choice = pool.choose(name, sensitive, exclude=tried) or pool.choose(name, sensitive)
             if choice is not None:

@@ -211,8 +211,8 @@ class Policies:
     )
     wait_s: float = field(
         2.0,
-        help="how long a request waits in the router for a slot when every tier it may use is "
-        "saturated, before a 503",
+        help="how long a request may wait in the router for a slot when every tier it may use "
+        "is saturated (all its attempts together), before a 503",
     )
     retries: int = field(
         2,
