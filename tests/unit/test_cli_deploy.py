@@ -19,7 +19,7 @@ def test_simulate_a_trace_file_prints_both_allocations_and_writes_json(
 ) -> None:
     trace = tmp_path / "trace.csv"
     rates = [2, 2, 10, 30, 60, 60, 30, 10, 2, 2]
-    trace.write_text("time_s,rps\n" + "".join(f"{60 * k},{r}\n" for k, r in enumerate(rates)))
+    trace.write_text("time_s,rps\n" + "".join(f"{120 * k},{r}\n" for k, r in enumerate(rates)))
     out = tmp_path / "sim.json"
     argv = ["deploy", "simulate", str(FILE), "--capacity", "20", "--trace", str(trace)]
     assert main([*argv, "--json", str(out)]) == 0

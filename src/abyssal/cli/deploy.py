@@ -270,7 +270,12 @@ def _add_packaging(dsub: argparse._SubParsersAction) -> None:
     )
     sim.add_argument("--base-rps", type=float, default=5.0, help="generated day: night rate")
     sim.add_argument("--peak-rps", type=float, default=100.0, help="generated day: peak rate")
-    sim.add_argument("--step-s", type=float, default=60.0, help="seconds per trace step")
+    sim.add_argument(
+        "--step-s",
+        type=float,
+        help="seconds per step: of the generated day and of a request log (default 60); a "
+        "CSV's own step is used",
+    )
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     sim.set_defaults(handler=cmd_deploy_simulate)
@@ -353,8 +358,9 @@ def cmd_deploy_simulate(args: argparse.Namespace) -> int:
         trace = read_trace(args.trace, step_s=args.step_s)
     else:
         trace = diurnal(
-            base_rps=args.base_rps, peak_rps=args.peak_rps, step_s=args.step_s, seed=args.seed
-        )
+            base_rps=args.base_rps, peak_rps=args.peak_rps, step_s=args.step_s or 60.0,
+            seed=args.seed,
+        )  # fmt: skip
     print(f"{cfg.name}: {trace.name}, {len(trace.rates) * trace.step_s / 3600:.1f} h, peak "
           f"{trace.peak_rps:.1f} rps; replica capacity {profile.capacity_rps:.1f} rps")  # fmt: skip
     peak = static_for_peak(cfg, trace, profile)
