@@ -181,6 +181,8 @@ def test_overload_keeps_sensitive_data_private_and_scales_out_then_in(
     assert {a["tier"] for a in plain if a["status"] == 200} >= {"public"}
     assert all(a["status"] in (200, 503) for a in answers), {a["status"] for a in answers}
     assert service.tier("public")["sensitive"] == 0
+    private = service.tier("private")  # its model's busy share, measured, and its packing
+    assert set(private["model_shares"]) == {"tabular"} and private["packing"] == [["tabular"]]
     events = service.status()["events"]
     grew = [e for e in events if e["event"] == "scaled" and e.get("tier") == "private"]
     assert grew and grew[0]["replicas"][1] == 2, events

@@ -88,3 +88,29 @@ def test_status_and_down_with_nothing_up_say_so(capsys: pytest.CaptureFixture[st
 def test_up_refuses_a_model_the_store_does_not_have(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["deploy", "up", str(FILE)]) == 1
     assert "tier edge" in capsys.readouterr().err
+
+
+def test_status_packs_a_tiers_models_by_their_measured_busy_shares(tmp_path: Path) -> None:
+    """Two models share every private replica; their busy shares, summed over the replicas,
+    are packed onto devices at the target utilization and shown by ``deploy status``."""
+    from abyssal.cli.deploy import render_status
+    from abyssal.core.config import config_from_dict
+    from abyssal.deploy.local import LocalDeployment
+    from abyssal.deploy.spec import DeploymentConfig
+
+    cfg = config_from_dict(
+        DeploymentConfig,
+        {"name": "two", "tiers": [{"name": "private", "models": ["text", "defect", "fraud"]}],
+         "autoscale": {"target_utilization": 0.65}},
+    )  # fmt: skip
+    local = LocalDeployment(cfg, home=tmp_path)
+    for shares in ({"text": 0.2, "defect": 0.25, "fraud": 0.05}, {"text": 0.2, "defect": 0.2}):
+        replica = local.pool.add("private", "http://127.0.0.1:1", state="ready")
+        replica.model_shares = shares
+    shares, devices = local.packing("private")
+    assert shares == {"text": 0.4, "defect": 0.45, "fraud": 0.05}
+    assert devices == [["defect", "fraud"], ["text"]]  # 0.45 + 0.4 would pass 0.65
+    text = render_status(local.status())
+    assert (
+        "private: defect 0.45, fraud 0.05, text 0.40 -> 2 device(s): defect + fraud | text" in text
+    )

@@ -212,6 +212,13 @@ def render_status(body: dict[str, Any]) -> str:
     ]  # fmt: skip
     heads = ["replica", "state", "url", "pid", "in flight", "answered", "util", "queue", "for s"]
     lines.append(table(heads, replicas) if replicas else "(no replicas)")
+    packed = [t for t in body["tiers"] if t.get("model_shares")]
+    if packed:
+        lines += ["", "models' busy share of one device, and the devices they need packed:"]
+        for t in packed:
+            shares = ", ".join(f"{m} {v:.2f}" for m, v in sorted(t["model_shares"].items()))
+            groups = " | ".join(" + ".join(g) for g in t["packing"])
+            lines.append(f"  {t['name']}: {shares} -> {len(t['packing'])} device(s): {groups}")
     events = body.get("events") or []
     if events:
         lines += ["", "recent events:"]

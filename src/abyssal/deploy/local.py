@@ -35,7 +35,7 @@ from abyssal.core.clock import utc_now
 from abyssal.core.errors import ConfigError
 from abyssal.core.home import abyssal_home
 from abyssal.core.optional import require
-from abyssal.deploy.autoscale import Autoscaler, TierLoad
+from abyssal.deploy.autoscale import Autoscaler, TierLoad, pack
 from abyssal.deploy.pool import Pool, Replica
 from abyssal.deploy.router import HealthChecker, create_router, pool_status
 from abyssal.deploy.spec import DeploymentConfig
@@ -258,11 +258,20 @@ class LocalDeployment:
                 cpu = float(body.get("cpu_s", 0.0))
             except Exception:  # a replica that cannot say stays unknown this round
                 return
+            models = {
+                str(name): float(m.get("busy_s", 0.0))
+                for name, m in (body.get("models") or {}).items()
+            }
             if replica.busy is not None and now > replica.busy[0]:
                 then, busy0, cpu0 = replica.busy
                 share = max(busy - busy0, cpu - cpu0) / (now - then)
                 replica.utilization = round(min(1.0, max(0.0, share)), 4)
+                replica.model_shares = {
+                    name: round(max(0.0, b - replica.model_busy.get(name, b)) / (now - then), 4)
+                    for name, b in models.items()
+                }
             replica.busy, replica.queue = (now, busy, cpu), int(body.get("queue", 0))
+            replica.model_busy = models
 
         ready = [r for r in self.pool.replicas() if r.state == "ready"]
         await asyncio.gather(*(one(r) for r in ready))
@@ -286,6 +295,18 @@ class LocalDeployment:
                 overflow_rps=(tier.overflowed + tier.refused - missed) / span,
             )
         return loads
+
+    def packing(self, tier: str) -> tuple[dict[str, float], list[list[str]]]:
+        """Each model's busy share of one device, summed over the tier's ready replicas (every
+        replica serves all the tier's models on its device), and how many devices those shares
+        need packed at the target utilization (:func:`~abyssal.deploy.autoscale.pack`)."""
+        shares: dict[str, float] = {}
+        for replica in self.pool.tiers[tier].ready():
+            for name, share in replica.model_shares.items():
+                shares[name] = round(shares.get(name, 0.0) + share, 4)
+        if not shares:
+            return {}, []
+        return shares, pack(shares, capacity=self.cfg.autoscale.target_utilization)
 
     # --- status --------------------------------------------------------------------------
 
@@ -312,7 +333,10 @@ class LocalDeployment:
                 if p.replica.tier == cfg.name
             )
             load = self.loads.get(cfg.name)
+            shares, devices = self.packing(cfg.name)
             tier.update(
+                model_shares=shares,
+                packing=devices,
                 target=self.targets[cfg.name],
                 min=cfg.replicas.min,
                 max=cfg.replicas.max,

@@ -41,6 +41,9 @@ class Replica:
     busy: tuple[float, float, float] | None = None
     utilization: float | None = None
     queue: int = 0
+    # per model: busy seconds at the last reading, and the busy share over the last interval
+    model_busy: dict[str, float] = field(default_factory=dict)
+    model_shares: dict[str, float] = field(default_factory=dict)
 
     def set_state(self, state: ReplicaState) -> bool:
         """Move to ``state``; whether it changed."""
