@@ -256,13 +256,60 @@ def summarize(results: dict[str, SimResult]) -> dict[str, Any]:
     }
 
 
+def _replica_lines(result: dict[str, Any]) -> tuple[str, str]:
+    """How the replica was measured: here, by this run; or elsewhere, by the saved profile
+    (``--profile``), as its ``measured_on`` says."""
+    s, prof = result["settings"], result["profile"]
+    lat = prof["latency_ms"]
+    shape = (
+        f"latency at one client p50 {lat['c1_p50']:.1f} ms, p99 {lat['c1_p99']:.1f} ms; at "
+        f"saturation p50 {lat['sat_p50']:.1f} ms. Service time per request in the simulator: "
+        f"mean {prof['mean_service_ms']:.1f} ms (the one-client latency shape scaled to "
+        "1/capacity)."
+    )
+    if s.get("profile"):
+        on = prof.get("measured_on", {})
+        machine, versions = on.get("machine", {}), on.get("versions", {})
+        where = (
+            f"{machine.get('platform', '?')}, {machine.get('cpu', '?')} "
+            f"({machine.get('cores', '?')} cores), torch {versions.get('torch', '?')}"
+        )
+        replica = (
+            f"- **Replica (measured elsewhere, `{s['profile']}`).** `{prof['model']}` measured "
+            f"on {where} on {on.get('date', '?')}: capacity {prof['capacity_rps']:.1f} "
+            f"requests/s at {on.get('concurrency', '?')} clients in a closed loop "
+            f"({on.get('seconds', '?')} s); {shape}"
+        )
+        cold = (
+            f"- **Cold start.** Every tier's `startup_s` set to {result['startup_s']:.1f} s "
+            f"(`--startup-s`; the file says {result['file_startup_s']}; the last row uses the "
+            "file's)."
+        )
+        return replica, cold
+    replica = (
+        f"- **Replica (measured).** `abyssal serve {result['model']}` as a process on this "
+        f'machine, each request a batch of {s["rows"]} rows (`{{"instances": [...]}}`). '
+        f"Capacity {prof['capacity_rps']:.1f} requests/s at {s['concurrency']} clients in a "
+        f"closed loop ({s['seconds']:g} s; load generator on the same cores); {shape}"
+    )
+    cold = (
+        f"- **Cold start (measured).** Process start to `/readyz` 200: "
+        f"{', '.join(f'{x:.2f}' for x in result['cold_starts_s'])} s (median "
+        f"{statistics.median(result['cold_starts_s']):.2f} s); every tier's `startup_s` set "
+        f"to {result['startup_s']:.1f} s (the file says {result['file_startup_s']}; the "
+        "last row uses the file's)."
+    )
+    return replica, cold
+
+
 def markdown(result: dict[str, Any]) -> str:
     env, s = result["environment"], result["settings"]
     m, v = env["machine"], env["versions"]
-    prof, runs, cmp_ = result["profile"], result["runs"], result["comparison"]
+    runs, cmp_ = result["runs"], result["comparison"]
     trace = result["trace"]
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
     versions = ", ".join(f"{k} {val}" for k, val in v.items() if val)
+    replica, cold = _replica_lines(result)
     lines = [
         "# Cost: autoscaled against static allocation over a simulated day",
         "",
@@ -272,20 +319,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## What was measured, what was simulated",
         "",
-        f"- **Replica (measured).** `abyssal serve {result['model']}` as a process on this "
-        f'machine, each request a batch of {s["rows"]} rows (`{{"instances": [...]}}`). '
-        f"Capacity {prof['capacity_rps']:.1f} requests/s at {s['concurrency']} clients in a "
-        f"closed loop ({s['seconds']:g} s; load generator on the same cores); latency at one "
-        f"client p50 {prof['latency_ms']['c1_p50']:.1f} ms, p99 "
-        f"{prof['latency_ms']['c1_p99']:.1f} ms; at saturation p50 "
-        f"{prof['latency_ms']['sat_p50']:.1f} ms. Service time per request in the simulator: "
-        f"mean {prof['mean_service_ms']:.1f} ms (the one-client latency shape scaled to "
-        "1/capacity).",
-        f"- **Cold start (measured).** Process start to `/readyz` 200: "
-        f"{', '.join(f'{x:.2f}' for x in result['cold_starts_s'])} s (median "
-        f"{statistics.median(result['cold_starts_s']):.2f} s); every tier's `startup_s` set "
-        f"to {result['startup_s']:.1f} s (the file says {result['file_startup_s']}; the "
-        "last row uses the file's).",
+        replica,
+        cold,
         f"- **Deployment.** `{s['deployment']}`: "
         + "; ".join(
             f"{t['name']} ({t['kind']}{', trusted' if t['trusted'] else ''}) "
