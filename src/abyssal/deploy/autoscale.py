@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from abyssal.core.errors import ConfigError, DataError
@@ -260,22 +260,29 @@ class Autoscaler:
             return min(target, current), f"{look.in_reason} for {state.in_streak} {checks}"
         return current, "steady"
 
+    def _cheaper_before(
+        self, tier: TierConfig, looks: Mapping[str, _Look]
+    ) -> Iterator[tuple[TierConfig, _Look]]:
+        """The strictly cheaper tiers before ``tier`` in routing order that share a model with
+        it and were measured, with their looks."""
+        models = set(tier.model_names)
+        for other in self.cfg.ordered:
+            if other.name == tier.name:
+                return
+            look = looks.get(other.name)
+            if (
+                look is not None
+                and other.price_per_hour < tier.price_per_hour
+                and models & set(other.model_names)
+            ):
+                yield other, look
+
     def _cheaper_not_full(
         self, tier: TierConfig, looks: Mapping[str, _Look], targets: Mapping[str, int]
     ) -> str | None:
         """The first strictly cheaper tier before ``tier`` in routing order (sharing a model)
         that is not at its maximum with every replica ready, or ``None``."""
-        models = set(tier.model_names)
-        for other in self.cfg.ordered:
-            if other.name == tier.name:
-                return None
-            look = looks.get(other.name)
-            if (
-                look is None
-                or other.price_per_hour >= tier.price_per_hour
-                or not models & set(other.model_names)
-            ):
-                continue
+        for other, look in self._cheaper_before(tier, looks):
             full = other.replicas.max
             if (
                 look.load.replicas < full
@@ -290,19 +297,9 @@ class Autoscaler:
         there are some and every one is full: at its maximum and at or above the target
         utilization, or calling for growth. ``tier`` takes what they cannot; ``None`` when one
         of them has room (or there are none)."""
-        models = set(tier.model_names)
         target = self.settings.target_utilization
         full = []
-        for other in self.cfg.ordered:
-            if other.name == tier.name:
-                break
-            look = looks.get(other.name)
-            if (
-                look is None
-                or other.price_per_hour >= tier.price_per_hour
-                or not models & set(other.model_names)
-            ):
-                continue
+        for other, look in self._cheaper_before(tier, looks):
             busy = look.out_reasons or (look.utilization is not None and look.utilization >= target)
             if look.current < other.replicas.max or not busy:
                 return None
