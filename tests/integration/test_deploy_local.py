@@ -218,6 +218,8 @@ def test_killing_the_private_tier_fails_over_with_every_request_answered(
     assert max(around) < 1000 * FAILOVER_BOUND_S, max(around)
     states = {r["name"]: r["state"] for r in service.tier("private")["replicas"]}
     assert all(states.get(name, "gone") != "ready" for name in killed), states
+    events = service.status()["events"]
+    assert any(e["event"] == "down" and e.get("replica") in killed for e in events), events
     alive = [r["pid"] for t in service.status()["tiers"] for r in t["replicas"] if r["pid"]]
     stopped = service.cli("down", "trio")
     assert stopped.returncode == 0, stopped.stderr

@@ -111,6 +111,7 @@ class LocalDeployment:
                 self.write_status(),
             ],
             on_stop=self._stopping,
+            on_replica=lambda replica, why: self.event(replica.state, replica, why),
         )
         config = uvicorn.Config(
             app,

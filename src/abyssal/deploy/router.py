@@ -157,6 +157,7 @@ def create_router(
     max_body_bytes: int = 8 << 20,
     background: Callable[[Any, HealthChecker], list[Any]] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    on_replica: Callable[[Replica, str], None] | None = None,
 ) -> Any:
     """The router's FastAPI app over ``pool``.
 
@@ -172,6 +173,8 @@ def create_router(
         on_stop: awaited when the app stops, after the background coroutines are cancelled
             (local mode stops its replicas there: uvicorn re-raises SIGTERM once it has shut
             down, so code after ``server.run()`` never runs).
+        on_replica: called with a replica and the reason when it comes in (ready) or goes
+            out (down).
     """
     fastapi = require("fastapi", extra="serve", purpose="the deployment router")
     responses = require("fastapi.responses", extra="serve", purpose="the deployment router")
@@ -190,7 +193,7 @@ def create_router(
         )
         async with httpx.AsyncClient(timeout=policies.timeout_s, limits=limits) as http:
             state["http"] = http
-            checker = HealthChecker(pool, http)
+            checker = HealthChecker(pool, http, on_replica)
             state["checker"] = checker
             await checker.check_all()
             tasks = [asyncio.create_task(checker.run())]
