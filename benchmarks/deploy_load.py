@@ -151,6 +151,8 @@ def markdown(folder: Path) -> str:
     if events.is_file():
         scaled = [json.loads(x) for x in events.read_text().splitlines() if '"scaled"' in x]
         lines += ["", "Autoscaler decisions:", ""]
+        if not scaled:
+            lines.append("- none (no tier was saturated, slow or idle long enough)")
         lines += [f"- {e['time'][11:19]} {e['tier']} {e['replicas'][0]} -> {e['replicas'][1]}: "
                   f"{e['why']}" for e in scaled]  # fmt: skip
     return "\n".join(lines) + "\n"
