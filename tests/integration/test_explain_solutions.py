@@ -128,19 +128,9 @@ def test_nodules_get_saliency_pictures_and_attribute_attributions(tmp_path: Path
 
 def test_texts_are_explained_by_their_tokens(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from tests.unit.tiny_text import texts_csv, tiny_bert
+    from tests.unit.tiny_text import tiny_text_overrides
 
-    base, texts = tiny_bert(tmp_path / "bert"), texts_csv(tmp_path / "texts.csv")
-    overrides = [
-        f"data.path={texts}",
-        f"model.base={base}",
-        "data.val_frac=0.25",
-        "data.test_frac=0.25",
-        "train.epochs=1",
-        "train.device=cpu",
-        "train.progress=false",
-    ]
-    outcome = train("text", None, overrides)
+    outcome = train("text", None, tiny_text_overrides(tmp_path, "train.epochs=1"))
     loaded = load_model(outcome.version.ref)
     ex = explain(loaded, tmp_path / "text")
     assert ex.global_importance == {} and ex.extras[0].startswith("no global permutation")

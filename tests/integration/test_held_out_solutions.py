@@ -21,19 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_text_held_out_names_lines_and_predicted_classes(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from tests.unit.tiny_text import texts_csv, tiny_bert
+    from tests.unit.tiny_text import tiny_text_overrides
 
-    base, texts = tiny_bert(tmp_path / "bert"), texts_csv(tmp_path / "texts.csv")
-    overrides = [
-        f"data.path={texts}",
-        f"model.base={base}",
-        "data.val_frac=0.25",
-        "data.test_frac=0.25",
-        "train.epochs=2",
-        "train.lr=0.01",
-        "train.device=cpu",
-        "train.progress=false",
-    ]
+    overrides = tiny_text_overrides(tmp_path, "train.epochs=2", "train.lr=0.01")
     outcome = train("text", None, overrides)
     loaded = load_model(outcome.version.ref)
     data = loaded.solution.prepare(loaded.cfg)
@@ -42,7 +32,7 @@ def test_text_held_out_names_lines_and_predicted_classes(tmp_path: Path) -> None
     rows = data.rows("test")
     assert frame.columns.tolist() == ["id", "label", "prediction", "probability"]
     assert len(frame) == len(rows) == outcome.metrics["test_texts"]
-    with texts.open(newline="") as fh:
+    with (tmp_path / "texts.csv").open(newline="") as fh:
         written = list(csv.DictReader(fh))
     # the 1-based line of the file: the header is line 1, so data row i is line i + 2
     assert frame["label"].tolist() == [written[line - 2]["label"] for line in frame["id"]]

@@ -114,3 +114,18 @@ def texts_csv(path: Path, per_class: int = 12) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(rows)
     return path
+
+
+def tiny_text_overrides(folder: Path, *extra: str) -> list[str]:
+    """Training overrides for a tiny BERT on :func:`texts_csv`'s texts, both written under
+    ``folder``: a quarter each for validation and test, CPU, no progress bar; ``extra`` last."""
+    base, texts = tiny_bert(folder / "bert"), texts_csv(folder / "texts.csv")
+    return [
+        f"data.path={texts}",
+        f"model.base={base}",
+        "data.val_frac=0.25",
+        "data.test_frac=0.25",
+        "train.device=cpu",
+        "train.progress=false",
+        *extra,
+    ]
