@@ -20,6 +20,7 @@ from abyssal.deploy.spec import DeploymentConfig, TierConfig
 
 ReplicaState = Literal["starting", "ready", "down", "draining"]
 LATENCY_WINDOW_S = 10.0  # a tier's p99 is over its answers of the last this many seconds
+P99_EVERY_S = 0.25  # how stale a tier's p99 may be
 
 
 @dataclass
@@ -65,6 +66,7 @@ class TierState:
     overflowed: int = 0  # requests that wanted this tier but went on (saturated)
     refused: int = 0  # requests that could use only saturated tiers and timed out waiting
     failovers: int = 0  # attempts on this tier that failed and were retried elsewhere
+    _p99: tuple[float, float | None] = (float("-inf"), None)  # (when computed, value)
 
     @property
     def name(self) -> str:
@@ -74,12 +76,19 @@ class TierState:
         return [r for r in self.replicas if r.state == "ready"]
 
     def p99_ms(self, now: float | None = None) -> float | None:
-        """The 99th percentile of the tier's answers in the last :data:`LATENCY_WINDOW_S`."""
+        """The 99th percentile of the tier's answers in the last :data:`LATENCY_WINDOW_S`,
+        recomputed at most every :data:`P99_EVERY_S` (the router asks on every request, and
+        sorting the window each time would cost more than the rest of the routing)."""
         now = time.monotonic() if now is None else now
+        at, value = self._p99
+        if 0 <= now - at < P99_EVERY_S:
+            return value
         recent = sorted(ms for t, ms in self.latencies if now - t <= LATENCY_WINDOW_S)
-        if len(recent) < 10:
-            return None
-        return recent[min(len(recent) - 1, math.ceil(0.99 * len(recent)) - 1)]
+        value = None
+        if len(recent) >= 10:
+            value = recent[min(len(recent) - 1, math.ceil(0.99 * len(recent)) - 1)]
+        self._p99 = (now, value)
+        return value
 
     def free(self, exclude: Iterable[str] = ()) -> Replica | None:
         """Its least loaded ready replica with room (in flight below ``max_inflight``)."""
