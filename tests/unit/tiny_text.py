@@ -66,7 +66,8 @@ def tiny_bert(folder: Path, seed: int = 0) -> Path:
     import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(_vocab(folder)))
+    # the vocabulary by position: transformers 5 ignores vocab_file= (every word became [UNK])
+    tokenizer = transformers.BertTokenizerFast(str(_vocab(folder)))
     config = transformers.BertConfig(
         vocab_size=len(SPECIAL) + len(WORDS),
         hidden_size=16,
@@ -86,7 +87,8 @@ def tiny_gpt2(folder: Path, seed: int = 0) -> Path:
     import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(_vocab(folder)))
+    # the vocabulary by position: transformers 5 ignores vocab_file= (every word became [UNK])
+    tokenizer = transformers.BertTokenizerFast(str(_vocab(folder)))
     config = transformers.GPT2Config(
         vocab_size=len(SPECIAL) + len(WORDS),
         n_embd=16,
