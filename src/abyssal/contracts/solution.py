@@ -313,6 +313,29 @@ class Solution(ABC):
         solution's own explanations (rings, attributes, heat maps)."""
         raise self._lacks("explain", "explanations for an audit")
 
+    # -- the benchmark half (abyssal.bench) -----------------------------------------------------
+
+    perturbations: ClassVar[tuple[str, ...]] = ()
+    """The perturbation kinds (:data:`abyssal.data.perturb.KINDS`) :meth:`perturb` applies."""
+
+    def perturb(self, cfg: Any, data: PreparedData, perturbation: Any) -> PreparedData:
+        """A copy of ``data`` whose test split's inputs carry ``perturbation`` (an
+        :class:`abyssal.data.perturb.Perturbation` of a kind in :attr:`perturbations`), seeded
+        by its seed; ``data`` itself is left unchanged and labels and ids stay as they were, so
+        :meth:`held_out` on the copy scores the same items.
+
+        Raises:
+            ConfigError: a kind this solution's inputs do not have (the message lists those
+                they have).
+        """
+        raise self._lacks("perturb", "perturbed test data for robustness benchmarks")
+
+    def item_attributes(self, cfg: Any, data: PreparedData) -> Any:
+        """One row per item :meth:`held_out` scores, as a ``pandas.DataFrame`` with ``id`` (the
+        same ids) and the attributes benchmark slices select on (a nodule's diameter, an
+        account's degree, a text's length, a table's own columns, ...)."""
+        raise self._lacks("item_attributes", "item attributes for benchmark slices")
+
     def generate_sample(self, options: Any, out: Path) -> list[str]:
         """Write sample data (``options`` is a :attr:`sample_config_cls`) into the folder ``out``.
 

@@ -90,6 +90,7 @@ class DefectSolution(Solution):
         extras=("best_epoch", "epochs_run", "train_images", "pretrained_tensors"),
         headline="test_accuracy",
     )
+    perturbations: ClassVar[tuple[str, ...]] = ("noise", "blur", "contrast")
 
     # -- the training half ---------------------------------------------------------------------
 
@@ -178,6 +179,61 @@ class DefectSolution(Solution):
             data.labels[rows],
             probability,
             data.classes,
+        )
+
+    def item_attributes(self, cfg: DefectConfig, data: DefectData) -> Any:
+        """The test split's images as :meth:`held_out` lists them, as a ``pandas.DataFrame``:
+        ``id`` (the image's path), ``class_name`` (its class name), ``file`` (its file name),
+        ``width`` and ``height`` (of the file, in pixels, read from its header; NaN when it
+        cannot be read any more) and ``boxes`` (its annotated defect boxes)."""
+        import pandas as pd
+
+        from abyssal.data.images import image_size
+
+        def size(path: Path) -> tuple[float, float]:
+            try:
+                return image_size(path)
+            except DataError:
+                return (float("nan"), float("nan"))
+
+        records = [data.records[r] for r in data.rows("test").tolist()]
+        labels = data.labels[data.rows("test")]
+        sizes = [size(record.path) for record in records]
+        return pd.DataFrame(
+            {
+                "id": [str(record.path) for record in records],
+                "class_name": [data.classes[int(label)] for label in labels],
+                "file": [record.path.name for record in records],
+                "width": [w for w, _ in sizes],
+                "height": [h for _, h in sizes],
+                "boxes": [len(record.boxes) for record in records],
+            }
+        )
+
+    def perturb(self, cfg: DefectConfig, data: DefectData, perturbation: Any) -> DefectData:
+        """A copy of ``data`` whose test images carry ``perturbation`` (noise, blur or contrast).
+
+        The images are held decoded, as uint8 at the model's size, and scoring reads them from
+        there (:func:`~.evaluation.pixels`); so the test rows of a copy of that array are
+        perturbed in their own 0-255 range (before the network's ImageNet normalisation), then
+        rounded and clipped to 0-255 as a stored image would be
+        (:func:`abyssal.data.perturb_arrays.apply_to_rows`; image ``r``'s noise is seeded
+        ``seed + r``). Training and validation images, labels, records and splits are those of
+        ``data`` (shared, not copied); ``data`` is not changed.
+
+        Raises:
+            ConfigError: a kind images do not have (the message lists those they have).
+        """
+        import dataclasses
+
+        from abyssal.data.perturb import check_kind, perturbed_identity
+        from abyssal.data.perturb_arrays import apply_to_rows
+
+        p = check_kind(perturbation, self.perturbations, f"solution '{self.name}'")
+        images = apply_to_rows(data.images, data.rows("test"), p, spatial_dims=2)
+        fingerprint, description = perturbed_identity(data.fingerprint, data.description, p)
+        return dataclasses.replace(
+            data, images=images, fingerprint=fingerprint, description=description
         )
 
     def explain(

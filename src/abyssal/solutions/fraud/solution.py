@@ -11,7 +11,9 @@ import torch
 
 from abyssal.contracts.solution import MetricLayout, Solution
 from abyssal.core.errors import DataError
+from abyssal.data.perturb import Perturbation
 from abyssal.solutions.fraud.baselines import run_baselines
+from abyssal.solutions.fraud.bench import KINDS, account_attributes, perturb_fraud_data
 from abyssal.solutions.fraud.config import FraudConfig
 from abyssal.solutions.fraud.dataset import (
     FraudData,
@@ -252,6 +254,24 @@ class FraudSolution(Solution):
             extras += [f"  - {line}" for line in ring.evidence()[:6]]
         method = "graph attention weights of the last layer over each account's neighbours"
         return Explanations(method, items, importance, "test_auprc", extras, folder)
+
+    # -- the benchmark half ---------------------------------------------------------------------
+
+    perturbations: ClassVar[tuple[str, ...]] = KINDS
+
+    def perturb(self, cfg: FraudConfig, data: FraudData, perturbation: Perturbation) -> FraudData:
+        """A copy of ``data`` whose scoring graph loses a fraction of its edges (``drop_edges``)
+        or whose test accounts' features carry noise (``feature_noise``); see
+        :func:`~abyssal.solutions.fraud.bench.perturb_fraud_data`. The graph is shared by every
+        split, so :meth:`evaluate` on the copy sees the dropped edges on validation too;
+        :meth:`held_out` scores the same test accounts."""
+        return perturb_fraud_data(data, perturbation)
+
+    def item_attributes(self, cfg: FraudConfig, data: FraudData) -> pd.DataFrame:
+        """The test accounts of :meth:`held_out`, in its order, with their degrees, transactions,
+        amounts, devices and first/last-seen times (see
+        :func:`~abyssal.solutions.fraud.bench.account_attributes`)."""
+        return account_attributes(data)
 
     def example_inputs(self, cfg: FraudConfig, spec: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """A 6-account ring with 8 directed edges: ``(x, edge_index, edge_attr, edge_dt)``, and

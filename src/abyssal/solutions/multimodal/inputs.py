@@ -62,6 +62,8 @@ class DecodedInputs:
         wave_lengths: (N,) int64 samples, 0 where there is no audio, or ``None``.
         bad: ``(row, why)`` of the rows left out (``skip_bad``).
         notes: what was changed on the way (resampling, cut audio, cut texts), one per file.
+        texts: each sample's text as read (``None`` where it has none), kept so a benchmark
+            can perturb the texts and tokenize them again; ``None`` when not kept.
     """
 
     ids: list[str]
@@ -77,6 +79,7 @@ class DecodedInputs:
     wave_lengths: np.ndarray | None = None
     bad: list[tuple[int, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    texts: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -150,6 +153,7 @@ def decode_samples(
     else:
         out.mels, out.mel_lengths = _stack_mels(sounds, options)
     texts = [s.text for s, _, _ in kept]
+    out.texts = texts
     out.tokens, out.token_lengths, cut = _tokenize(texts, tokenizer, options.max_tokens)
     if cut:
         notes.append(f"{cut} text(s) longer than {options.max_tokens} tokens were cut")
@@ -224,6 +228,15 @@ def _stack_waves(waves: list[np.ndarray | None]) -> tuple[np.ndarray | None, np.
         if wave is not None:
             out[k, : len(wave)] = wave
     return out, lengths
+
+
+def tokenize_texts(
+    texts: list[str | None], tokenizer: Any, limit: int
+) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """The texts as :func:`decode_samples` tokenizes them: padded ids (N, L), lengths (N,),
+    0 where there is no text, and how many texts were cut at ``limit`` tokens; ``None`` arrays
+    when no text is given."""
+    return _tokenize(texts, tokenizer, limit)
 
 
 def _tokenize(

@@ -69,6 +69,7 @@ class MultimodalSolution(Solution):
         headline="test_accuracy",
         confusion=("test",),
     )
+    perturbations: ClassVar[tuple[str, ...]] = ("noise", "blur", "contrast", "typos")
 
     def prepare(self, cfg: MultimodalConfig) -> MultimodalData:
         if cfg.task == "retrieval":
@@ -257,6 +258,80 @@ class MultimodalSolution(Solution):
             [data.inputs.ids[r] for r in rows.tolist()], labels, probability, data.classes
         )
 
+    def item_attributes(self, cfg: MultimodalConfig, data: MultimodalData) -> Any:
+        """The labelled test samples as :meth:`held_out` lists them, as a ``pandas.DataFrame``:
+        ``id``, ``has_text``, ``has_image``, ``has_audio`` (which modalities the sample has),
+        ``modalities`` (those names joined by ``+``, e.g. ``text+audio``) and ``text_tokens``
+        (its text's length in tokens of the text encoder, special tokens included, after any
+        cut at ``data.max_tokens``; 0 without text).
+
+        Raises:
+            AbyssalError: a retrieval model's config (``task: retrieval``).
+        """
+        import pandas as pd
+
+        from abyssal.solutions.multimodal.manifest import MODALITIES
+
+        _no_retrieval_audit(cfg, "item attributes")
+        rows = _labelled_test_rows(data)
+        present = data.inputs.present[rows]  # (n, 3)
+        lengths = data.inputs.token_lengths
+        frame = pd.DataFrame({"id": [data.inputs.ids[r] for r in rows.tolist()]})
+        for k, modality in enumerate(MODALITIES):
+            frame[f"has_{modality}"] = present[:, k].astype(bool)
+        frame["modalities"] = [
+            "+".join(m for k, m in enumerate(MODALITIES) if have[k]) for have in present
+        ]
+        frame["text_tokens"] = (
+            np.zeros(len(rows), dtype=np.int64) if lengths is None else lengths[rows]
+        )
+        return frame
+
+    def perturb(
+        self, cfg: MultimodalConfig, data: MultimodalData, perturbation: Any
+    ) -> MultimodalData:
+        """A copy of ``data`` whose test samples carry ``perturbation``.
+
+        ``noise``, ``blur`` and ``contrast`` change the test samples' images: held decoded as
+        uint8 at the model's size, they are perturbed in their own 0-255 range (before the
+        image encoder's normalisation), then rounded and clipped to 0-255
+        (:func:`abyssal.data.perturb_arrays.apply_to_rows`; sample ``r``'s noise is seeded
+        ``seed + r``); samples without an image keep their empty one. ``typos`` gives words of
+        the test samples' texts typos (:func:`abyssal.data.perturb_records.typos` over all the
+        test texts at once, ``level`` the fraction of words) and tokenizes them again with the
+        text encoder's tokenizer. Everything else (train and validation samples, audio, labels,
+        ids, splits) is that of ``data`` (shared, not copied); ``data`` is not changed.
+
+        Raises:
+            ConfigError: a kind this solution does not have (the message lists those it has);
+                ``typos`` on data without texts, an image kind on data without images.
+            AbyssalError: a retrieval model's config (``task: retrieval``).
+        """
+        from dataclasses import replace
+
+        from abyssal.data.perturb import check_kind, perturbed_identity
+        from abyssal.data.perturb_arrays import apply_to_rows
+
+        _no_retrieval_audit(cfg, "perturbed benchmarks")
+        p = check_kind(perturbation, self.perturbations, f"solution '{self.name}'")
+        inputs = data.inputs
+        test = data.rows("test")
+        if p.kind == "typos":
+            inputs = _with_typos(cfg, data, test, p.level, p.seed)
+        else:
+            if inputs.images is None:
+                raise ConfigError(
+                    f"perturbation '{p.kind}' changes images, and these samples have none "
+                    f"(modalities: {', '.join(data.modalities)})"
+                )
+            from abyssal.solutions.multimodal.manifest import MODALITIES
+
+            with_image = test[inputs.present[test, MODALITIES.index("image")]]
+            images = apply_to_rows(inputs.images, with_image, p, spatial_dims=2)
+            inputs = replace(inputs, images=images)
+        fingerprint, description = perturbed_identity(data.fingerprint, data.description, p)
+        return replace(data, inputs=inputs, fingerprint=fingerprint, description=description)
+
     def explain(
         self,
         cfg: MultimodalConfig,
@@ -400,6 +475,47 @@ def _labelled_test_rows(data: MultimodalData) -> np.ndarray:
     scores them."""
     rows = data.rows("test")
     return rows[data.inputs.labels[rows] >= 0]
+
+
+def _with_typos(
+    cfg: MultimodalConfig, data: MultimodalData, rows: np.ndarray, level: float, seed: int
+) -> Any:
+    """``data.inputs`` with typos in the texts of ``rows``, tokenized again (a new token array;
+    other rows keep their ids, padded to the new width if it grew)."""
+    from dataclasses import replace
+
+    from abyssal.data.perturb_records import typos
+    from abyssal.solutions.multimodal.data import _options
+    from abyssal.solutions.multimodal.inputs import tokenize_texts
+    from abyssal.solutions.text import model as text_model
+
+    inputs = data.inputs
+    if inputs.tokens is None or inputs.token_lengths is None or data.text_base is None:
+        raise ConfigError(
+            "perturbation 'typos' changes texts, and these samples have none "
+            f"(modalities: {', '.join(data.modalities)})"
+        )
+    if inputs.texts is None:
+        raise ConfigError("these samples were decoded without keeping their texts; prepare again")
+    with_text = [r for r in rows.tolist() if inputs.texts[r] is not None]
+    tokenizer = text_model.load_tokenizer(data.text_base, "encoder")
+    limit = _options(cfg.data, tokenizer).max_tokens
+    changed = typos([inputs.texts[r] for r in with_text], level, seed)
+    new_ids, new_lengths, _ = tokenize_texts(changed, tokenizer, limit)
+    texts = list(inputs.texts)
+    for r, text in zip(with_text, changed, strict=True):
+        texts[r] = text
+    if new_ids is None or new_lengths is None:  # no test sample has text
+        return replace(inputs, texts=texts)
+    width = max(inputs.tokens.shape[1], new_ids.shape[1])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tokens = np.full((len(inputs), width), pad, dtype=inputs.tokens.dtype)
+    tokens[:, : inputs.tokens.shape[1]] = inputs.tokens
+    tokens[with_text] = pad
+    tokens[with_text, : new_ids.shape[1]] = new_ids
+    lengths = inputs.token_lengths.copy()
+    lengths[with_text] = new_lengths
+    return replace(inputs, tokens=tokens, token_lengths=lengths, texts=texts)
 
 
 def _one_row(inputs: Any, row: int) -> Any:

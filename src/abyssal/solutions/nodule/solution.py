@@ -77,6 +77,7 @@ class NoduleSolution(Solution):
         ),
         headline="test_auroc",
     )
+    perturbations: ClassVar[tuple[str, ...]] = ("noise", "blur", "contrast")
 
     # -- the training half ---------------------------------------------------------------------
 
@@ -178,6 +179,54 @@ class NoduleSolution(Solution):
                 "score": sigmoid(logits),
             }
         )
+
+    def item_attributes(self, cfg: NoduleConfig, data: NoduleData) -> Any:
+        """The labelled test nodules as :meth:`held_out` lists them, as a ``pandas.DataFrame``:
+        ``id`` (the nodule's id), ``patient_id``, ``fold`` (when the table has folds), one
+        column per rating and measurement the table holds (``diameter_mm``, ``subtlety``,
+        ``spiculation``, ``margin``, ... as :attr:`NoduleData.attribute_names`; NaN where
+        missing) and ``has_mask`` (whether its volume came with a nodule mask)."""
+        import pandas as pd
+
+        rows = data.rows("test", labelled=True)
+        records = [data.records[r] for r in rows.tolist()]
+        frame = pd.DataFrame(
+            {
+                "id": [str(r.nodule_id) for r in records],
+                "patient_id": [str(r.patient) for r in records],
+            }
+        )
+        if any(r.fold >= 0 for r in data.records):
+            frame["fold"] = [int(r.fold) for r in records]
+        values = data.attributes[rows].astype(np.float64)  # (n, A)
+        for k, name in enumerate(data.attribute_names):
+            frame[name] = values[:, k]
+        frame["has_mask"] = np.asarray(data.has_mask, dtype=bool)[rows]
+        return frame
+
+    def perturb(self, cfg: NoduleConfig, data: NoduleData, perturbation: Any) -> NoduleData:
+        """A copy of ``data`` whose test cubes carry ``perturbation`` (noise, blur or contrast).
+
+        The cubes are held as uint8 (the configured intensity window mapped to 0-255), and the
+        model reads them from there (divided by 255); so the test rows of a copy of that array
+        are perturbed in their own 0-255 range, as volumes (blur sigma in voxels, each
+        ``data.voxel_mm`` wide), then rounded and clipped to 0-255
+        (:func:`abyssal.data.perturb_arrays.apply_to_rows`; cube ``r``'s noise is seeded
+        ``seed + r``). Unlabelled test nodules are perturbed too; masks, labels, attributes,
+        records and splits are those of ``data`` (shared, not copied); ``data`` is not changed.
+
+        Raises:
+            ConfigError: a kind volumes do not have (the message lists those they have).
+        """
+        from dataclasses import replace
+
+        from abyssal.data.perturb import check_kind, perturbed_identity
+        from abyssal.data.perturb_arrays import apply_to_rows
+
+        p = check_kind(perturbation, self.perturbations, f"solution '{self.name}'")
+        cubes = apply_to_rows(data.cubes, data.rows("test"), p, spatial_dims=3)
+        fingerprint, description = perturbed_identity(data.fingerprint, data.description, p)
+        return replace(data, cubes=cubes, fingerprint=fingerprint, description=description)
 
     def explain(
         self,

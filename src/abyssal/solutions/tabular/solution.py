@@ -19,7 +19,9 @@ import torch
 from abyssal.contracts.prediction import TablePredictionReport
 from abyssal.contracts.solution import MetricLayout, Solution, held_out_frame
 from abyssal.core.errors import AbyssalError
+from abyssal.data.perturb import Perturbation
 from abyssal.solutions.tabular.baselines import gbdt_metrics
+from abyssal.solutions.tabular.bench import KINDS, perturb_table, row_attributes
 from abyssal.solutions.tabular.config import TabularConfig, TabularSampleConfig
 from abyssal.solutions.tabular.data import TabularData, prepare_tabular_data
 from abyssal.solutions.tabular.predict import TabularPredictor, predict_rows_file
@@ -275,6 +277,24 @@ class TabularSolution(Solution):
         return held_out_frame(
             _row_ids(data, rows), data.target[rows], probability, data.preprocessor.target.classes
         )
+
+    # -- the benchmark half ---------------------------------------------------------------------
+
+    perturbations: ClassVar[tuple[str, ...]] = KINDS
+
+    def perturb(
+        self, cfg: TabularConfig, data: TabularData, perturbation: Perturbation
+    ) -> TabularData:
+        """A copy of ``data`` whose test rows' numbers carry Gaussian noise of ``level`` x the
+        column's training standard deviation (``feature_noise``; see
+        :func:`~abyssal.solutions.tabular.bench.perturb_table`)."""
+        return perturb_table(data, perturbation)
+
+    def item_attributes(self, cfg: TabularConfig, data: TabularData) -> pd.DataFrame:
+        """The test rows of :meth:`held_out`, in its order (same ``id``), with their own feature
+        columns as read from the table, e.g. ``mean radius`` for a slice ``mean radius > 15``
+        (see :func:`~abyssal.solutions.tabular.bench.row_attributes`)."""
+        return row_attributes(data, _row_ids(data, data.rows("test")))
 
     # -- the serving half ----------------------------------------------------------------------
 

@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 
 from abyssal.contracts.solution import MetricLayout, Registration, Solution, held_out_frame
 from abyssal.core.artifacts import ArtifactSource, ExternalBase
+from abyssal.data.perturb import Perturbation, check_kind
 from abyssal.nn.lora import adapter_state, base_fingerprint, resolve_targets
 from abyssal.nn.metrics import classification_metrics, confusion, prefixed
+from abyssal.solutions.text.bench import KINDS, perturb_texts, text_attributes
 from abyssal.solutions.text.config import TextConfig
 from abyssal.solutions.text.data import TextData, prepare_text_data
 from abyssal.solutions.text.model import (
@@ -328,6 +331,26 @@ class TextSolution(Solution):
             extras,
             folder,
         )
+
+    # -- the benchmark half ---------------------------------------------------------------------
+
+    perturbations: ClassVar[tuple[str, ...]] = KINDS
+
+    def perturb(self, cfg: TextConfig, data: TextData, perturbation: Perturbation) -> TextData:
+        """A copy of ``data`` whose test texts have typos in a ``level`` fraction of their words,
+        tokenized again as in training (see :func:`~abyssal.solutions.text.bench.perturb_texts`).
+
+        Raises:
+            ConfigError: a kind other than ``typos``.
+        """
+        perturbation = check_kind(perturbation, KINDS, f"solution '{self.name}'")
+        return perturb_texts(data, perturbation, cfg.model)
+
+    def item_attributes(self, cfg: TextConfig, data: TextData) -> pd.DataFrame:
+        """The test texts of :meth:`held_out`, in its order (same ``id``: the line), with their
+        lengths in words, characters and tokens and whether they were cut (see
+        :func:`~abyssal.solutions.text.bench.text_attributes`)."""
+        return text_attributes(data)
 
     # -- the serving half ----------------------------------------------------------------------
 
