@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
-import os
-import platform
 import statistics
-import subprocess
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -18,56 +13,10 @@ from typing import Any
 def environment(
     packages: tuple[str, ...] = ("torch", "torch_geometric", "scikit-learn", "numpy"),
 ) -> dict:
-    """A JSON-able record of where and when the benchmark ran."""
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpu": _cpu_model(),
-            "cores": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "gpu": _gpu(),
-        },
-        "versions": {p: _version(p) for p in ("abyssal", *packages)},
-        "git_commit": _git_commit(),
-    }
+    """A JSON-able record of where and when the benchmark ran (``abyssal.bench.environment``)."""
+    from abyssal.bench.environment import environment as record
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _gpu() -> str | None:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
+    return record(packages)
 
 
 def provenance(result: dict) -> str:

@@ -264,3 +264,86 @@ def svg_gate_chart(checks: Sequence[Mapping[str, Any]], *, title: str = "") -> s
     if not checks:
         parts.append(f'<text x="{left}" y="{top + 14}">no gate rule was checked</text>')
     return "\n".join([*parts, "</svg>"])
+
+
+def svg_interval_chart(
+    rows: Sequence[tuple[str, float | None, float | None, float | None]],
+    *,
+    title: str = "",
+    axis: str = "",
+    references: Sequence[tuple[str, float]] = (),
+    colours: Sequence[str] | None = None,
+) -> str:
+    """Estimates with their confidence intervals, one row each (a dot and a whisker), and
+    reference values as dashed vertical lines (published results, a baseline).
+
+    Args:
+        rows: ``(label, value, low, high)``; a missing value draws ``-``, a missing bound no
+            whisker.
+        title: the chart's title.
+        axis: what the horizontal axis measures.
+        references: ``(label, value)`` lines across every row.
+        colours: one per row, cycled (default: :data:`SERIES_COLOURS`).
+
+    Example:
+        >>> svg = svg_interval_chart([("a", 0.9, 0.85, 0.95), ("b", None, None, None)],
+        ...                          references=[("paper", 0.93)])
+        >>> svg.count("<circle"), svg.count("stroke-dasharray")
+        (1, 1)
+    """
+    colours = list(colours or SERIES_COLOURS)
+    label_w = min(320, 20 + 7 * max([len(str(r[0])) for r in rows] + [4]))
+    left, right, top, row_h = label_w, 30, 44 + (16 if references else 0), 26
+    height = top + row_h * max(1, len(rows)) + 40
+    numbers = [finite(v) for r in rows for v in r[1:]] + [finite(v) for _, v in references]
+    known = [v for v in numbers if v is not None]
+    lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
+    pad = max(1e-9, (hi - lo) * 0.08 or abs(hi) * 0.05 or 0.05)
+    lo, hi = lo - pad, hi + pad
+    plot_w = CHART_WIDTH - left - right
+
+    def x_of(v: float) -> float:
+        return left + plot_w * (v - lo) / (hi - lo)
+
+    parts = _svg_open(CHART_WIDTH, height, title)
+    base = top + row_h * max(1, len(rows))
+    for k in range(6):
+        v = lo + (hi - lo) * k / 5
+        parts.append(f'<line x1="{x_of(v):.1f}" y1="{top - 6}" x2="{x_of(v):.1f}" y2="{base}" '
+                     f'stroke="#e3e3e3"/><text x="{x_of(v):.1f}" y="{base + 14}" '
+                     f'text-anchor="middle" font-size="10">{v:.3g}</text>')  # fmt: skip
+    if axis:
+        parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{base + 30}" text-anchor="middle">'
+                     f"{esc(axis)}</text>")  # fmt: skip
+    for k, (label, value) in enumerate(references):
+        v = finite(value)
+        if v is None:
+            continue
+        parts.append(f'<line x1="{x_of(v):.1f}" y1="{top - 8}" x2="{x_of(v):.1f}" y2="{base}" '
+                     f'stroke="#777" stroke-dasharray="4 3"><title>{esc(label)}: {v:.4g}</title>'
+                     f'</line><text x="{x_of(v):.1f}" y="{top - 12 - 12 * (k % 2)}" '
+                     f'text-anchor="middle" font-size="10" fill="#555">'
+                     f"{esc(_fit(str(label), 40))}</text>")  # fmt: skip
+    for k, (label, value, low, high) in enumerate(rows):
+        y = top + row_h * k + row_h / 2
+        colour = colours[k % len(colours)]
+        shown = esc(_fit(str(label), int(label_w / 7)))
+        parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end"><title>'
+                     f"{esc(label)}</title>{shown}</text>")  # fmt: skip
+        v, a, b = finite(value), finite(low), finite(high)
+        if v is None:
+            parts.append(f'<text x="{left + 6}" y="{y + 4:.1f}">-</text>')
+            continue
+        if a is not None and b is not None:
+            parts.append(f'<line x1="{x_of(a):.1f}" y1="{y:.1f}" x2="{x_of(b):.1f}" '
+                         f'y2="{y:.1f}" stroke="{colour}" stroke-width="2"/>'
+                         f'<line x1="{x_of(a):.1f}" y1="{y - 5:.1f}" x2="{x_of(a):.1f}" '
+                         f'y2="{y + 5:.1f}" stroke="{colour}"/><line x1="{x_of(b):.1f}" '
+                         f'y1="{y - 5:.1f}" x2="{x_of(b):.1f}" y2="{y + 5:.1f}" '
+                         f'stroke="{colour}"/>')  # fmt: skip
+        interval = f" [{a:.4g}, {b:.4g}]" if a is not None and b is not None else ""
+        parts.append(f'<circle cx="{x_of(v):.1f}" cy="{y:.1f}" r="4.5" fill="{colour}">'
+                     f"<title>{esc(label)}: {v:.4g}{interval}</title></circle>"
+                     f'<text x="{x_of(v):.1f}" y="{y - 7:.1f}" text-anchor="middle" '
+                     f'font-size="10">{v:.3g}</text>')  # fmt: skip
+    return "\n".join([*parts, "</svg>"])
