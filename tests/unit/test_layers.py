@@ -24,7 +24,8 @@ RANK = {
     "govern": 7,
     "bench": 7,
     "deploy": 7,
-    "cli": 8,
+    "ui": 8,
+    "cli": 9,
 }
 """Layer of each top-level package, bottom (0) to top; a module imports only its layer or lower."""
 

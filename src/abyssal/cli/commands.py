@@ -18,6 +18,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
     from abyssal.cli.govern import add_audit
     from abyssal.cli.pipeline import add_pipeline
     from abyssal.cli.serve import add_alert_rules, add_keys, add_serve
+    from abyssal.cli.ui import add_ui
 
     for add in (
         _solutions,
@@ -36,6 +37,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
         add_pipeline,
         add_deploy,
         add_audit,
+        add_ui,
         _models,
         _runs,
         _version,
