@@ -145,7 +145,11 @@ def write_leaderboard(folder: Path, models: list[str], marked: str = f" {HOSTILE
         "versus": None,
         "metrics": {"auroc": _m(0.991, 0.982, 0.998), "accuracy": _m(0.96, 0.93, 0.98)},
         "perturbations": [
-            {"name": "feature_noise 0.1", "metrics": {"auroc": _m(0.97, 0.95, 0.99)}, "drop": 0.021}
+            {
+                "name": "feature_noise 0.1",
+                "metrics": {"auroc": _m(0.97, 0.95, 0.99)},
+                "drop": {"difference": 0.021, "low": -0.004, "high": 0.05, "p_value": 0.1},
+            }
         ],
         "slices": [
             {
@@ -171,7 +175,11 @@ def write_leaderboard(folder: Path, models: list[str], marked: str = f" {HOSTILE
             "p_adjusted": 0.0084,
         },
         "perturbations": [
-            {"name": "feature_noise 0.1", "metrics": {"auroc": _m(0.88, 0.84, 0.92)}, "drop": 0.082}
+            {
+                "name": "feature_noise 0.1",
+                "metrics": {"auroc": _m(0.88, 0.84, 0.92)},
+                "drop": {"difference": 0.082, "low": 0.05, "high": 0.11, "p_value": 0.001},
+            }
         ],
         "slices": [],
     }
@@ -182,7 +190,14 @@ def write_leaderboard(folder: Path, models: list[str], marked: str = f" {HOSTILE
         "title": f"Tabular models{marked}",
         "created": "2026-11-30T01:15:00+00:00",
         "models": models,
-        "environment": {"python": "3.11", "torch": "2.14", "machine": "2 CPU cores"},
+        "environment": {
+            "date": "2026-11-30T01:15:00+00:00",
+            "machine": {"cpu": "AMD EPYC", "cores": 2, "gpu": None},
+            "versions": {"abyssal": "0.1.0", "torch": "2.14.1"},
+            "git_commit": "feeb26ed46a5",
+            "git_dirty": False,
+        },
+        "command": "abyssal bench run tabular tabular:4 tabular:1",
         "tasks": [
             {
                 "name": "breast-cancer",
@@ -328,6 +343,8 @@ def test_a_leaderboard_shows_ranks_intervals_tests_anchors_and_slices(view) -> N
     chart = re.search(r'<svg[^>]*data-testid="leaderboard-chart-0".*?</svg>', html, re.S).group(0)
     assert chart.count('class="whisker"') == 2 and chart.count('class="anchor"') == 1
     assert "feature_noise 0.1" in html and "mean_radius &gt; 15" in html
+    assert "0.082 <span class=\"muted\">[0.05, 0.11]" in html  # the drop and its interval
+    assert "on AMD EPYC (2 cores), no GPU" in html and "abyssal bench run tabular" in html
     assert HOSTILE not in html and "Tabular models &lt;script&gt;" in html
     assert view.get(f"/bench/{BENCH_ID}/leaderboard.html").text.startswith("<h1>Tabular")
     assert view.get(f"/bench/{BENCH_ID}/other.json").status_code == 404

@@ -113,7 +113,8 @@ def task_tables(task: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list
     return tables
 
 
-def _environment_line(board: Mapping[str, Any]) -> str:
+def environment_line(board: Mapping[str, Any]) -> str:
+    """One sentence: when, on which machine and GPU, with which versions and commit."""
     env = board.get("environment") or {}
     m, v = env.get("machine", {}), env.get("versions", {})
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
@@ -133,7 +134,7 @@ def render_markdown(board: Mapping[str, Any]) -> str:
     out = [f"# {board['title'] or board['suite']}", ""]
     if board.get("description"):
         out += [board["description"].strip(), ""]
-    out += [_environment_line(board)]
+    out += [environment_line(board)]
     if board.get("command"):
         out += ["", f"Command: `{board['command']}`"]
     for task in board["tasks"]:
@@ -209,7 +210,7 @@ def render_html(board: Mapping[str, Any]) -> str:
     body = [f"<h1>{esc(board['title'] or board['suite'])}</h1>"]
     if board.get("description"):
         body.append(f"<p>{esc(board['description'])}</p>")
-    body.append(f'<p class="muted">{esc(_environment_line(board))}</p>')
+    body.append(f'<p class="muted">{esc(environment_line(board))}</p>')
     for task in board["tasks"]:
         body.append(f'<h2 id="task-{esc(task["name"])}">{esc(task["title"] or task["name"])}</h2>')
         body.append(f'<p class="muted">{esc(task["data"])}</p>')

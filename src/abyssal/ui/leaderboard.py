@@ -1,6 +1,5 @@
 """Benchmark leaderboards as pages, read from ``$ABYSSAL_HOME/bench/<id>/leaderboard.json``
-(schema 1, written by ``abyssal bench``; read from disk only, so this module does not depend on
-the benchmark code).
+(schema 1, written by :mod:`abyssal.bench.report`).
 
 Per task: its data and protocol, a bar chart of the primary metric with its confidence
 interval as whiskers and published anchors as dashed reference lines, the leaderboard table
@@ -17,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from abyssal.bench.report import environment_line
 from abyssal.pipeline.charts import esc, finite, num
 from abyssal.ui.data import DashboardData, NotFound
 from abyssal.ui.layout import facts, interval, link, muted, page, short_time, table
@@ -31,7 +31,6 @@ def bench_index_page(data: DashboardData) -> str:
 
 def bench_page(data: DashboardData, board: Mapping[str, Any]) -> str:
     """One benchmark run: its environment, then each task's leaderboard."""
-    env = board.get("environment") if isinstance(board.get("environment"), Mapping) else {}
     bench_id = str(board.get("id"))
     own = [
         link(f"/bench/{bench_id}/{n}", n)
@@ -46,8 +45,9 @@ def bench_page(data: DashboardData, board: Mapping[str, Any]) -> str:
                 "run": esc(bench_id),
                 "suite": esc(board.get("suite")),
                 "created": short_time(board.get("created")),
-                "models": " ".join(models.get(str(m), esc(m)) for m in board.get("models") or []),
-                "environment": esc(", ".join(f"{k} {v}" for k, v in env.items()) or "-"),
+                "models": "<br>".join(_linked(models, str(m)) for m in board.get("models") or []),
+                "environment": esc(environment_line(board)),
+                "command": f"<code>{esc(board.get('command') or '-')}</code>",
                 "files": " · ".join(own) or "-",
             },
             "bench-facts",
@@ -65,11 +65,11 @@ def bench_page(data: DashboardData, board: Mapping[str, Any]) -> str:
 
 def _model_links(data: DashboardData, board: Mapping[str, Any]) -> dict[str, str]:
     """Each model ref of the run -> a link to its version page (text when not stored here)."""
-    refs = {str(m) for m in board.get("models") or []}
+    refs = {r for m in board.get("models") or [] for r in str(m).split(",")}
     for task in board.get("tasks") or []:
         for result in (task.get("results") or []) if isinstance(task, Mapping) else []:
             if isinstance(result, Mapping) and result.get("model"):
-                refs.add(str(result["model"]))
+                refs.update(str(result["model"]).split(","))
     out = {}
     for ref in refs:
         name, _, selector = ref.partition(":")
@@ -80,6 +80,11 @@ def _model_links(data: DashboardData, board: Mapping[str, Any]) -> dict[str, str
             continue
         out[ref] = link(f"/models/{mv.name}/{mv.version}", ref, "bench-model-link")
     return out
+
+
+def _linked(models: Mapping[str, str], label: str) -> str:
+    """A model argument as links: one version, or pooled folds (``a:1,a:2,...``) each linked."""
+    return ", ".join(models.get(ref, esc(ref)) for ref in label.split(","))
 
 
 def task_section(task: Mapping[str, Any], models: Mapping[str, str], index: int = 0) -> list[str]:
@@ -144,7 +149,7 @@ def _leaderboard_table(
         rows.append(
             [
                 num(r.get("rank")),
-                models.get(model, esc(model)),
+                _linked(models, model),
                 interval(*_metric(r, primary)),
                 *(interval(*_metric(r, m)) for m in others),
                 num(r.get("n")),
@@ -207,7 +212,7 @@ def _perturbations(
             if isinstance(p, Mapping):
                 rows.append(
                     [
-                        models.get(model, esc(model)),
+                        _linked(models, model),
                         esc(p.get("name")),
                         interval(*_metric(p, primary)),
                         _drop(p.get("drop")),
@@ -227,10 +232,15 @@ def _perturbations(
 
 
 def _drop(value: Any) -> str:
-    v = finite(value)
+    """Clean minus perturbed (a paired comparison ``{difference, low, high, ...}``); marked
+    when its interval lies above zero (a real drop)."""
+    if not isinstance(value, Mapping):
+        return "-"
+    v, low = finite(value.get("difference")), finite(value.get("low"))
     if v is None:
         return "-"
-    return f'<span class="{"fail" if v > 0.05 else ""}">{v:+.4g}</span>'
+    text = interval(v, value.get("low"), value.get("high"))
+    return f'<span class="fail">{text}</span>' if low is not None and low > 0 else text
 
 
 def _slices(
@@ -243,7 +253,7 @@ def _slices(
             if isinstance(s, Mapping):
                 rows.append(
                     [
-                        models.get(model, esc(model)),
+                        _linked(models, model),
                         esc(s.get("name")),
                         f"<code>{esc(s.get('where') or '')}</code>",
                         num(s.get("n")),
