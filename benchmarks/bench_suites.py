@@ -15,6 +15,7 @@ configs in ``configs/``; scoring through :func:`abyssal.bench.runner.run_suite`,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -195,6 +196,56 @@ def ensure_trained(c: Candidate, args: argparse.Namespace, variables: dict[str, 
     return out.version.ref
 
 
+README = ROOT / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def readme_section(out: Path, suites: list[str]) -> str:
+    """The README's leaderboards: per suite, where and how it was measured and each task's
+    leaderboard table (as ``abyssal bench`` rendered it), then the leaders under perturbation."""
+    from abyssal.bench.report import environment_line, md_table, short_label, task_tables
+
+    lines, robust = [], []
+    for name in suites:
+        board = json.loads((out / name / "leaderboard.json").read_text())
+        link = f"benchmarks/results/bench/{name}/leaderboard.md"
+        lines += [f"**{board['title']}** ([full leaderboard]({link}), "
+                  f"[HTML](benchmarks/results/bench/{name}/leaderboard.html)). "
+                  f"{environment_line(board)}", ""]  # fmt: skip
+        for task in board["tasks"]:
+            lines += [*md_table(*task_tables(task)["leaderboard"]), ""]
+            leader = task["results"][0]
+            title = task["titles"][task["primary"]]
+            for p in leader["perturbations"]:
+                d = p["drop"]
+                drop = f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+                clean = leader["metrics"][task["primary"]]["value"]
+                moved = p["metrics"][task["primary"]]["value"]
+                robust.append([name, short_label(leader["model"]), title, f"{clean:.4f}",
+                               p["name"], f"{moved:.4f}", drop])  # fmt: skip
+    if robust:
+        lines += ["Each suite's leader on perturbed copies of its test split (drop = clean minus "
+                  "perturbed, paired bootstrap interval):", ""]  # fmt: skip
+        lines += md_table(
+            ["suite", "leader", "metric", "clean", "perturbation", "perturbed", "drop [95% CI]"],
+            robust,
+        )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_readme(out: Path, suites: list[str]) -> int:
+    """Replace the README's text between the bench markers with :func:`readme_section`."""
+    text = README.read_text()
+    if START not in text or END not in text:
+        log(f"README.md has no {START} ... {END} block")
+        return 1
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{readme_section(out, suites)}{END}{tail}")
+    log(f"README.md: {len(suites)} leaderboards")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--suites", default=",".join(CANDIDATES), help="comma-separated suites")
@@ -207,6 +258,16 @@ def main() -> int:
     p.add_argument("--train-only", action="store_true", help="train what is missing, no bench")
     p.add_argument("--fold", type=int, help="kfold suites with --train-only: only this fold")
     p.add_argument("--only", help="with --train-only: only this candidate (by name)")
+    p.add_argument(
+        "--readme",
+        action="store_true",
+        help="rewrite the README's leaderboard section from the kept leaderboards in --out",
+    )
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="write leaderboard.md and .html again from each suite's leaderboard.json in --out",
+    )
     p.add_argument("--override", action="append", default=[], help="key=value for training")
     args = p.parse_args()
     if args.home:
@@ -216,13 +277,27 @@ def main() -> int:
     from abyssal.bench.runner import run_suite
     from abyssal.bench.suite import load_suite
 
+    if args.readme:
+        return write_readme(args.out, [n for n in CANDIDATES if (args.out / n).is_dir()])
+    if args.render_only:
+        from abyssal.bench.report import render_html
+
+        for name in args.suites.split(","):
+            folder = args.out / name
+            if (folder / "leaderboard.json").is_file():
+                board = json.loads((folder / "leaderboard.json").read_text())
+                (folder / "leaderboard.md").write_text(render_markdown(board))
+                (folder / "leaderboard.html").write_text(render_html(board))
+                log(f"{name}: rendered again")
+        return 0
     for name in args.suites.split(","):
         chosen = [c for c in CANDIDATES[name] if args.only in (None, c.name)]
         models = [ensure_trained(c, args, variables) for c in chosen]
         if args.train_only:
             continue
         command = ["abyssal", "bench", "run", name, *models, "--datasets", args.datasets]
-        command += [f"--var={v}" for v in args.var]
+        used = " ".join(o for t in load_suite(name).tasks for o in t.data)
+        command += [f"--var={v}" for v in args.var if "${" + v.split("=", 1)[0] + "}" in used]
         if args.device != "cpu":
             command += ["--device", args.device]
         board = run_suite(

@@ -19,7 +19,7 @@ from typing import Any
 from abyssal.core.atomic import write_text_atomic
 from abyssal.core.errors import AbyssalError
 from abyssal.core.home import abyssal_home
-from abyssal.pipeline.charts import esc, svg_interval_chart
+from abyssal.pipeline.charts import SERIES_COLOURS, esc, svg_interval_chart
 from abyssal.pipeline.report import CSS
 
 FILES = ("leaderboard.json", "leaderboard.md", "leaderboard.html")
@@ -57,7 +57,13 @@ def _p(value: Any) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def _code(text: str) -> str:
+    """Inline code in markdown, also when ``text`` holds backticks (quoted column names)."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table's lines (a ``|`` inside a cell becomes ``/``)."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     return lines + ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
 
@@ -74,7 +80,7 @@ def task_tables(task: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list
         n = f"{r['n']:,}" + (
             f" ({r['positives']:,} pos.)" if r.get("positives") is not None else ""
         )
-        cells = [str(r["rank"]), r["model"], n]
+        cells = [str(r["rank"]), short_label(r["model"]), n]
         cells += [_with_ci(r["metrics"].get(m)) for m in task["metrics"]]
         v = r.get("versus")
         cells.append("leader" if v is None else f"{_signed(v)}, p {_p(v.get('p_adjusted'))}")
@@ -88,19 +94,24 @@ def task_tables(task: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list
              for a in task["anchors"]],
         )  # fmt: skip
     pert = [
-        [r["model"], p["name"], _with_ci(p["metrics"].get(primary)), _signed(p["drop"])]
+        [
+            short_label(r["model"]),
+            p["name"],
+            _with_ci(p["metrics"].get(primary)),
+            _signed(p["drop"]),
+        ]
         for r in task["results"]
         for p in r["perturbations"]
     ]
     if pert:
-        clean = [[r["model"], "none (clean)", _with_ci(r["metrics"].get(primary)), "-"]
+        clean = [[short_label(r["model"]), "none (clean)", _with_ci(r["metrics"].get(primary)), "-"]
                  for r in task["results"]]  # fmt: skip
         tables["perturbations"] = (
             ["model", "perturbation", f"{titles[primary]} [CI]", "drop from clean [CI]"],
             [row for r in clean for row in [r] + [p for p in pert if p[0] == r[0]]],
         )
     slices = [
-        [r["model"], s["name"], f"`{s['where']}`", f"{s['n']:,}"]
+        [short_label(r["model"]), s["name"], _code(s["where"]), f"{s['n']:,}"]
         + [_with_ci(s["metrics"].get(m)) for m in task["metrics"]]
         for r in task["results"]
         for s in r["slices"]
@@ -151,11 +162,21 @@ def render_markdown(board: Mapping[str, Any]) -> str:
         for name, (heads, rows) in task_tables(task).items():
             if name != "leaderboard":
                 out += ["", f"### {name.capitalize()}", ""]
-            out += _md_table(heads, rows)
+            out += md_table(heads, rows)
         notes = sorted({n for r in task["results"] for n in r.get("notes", [])})
         if notes:
             out += ["", *[f"- {n}" for n in notes]]
     return "\n".join(out) + "\n"
+
+
+def short_label(model: str) -> str:
+    """A model argument as charts and tables name it: pooled versions of one model
+    (``a:5,a:2,a:3``) as ``a:5,2,3``; anything else as given."""
+    refs = model.split(",")
+    names = {r.partition(":")[0] for r in refs}
+    if len(refs) == 1 or len(names) != 1:
+        return model
+    return f"{names.pop()}:{','.join(r.partition(':')[2] for r in refs)}"
 
 
 def task_charts(task: Mapping[str, Any]) -> list[str]:
@@ -175,27 +196,34 @@ def task_charts(task: Mapping[str, Any]) -> list[str]:
         label = task["titles"][m]
         charts.append(
             svg_interval_chart(
-                [row(r["model"], r["metrics"].get(m)) for r in task["results"]],
+                [row(short_label(r["model"]), r["metrics"].get(m)) for r in task["results"]],
                 title=f"{task['title'] or task['name']}: {label}",
                 axis=f"{label} ({task['confidence']:.0%} bootstrap interval; dashed: published)",
                 references=[(a["name"], a["value"]) for a in task["anchors"] if a["metric"] == m],
             )
         )
-    pert = [
-        row(f"{r['model']} · {p['name']}", p["metrics"].get(primary))
-        for r in task["results"]
-        for p in [{"name": "clean", "metrics": r["metrics"]}, *r["perturbations"]]
-        if r["perturbations"]
-    ]
-    if pert:
-        charts.append(svg_interval_chart(pert, title=f"{title} under perturbations", axis=title))
-    sl = [
-        row(f"{r['model']} · {s['name']} (n={s['n']})", s["metrics"].get(primary))
-        for r in task["results"]
-        for s in r["slices"]
-    ]
-    if sl:
-        charts.append(svg_interval_chart(sl, title=f"{title} by slice", axis=title))
+    for kind, entries in (
+        (
+            "perturbations",
+            lambda r: [{"name": "clean", "metrics": r["metrics"]}, *r["perturbations"]],
+        ),
+        ("slices", lambda r: r["slices"]),
+    ):
+        rows, colours = [], []
+        for k, r in enumerate(task["results"]):
+            if not r[kind]:
+                continue
+            for e in entries(r):
+                n = f" (n={e['n']})" if "n" in e else ""
+                rows.append(
+                    row(f"{e['name']}{n} · {short_label(r['model'])}", e["metrics"].get(primary))
+                )
+                colours.append(SERIES_COLOURS[k % len(SERIES_COLOURS)])
+        if rows:
+            what = "under perturbations" if kind == "perturbations" else "by slice"
+            charts.append(
+                svg_interval_chart(rows, title=f"{title} {what}", axis=title, colours=colours)
+            )
     return charts
 
 
