@@ -60,32 +60,26 @@ def package_version(package: str) -> str | None:
         return None
 
 
-def git_commit() -> str | None:
-    """The commit of the checkout abyssal is imported from, if it is a git checkout."""
+def _git(*args: str) -> str | None:
+    """``git ARGS`` in the folder abyssal is imported from: its output, or ``None`` outside a
+    checkout (or without git)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
+            ["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout abyssal is imported from, if it is a git checkout."""
+    out = _git("rev-parse", "HEAD")
+    return out.strip() or None if out else None
 
 
 def git_dirty() -> bool | None:
     """Whether the checkout has changes to tracked files (``None`` outside a checkout): a
     result measured on a dirty tree says so instead of naming a commit it did not run."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out.strip())
