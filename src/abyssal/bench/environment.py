@@ -27,8 +27,7 @@ def environment(packages: tuple[str, ...] = PACKAGES) -> dict[str, Any]:
             "gpu": gpu_name(),
         },
         "versions": {p: package_version(p) for p in ("abyssal", *packages)},
-        "git_commit": git_commit(),
-        "git_dirty": git_dirty(),
+        **source_commit(),
     }
 
 
@@ -58,6 +57,20 @@ def package_version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+SOURCE_COMMIT_ENV = "ABYSSAL_SOURCE_COMMIT"
+"""Names the commit of a copied tree whose own git folder is absent or stale (a GPU machine
+that receives the working tree): recorded as given, with no dirty check."""
+
+
+def source_commit() -> dict[str, Any]:
+    """``git_commit`` and ``git_dirty`` of the code that runs: ``$ABYSSAL_SOURCE_COMMIT`` when
+    set, else the checkout's own."""
+    given = os.environ.get(SOURCE_COMMIT_ENV, "").strip()
+    if given:
+        return {"git_commit": given, "git_dirty": None, "commit_from": SOURCE_COMMIT_ENV}
+    return {"git_commit": git_commit(), "git_dirty": git_dirty()}
 
 
 def _git(*args: str) -> str | None:
