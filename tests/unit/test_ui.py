@@ -343,7 +343,7 @@ def test_a_leaderboard_shows_ranks_intervals_tests_anchors_and_slices(view) -> N
     chart = re.search(r'<svg[^>]*data-testid="leaderboard-chart-0".*?</svg>', html, re.S).group(0)
     assert chart.count('class="whisker"') == 2 and chart.count('class="anchor"') == 1
     assert "feature_noise 0.1" in html and "mean_radius &gt; 15" in html
-    assert "0.082 <span class=\"muted\">[0.05, 0.11]" in html  # the drop and its interval
+    assert '0.082 <span class="muted">[0.05, 0.11]' in html  # the drop and its interval
     assert "on AMD EPYC (2 cores), no GPU" in html and "abyssal bench run tabular" in html
     assert HOSTILE not in html and "Tabular models &lt;script&gt;" in html
     assert view.get(f"/bench/{BENCH_ID}/leaderboard.html").text.startswith("<h1>Tabular")
