@@ -13,6 +13,7 @@ from abyssal.core.display import fmt, table
 def register_all(sub: argparse._SubParsersAction) -> None:
     """Add every verb to the CLI."""
     from abyssal.cli.bench import add_bench
+    from abyssal.cli.decide import add_decide
     from abyssal.cli.deploy import add_deploy
     from abyssal.cli.finetune import add_finetune, add_merge
     from abyssal.cli.govern import add_audit
@@ -29,6 +30,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
         add_merge,
         _evaluate,
         add_bench,
+        add_decide,
         _predict,
         _optimize,
         add_serve,

@@ -298,8 +298,11 @@ class Solution(ABC):
 
     # -- the governance half (abyssal.govern) ---------------------------------------------------
 
-    def held_out(self, cfg: Any, model: torch.nn.Module, data: PreparedData) -> Any:
-        """The held-out (test) split's predictions, one row per scored item, as a
+    def held_out(
+        self, cfg: Any, model: torch.nn.Module, data: PreparedData, *, split: str = "test"
+    ) -> Any:
+        """The held-out (``split``: ``test``, or ``val`` to choose operating points) split's
+        predictions, one row per scored item, as a
         ``pandas.DataFrame`` with columns ``id`` (the item: a row number, an account, a file),
         ``label`` (its true label) and ``score`` (the model's probability of the positive class
         for a binary task; for more classes, ``prediction`` and ``probability`` too). The audit's

@@ -140,7 +140,9 @@ class DefectSolution(Solution):
     def headline_metric(self, cfg: DefectConfig, data: DefectData) -> str:
         return "test_knn_accuracy" if cfg.objective == "simclr" else "test_accuracy"
 
-    def held_out(self, cfg: DefectConfig, model: torch.nn.Module, data: DefectData) -> Any:
+    def held_out(
+        self, cfg: DefectConfig, model: torch.nn.Module, data: DefectData, *, split: str = "test"
+    ) -> Any:
         """The test split's images, in listing order, scored as :meth:`evaluate` scores them
         (softmax of the network's logits, labels in the model's class order), as a
         ``pandas.DataFrame``.
@@ -166,7 +168,7 @@ class DefectSolution(Solution):
                 "audit; train a classifier on it with model.pretrained=<its version>"
             )
         data = for_model(model, data)
-        rows = data.rows("test")
+        rows = data.rows(split)
         was_training = model.training
         model.eval()
         try:

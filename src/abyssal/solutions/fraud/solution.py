@@ -103,13 +103,15 @@ class FraudSolution(Solution):
             metrics.update(split_metrics(label, txn_risk, tmasks, prefix="txn_"))
         return metrics
 
-    def held_out(self, cfg: FraudConfig, model: torch.nn.Module, data: FraudData) -> pd.DataFrame:
+    def held_out(
+        self, cfg: FraudConfig, model: torch.nn.Module, data: FraudData, *, split: str = "test"
+    ) -> pd.DataFrame:
         """The test split's labelled accounts: ``id`` (the account id as in the data), ``label``
         (1 = the account made a fraudulent transaction, or the source's node label) and ``score``
         (the node risk :meth:`evaluate` scores, the whole graph in one forward), in node order."""
         check_feature_count(model, data)
         node_risk, _ = score_graph(model, data)
-        test = np.flatnonzero(data.masks["test"])
+        test = np.flatnonzero(data.masks[split])
         keys = data.graph.node_keys
         return pd.DataFrame(
             {

@@ -234,7 +234,14 @@ class MultimodalSolution(Solution):
 
     # -- the governance half (abyssal.govern) ---------------------------------------------------
 
-    def held_out(self, cfg: MultimodalConfig, model: torch.nn.Module, data: MultimodalData) -> Any:
+    def held_out(
+        self,
+        cfg: MultimodalConfig,
+        model: torch.nn.Module,
+        data: MultimodalData,
+        *,
+        split: str = "test",
+    ) -> Any:
         """The labelled test samples, in split order, scored as :meth:`evaluate` scores them
         (:func:`~.evaluation.score_rows`), as a ``pandas.DataFrame``.
 
@@ -250,7 +257,7 @@ class MultimodalSolution(Solution):
         from abyssal.solutions.multimodal.evaluation import score_rows
 
         _no_retrieval_audit(cfg, "held-out predictions")
-        rows = _labelled_test_rows(data)
+        rows = _labelled_rows(data, split)
         probability, _ = score_rows(model, data, rows, cfg.data.eval_batch_size)
         probability = probability.astype(np.float64)  # (n, K)
         labels = data.inputs.labels[rows]
@@ -273,7 +280,7 @@ class MultimodalSolution(Solution):
         from abyssal.solutions.multimodal.manifest import MODALITIES
 
         _no_retrieval_audit(cfg, "item attributes")
-        rows = _labelled_test_rows(data)
+        rows = _labelled_rows(data)
         present = data.inputs.present[rows]  # (n, 3)
         lengths = data.inputs.token_lengths
         frame = pd.DataFrame({"id": [data.inputs.ids[r] for r in rows.tolist()]})
@@ -384,7 +391,7 @@ class MultimodalSolution(Solution):
         spec = self.model_spec(cfg, data)
         predictor = MultimodalPredictor(model, spec, self.name, tokenizer=None)
         folder = explain_folder(out, self.name)
-        rows = _labelled_test_rows(data)
+        rows = _labelled_rows(data)
         chosen = explained_rows(rows, n)
         items = [
             MultimodalItem(data.inputs.ids[r], merge_inputs([_one_row(data.inputs, r)]))
@@ -470,10 +477,10 @@ def _no_retrieval_audit(cfg: MultimodalConfig, what: str) -> None:
         )
 
 
-def _labelled_test_rows(data: MultimodalData) -> np.ndarray:
-    """The test split's rows that have a label, as :func:`~.evaluation.evaluate_multimodal`
-    scores them."""
-    rows = data.rows("test")
+def _labelled_rows(data: MultimodalData, split: str = "test") -> np.ndarray:
+    """The split's rows that have a label, as :func:`~.evaluation.evaluate_multimodal` scores
+    them."""
+    rows = data.rows(split)
     return rows[data.inputs.labels[rows] >= 0]
 
 

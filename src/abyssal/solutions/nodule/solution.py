@@ -139,7 +139,9 @@ class NoduleSolution(Solution):
     def headline_metric(self, cfg: NoduleConfig, data: NoduleData) -> str:
         return "test_restoration_mse" if cfg.objective == "genesis" else "test_auroc"
 
-    def held_out(self, cfg: NoduleConfig, model: torch.nn.Module, data: NoduleData) -> Any:
+    def held_out(
+        self, cfg: NoduleConfig, model: torch.nn.Module, data: NoduleData, *, split: str = "test"
+    ) -> Any:
         """The test split's labelled nodules, in data order, scored as :meth:`evaluate` scores
         them (the model's calibrated malignancy logit through the sigmoid), as a
         ``pandas.DataFrame``: ``id`` (the nodule's id as its labels table names it), ``label``
@@ -165,7 +167,7 @@ class NoduleSolution(Solution):
             )
         if spec["cube"] != data.cube:
             raise DataError(f"the model takes {spec['cube']}-voxel cubes; data.cube={data.cube}")
-        rows = data.rows("test", labelled=True)
+        rows = data.rows(split, labelled=True)
         was_training = model.training
         model.eval()
         try:

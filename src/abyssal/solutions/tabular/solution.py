@@ -248,7 +248,7 @@ class TabularSolution(Solution):
     # -- the governance half ------------------------------------------------------------------
 
     def held_out(
-        self, cfg: TabularConfig, model: torch.nn.Module, data: TabularData
+        self, cfg: TabularConfig, model: torch.nn.Module, data: TabularData, *, split: str = "test"
     ) -> pd.DataFrame:
         """The test split's predictions, one row per table row, in file order.
 
@@ -267,7 +267,7 @@ class TabularSolution(Solution):
                 f"{data.where}: the fairness audit covers classification; this model regresses "
                 f"'{data.schema.target}', so it has no held-out scores or classes to compare"
             )
-        rows = data.rows("test")
+        rows = data.rows(split)
         was_training = model.training
         model.eval()
         with torch.no_grad():

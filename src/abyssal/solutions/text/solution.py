@@ -207,7 +207,9 @@ class TextSolution(Solution):
         lineage = {"base_fingerprint": base_fingerprint(hf_base(model)), "tuning": tuning}
         return Registration(artifacts, ExternalBase.from_path(spec["base"]), lineage)
 
-    def held_out(self, cfg: TextConfig, model: torch.nn.Module, data: TextData) -> Any:
+    def held_out(
+        self, cfg: TextConfig, model: torch.nn.Module, data: TextData, *, split: str = "test"
+    ) -> Any:
         """The test split's texts, in file order, scored as :meth:`evaluate` scores them, as a
         ``pandas.DataFrame``.
 
@@ -218,7 +220,7 @@ class TextSolution(Solution):
         class's probability (no ``score``: there is no one positive class).
         """
 
-        rows = data.rows("test")
+        rows = data.rows(split)
         scores = score_rows(model, data, rows, cfg.data.eval_batch_size)
         probability = scores.probabilities.astype(np.float64)  # (n, K)
         return held_out_frame(
