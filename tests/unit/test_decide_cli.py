@@ -66,3 +66,37 @@ def test_bad_requests_are_named(
     assert "in (0, 1]" in capsys.readouterr().err
     assert main(["decide", "show", "tabular:9"]) == 1
     assert "no version or alias '9'" in capsys.readouterr().err
+
+
+def test_the_service_answers_with_the_default_points_decision(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A served binary classifier with kept operating points answers each request with its
+    decision and reason; the decision follows the point's thresholds."""
+    from fastapi.testclient import TestClient
+
+    from abyssal.decide.predictor import DecidingPredictor
+    from abyssal.decide.store import point
+    from abyssal.serve.app import ServeSettings, create_app
+    from abyssal.serve.models import load_served
+    from abyssal.solutions.tabular.bundled import bundled_table
+
+    monkeypatch.setenv("ABYSSAL_HOME", str(home))
+    assert (
+        main(["decide", "points", "tabular:1", "--cost", "missed=100,review=5,false_block=50"]) == 0
+    )
+    (model,) = load_served(["tabular:1"])
+    assert isinstance(model.predictor, DecidingPredictor)
+    chosen = point("tabular:1", home=home)
+    rows = bundled_table("breast_cancer").drop(columns=["diagnosis"]).head(40)
+    actions = set()
+    with TestClient(create_app([model], ServeSettings())) as client:
+        for row in rows.to_dict("records"):
+            (answer,) = client.post("/v1/models/tabular/predict", json=row).json()["predictions"]
+            decision = answer["decision"]
+            score = decision["score"]
+            assert score == answer["p_malignant"]
+            assert decision["action"] == chosen.decide(score).action
+            assert decision["point"] == "cost" and decision["reason"]
+            actions.add(decision["action"])
+    assert {"approve", "block"} <= actions  # both sides of the thresholds were met

@@ -24,7 +24,7 @@ RANK = {
     "govern": 7,
     "bench": 7,
     "deploy": 7,
-    "decide": 7,
+    "decide": 5,
     "ui": 8,
     "cli": 9,
 }

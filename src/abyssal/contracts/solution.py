@@ -316,6 +316,13 @@ class Solution(ABC):
         solution's own explanations (rings, attributes, heat maps)."""
         raise self._lacks("explain", "explanations for an audit")
 
+    def decision_score(self, loaded: Any) -> Any:
+        """For a binary classifier, a function from one of its predictor's responses to the
+        probability of the positive class (the class :meth:`held_out`'s ``score`` is about),
+        so operating points (:mod:`abyssal.decide`) can turn responses into decisions;
+        ``None`` (the default) for models that decide nothing."""
+        return None
+
     # -- the benchmark half (abyssal.bench) -----------------------------------------------------
 
     perturbations: ClassVar[tuple[str, ...]] = ()

@@ -90,11 +90,12 @@ def _load_one(
     snapshot_every: int,
     share: float = 0.0,
 ) -> ServedModel:
+    from abyssal.decide.predictor import deciding
     from abyssal.solutions.loading import load_model
 
     loaded = load_model(ref, store=store, device=device)
     version = loaded.version
-    predictor = loaded.solution.predictor(loaded)
+    predictor = deciding(loaded, loaded.solution.predictor(loaded))
     stateful = bool(getattr(predictor, "stateful", False))
     follow = None if PINNED.match(ref) or stateful else ref
     journal = None
@@ -113,10 +114,11 @@ def _load_one(
 
 def load_predictor(ref: str, *, store: Any = None, device: str | None = None) -> tuple[str, Any]:
     """``(version ref, predictor)`` of the version ``ref`` resolves to now."""
+    from abyssal.decide.predictor import deciding
     from abyssal.solutions.loading import load_model
 
     loaded = load_model(ref, store=store, device=device)
-    return loaded.version.ref, loaded.solution.predictor(loaded)
+    return loaded.version.ref, deciding(loaded, loaded.solution.predictor(loaded))
 
 
 class AliasFollower:

@@ -275,6 +275,10 @@ class FraudSolution(Solution):
         :func:`~abyssal.solutions.fraud.bench.account_attributes`)."""
         return account_attributes(data)
 
+    def decision_score(self, loaded: Any) -> Any:
+        """A response's ``risk`` (the probability the transaction or edge is fraudulent)."""
+        return lambda response: float(response["risk"])
+
     def example_inputs(self, cfg: FraudConfig, spec: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """A 6-account ring with 8 directed edges: ``(x, edge_index, edge_attr, edge_dt)``, and
         for a transaction graph two transactions: ``txn_nodes`` (2, 3) and ``txn_amount`` (2,)."""

@@ -375,6 +375,10 @@ class NoduleSolution(Solution):
         pick = np.random.default_rng(seed).choice(rows, size=batch, replace=batch > len(rows))
         return (torch.from_numpy(data.cubes[np.sort(pick)]).unsqueeze(1).float() / 255.0,)
 
+    def decision_score(self, loaded: Any) -> Any:
+        """A response's ``malignancy_probability``."""
+        return lambda response: float(response["malignancy_probability"])
+
     def predictor(self, loaded: Any) -> Any:
         from abyssal.solutions.nodule.predict import NodulePredictor
 

@@ -313,6 +313,16 @@ class TabularSolution(Solution):
         numeric, categorical, _ = data.arrays(np.sort(pick))
         return torch.from_numpy(numeric), torch.from_numpy(categorical)
 
+    def decision_score(self, loaded: Any) -> Any:
+        """Binary classification: a response's ``p_<second class>`` (``None`` for regression
+        and for more classes)."""
+        predictor = self.predictor(loaded)
+        target = predictor.preprocessor.target
+        if target.task != "classification" or len(target.classes) != 2:
+            return None
+        key = f"p_{target.classes[1]}"
+        return lambda response: float(response[key])
+
     def predictor(self, loaded: Any) -> TabularPredictor:
         return TabularPredictor.from_spec(loaded.model, loaded.spec)
 
