@@ -186,6 +186,21 @@ def apply_overrides(
     return out
 
 
+def read_yaml_mapping(path: str | Path, *, what: str = "file") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is ``{}``); a missing file, bad
+    YAML or another top level is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded or {}
+
+
 def load_config(
     cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None
 ) -> C:
@@ -202,17 +217,8 @@ def load_config(
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
-        path = Path(path)
         where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        data = loaded or {}
+        data = read_yaml_mapping(path, what="config file")
     data = apply_overrides(cls, data, overrides or [], where=where)
     return config_from_dict(cls, data, where=where)
 

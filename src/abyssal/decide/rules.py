@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from abyssal.core.errors import ConfigError, DataError
 
@@ -119,16 +118,9 @@ class RuleSet:
 
     @staticmethod
     def load(path: str | Path) -> RuleSet:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"rules file '{path}' does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        return RuleSet.from_dict(data, where=str(path))
+        from abyssal.core.config import read_yaml_mapping
+
+        return RuleSet.from_dict(read_yaml_mapping(path, what="rules file"), where=str(path))
 
 
 def _feature(table: pd.DataFrame, f: Feature, time: np.ndarray) -> np.ndarray:
