@@ -206,6 +206,12 @@ class TrainConfig:
     )
     device: str = field("auto", help="auto, cpu, cuda or cuda:N")
     seed: int = field(0, help="seed for weights, batches and dropout")
+    init_from: str | None = field(
+        None,
+        help="a stored version (name:N or name:alias) whose weights the model starts from: "
+        "warm-started fine-tuning, e.g. continual updates of production; every tensor must "
+        "match the built model by name and shape",
+    )
     eval_every_steps: int | None = field(
         None, help="validate every N optimizer steps and at the end; null: after every epoch"
     )

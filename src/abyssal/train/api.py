@@ -43,6 +43,7 @@ from abyssal.train.optim import check_names, trainable_parameters
 from abyssal.train.privacy import plan_privacy
 from abyssal.train.strategy import Strategy, check_strategy_name, make_strategy
 from abyssal.train.trainer import FitResult, Trainer
+from abyssal.train.warm import check_warm, warm_state
 
 
 @dataclass
@@ -315,6 +316,10 @@ def _train_new(
 ) -> TrainOutcome | None:
     task = solution.task(cfg, data)  # checks the data against the config before a run exists
     check_names(cfg.train)
+    if cfg.train.init_from:  # pinned and checked against the model before a run exists
+        ref, state = warm_state(cfg.train.init_from)
+        check_warm(task.build_model(), state, ref)
+        cfg.train.init_from = ref
     if cfg.train.trainable is not None or cfg.train.frozen:  # patterns are checked up front too
         trainable_parameters(task.build_model(), cfg.train.trainable, cfg.train.frozen)
     if cfg.train.privacy.enabled:  # e.g. whole-graph batches are refused before a run exists
@@ -401,6 +406,7 @@ def _register(
             "data_fingerprint": data.fingerprint,
             "data": getattr(data, "description", ""),
             **({"paths_as_typed": dest.typed_paths} if dest.typed_paths else {}),
+            **({"parent": cfg.train.init_from} if cfg.train.init_from else {}),
             **(dict(stored.lineage) if stored is not None else {}),
         },
         run_id=run.id,

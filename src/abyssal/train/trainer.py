@@ -58,6 +58,7 @@ from abyssal.train.privacy import PrivacyPlan, PrivateStrategy, plan_privacy, pr
 from abyssal.train.sharded import load_sharded_full, load_sharded_into, sharded_state, write_sharded
 from abyssal.train.strategy import Strategy, load_model_state, make_strategy
 from abyssal.train.validation import validate_task
+from abyssal.train.warm import load_warm, warm_state
 
 __all__ = ["FitResult", "Trainer", "validate_task"]
 
@@ -167,6 +168,7 @@ class Trainer:
         self.strategy = strategy if strategy is not None else make_strategy(cfg)
         self.on_step = on_step
         self.privacy: PrivacyPlan | None = None  # set when training starts (train.privacy)
+        self._warm: tuple[str, dict[str, torch.Tensor]] | None = None  # train.init_from
 
     def fit(self, resume: bool = False) -> FitResult:
         """Train to the end (``cfg.epochs``, ``cfg.max_steps`` or early stopping).
@@ -214,6 +216,10 @@ class Trainer:
         """The task's model as every process builds it: seeded, with frozen parameters set."""
         seed_everything(self.cfg.seed)
         raw = self.task.build_model()
+        if self.cfg.init_from:  # a warm start: the stored version's weights, read once
+            if self._warm is None:
+                self._warm = warm_state(self.cfg.init_from)
+            load_warm(raw, self._warm[1], self._warm[0])
         trainable_parameters(raw, self.cfg.trainable, self.cfg.frozen)  # freeze before wrapping
         return raw
 
