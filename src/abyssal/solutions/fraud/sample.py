@@ -5,6 +5,11 @@ With ``segments=true`` every account also gets a synthetic sensitive attribute `
 written to ``accounts.csv``); ``fraud_proxy`` gives fraudulent accounts rapid purchase bursts (a
 fraud signal) and ``segment_bias`` gives them to honest B accounts too, a bias against B through a
 proxy the model sees (see :mod:`abyssal.solutions.fraud.segments`): the data of a fairness audit.
+
+With ``drift_months=N`` (N >= 2) it writes a drifting stream instead: N months of one honest
+population with new rings every month whose tactics change (see
+:mod:`abyssal.solutions.fraud.drift`), the whole stream labelled in ``transactions.csv`` and each
+row's tactic and month in ``tactics.csv``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from abyssal.core.atomic import write_text_atomic
 from abyssal.core.config import field
 from abyssal.core.errors import ConfigError, DataError
 from abyssal.data.tables import write_table
+from abyssal.solutions.fraud.drift import DriftingStream, generate_drifting_stream
 from abyssal.solutions.fraud.segments import plant_segments
 from abyssal.solutions.fraud.synthetic import generate_transactions
 
@@ -41,6 +47,12 @@ class FraudSampleConfig:
     fraud_proxy: float = field(
         0.0, help="mean rapid purchase bursts per fraudulent account (a fraud signal B may share)"
     )
+    drift_months: int = field(
+        0,
+        help="months (>= 2) of a drifting stream whose ring tactics change, with tactics.csv "
+        "(days, rings, new_frac do not apply); 0: no drift",
+    )
+    drift_rings: int = field(4, help="new rings per month of a drifting stream")
 
     def __post_init__(self) -> None:
         if not 0 < self.new_frac < 1:
@@ -54,6 +66,12 @@ class FraudSampleConfig:
             )
         if (self.segment_bias > 0 or self.fraud_proxy > 0) and not self.segments:
             raise ConfigError("segment_bias and fraud_proxy need segments=true")
+        if self.drift_months == 1 or self.drift_months < 0:
+            raise ConfigError(f"drift_months must be 0 (no drift) or >= 2, got {self.drift_months}")
+        if self.drift_months and self.segments:
+            raise ConfigError("drift_months and segments=true cannot be combined; choose one")
+        if self.drift_rings < 1:
+            raise ConfigError(f"drift_rings must be >= 1, got {self.drift_rings}")
 
 
 def split_stream(frame: pd.DataFrame, new_frac: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -109,6 +127,7 @@ def write_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
     """Write ``transactions.csv`` (labelled history), ``new_transactions.csv`` (the latest
     transactions, unlabelled, to score) and ``planted_rings.json`` (the ground truth) to ``out``;
     with ``segments``, also ``accounts.csv`` (``user_id``, ``segment``) and the planted bias.
+    With ``drift_months``, the drifting stream instead (see :func:`write_drift_sample`).
 
     The new stream keeps only users the history knows (a user whose first transaction falls in
     the stream is left out), so ``abyssal predict fraud`` scores it as it is.
@@ -123,6 +142,8 @@ def write_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
     Example:
         >>> write_sample(FraudSampleConfig(users=400, rings=4, days=30), "demo")  # doctest: +SKIP
     """
+    if options.drift_months:
+        return write_drift_sample(options, out)
     data = generate_transactions(
         n_users=options.users,
         n_merchants=options.merchants,
@@ -165,6 +186,77 @@ def write_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
             + proxy
         )
     return lines
+
+
+def write_drift_sample(options: FraudSampleConfig, out: str | Path) -> list[str]:
+    """Write a drifting stream: ``transactions.csv`` (every month, labelled), ``tactics.csv``
+    (``transaction_id``, ``tactic``, ``month`` of every row; the tactic empty for honest rows)
+    and ``planted_rings.json`` (the rings with their month and tactic) to ``out``.
+
+    Args:
+        options: sizes and seed; ``drift_months`` and ``drift_rings`` shape the stream.
+        out: the folder (created if missing).
+
+    Returns:
+        One line per file written.
+
+    Raises:
+        ConfigError: the stream's arguments do not fit (e.g. too few users for the rings).
+
+    Example:
+        >>> options = FraudSampleConfig(users=800, drift_months=3)
+        >>> write_drift_sample(options, "demo")  # doctest: +SKIP
+    """
+    try:
+        stream = generate_drifting_stream(
+            months=options.drift_months,
+            n_users=options.users,
+            n_merchants=options.merchants,
+            rings_per_month=options.drift_rings,
+            seed=options.seed,
+        )
+    except ConfigError as e:
+        given = (
+            f"users={options.users}, merchants={options.merchants}, "
+            f"drift_months={options.drift_months}, drift_rings={options.drift_rings}"
+        )
+        raise ConfigError(f"drifting stream with {given}: {e}") from e
+    out = Path(out)
+    tx = stream.transactions
+    tactics = pd.DataFrame(
+        {
+            "transaction_id": tx["transaction_id"],
+            "tactic": stream.tactic,
+            "month": stream.month_of(),
+        }
+    )
+    write_table(tx, out / "transactions.csv")
+    write_table(tactics, out / "tactics.csv")
+    write_text_atomic(
+        out / "planted_rings.json", json.dumps(_ring_records(stream), indent=1) + "\n"
+    )
+    counts = stream.fraud_counts()
+    firsts = ", ".join(f"{t} from month {int(counts[t].gt(0).idxmax())}" for t in counts.columns)
+    return [
+        f"transactions.csv: {len(tx)} SYNTHETIC transactions over {stream.months} months, "
+        f"{float(tx['label'].mean()):.1%} fraudulent",
+        f"tactics.csv: tactic and month of every transaction ({firsts})",
+        f"planted_rings.json: the {len(stream.rings)} planted rings with month and tactic",
+    ]
+
+
+def _ring_records(stream: DriftingStream) -> list[dict[str, object]]:
+    return [
+        {
+            "ring_id": r.ring_id,
+            "month": r.month,
+            "tactic": r.tactic,
+            "members": list(r.members),
+            "devices": list(r.devices),
+            "merchants": list(r.merchants),
+        }
+        for r in stream.rings
+    ]
 
 
 def _left_out(count: int) -> str:
