@@ -10,6 +10,9 @@ Endpoints:
 - ``POST /v1/models/{name}/predict``: a JSON body, either one request (the solution's own
   fields, e.g. ``{"text": "..."}``) or ``{"instances": [request, ...]}``. The answer is
   ``{"model": version, "predictions": [...]}``, one per request, in order.
+- ``POST /v1/models/{name}/feedback``: confirmed labels of the model's logged decisions,
+  ``{"labels": [{"id", "label", "timestamp"}, ...], "source": "..."}`` -> ``{"stored": n}``,
+  all stored or none (:mod:`abyssal.serve.feedback`); the same API keys as ``predict``.
 - ``GET /metrics``: Prometheus text: requests by model and status, errors by kind
   (:data:`ERROR_KINDS`), latency and batch-size histograms, queue depth; with a monitor
   (``ServeSettings.monitor``, :mod:`abyssal.serve.monitor`), drift of the requests' fields and of
@@ -55,6 +58,7 @@ from abyssal.core.optional import require
 from abyssal.serve.auth import AuthError, KeyRing
 from abyssal.serve.batcher import BatchPolicy, DynamicBatcher, QueueFull, RequestTimeout
 from abyssal.serve.bodies import form_request, json_requests, json_response
+from abyssal.serve.feedback import store_feedback
 from abyssal.serve.journal import Journal
 from abyssal.serve.monitor import (
     ModelMonitor,
@@ -533,10 +537,25 @@ def create_app(
         )  # fmt: skip
         return answer
 
+    async def feedback(name: str, request: Any) -> Any:
+        if settings.keys is not None:
+            try:
+                settings.keys.check(_key_of(request), name)
+            except AuthError as e:
+                return error(e.status, str(e), headers=_retry(e.retry_after))
+        if name not in served:
+            return error(404, f"no served model {name!r}; served: {sorted(served)}")
+        home = getattr(served[name].predictor, "feedback_home", None)
+        status, content = await store_feedback(name, request, settings.max_body_bytes, home)
+        log.info(json.dumps({"feedback": name, "status": status}))
+        return json_response(content) if status == 200 else error(status, content)
+
     # annotations are strings here (``from __future__``); FastAPI needs the class itself
     predict.__annotations__["request"] = fastapi.Request
     fraud_transactions.__annotations__["request"] = fastapi.Request
+    feedback.__annotations__["request"] = fastapi.Request
     app.post("/v1/models/{name}/predict")(predict)
+    app.post("/v1/models/{name}/feedback")(feedback)
     app.post("/v1/fraud/transactions")(fraud_transactions)
     return app
 
