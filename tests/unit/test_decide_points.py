@@ -1,6 +1,7 @@
 """Operating points and triage: thresholds chosen on validation data meet their targets on
 held-out data within sampling error, the cost rule is the true minimum of the arithmetic, a
-cost matrix moves single decisions as its arithmetic says, and kept points read back."""
+cost matrix moves single decisions as its arithmetic says, and kept points read back; a
+multi-class model's accept threshold keeps its accepted accuracy on fresh data."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 
 from abyssal.core.errors import AbyssalError, ConfigError, DataError
 from abyssal.decide.points import (
+    OperatingPoint,
     PointSpec,
     achieved,
+    achieved_multiclass,
     choose,
+    choose_multiclass,
     cost_optimal_action,
 )
 from abyssal.decide.store import load_points, point, save_points
@@ -159,3 +163,125 @@ def test_kept_points_read_back_with_their_default(tmp_path) -> None:
         save_points("fraud:production", [a], home=tmp_path)
     with pytest.raises(ConfigError, match="not one of"):
         save_points("fraud:3", [a], default="nope", home=tmp_path)
+
+
+# -- multi-class: accept or review ---------------------------------------------------------------
+
+
+def confident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Six classes, confidences that are true probabilities: a prediction is right with
+    probability equal to its confidence (uniform on [1/6, 1])."""
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(1 / 6, 1, n)
+    pred = rng.integers(0, 6, n)
+    wrong = (pred + rng.integers(1, 6, n)) % 6  # any other class
+    labels = np.where(rng.random(n) < c, pred, wrong)
+    names = np.array(["crazing", "inclusion", "patches", "pitted", "rolled", "scratches"])
+    return names[labels], names[pred], c
+
+
+@pytest.mark.parametrize("target", [0.8, 0.95])
+def test_an_accuracy_point_holds_on_held_out_data(target: float) -> None:
+    yv, pv, cv = confident(20_000, 10)
+    p = choose_multiclass(yv, pv, cv, PointSpec("accuracy", target))
+    assert p.multiclass and p.review_at is None and p.block_at is None
+    assert p.achieved["accepted_accuracy"] >= target and p.achieved["target_reached"] is True
+    # accepted accuracy from t is (1 + t) / 2 here: the lowest threshold reaching T is 2T - 1
+    assert p.accept_at == pytest.approx(2 * target - 1, abs=0.03)
+    yt, pt, ct = confident(20_000, 11)
+    got = achieved_multiclass(yt, pt, ct, p.accept_at)
+    se = math.sqrt(target * (1 - target) / (got["accept_share"] * len(yt)))
+    assert got["accepted_accuracy"] >= target - 3 * se  # within sampling error
+    assert got["accept_share"] + got["review_share"] == pytest.approx(1.0)
+    assert got["accuracy"] == pytest.approx(7 / 12, abs=0.02)  # mean of U(1/6, 1)
+
+
+def test_the_accuracy_point_is_the_lowest_threshold_that_reaches_it() -> None:
+    # by confidence: right, right, wrong, right, right, wrong; accepted accuracy from each
+    # threshold: 1, 1, 2/3, 3/4, 4/5, 4/6
+    labels = ["a", "b", "c", "a", "b", "c"]
+    preds = ["a", "b", "a", "a", "b", "a"]
+    conf = [0.95, 0.9, 0.8, 0.7, 0.6, 0.5]
+    assert choose_multiclass(labels, preds, conf, PointSpec("accuracy", 0.8)).accept_at == 0.6
+    assert choose_multiclass(labels, preds, conf, PointSpec("accuracy", 0.75)).accept_at == 0.6
+    assert choose_multiclass(labels, preds, conf, PointSpec("accuracy", 0.9)).accept_at == 0.9
+    p = choose_multiclass(labels, preds, conf, PointSpec("accuracy", 0.8))
+    assert p.achieved["accept_share"] == pytest.approx(5 / 6)
+    assert p.achieved["accepted_accuracy"] == pytest.approx(0.8)
+    assert p.achieved["accuracy"] == pytest.approx(4 / 6)
+
+
+def test_an_unreachable_accuracy_accepts_nothing_and_says_so() -> None:
+    p = choose_multiclass(["a", "b", "a"], ["b", "b", "a"], [0.9, 0.8, 0.7],
+                          PointSpec("accuracy", 0.99))  # fmt: skip
+    assert p.accept_at is None
+    assert p.achieved["target_reached"] is False
+    assert p.achieved["best_accepted_accuracy"] == pytest.approx(2 / 3)
+    assert p.achieved["accept_share"] == 0.0 and p.achieved["review_share"] == 1.0
+    assert p.achieved["accepted_accuracy"] is None
+    d = p.decide(1.0)
+    assert d.action == "review" and "nothing is accepted" in d.reason
+
+
+def test_a_multiclass_review_budget_reviews_the_least_confident_share() -> None:
+    y, pred, c = confident(5_000, 12)
+    p = choose_multiclass(y, pred, c, PointSpec("review_budget", 0.1))
+    assert 0.099 < p.achieved["review_share"] <= 0.1  # fills it (no ties here)
+    assert p.accept_at == pytest.approx(np.quantile(c, 0.1), abs=1e-3)
+    reviewed = c < p.accept_at
+    assert c[reviewed].max() < c[~reviewed].min()  # the least confident are reviewed
+    # ties at the threshold are accepted together: the budget is never exceeded
+    tied = choose_multiclass(["a"] * 4, ["a", "b", "a", "b"], [0.5, 0.5, 0.5, 0.9],
+                             PointSpec("review_budget", 0.5))  # fmt: skip
+    assert tied.accept_at == 0.5 and tied.achieved["review_share"] == 0.0
+    everything = choose_multiclass(y, pred, c, PointSpec("review_budget", 1.0))
+    assert everything.accept_at is None and everything.achieved["review_share"] == 1.0
+
+
+def test_a_multiclass_point_accepts_or_reviews_and_says_why() -> None:
+    y, pred, c = confident(2_000, 13)
+    p = choose_multiclass(y, pred, c, PointSpec("accuracy", 0.9))
+    d = p.decide(p.accept_at)
+    assert d.action == "accept" and d.point == "accuracy-0.9" and d.score == p.accept_at
+    assert d.reason == (f"confidence {p.accept_at:.4g} >= accept threshold "
+                        f"{p.accept_at:.4g} (accuracy-0.9)")  # fmt: skip
+    below = p.decide(p.accept_at - 1e-6)
+    assert below.action == "review" and "< accept threshold" in below.reason
+    assert below.as_dict()["action"] == "review"
+    with pytest.raises(DataError, match="probability"):
+        p.decide(1.5)
+
+
+@pytest.mark.parametrize("kind", ["precision", "recall", "cost"])
+def test_binary_kinds_are_refused_for_a_multiclass_model(kind: str) -> None:
+    costs = {"missed": 1, "review": 1, "false_block": 1} if kind == "cost" else {}
+    spec = PointSpec(kind, 0.9, costs=costs)
+    with pytest.raises(ConfigError, match="multi-class model takes accuracy, review_budget"):
+        choose_multiclass(["a", "b"], ["a", "a"], [0.9, 0.6], spec)
+
+
+def test_an_accuracy_point_is_refused_for_a_binary_model() -> None:
+    with pytest.raises(ConfigError, match="binary classifier takes precision, recall"):
+        choose([0, 1], [0.2, 0.8], PointSpec("accuracy", 0.9))
+    with pytest.raises(ConfigError, match=r"in \(0, 1\]"):
+        PointSpec("accuracy", 0.0)
+    with pytest.raises(DataError, match="NaN or outside"):
+        choose_multiclass(["a"], ["a"], [1.2], PointSpec("accuracy", 0.9))
+    with pytest.raises(DataError, match="one row each"):
+        choose_multiclass(["a", "b"], ["a"], [0.9, 0.8], PointSpec("accuracy", 0.9))
+
+
+def test_multiclass_points_read_back_and_old_records_stay_binary(tmp_path) -> None:
+    y, pred, c = confident(1_000, 14)
+    a = choose_multiclass(y, pred, c, PointSpec("accuracy", 0.9))
+    b = choose_multiclass(y, pred, c, PointSpec("review_budget", 0.2, name="desk"))
+    save_points("defect:2", [a, b], home=tmp_path)
+    assert load_points("defect:2", home=tmp_path)["points"] == [a, b]
+    assert b.multiclass and b.as_dict()["accept_at"] == b.accept_at
+    yb, sb = calibrated(500, 15)
+    binary = choose(yb, sb, PointSpec("precision", 0.7))
+    assert "accept_at" not in binary.as_dict() and not binary.multiclass  # as before
+    old = {"name": "cost", "kind": "cost", "review_at": 0.3, "block_at": 0.8,
+           "spec": {"kind": "cost"}, "achieved": {}}  # fmt: skip
+    read = OperatingPoint.from_dict(old)
+    assert read.accept_at is None and read.decide(0.9).action == "block"

@@ -1,3 +1,5 @@
-"""Decisions from scores: operating points chosen on validation data (a target precision or
-recall, a review budget, an expected-cost rule) and three-way triage (approve, review, block).
-See :mod:`abyssal.decide.points`."""
+"""From scores to decisions and back: operating points chosen on validation data (binary:
+target precision or recall, review budget, expected cost, with approve, review or block;
+more classes: accept or review), decisions in the service and in prediction files, a rules
+baseline, confirmed-label feedback with label delay, and prequential evaluation of update
+policies. See :mod:`abyssal.decide.points` and ``docs/decisions.md``."""

@@ -1,4 +1,5 @@
-"""Operating points of a binary classifier, chosen on validation data, and three-way triage.
+"""Operating points of a classifier, chosen on validation data: three-way triage of a binary
+classifier's scores, and accept-or-review of a multi-class classifier's predictions.
 
 A score alone changes nothing in a bank's or a factory's work; a decision does. An operating
 point turns scores into decisions with one or two thresholds:
@@ -13,8 +14,20 @@ point turns scores into decisions with one or two thresholds:
   costs ``review`` (the reviewer gets it right), a wrongly blocked negative costs
   ``false_block``, a blocked positive costs ``caught`` (usually 0).
 
+A multi-class classifier (6 defect classes, a text's sentiment) has no one positive class;
+its decision is selective classification: **accept** the predicted class when the model is
+confident enough, otherwise **review** (a person decides). Its points
+(:func:`choose_multiclass`) set one threshold ``accept_at`` on the predicted class's
+probability (the confidence):
+
+- ``accuracy``: the lowest threshold whose accepted items' accuracy on validation reaches the
+  target (as many items accepted as that accuracy allows); none when no threshold reaches it
+  (every item reviewed);
+- ``review_budget``: review the lowest-confidence share of items, accept the rest.
+
 Every point records what it achieves on the data it was chosen on (precision, recall,
-review and block shares, expected cost), so a reader sees the trade it makes.
+review and block shares, expected cost; for multi-class points coverage and accepted
+accuracy), so a reader sees the trade it makes.
 
 Example:
     >>> import numpy as np
@@ -25,6 +38,10 @@ Example:
     (0.7, 1.0, 0.75)
     >>> p.decide(0.75).action, p.decide(0.5).action
     ('block', 'approve')
+    >>> m = choose_multiclass(["a", "b", "c", "a"], ["a", "b", "a", "a"], [0.9, 0.8, 0.6, 0.5],
+    ...                       PointSpec("accuracy", target=1.0))
+    >>> m.accept_at, m.achieved["accept_share"], m.decide(0.85).action
+    (0.8, 0.5, 'accept')
 """
 
 from __future__ import annotations
@@ -37,8 +54,14 @@ import numpy as np
 
 from abyssal.core.errors import ConfigError, DataError
 
-Kind = Literal["precision", "recall", "review_budget", "cost"]
-KINDS: tuple[str, ...] = ("precision", "recall", "review_budget", "cost")
+Kind = Literal["precision", "recall", "review_budget", "cost", "accuracy"]
+KINDS: tuple[str, ...] = ("precision", "recall", "review_budget", "cost", "accuracy")
+BINARY_KINDS: tuple[str, ...] = ("precision", "recall", "review_budget", "cost")
+"""The kinds :func:`choose` takes: a binary classifier's score of the positive class."""
+MULTICLASS_KINDS: tuple[str, ...] = ("accuracy", "review_budget")
+"""The kinds :func:`choose_multiclass` takes: a multi-class classifier's confidence."""
+MULTICLASS = "multiclass"
+"""``spec["task"]`` of a point chosen by :func:`choose_multiclass`."""
 COST_KEYS = ("missed", "review", "false_block", "caught")
 
 
@@ -47,9 +70,10 @@ class PointSpec:
     """What an operating point must achieve.
 
     Args:
-        kind: ``precision``, ``recall``, ``review_budget`` or ``cost``.
-        target: the precision or recall to reach, or the largest share of items to review, in
-            (0, 1]; unused by ``cost``.
+        kind: ``precision``, ``recall``, ``review_budget`` or ``cost`` (binary), ``accuracy``
+            or ``review_budget`` (multi-class).
+        target: the precision, recall or accepted accuracy to reach, or the largest share of
+            items to review, in (0, 1]; unused by ``cost``.
         costs: ``cost`` only: ``missed``, ``review``, ``false_block`` (and optionally
             ``caught``), each >= 0, in any one currency.
         name: how the point is stored and asked for (default: the kind and target).
@@ -87,7 +111,7 @@ class PointSpec:
 class Decision:
     """What to do with one item, and why."""
 
-    action: Literal["approve", "review", "block"]
+    action: Literal["approve", "review", "block", "accept"]
     score: float
     point: str
     reason: str
@@ -99,21 +123,33 @@ class Decision:
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """Two thresholds (``review_at <= block_at``; ``None`` where the action is never taken)
-    and what they achieve on the data they were chosen on."""
+    """Two thresholds of a binary classifier's score (``review_at <= block_at``; ``None``
+    where the action is never taken), or one of a multi-class classifier's confidence
+    (``accept_at``; ``None``: nothing is accepted), and what they achieve on the data they
+    were chosen on."""
 
     name: str
     kind: str
     review_at: float | None
     block_at: float | None
     spec: dict[str, Any]
-    achieved: dict[str, float | None]
+    achieved: dict[str, Any]
+    accept_at: float | None = None
+
+    @property
+    def multiclass(self) -> bool:
+        """Whether the point decides a multi-class classifier's predictions (accept or
+        review, from the predicted class's probability)."""
+        return self.kind == "accuracy" or self.spec.get("task") == MULTICLASS
 
     def decide(self, score: float) -> Decision:
         """The action for one score: block from ``block_at``, review from ``review_at``,
-        approve below both."""
+        approve below both. A multi-class point takes the predicted class's probability:
+        accept from ``accept_at``, review below it."""
         if not np.isfinite(score) or not 0 <= score <= 1:
             raise DataError(f"a score must be a probability in [0, 1], not {score!r}")
+        if self.multiclass:
+            return self._accept_or_review(score)
         if self.block_at is not None and score >= self.block_at:
             return Decision("block", score, self.name, f"score {score:.4g} >= block threshold "
                             f"{self.block_at:.4g} ({self.name})")  # fmt: skip
@@ -123,8 +159,18 @@ class OperatingPoint:
         return Decision("approve", score, self.name, f"score {score:.4g} below every threshold "
                         f"({self.name})")  # fmt: skip
 
+    def _accept_or_review(self, confidence: float) -> Decision:
+        if self.accept_at is None:
+            return Decision("review", confidence, self.name, f"confidence {confidence:.4g}: "
+                            f"nothing is accepted automatically ({self.name})")  # fmt: skip
+        if confidence >= self.accept_at:
+            return Decision("accept", confidence, self.name, f"confidence {confidence:.4g} >= "
+                            f"accept threshold {self.accept_at:.4g} ({self.name})")  # fmt: skip
+        return Decision("review", confidence, self.name, f"confidence {confidence:.4g} < "
+                        f"accept threshold {self.accept_at:.4g} ({self.name})")  # fmt: skip
+
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "kind": self.kind,
             "review_at": self.review_at,
@@ -132,11 +178,15 @@ class OperatingPoint:
             "spec": self.spec,
             "achieved": self.achieved,
         }
+        if self.multiclass:  # binary records stay as they were
+            out["accept_at"] = self.accept_at
+        return out
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> OperatingPoint:
         return OperatingPoint(d["name"], d["kind"], d.get("review_at"), d.get("block_at"),
-                              dict(d.get("spec") or {}), dict(d.get("achieved") or {}))  # fmt: skip
+                              dict(d.get("spec") or {}), dict(d.get("achieved") or {}),
+                              d.get("accept_at"))  # fmt: skip
 
 
 def _check(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -196,14 +246,40 @@ def _cost(y: np.ndarray, block: np.ndarray, review: np.ndarray, c: Mapping[str, 
     )
 
 
+def actions_cost(labels: Any, actions: Any, costs: Mapping[str, float]) -> float:
+    """Expected cost per item of given actions (``approve``, ``review``, ``block``, e.g. a
+    rules baseline's) under the same cost matrix as a ``cost`` point, reviews assumed right.
+
+    Example:
+        >>> actions_cost([1, 0, 1], ["block", "review", "approve"],
+        ...              {"missed": 90, "review": 3, "false_block": 30})
+        31.0
+    """
+    y = np.asarray(labels).astype(np.int64)
+    a = np.asarray(actions)
+    if len(y) != len(a) or len(y) == 0:
+        raise DataError("labels and actions need one value per item each")
+    unknown = sorted(set(a.tolist()) - {"approve", "review", "block"})
+    if unknown:
+        raise DataError(f"unknown actions {unknown}; expected approve, review or block")
+    spec = PointSpec("cost", costs=dict(costs))  # checks the costs
+    return float(_cost(y, a == "block", a == "review", spec.costs).mean())
+
+
 def choose(labels: Any, scores: Any, spec: PointSpec) -> OperatingPoint:
     """The operating point ``spec`` asks for, chosen on ``labels`` and ``scores`` (validation
     data; the same arrays a later check must not reuse).
 
     Raises:
+        ConfigError: a kind for multi-class models (``accuracy``).
         DataError: bad arrays (shape, NaN, labels not 0/1, no positive item), or a target no
             threshold reaches (the message gives the best achievable).
     """
+    if spec.kind not in BINARY_KINDS:
+        raise ConfigError(
+            f"a {spec.kind} operating point ('{spec.name}') is for multi-class models; a binary "
+            f"classifier takes {', '.join(BINARY_KINDS)}"
+        )
     y, s = _check(labels, scores)
     order = np.argsort(-s, kind="mergesort")
     ys, ss = y[order], s[order]
@@ -293,3 +369,116 @@ def cost_optimal_action(probability: float, costs: Mapping[str, float]) -> str:
         ("block", (1 - p) * costs["false_block"] + p * costs.get("caught", 0.0)),
     ]
     return min(options, key=lambda o: o[1])[0]
+
+
+# -- multi-class classifiers: accept or review --------------------------------------------------
+
+
+def _check_multiclass(
+    labels: Any, predictions: Any, confidences: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each prediction is right, and its confidence."""
+    y, pred = np.asarray(labels, dtype=object), np.asarray(predictions, dtype=object)
+    c = np.asarray(confidences, dtype=np.float64)
+    if not y.shape == pred.shape == c.shape or y.ndim != 1:
+        raise DataError(f"labels {y.shape}, predictions {pred.shape} and confidences {c.shape} "
+                        "must be one row each per item")  # fmt: skip
+    if len(y) == 0:
+        raise DataError("no items to choose an operating point on")
+    bad = ~np.isfinite(c) | (c < 0) | (c > 1)
+    if bad.any():
+        raise DataError(f"{int(bad.sum())} confidences are NaN or outside [0, 1]")
+    return (y == pred).astype(np.int64), c
+
+
+def achieved_multiclass(
+    labels: Any, predictions: Any, confidences: Any, accept_at: float | None
+) -> dict[str, Any]:
+    """What accepting the predictions whose confidence (the predicted class's probability) is
+    >= ``accept_at`` (``None``: none) achieves on labelled items: ``items``, ``accept_share``
+    (the coverage), ``review_share``, ``accepted_accuracy`` (``None`` with nothing accepted)
+    and ``accuracy`` (of every prediction).
+
+    Example:
+        >>> got = achieved_multiclass(["a", "b", "c"], ["a", "b", "a"], [0.9, 0.7, 0.6], 0.7)
+        >>> got["accept_share"], got["accepted_accuracy"]
+        (0.6666666666666666, 1.0)
+    """
+    right, c = _check_multiclass(labels, predictions, confidences)
+    accept = c >= accept_at if accept_at is not None else np.zeros(len(c), bool)
+    return {
+        "items": float(len(c)),
+        "accept_share": float(accept.mean()),
+        "review_share": float(1 - accept.mean()),
+        "accepted_accuracy": float(right[accept].mean()) if accept.any() else None,
+        "accuracy": float(right.mean()),
+    }
+
+
+def choose_multiclass(
+    labels: Any, predictions: Any, confidences: Any, spec: PointSpec
+) -> OperatingPoint:
+    """The accept-or-review point ``spec`` asks for, chosen on a multi-class classifier's
+    validation predictions: ``labels`` and ``predictions`` (class names or indices) and
+    ``confidences`` (the predicted class's probability), one per item.
+
+    ``accuracy``: the lowest threshold whose accepted items' accuracy reaches the target (the
+    most items accepted); when none does, nothing is accepted (``accept_at`` ``None``) and
+    ``achieved`` says so (``target_reached`` false, ``best_accepted_accuracy``).
+    ``review_budget``: review the lowest-confidence items, at most a share ``target`` of them
+    (ties at the threshold are accepted together), and accept the rest.
+
+    Raises:
+        ConfigError: a kind for binary classifiers (precision, recall, cost).
+        DataError: bad arrays (shapes, confidences NaN or outside [0, 1]).
+
+    Example:
+        >>> p = choose_multiclass(["a", "b", "b", "a"], ["a", "b", "a", "b"],
+        ...                       [0.9, 0.8, 0.7, 0.6], PointSpec("review_budget", 0.5))
+        >>> p.accept_at, p.decide(0.65).action
+        (0.8, 'review')
+    """
+    if spec.kind not in MULTICLASS_KINDS:
+        raise ConfigError(
+            f"a {spec.kind} operating point ('{spec.name}') is for binary classifiers; a "
+            f"multi-class model takes {', '.join(MULTICLASS_KINDS)} (accept or review)"
+        )
+    right, c = _check_multiclass(labels, predictions, confidences)
+    extra: dict[str, Any] = {}
+    if spec.kind == "accuracy":
+        accept_at, best = _accuracy_threshold(right, c, spec.target)
+        extra = {"target_reached": accept_at is not None, "best_accepted_accuracy": best}
+    else:
+        accept_at = _budget_threshold(c, spec.target)
+    return OperatingPoint(
+        spec.name,
+        spec.kind,
+        None,
+        None,
+        {"kind": spec.kind, "target": spec.target, "costs": {}, "task": MULTICLASS},
+        {**achieved_multiclass(labels, predictions, c, accept_at), **extra},
+        accept_at,
+    )
+
+
+def _accuracy_threshold(
+    right: np.ndarray, c: np.ndarray, target: float
+) -> tuple[float | None, float]:
+    """The lowest distinct confidence whose accepted accuracy reaches ``target`` (``None``
+    when none does), and the best accepted accuracy of any threshold."""
+    order = np.argsort(-c, kind="mergesort")
+    cs = c[order]
+    last = np.r_[np.flatnonzero(np.diff(cs)), len(cs) - 1]  # last row of each distinct value
+    accuracy = np.cumsum(right[order])[last] / (last + 1)  # accepted from that value up
+    ok = np.flatnonzero(accuracy >= target - 1e-12)
+    best = float(accuracy.max())
+    return (float(cs[last[ok.max()]]) if ok.size else None), best
+
+
+def _budget_threshold(c: np.ndarray, budget: float) -> float | None:
+    """The highest threshold that sends at most a share ``budget`` of items (those below it)
+    to review; ``None`` (review everything) when the budget is every item."""
+    cands = np.r_[np.unique(c), np.inf]
+    below = np.searchsorted(np.sort(c), cands, side="left") / len(c)
+    pick = cands[np.flatnonzero(below <= budget + 1e-12).max()]  # the lowest value always fits
+    return float(pick) if np.isfinite(pick) else None

@@ -331,6 +331,25 @@ class DefectSolution(Solution):
         pick = np.random.default_rng(seed).choice(rows, size=batch, replace=batch > len(rows))
         return (torch.from_numpy(data.images[np.sort(pick)]).float() / 255.0,)
 
+    def decision_score(self, loaded: Any) -> Any:
+        """More classes: a response's ``probability`` (the predicted class's: the confidence an
+        accept-or-review point decides on); two: the second class's probability (what
+        :meth:`held_out`'s ``score`` is about), from a response's ``probabilities`` or a
+        prediction file row's ``p_<class>``; ``None`` for a self-supervised encoder."""
+        classes = list(loaded.spec.get("classes") or [])
+        if loaded.spec.get("objective") == "simclr" or len(classes) < 2:
+            return None
+        if len(classes) > 2:
+            return lambda response: float(response["probability"])
+        positive = classes[1]
+
+        def score(response: Any) -> float:
+            if "probabilities" in response:
+                return float(response["probabilities"][positive])
+            return float(response[f"p_{positive}"])
+
+        return score
+
     def predictor(self, loaded: Any) -> Any:
         from abyssal.solutions.defect.predict import DefectPredictor
 

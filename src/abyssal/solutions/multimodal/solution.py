@@ -196,6 +196,27 @@ class MultimodalSolution(Solution):
 
     # -- the serving half ----------------------------------------------------------------------
 
+    def decision_score(self, loaded: Any) -> Any:
+        """A classifier with two classes: a response's probability of the second class (what
+        :meth:`held_out`'s ``score`` is about; a prediction file row has only its ``label``
+        and ``probability``, which give it); more: its ``probability`` (the predicted
+        class's: the confidence an accept-or-review point decides on); ``None`` for a
+        retrieval model."""
+        classes = list(loaded.spec.get("classes") or [])
+        if loaded.cfg.task == "retrieval" or len(classes) < 2:
+            return None
+        if len(classes) > 2:
+            return lambda response: float(response["probability"])
+        positive = classes[1]
+
+        def score(response: Any) -> float:
+            if "probabilities" in response:
+                return float(response["probabilities"][positive])
+            p = float(response["probability"])
+            return p if str(response["label"]) == str(positive) else 1.0 - p
+
+        return score
+
     def predictor(self, loaded: Any) -> Any:
         """Classification: a class per request; retrieval: a pair's scores per request."""
         if loaded.cfg.task == "retrieval":

@@ -375,6 +375,18 @@ class TextSolution(Solution):
         padded = pad_batch([data.tokens.ids[r] for r in np.sort(pick)], data.tokens.pad_id)
         return padded.input_ids, padded.attention_mask
 
+    def decision_score(self, loaded: Any) -> Any:
+        """Two classes: a response's ``p_<second class>`` (what :meth:`held_out`'s ``score`` is
+        about); more: its ``probability`` (the predicted class's: the confidence an
+        accept-or-review point decides on)."""
+        classes = list(loaded.spec.get("classes") or [])
+        if len(classes) < 2:
+            return None
+        if len(classes) == 2:
+            key = f"p_{classes[1]}"
+            return lambda response: float(response[key])
+        return lambda response: float(response["probability"])
+
     def predictor(self, loaded: Any) -> Any:
         from abyssal.solutions.text.predict import TextPredictor
 
