@@ -15,6 +15,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
     from abyssal.cli.bench import add_bench
     from abyssal.cli.decide import add_decide
     from abyssal.cli.deploy import add_deploy
+    from abyssal.cli.feedback import add_feedback
     from abyssal.cli.finetune import add_finetune, add_merge
     from abyssal.cli.govern import add_audit
     from abyssal.cli.pipeline import add_pipeline
@@ -31,6 +32,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
         _evaluate,
         add_bench,
         add_decide,
+        add_feedback,
         _predict,
         _optimize,
         add_serve,
@@ -257,6 +259,11 @@ def _predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--top", type=_count, default=10, help="how many items of each kind to print (>= 0)"
     )
+    p.add_argument(
+        "--point",
+        help="the operating point the decisions use (default: the version's default one, when "
+        "it has kept points: abyssal decide points)",
+    )
     p.set_defaults(handler=cmd_predict)
 
 
@@ -274,8 +281,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {} if args.explain is None else {"explain": args.explain}
     if args.scan is not None:
         options["candidates"] = args.candidates
+    import pandas as pd
+
+    from abyssal.decide.frames import decide_file, decide_rows, kept_point, summary_line
+
+    point = kept_point(loaded, args.point)  # a bad --point is refused before any work
     report = loaded.solution.predict_file(loaded, args.scan or args.input, out=args.out, **options)
     print(report.render(top=args.top))
+    if point is None:
+        return 0
+    frame = getattr(report, "frame", getattr(report, "scores", None))
+    if args.out is not None:
+        decided = decide_file(loaded, args.out, point)
+        print(f"{summary_line(decided, point)}; each row's decision and reason in {args.out}")
+    elif isinstance(frame, pd.DataFrame):
+        print(f"{summary_line(decide_rows(loaded, frame, point), point)} (--out FILE: each "
+              "row's decision and reason)")  # fmt: skip
+    else:
+        print(f"decisions ({point.name}): written per row with --out FILE")
     return 0
 
 
