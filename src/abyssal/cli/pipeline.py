@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 
 def add_pipeline(sub: argparse._SubParsersAction) -> None:
@@ -24,31 +25,88 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
         "name", help="a pipeline's name (its last run), a pipeline run's id, or a state folder"
     )
     show.set_defaults(handler=cmd_pipeline_show)
+    upd = psub.add_parser(
+        "update",
+        help="continual update: fine-tune the deployed version on new labelled rows (with "
+        "replay of its older data), gated before the alias moves",
+    )
+    upd.add_argument("file", help="the pipeline YAML")
+    upd.add_argument("--new", required=True, help="the new labelled rows (CSV or Parquet)")
+    upd.add_argument("--replay", type=float, default=0.25,
+                     help="share of the deployed version's training rows (or groups) replayed "
+                     "beside the new ones (default 0.25; 0: none)")  # fmt: skip
+    upd.add_argument(
+        "--replay-by",
+        metavar="COLUMN",
+        help="replay whole groups of this column (e.g. user_id), not single rows",
+    )
+    upd.add_argument(
+        "--labels-from-feedback",
+        action="store_true",
+        help="label the new rows from `abyssal feedback` (pending rows left out)",
+    )
+    upd.add_argument(
+        "--window",
+        default="30d",
+        help="with --labels-from-feedback: the label window (30d, 12h, seconds)",
+    )
+    upd.add_argument("--id-column", help="the id the feedback joins on (default: validate.keys)")
+    upd.add_argument("--set", action="append", default=[], metavar="key=value",
+                     help="training overrides for the update (e.g. train.epochs=10)")  # fmt: skip
+    upd.add_argument("--seed", type=int, default=0, help="seed of the replay sample")
+    upd.set_defaults(handler=cmd_pipeline_update)
     _add_webhook(psub)
     p.set_defaults(handler=lambda args: p.print_help() or 2)
 
 
+def _progress(k: int, n: int, result: Any) -> None:
+    """One line per step as a pipeline runs."""
+    if result.status == "running":
+        print(f"[{k}/{n}] {result.name} ...", flush=True)
+    elif result.status == "skipped":
+        print(f"[{k}/{n}] {result.name}: unchanged since the last run, skipped", flush=True)
+    else:
+        took = f" in {result.seconds:.1f} s" if result.status == "done" else ""
+        why = f": {result.reason}" if result.reason else ""
+        print(f"[{k}/{n}] {result.name}: {result.status}{took}{why}", flush=True)
+
+
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
-    from abyssal.pipeline.dag import StepResult
     from abyssal.pipeline.run import run_pipeline
     from abyssal.pipeline.spec import load_pipeline
 
     cfg = load_pipeline(args.file, args.overrides)
-
-    def progress(k: int, n: int, result: StepResult) -> None:
-        if result.status == "running":
-            print(f"[{k}/{n}] {result.name} ...", flush=True)
-        elif result.status == "skipped":
-            print(f"[{k}/{n}] {result.name}: unchanged since the last run, skipped", flush=True)
-        else:
-            took = f" in {result.seconds:.1f} s" if result.status == "done" else ""
-            why = f": {result.reason}" if result.reason else ""
-            print(f"[{k}/{n}] {result.name}: {result.status}{took}{why}", flush=True)
-
-    out = run_pipeline(cfg, state=args.state, progress=progress)
+    out = run_pipeline(cfg, state=args.state, progress=_progress)
     print(f"\n{cfg.name}: {out.status}: {out.reason}")
     print(f"records: {out.state} (run {out.run_id})")
     print(f"report: {out.report}")
+    return 0 if out.status == "deployed" else 1
+
+
+def cmd_pipeline_update(args: argparse.Namespace) -> int:
+    from abyssal.decide.feedback import parse_duration
+    from abyssal.pipeline.spec import load_pipeline
+    from abyssal.pipeline.update import update_production
+
+    cfg = load_pipeline(args.file)
+    out = update_production(
+        cfg,
+        args.new,
+        replay=args.replay,
+        replay_by=args.replay_by,
+        overrides=args.set,
+        labels_from_feedback=args.labels_from_feedback,
+        window_s=parse_duration(args.window),
+        id_column=args.id_column,
+        seed=args.seed,
+        progress=_progress,
+    )
+    print(f"\n{cfg.name}: {out.status}: {out.reason}")
+    moved = out.production_after != out.production_before
+    print(f"{cfg.deploy.alias}: {out.production_before}"
+          + (f" -> {out.production_after}" if moved else " (unchanged)"))  # fmt: skip
+    print(f"trained on {out.new_rows} new + {out.replay_rows} replayed rows: {out.table}")
+    print(f"record: {out.record}")
     return 0 if out.status == "deployed" else 1
 
 
