@@ -317,11 +317,20 @@ class Solution(ABC):
         raise self._lacks("explain", "explanations for an audit")
 
     def decision_score(self, loaded: Any) -> Any:
-        """For a binary classifier, a function from one of its predictor's responses to the
-        probability of the positive class (the class :meth:`held_out`'s ``score`` is about),
-        so operating points (:mod:`abyssal.decide`) can turn responses into decisions;
-        ``None`` (the default) for models that decide nothing."""
+        """A function from one of the predictor's responses (or one row of the file
+        :meth:`predict_file` writes) to the score a decision reads: for a binary classifier
+        the positive class's probability (the class :meth:`held_out`'s ``score`` is about),
+        for more classes the predicted class's probability (accept or review points), so
+        operating points (:mod:`abyssal.decide`) can turn responses into decisions; ``None``
+        (the default) for models that decide nothing."""
         return None
+
+    def score_table(self, loaded: Any, table: Any) -> Any:
+        """The positive class's probability for every row of ``table`` (a DataFrame of new
+        items in the solution's table format, with their history where the solution needs it),
+        as a float array in the table's row order: what prequential evaluation
+        (:mod:`abyssal.decide.prequential`) scores a period of a stream with."""
+        raise self._lacks("score_table", "scoring a table of items in one call")
 
     # -- the benchmark half (abyssal.bench) -----------------------------------------------------
 

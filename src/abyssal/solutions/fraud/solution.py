@@ -20,11 +20,17 @@ from abyssal.solutions.fraud.dataset import (
     GraphTensors,
     edge_feature_size,
     prepare_fraud_data,
+    transaction_graph,
 )
 from abyssal.solutions.fraud.features import signed_log
 from abyssal.solutions.fraud.metrics import split_metrics, split_positives
 from abyssal.solutions.fraud.model import TemporalGAT
-from abyssal.solutions.fraud.predict import FraudPredictor, PredictReport, predict_file
+from abyssal.solutions.fraud.predict import (
+    EDGE_SOURCES,
+    FraudPredictor,
+    PredictReport,
+    predict_file,
+)
 from abyssal.solutions.fraud.sample import FraudSampleConfig, write_sample
 from abyssal.solutions.fraud.task import ARCHITECTURE_KEYS, FraudTask, build_model
 from abyssal.solutions.loading import LoadedModel
@@ -278,6 +284,27 @@ class FraudSolution(Solution):
     def decision_score(self, loaded: Any) -> Any:
         """A response's ``risk`` (the probability the transaction or edge is fraudulent)."""
         return lambda response: float(response["risk"])
+
+    def score_table(self, loaded: Any, table: pd.DataFrame) -> np.ndarray:
+        """Transaction risk of every row of a transactions table: the graph of the whole table
+        (every row is history for the others) scored in one forward, the rows' own labels
+        unused. For a model trained on transactions (not an edge list)."""
+        from abyssal.solutions.fraud.schema import read_transactions
+
+        if loaded.cfg.data.source in EDGE_SOURCES:
+            raise DataError(
+                f"{loaded.version.ref} was trained on an edge list; score_table scores "
+                "transactions tables"
+            )
+        df = read_transactions(table, sort=False).reset_index(drop=True)
+        ordered = df.sort_values(["timestamp", "transaction_id"], kind="stable")
+        graph = transaction_graph(ordered.reset_index(drop=True), loaded.cfg.data.windows)
+        data = FraudData(graph, {}, "", "score_table")
+        check_feature_count(loaded.model, data)
+        _, txn_risk = score_graph(loaded.model, data)
+        out = np.empty(len(df), dtype=np.float64)
+        out[ordered.index.to_numpy()] = np.asarray(txn_risk, dtype=np.float64)
+        return out
 
     def example_inputs(self, cfg: FraudConfig, spec: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """A 6-account ring with 8 directed edges: ``(x, edge_index, edge_attr, edge_dt)``, and

@@ -18,7 +18,7 @@ import torch
 
 from abyssal.contracts.prediction import TablePredictionReport
 from abyssal.contracts.solution import MetricLayout, Solution, held_out_frame
-from abyssal.core.errors import AbyssalError
+from abyssal.core.errors import AbyssalError, DataError
 from abyssal.data.perturb import Perturbation
 from abyssal.solutions.tabular.baselines import gbdt_metrics
 from abyssal.solutions.tabular.bench import KINDS, perturb_table, row_attributes
@@ -314,14 +314,30 @@ class TabularSolution(Solution):
         return torch.from_numpy(numeric), torch.from_numpy(categorical)
 
     def decision_score(self, loaded: Any) -> Any:
-        """Binary classification: a response's ``p_<second class>`` (``None`` for regression
-        and for more classes)."""
+        """Binary classification: a response's ``p_<second class>``; more classes: the
+        predicted class's ``probability`` (accept or review points); ``None`` for regression."""
         predictor = self.predictor(loaded)
         target = predictor.preprocessor.target
-        if target.task != "classification" or len(target.classes) != 2:
+        if target.task != "classification":
             return None
-        key = f"p_{target.classes[1]}"
+        key = f"p_{target.classes[1]}" if len(target.classes) == 2 else "probability"
         return lambda response: float(response[key])
+
+    def score_table(self, loaded: Any, table: pd.DataFrame) -> np.ndarray:
+        """Binary classification: the second class's probability for every row of ``table``
+        (rows parsed as the service parses them; other columns, the target included, unused)."""
+        score_of = self.decision_score(loaded)
+        if score_of is None or len(self.predictor(loaded).preprocessor.target.classes) != 2:
+            raise DataError(
+                f"{loaded.version.ref}: score_table scores binary classifiers; this model "
+                "predicts a number or more than two classes"
+            )
+        predictor = self.predictor(loaded)
+        rows = [predictor.parse(r) for r in table.to_dict("records")]
+        scores: list[float] = []
+        for start in range(0, len(rows), 1024):
+            scores += [score_of(r) for r in predictor.predict(rows[start : start + 1024])]
+        return np.asarray(scores, dtype=np.float64)
 
     def predictor(self, loaded: Any) -> TabularPredictor:
         return TabularPredictor.from_spec(loaded.model, loaded.spec)
