@@ -103,3 +103,12 @@ def test_the_comparison_is_the_arithmetic_it_claims() -> None:
     assert got["model_interception_at_rules_review_share"] == pytest.approx(2 / 3)
     with pytest.raises(DataError, match="no positive"):
         compare(np.zeros(3), s[:3], a[:3])
+
+
+def test_rules_without_windowed_features_need_no_time_column() -> None:
+    accounts = pd.DataFrame({"negative_in": [0, 1, 4], "ratings_in": [9, 2, 30]})
+    rules = RuleSet.from_dict({"rules": [
+        {"name": "several negatives", "when": "negative_in >= 3", "action": "block"},
+        {"name": "new, rated badly", "when": "ratings_in < 5 and negative_in >= 1",
+         "action": "review"}]})  # fmt: skip
+    assert apply_rules(accounts, rules)["action"].tolist() == ["approve", "review", "block"]

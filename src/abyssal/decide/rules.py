@@ -154,14 +154,17 @@ def apply_rules(table: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
     """``table`` with the rules' features, and per row its ``action`` and the ``rules`` it met
     (comma-separated). Unknown columns in a feature or a rule are errors naming the columns
     there are."""
-    needed = {rules.time} | {c for f in rules.features for c in (f.column, f.by) if c}
+    needed = {c for f in rules.features for c in (f.column, f.by) if c}
+    needed |= {rules.time} if rules.features else set()  # time orders the windowed features
     missing = sorted(needed - set(table.columns))
     if missing:
         raise DataError(f"rules '{rules.name}': the table has no column {missing}; it has "
                         f"{sorted(table.columns)}")  # fmt: skip
-    time = pd.to_numeric(table[rules.time], errors="coerce").to_numpy(np.float64)
-    if np.isnan(time).any():
-        raise DataError(f"rules '{rules.name}': {rules.time} has values that are not numbers")
+    time = np.zeros(len(table))
+    if rules.features:
+        time = pd.to_numeric(table[rules.time], errors="coerce").to_numpy(np.float64)
+        if np.isnan(time).any():
+            raise DataError(f"rules '{rules.name}': {rules.time} has values that are not numbers")
     out = table.copy()
     for f in rules.features:
         out[f.name] = _feature(out, f, time)
