@@ -54,12 +54,14 @@ def test_a_continual_update_trains_on_what_came_back_since_and_a_replay_of_group
                           "user": list("aabbccddeeff")})  # fmt: skip
     s = _stream(table, "t", "label", None, period_s=40)
     now = label_status(s.t, s.label, s.labelled_at, 80, 0)  # rows 0-7 known
-    rows = _continual_rows(s, now, 40, 80, 0, 0.5, "user", np.random.default_rng(0))
+    rows = _continual_rows(s, now, 40, 0, False, 0.5, "user", np.random.default_rng(0))
     new = [4, 5, 6, 7]
     assert set(new) <= set(rows)
     old = sorted(set(rows) - set(new))
     assert len(old) == 2 and table["user"][old].nunique() == 1  # one of the two old accounts
-    assert _continual_rows(s, now, 40, 80, 0, 0.0, None, np.random.default_rng(0)).tolist() == new
+    assert (
+        _continual_rows(s, now, 40, 0, False, 0.0, None, np.random.default_rng(0)).tolist() == new
+    )
 
 
 def test_bad_streams_are_refused(tmp_path: Path) -> None:

@@ -89,9 +89,13 @@ def label_status(
     labelled_at: np.ndarray,
     cutoff: float,
     window_s: float,
+    mature_only: bool = False,
 ) -> np.ndarray:
     """What is known of each row at ``cutoff``: 1 (a positive came back by then), 0 (its
-    window passed with no positive) or -1 (still pending: not a negative yet).
+    window passed with no positive) or -1 (still pending: not a negative yet). With
+    ``mature_only`` a row inside its window is pending even when its positive came back
+    early, so the rows trained on keep the stream's class balance (early positives alone
+    would over-represent fraud among the newest rows).
 
     Example:
         >>> label_status(np.array([0, 0, 90]), np.array([1, 0, 0]), np.array([50, 0, 0]),
@@ -104,6 +108,8 @@ def label_status(
     out = np.full(len(event_time), -1, dtype=np.int64)
     out[expired] = 0
     out[positive] = 1
+    if mature_only:
+        out[~expired] = -1
     out[event_time >= cutoff] = -1  # not seen yet
     return out
 
@@ -193,6 +199,7 @@ def prequential(
     label_col: str = "label",
     labelled_col: str | None = "labelled_at",
     window_s: float = 0.0,
+    mature_only: bool = False,
     warmup: int = 1,
     history: int = 1,
     replay: float = 0.25,
@@ -216,6 +223,7 @@ def prequential(
             added for the warm-started updates (e.g. fewer epochs, a lower learning rate).
         window_s: the label window: a row without a positive counts as negative this long
             after its event.
+        mature_only: train only on rows whose window has passed (see :func:`label_status`).
         warmup: periods of data before the first model is trained.
         history: earlier periods scored with each period (the graph's or table's context).
         replay: the share of older labelled rows (or ``replay_by`` groups) a continual update
@@ -248,7 +256,8 @@ def prequential(
     rng = np.random.default_rng(seed)
     result = PrequentialResult(settings={
         "solution": solution, "period_s": period_s, "periods": s.periods, "warmup": warmup,
-        "history": history, "window_s": window_s, "replay": replay, "replay_by": replay_by,
+        "history": history, "window_s": window_s, "mature_only": mature_only, "replay": replay,
+        "replay_by": replay_by,
         "overrides": list(overrides), "continual_overrides": list(continual_overrides),
         "recall_target": recall_target, "review_share": review_share, "rows": len(table),
     })  # fmt: skip
@@ -274,7 +283,7 @@ def prequential(
 
     for p in range(warmup, s.periods):
         cutoff, end = s.bounds(p)
-        status_now = label_status(s.t, s.label, s.labelled_at, cutoff, window_s)
+        status_now = label_status(s.t, s.label, s.labelled_at, cutoff, window_s, mature_only)
         known = np.flatnonzero(status_now >= 0)
         for policy in policies:
             seconds, n_rows = 0.0, 0
@@ -286,8 +295,8 @@ def prequential(
                 current[policy], seconds = fit(policy, known, (), f"{policy}-p{p}")
                 n_rows = len(known)
             elif policy == "continual":
-                rows = _continual_rows(s, status_now, trained_until[policy], cutoff, window_s,
-                                       replay, replay_by, rng)  # fmt: skip
+                rows = _continual_rows(s, status_now, trained_until[policy], window_s,
+                                       mature_only, replay, replay_by, rng)  # fmt: skip
                 extra = [*continual_overrides, f"train.init_from={current[policy]}"]
                 current[policy], seconds = fit(policy, rows, extra, f"{policy}-p{p}")
                 n_rows = len(rows)
@@ -328,15 +337,15 @@ def _continual_rows(
     s: _Stream,
     status: np.ndarray,
     since: float,
-    cutoff: float,
     window_s: float,
+    mature_only: bool,
     replay: float,
     replay_by: str | None,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Rows whose labels came back since the last update, plus a replay sample of the older
     known rows (whole ``replay_by`` groups when given)."""
-    before = label_status(s.t, s.label, s.labelled_at, since, window_s)
+    before = label_status(s.t, s.label, s.labelled_at, since, window_s, mature_only)
     new = np.flatnonzero((status >= 0) & (before < 0))
     old = np.flatnonzero((status >= 0) & (before >= 0))
     if replay == 0 or len(old) == 0:
