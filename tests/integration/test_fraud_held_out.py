@@ -83,3 +83,23 @@ def test_planted_bias_adds_bursts_only_to_honest_b_accounts() -> None:
     assert added == shared.planted["fraud_transactions"] > 0  # labelled fraudulent
     assert set(txn.loc[txn["label"] == 1, "user_id"]) <= fraudsters
     assert shared.planted["transactions"] == biased.planted["transactions"]  # same B bursts
+
+
+def test_decisions_are_chosen_on_the_transactions_the_service_scores(demo: Path) -> None:
+    """Operating points of a transactions model: the validation split's transactions with
+    their labels and the transaction risk (``risk`` in the service), not its accounts; on
+    transactions of new data, ``score_table`` gives the same risk."""
+    overrides = [f"data.path={demo / 'transactions.csv'}", "baselines=false", *TINY]
+    outcome = train("fraud", ROOT / "configs" / "fraud" / "quickstart.yaml", overrides)
+    loaded = load_model(outcome.version.ref)
+    sol, cfg = loaded.solution, loaded.cfg
+    data = sol.prepare(cfg)
+    frame = sol.decision_frame(cfg, loaded.model, data, split="val")
+    table = pd.read_csv(demo / "transactions.csv", dtype={"transaction_id": str})
+    users = set(sol.held_out(cfg, loaded.model, data, split="val")["id"])
+    assert set(frame["id"]) == set(table[table["user_id"].isin(users)]["transaction_id"])
+    truth = table.set_index("transaction_id")["label"]
+    assert (truth.loc[frame["id"]].to_numpy() == frame["label"].to_numpy()).all()
+    whole = pd.Series(sol.score_table(loaded, table), index=table["transaction_id"])
+    assert whole.loc[frame["id"]].to_numpy() == pytest.approx(frame["score"].to_numpy(),
+                                                              abs=1e-5)  # fmt: skip

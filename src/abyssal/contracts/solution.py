@@ -325,6 +325,16 @@ class Solution(ABC):
         (the default) for models that decide nothing."""
         return None
 
+    def decision_frame(
+        self, cfg: Any, model: Any, data: PreparedData, *, split: str = "test"
+    ) -> Any:
+        """The items the service decides on, scored like :meth:`held_out` (``id, label,
+        score`` for two classes; ``id, label, prediction, probability`` for more): operating
+        points are chosen on this frame of the validation split. The default is
+        :meth:`held_out`; a solution whose service scores other items than its benchmark
+        (fraud: transactions, not accounts) overrides it."""
+        return self.held_out(cfg, model, data, split=split)
+
     def score_table(self, loaded: Any, table: Any) -> Any:
         """The positive class's probability for every row of ``table`` (a DataFrame of new
         items in the solution's table format, with their history where the solution needs it),

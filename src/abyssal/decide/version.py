@@ -1,5 +1,6 @@
 """Operating points of a registered version: chosen on its validation split's held-out scores
-(:meth:`Solution.held_out` with ``split="val"``), checked on its test split, kept beside it.
+of the items its service decides on (:meth:`Solution.decision_frame`, by default
+:meth:`Solution.held_out`, with ``split="val"``), checked on its test split, kept beside it.
 
 A binary classifier's frame has ``score`` (the positive class's probability) and takes
 triage points (:func:`~abyssal.decide.points.choose`); a multi-class classifier's has
@@ -89,9 +90,9 @@ def choose_for_version(
     version = loaded.version.ref
     solution, cfg, model = loaded.solution, loaded.cfg, loaded.model
     data = solution.prepare(cfg)
-    val = _columns(solution.held_out(cfg, model, data, split="val"), f"{version} validation")
+    val = _columns(solution.decision_frame(cfg, model, data, split="val"), f"{version} validation")
     _fitting(specs, len(val) == 3, version)
-    test_cols = _columns(solution.held_out(cfg, model, data, split="test"), f"{version} test")
+    test_cols = _columns(solution.decision_frame(cfg, model, data, split="test"), f"{version} test")
     points: list[OperatingPoint] = [_choose(val, spec) for spec in specs]
     test = {p.name: _measure(test_cols, p) for p in points}
     save_points(

@@ -285,6 +285,28 @@ class FraudSolution(Solution):
         """A response's ``risk`` (the probability the transaction or edge is fraudulent)."""
         return lambda response: float(response["risk"])
 
+    def decision_frame(
+        self, cfg: FraudConfig, model: torch.nn.Module, data: FraudData, *, split: str = "test"
+    ) -> pd.DataFrame:
+        """On transactions data, the transactions of the split's accounts: ``id`` (the
+        transaction id), ``label`` (1 = fraudulent) and ``score`` (the transaction risk the
+        service answers with, the whole graph in one forward); on an edge list, the accounts
+        of :meth:`held_out` (the service's edge risk is its source account's)."""
+        masks = data.transaction_masks()
+        if masks is None:
+            return self.held_out(cfg, model, data, split=split)
+        check_feature_count(model, data)
+        _, txn_risk = score_graph(model, data)
+        txn = data.graph.transactions
+        rows = np.flatnonzero(masks[split])
+        return pd.DataFrame(
+            {
+                "id": txn.ids[rows].astype(str),
+                "label": txn.label[rows].astype(np.int64),
+                "score": np.asarray(txn_risk, dtype=np.float64)[rows],
+            }
+        )
+
     def score_table(self, loaded: Any, table: pd.DataFrame) -> np.ndarray:
         """Transaction risk of every row of a transactions table: the graph of the whole table
         (every row is history for the others) scored in one forward, the rows' own labels
