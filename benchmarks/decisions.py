@@ -80,8 +80,8 @@ def part_otc(args: argparse.Namespace, home: Path) -> dict:
     with using_home(home):
         loaded = load_model(out.version.ref)
     data = loaded.solution.prepare(loaded.cfg)
-    val = loaded.solution.held_out(loaded.cfg, loaded.model, data, split="val")
-    test = loaded.solution.held_out(loaded.cfg, loaded.model, data, split="test")
+    val = loaded.solution.decision_frame(loaded.cfg, loaded.model, data, split="val")
+    test = loaded.solution.decision_frame(loaded.cfg, loaded.model, data, split="test")
     accounts = account_table(load_bitcoin_otc(root))
     rules = RuleSet.load(ROOT / "configs/rules/otc-rules.yaml")
     rows = accounts.reindex(test["id"].astype(str)).fillna(0).reset_index(drop=True)
@@ -139,7 +139,7 @@ def part_stream(args: argparse.Namespace, home: Path, work: Path) -> dict:
         y = table["label"].to_numpy()[index]
         cmp = compare(y, scores, rules["action"].to_numpy()[index]) if y.sum() else {}
         months.append({**row, **{f"vs_rules_{k}": v for k, v in cmp.items()}})
-    costs = _stream_costs(result, table, rules)
+    costs = _stream_costs(result, table, rules, home)
     per_month = pd.DataFrame(months)
     per_month["tactics"] = per_month["period"].map(
         lambda m: ", ".join(sorted(set(stream.tactic[stream.month_of() == m]) - {""}))
@@ -159,22 +159,33 @@ def part_stream(args: argparse.Namespace, home: Path, work: Path) -> dict:
     }
 
 
-def _stream_costs(result: object, table: pd.DataFrame, rules: pd.DataFrame) -> list[dict]:
-    """Expected cost per transaction in each month from the second scored one: the model's
-    cost point is chosen on its own scores of the month before (fully labelled: a
-    simplification of label delay here), the rules' cost on the same rows."""
+def _stream_costs(
+    result: object, table: pd.DataFrame, rules: pd.DataFrame, home: Path
+) -> list[dict]:
+    """Expected cost per transaction in each scored month. Each version's cost point is
+    chosen as `abyssal decide points` chooses it: on its own validation transactions
+    (``Solution.decision_frame``, the accounts held out of its training); the rules act on
+    the same rows."""
     y_all = table["label"].to_numpy()
+    refs = {(r["policy"], r["period"]): r["version"] for r in result.rows}  # type: ignore[attr-defined]
+    points: dict[str, object] = {}
     out = []
     for (policy, period), (index, scores) in result.scores.items():  # type: ignore[attr-defined]
-        before = result.scores.get((policy, period - 1))  # type: ignore[attr-defined]
-        if before is None or y_all[before[0]].sum() == 0 or y_all[index].sum() == 0:
+        ref = refs[(policy, period)]
+        if ref not in points:
+            with using_home(home):
+                loaded = load_model(ref)
+            data = loaded.solution.prepare(loaded.cfg)
+            val = loaded.solution.decision_frame(loaded.cfg, loaded.model, data, split="val")
+            points[ref] = choose(val["label"], val["score"], PointSpec("cost", costs=COSTS))
+        point = points[ref]
+        if y_all[index].sum() == 0:
             continue
-        point = choose(y_all[before[0]], before[1], PointSpec("cost", costs=COSTS))
         got = achieved(y_all[index], scores, point.review_at, point.block_at, COSTS)
         out.append({
-            "policy": policy, "period": period, "model_cost": got["expected_cost"],
-            "model_review_share": got["review_share"], "model_block_share": got["block_share"],
-            "model_recall": got["recall"],
+            "policy": policy, "period": period, "version": ref, "chosen_on": "validation",
+            "model_cost": got["expected_cost"], "model_review_share": got["review_share"],
+            "model_block_share": got["block_share"], "model_recall": got["recall"],
             "rules_cost": actions_cost(y_all[index], rules["action"].to_numpy()[index], COSTS),
         })  # fmt: skip
     return out
@@ -186,6 +197,7 @@ def combine(paths: list[str]) -> dict:
 
     runs = [json.loads(Path(p).read_text()) for p in paths]
     out = {k: runs[0][k] for k in ("environment", "costs")}
+    out["commits"] = sorted({r["environment"]["git_commit"] for r in runs})
     out["command"] = " && ".join(r["command"] for r in runs)
     out["streams"] = [r["stream"] for r in runs if "stream" in r]
     otc = [r["otc"] for r in runs if "otc" in r]
@@ -252,6 +264,7 @@ def plots(result: dict) -> list[str]:
                 mean, low, high = g.mean(), g.min(), g.max()
                 ax.plot(mean.index, mean, marker="o", label=policy, color=colours[policy])
                 ax.fill_between(mean.index, low, high, alpha=0.15, color=colours[policy])
+            ax.set_ylim(0, 0.8)
             ax.set_title(f"AUPRC per month ({mode}; band: seeds)", fontsize=9)
             ax.set_xlabel("month")
             ax.legend(fontsize=8)
@@ -342,8 +355,8 @@ def markdown(result: dict) -> str:
             c = pd.DataFrame(s["costs"]).groupby("policy", sort=False).mean(numeric_only=True)
             lines += [
                 "",
-                "Expected cost per transaction (model: cost point chosen on its own "
-                "scores of the month before; rules on the same rows), mean over months:",
+                "Expected cost per transaction (model: each version's cost point chosen on "
+                "its validation transactions; rules on the same rows), mean over months:",
                 "",
             ]
             lines += md_table(
@@ -395,6 +408,22 @@ def markdown(result: dict) -> str:
         lines += md_table(["labels", "policy", *[f"month {p}" for p in periods]],
                           [[m, p, *[number_cell(pivot[(m, p, k)], 3) for k in periods]]
                            for m, p in pairs])  # fmt: skip
+        costs = pd.DataFrame([
+            {**c, "labels": _mode(s)}
+            for s in result["streams"] for c in s["costs"] if c.get("chosen_on") == "validation"
+        ])  # fmt: skip
+        if not costs.empty:
+            c = costs.groupby(["labels", "policy"], sort=False).mean(numeric_only=True)
+            lines += ["", "Expected cost per transaction (missed fraud 200, review 5, wrong "
+                      "block 50), mean over months and seeds; each version's cost point is "
+                      "chosen on its own validation transactions, the rules act on the same "
+                      "rows:", ""]  # fmt: skip
+            lines += md_table(
+                ["labels", "policy", "model", "rules", "model review share", "model recall"],
+                [[m, p, number_cell(r.model_cost, 3), number_cell(r.rules_cost, 3),
+                  number_cell(r.model_review_share, 3), number_cell(r.model_recall, 3)]
+                 for (m, p), r in c.iterrows()],
+            )  # fmt: skip
         r = months[months["policy"] == "frozen"]
         lines += ["", "The rules of `configs/rules/card-rules.yaml` on the same rows, mean over "
                   "months and seeds: interception "
@@ -404,7 +433,12 @@ def markdown(result: dict) -> str:
                   f"{months['vs_rules_model_review_share_at_rules_interception'].mean():.4f} "
                   "(all policies).", ""]  # fmt: skip
         lines += ["![update policies](stream_policies.png)", ""]
-    lines += [provenance(result), ""]
+    gpu = result["environment"]["machine"].get("gpu")
+    lines += [provenance(result) + (f" GPU: {gpu}." if gpu else "")]
+    if len(result.get("commits", [])) > 1:
+        lines += ["", "The runs were made at abyssal commits " + ", ".join(result["commits"])
+                  + " (the benchmark script only differs between them)."]  # fmt: skip
+    lines += [""]
     return "\n".join(lines)
 
 
