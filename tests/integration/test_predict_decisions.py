@@ -52,6 +52,16 @@ def test_predicted_rows_carry_their_decision(
     assert table["decision_score"].tolist() == pytest.approx(table["p_malignant"].tolist())
     counts = table["decision"].value_counts()
     assert f"decisions (cost): approve {counts.get('approve', 0)}" in printed
+    # the decisions are logged for feedback: a label can come back for each row's id
+    from abyssal.decide.feedback import add_feedback, read_predictions
+
+    logged = read_predictions("tabular", demo / "home")
+    assert logged["id"].astype(str).tolist()[-len(table) :] == table["id"].astype(str).tolist()
+    assert f"{len(table)} decisions logged for feedback" in printed
+    later = float(logged["event_time"].max()) + 1
+    first = str(table["id"].iloc[0])
+    assert add_feedback("tabular", [{"id": first, "label": 1, "timestamp": later}],
+                        home=demo / "home", now=later) == 1  # fmt: skip
     assert main([*args, "--out", str(out), "--point", "review_budget-0.2"]) == 0
     budget = pd.read_csv(out)
     assert set(budget["decision"]) <= {"approve", "review"}  # a review budget blocks nothing

@@ -283,7 +283,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         options["candidates"] = args.candidates
     import pandas as pd
 
-    from abyssal.decide.frames import decide_file, decide_rows, kept_point, summary_line
+    from abyssal.decide.frames import (
+        decide_file,
+        decide_rows,
+        kept_point,
+        log_decided,
+        summary_line,
+    )
 
     point = kept_point(loaded, args.point)  # a bad --point is refused before any work
     report = loaded.solution.predict_file(loaded, args.scan or args.input, out=args.out, **options)
@@ -295,10 +301,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         decided = decide_file(loaded, args.out, point)
         print(f"{summary_line(decided, point)}; each row's decision and reason in {args.out}")
     elif isinstance(frame, pd.DataFrame):
-        print(f"{summary_line(decide_rows(loaded, frame, point), point)} (--out FILE: each "
-              "row's decision and reason)")  # fmt: skip
+        decided = decide_rows(loaded, frame, point)
+        print(f"{summary_line(decided, point)} (--out FILE: each row's decision and reason)")
     else:
         print(f"decisions ({point.name}): written per row with --out FILE")
+        return 0
+    logged = log_decided(loaded, decided)
+    if logged:
+        print(f"{logged} decisions logged for feedback (abyssal feedback add "
+              f"{loaded.version.name} LABELS.csv)")  # fmt: skip
     return 0
 
 

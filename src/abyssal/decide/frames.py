@@ -90,6 +90,33 @@ def decide_file(loaded: Any, path: str | Path, point: Any) -> pd.DataFrame:
     return decided
 
 
+def log_decided(loaded: Any, decided: pd.DataFrame) -> int:
+    """Write the decided rows that have an id (``id``, else ``transaction_id``) to the model
+    name's prediction log, so confirmed labels can come back for them
+    (:mod:`abyssal.decide.feedback`); the event time is the row's ``timestamp`` when it has
+    one, else now. Returns how many were logged (0 without an id column)."""
+    from abyssal.decide.feedback import ID_KEYS, log_predictions
+
+    key = next((k for k in ID_KEYS if k in decided.columns), None)
+    if key is None:
+        return 0
+    times = decided["timestamp"] if "timestamp" in decided.columns else None
+    rows = [
+        {
+            "id": str(ident),
+            "version": loaded.version.ref,
+            "score": float(score),
+            "action": action,
+            **({"event_time": times.iloc[i]} if times is not None else {}),
+        }
+        for i, (ident, score, action) in enumerate(
+            zip(decided[key], decided["decision_score"], decided["decision"], strict=True)
+        )
+        if not pd.isna(ident)
+    ]
+    return log_predictions(loaded.version.name, rows)
+
+
 def summary_line(decided: pd.DataFrame, point: Any) -> str:
     """``decisions (cost): approve 980, review 15, block 5``."""
     counts = decided["decision"].value_counts()
