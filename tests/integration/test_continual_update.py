@@ -127,3 +127,32 @@ def test_bad_updates_are_refused_with_the_reason(tables: dict[str, Path], tmp_pa
         update_production(cfg, tables["new"], home=home)
     with pytest.raises(ConfigError, match="replay"):
         update_production(cfg, tables["new"], replay=1.5, home=home)
+
+
+def test_an_update_can_take_its_labels_from_feedback(
+    tables: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New rows without labels, labelled by the feedback store: rows with a confirmed label
+    are trained on, rows still pending are left out."""
+    import pandas as pd
+
+    from abyssal.decide.feedback import add_feedback, log_predictions
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("ABYSSAL_HOME", str(home))
+    easy = _pipeline(tmp_path, tables["old"], [{"metric": "test_accuracy", "min": 0.0}])
+    assert main(["pipeline", "run", str(easy)]) == 0
+    new = pd.read_csv(tables["new"])
+    unlabelled = tmp_path / "unlabelled.csv"
+    new.drop(columns=["target"]).to_csv(unlabelled, index=False)
+    log_predictions("cancer", [{"id": r, "version": "cancer:1", "event_time": 1_000}
+                               for r in new["row_id"]])  # fmt: skip
+    confirmed = new.iloc[:120]
+    add_feedback("cancer", [{"id": r.row_id, "label": int(r.target), "timestamp": 2_000}
+                            for r in confirmed.itertuples()], now=3_000)  # fmt: skip
+    out = update_production(load_pipeline(easy), unlabelled, replay=0.1,
+                            labels_from_feedback=True, window_s=10**12)  # fmt: skip
+    assert out.status == "deployed" and out.new_rows == 120
+    trained = pd.read_csv(out.table)
+    got = trained.set_index("row_id").loc[confirmed["row_id"], "target"].to_numpy()
+    assert (got == confirmed["target"].to_numpy()).all()
