@@ -424,6 +424,9 @@ def markdown(result: dict) -> str:
                   number_cell(r.model_review_share, 3), number_cell(r.model_recall, 3)]
                  for (m, p), r in c.iterrows()],
             )  # fmt: skip
+            share = months[months["policy"] == "frozen"]
+            nothing = (share["positives"] / share["rows"]).mean() * COSTS["missed"]
+            lines += ["", f"Approving everything would cost {nothing:.3f} per transaction."]
         r = months[months["policy"] == "frozen"]
         lines += ["", "The rules of `configs/rules/card-rules.yaml` on the same rows, mean over "
                   "months and seeds: interception "
