@@ -56,25 +56,19 @@ import pandas as pd
 from abyssal.core.errors import ConfigError
 from abyssal.solutions.fraud.synthetic import (
     _DAY,
-    _FAVOURITE_P,
     _HOUR,
-    _POWER_FRAC,
     _assemble,
     _concat,
-    _contacts,
     _event_times,
-    _friend_groups,
     _group_transfers,
     _ids,
     _kiosk_purchases,
-    _kiosks,
     _lone_sprees,
     _one_ring_burst,
-    _own_devices,
     _part,
+    _populate,
     _purchases,
     _Ring,
-    _share_households,
     _spend,
     _sprees,
     _start_seconds,
@@ -371,30 +365,14 @@ def _build_world(
     lone_fraud_frac: float,
 ) -> _World:
     """The population of ``synthetic``, one ring per entry of ``tactics``, lone fraudsters."""
-    order = rng.permutation(n_users)  # ring members first, then lone fraudsters, then the rest
     low, high = np.array([_TACTICS[t].sizes for t in tactics]).T
-    sizes = rng.integers(low, high + 1)
-    ring_members = np.split(order[: sizes.sum()], np.cumsum(sizes)[:-1])
-    n_lone = round(lone_fraud_frac * n_users)
-    devices = _own_devices(rng, n_users)
-    _share_households(rng, devices)
-    popularity = 1.0 / np.arange(1, n_merchants + 1) ** 0.8
-    popularity = rng.permutation(popularity / popularity.sum())
-    rings = _recruit(rng, ring_members, tactics, devices, popularity)
-    kiosks = _kiosks(rng, n_users, popularity, int(devices.max()) + 1)
-    power = np.where(rng.random(n_users) < _POWER_FRAC, rng.uniform(3, 6, size=n_users), 1.0)
-    return _World(
-        devices=devices,
-        activity=rng.lognormal(-0.18, 0.6, size=n_users) * power,
-        level=rng.normal(3.0, 0.5, size=n_users),
-        favourites=rng.choice(n_merchants, size=(n_users, len(_FAVOURITE_P)), p=popularity),
-        popularity=popularity,
-        contacts=_contacts(rng, n_users, ring_members),
-        groups=_friend_groups(rng, n_users),
-        kiosks=kiosks,
-        rings=rings,
-        lone=order[sizes.sum() : sizes.sum() + n_lone],
-        lone_devices=int(devices.max()) + 1 + len(kiosks) + np.arange(n_lone),
+    return _populate(
+        rng,
+        n_users,
+        n_merchants,
+        lambda: rng.integers(low, high + 1),
+        lambda members, devices, popularity: _recruit(rng, members, tactics, devices, popularity),
+        lone_fraud_frac,
     )
 
 

@@ -41,6 +41,7 @@ fraudulent, generated in well under a second.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,15 +238,35 @@ def _build_world(
     lone_fraud_frac: float,
 ) -> _World:
     """Who is who: devices, habits, friends, kiosks, rings and lone fraudsters."""
+    return _populate(
+        rng,
+        n_users,
+        n_merchants,
+        lambda: rng.integers(ring_size[0], ring_size[1] + 1, size=n_rings),
+        lambda members, devices, popularity: _plant_rings(rng, members, devices, popularity),
+        lone_fraud_frac,
+    )
+
+
+def _populate(
+    rng: np.random.Generator,
+    n_users: int,
+    n_merchants: int,
+    ring_sizes: Callable[[], np.ndarray],
+    plant: Callable[[list[np.ndarray], np.ndarray, np.ndarray], list[_Ring]],
+    lone_fraud_frac: float,
+) -> _World:
+    """The population: ``ring_sizes()`` draws the rings' sizes and ``plant(members, devices,
+    popularity)`` makes the rings (the drifting stream plants its own tactics)."""
     order = rng.permutation(n_users)  # ring members first, then lone fraudsters, then the rest
-    sizes = rng.integers(ring_size[0], ring_size[1] + 1, size=n_rings)
-    ring_members = np.split(order[: sizes.sum()], np.cumsum(sizes)[:-1]) if n_rings else []
+    sizes = ring_sizes()
+    ring_members = np.split(order[: sizes.sum()], np.cumsum(sizes)[:-1]) if len(sizes) else []
     n_lone = round(lone_fraud_frac * n_users)
     devices = _own_devices(rng, n_users)
     _share_households(rng, devices)
     popularity = 1.0 / np.arange(1, n_merchants + 1) ** 0.8
     popularity = rng.permutation(popularity / popularity.sum())
-    rings = _plant_rings(rng, ring_members, devices, popularity)
+    rings = plant(ring_members, devices, popularity)
     kiosks = _kiosks(rng, n_users, popularity, int(devices.max()) + 1)
     power = np.where(rng.random(n_users) < _POWER_FRAC, rng.uniform(3, 6, size=n_users), 1.0)
     return _World(
