@@ -28,7 +28,7 @@ COLUMNS = ("decision", "decision_score", "decision_point", "decision_reason")
 def kept_point(loaded: Any, point_name: str | None = None) -> Any:
     """The operating point decisions use for ``loaded`` (``point_name``, else its default), or
     ``None`` when the version has no kept points or its solution decides nothing."""
-    from abyssal.decide.store import load_points, points_path
+    from abyssal.decide.store import point, points_path
 
     if loaded.solution.decision_score(loaded) is None:
         if point_name is not None:
@@ -41,15 +41,7 @@ def kept_point(loaded: Any, point_name: str | None = None) -> Any:
                 f"{loaded.version.ref} ...)"
             )
         return None
-    record = load_points(loaded.version.ref)
-    wanted = point_name or record["default"]
-    point = next((p for p in record["points"] if p.name == wanted), None)
-    if point is None:
-        raise AbyssalError(
-            f"{loaded.version.ref} has no operating point '{wanted}'; it has "
-            f"{[p.name for p in record['points']]}"
-        )
-    return point
+    return point(loaded.version.ref, point_name)
 
 
 def decide_rows(loaded: Any, frame: pd.DataFrame, point: Any) -> pd.DataFrame:

@@ -162,20 +162,12 @@ def deciding(
     else the default), or ``predictor`` itself when the version has no points or its solution
     decides nothing. Decisions of items with an id are logged for feedback unless
     ``log_predictions`` is ``False`` (``home``: where; default ``$ABYSSAL_HOME``)."""
-    from abyssal.decide.store import load_points, points_path
+    from abyssal.decide.store import point as kept
+    from abyssal.decide.store import points_path
 
     score_of = loaded.solution.decision_score(loaded)
     if score_of is None or not points_path(loaded.version.ref).is_file():
         return predictor
-    record = load_points(loaded.version.ref)
-    wanted = point_name or record["default"]
-    point = next((p for p in record["points"] if p.name == wanted), None)
-    if point is None:
-        from abyssal.core.errors import AbyssalError
-
-        raise AbyssalError(
-            f"{loaded.version.ref} has no operating point '{wanted}'; it has "
-            f"{[p.name for p in record['points']]}"
-        )
+    point = kept(loaded.version.ref, point_name)
     return DecidingPredictor(predictor, point, score_of, ref=loaded.version.ref,
                              log_predictions=log_predictions, home=home)  # fmt: skip
