@@ -277,6 +277,8 @@ def plots(result: dict) -> list[str]:
         fig.tight_layout()
         fig.savefig(RESULTS / "stream_policies.png", dpi=120)
         written.append("stream_policies.png")
+    if "streams" in result and "otc" in result:
+        written.append(_cost_plot(result, plt))
     if "stream" in result:
         f = pd.DataFrame(result["stream"]["per_month"])
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -299,6 +301,35 @@ def plots(result: dict) -> list[str]:
         fig.savefig(RESULTS / "stream_policies.png", dpi=120)
         written.append("stream_policies.png")
     return written
+
+
+def _cost_plot(result: dict, plt: object) -> str:
+    """Expected cost per item: Bitcoin-OTC's rules and model, and the stream's policies
+    against its rules and against approving everything."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6),  # type: ignore[attr-defined]
+                                      gridspec_kw={"width_ratios": [1, 2.4]})  # fmt: skip
+    o = result["otc"]
+    left.bar(["rules", "model"], [o["rules_cost"], o["model_test"]["expected_cost"]],
+             color=["#999999", "#1f77b4"])  # fmt: skip
+    left.set_title("Bitcoin-OTC: cost per account", fontsize=9)
+    costs = pd.DataFrame([{**c, "labels": _mode(s)} for s in result["streams"]
+                          for c in s["costs"] if c.get("chosen_on") == "validation"])  # fmt: skip
+    mean = costs.groupby(["labels", "policy"], sort=False)["model_cost"].mean()
+    colours = {"frozen": "#7f7f7f", "retrain": "#d62728", "continual": "#2ca02c"}
+    right.barh([f"{p} ({m})" for m, p in mean.index], mean.values,
+               color=[colours[p] for _, p in mean.index])  # fmt: skip
+    months = pd.DataFrame([m for s in result["streams"] for m in s["per_month"]
+                           if m["policy"] == "frozen"])  # fmt: skip
+    nothing = (months["positives"] / months["rows"]).mean() * COSTS["missed"]
+    right.axvline(costs["rules_cost"].mean(), color="k", linestyle="--", label="card rules")
+    right.axvline(nothing, color="k", linestyle=":", label="approve everything")
+    right.set_title("drifting stream: cost per transaction (mean of months and seeds)",
+                    fontsize=9)  # fmt: skip
+    right.legend(fontsize=8)
+    fig.suptitle("Expected cost (missed fraud 200, review 5, wrong block 50)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "costs.png", dpi=120)  # type: ignore[attr-defined]
+    return "costs.png"
 
 
 def markdown(result: dict) -> str:
@@ -426,7 +457,8 @@ def markdown(result: dict) -> str:
             )  # fmt: skip
             share = months[months["policy"] == "frozen"]
             nothing = (share["positives"] / share["rows"]).mean() * COSTS["missed"]
-            lines += ["", f"Approving everything would cost {nothing:.3f} per transaction."]
+            lines += ["", f"Approving everything would cost {nothing:.3f} per transaction.",
+                      "", "![expected costs](costs.png)"]  # fmt: skip
         r = months[months["policy"] == "frozen"]
         lines += ["", "The rules of `configs/rules/card-rules.yaml` on the same rows, mean over "
                   "months and seeds: interception "
