@@ -263,13 +263,19 @@ def test_every_post_path_of_the_openapi_spec_refuses_fuzzed_bodies_without_a_500
 ) -> None:
     spec = fuzz_client.get("/openapi.json").json()
     posts = sorted(p for p, ops in spec["paths"].items() if "post" in ops)
-    assert posts == ["/v1/fraud/transactions", "/v1/models/{name}/predict"]
+    assert posts == [
+        "/v1/fraud/transactions",
+        "/v1/models/{name}/feedback",
+        "/v1/models/{name}/predict",
+    ]
     columns = list(rows_of(tabular_model[1] / "new_rows.csv")[0])
     names = st.sampled_from(["tabular", "fraud", "defect", "nope"])
     fields = st.fixed_dictionaries({c: JSON for c in columns[:6]})
+    label = st.fixed_dictionaries({"id": JSON, "label": JSON, "timestamp": JSON})
+    labels = st.fixed_dictionaries({"labels": st.lists(label, max_size=3), "source": JSON})
 
-    @hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
-    @hypothesis.given(path=st.sampled_from(posts), name=names, body=JSON | fields)
+    @hypothesis.settings(max_examples=200, deadline=None, derandomize=True)
+    @hypothesis.given(path=st.sampled_from(posts), name=names, body=JSON | fields | labels)
     def fuzz(path: str, name: str, body: Any) -> None:
         text = json.dumps(body)  # NaN and infinities are written as the bare words
         url = path.replace("{name}", name)
@@ -278,6 +284,7 @@ def test_every_post_path_of_the_openapi_spec_refuses_fuzzed_bodies_without_a_500
     fuzz()
     for raw in (b"", b"{", b"\xff\xfe", b"[1, 2", b'{"instances": {}}', b"null", b"1e999"):
         _check(fuzz_client.post("/v1/models/tabular/predict", content=raw))
+        _check(fuzz_client.post("/v1/models/tabular/feedback", content=raw))
 
 
 @pytest.mark.parametrize(
