@@ -9,7 +9,7 @@ Usage:
 Two parts, each a table and a plot in ``benchmarks/results/decisions/``:
 
 - ``otc``: the fraud model (``configs/fraud/bitcoin_otc.yaml``, TGBase split 0) on Bitcoin-OTC's
-  test accounts against the account rules of ``configs/rules/otc-rules.yaml`` (received ratings:
+  test accounts against the account rules of ``rules/otc-rules.yaml`` (received ratings:
   several negatives, a bad mean, a new account rated badly). The model's operating point is
   chosen on the validation accounts under the cost matrix below, then measured on the test
   accounts with the rules.
@@ -21,7 +21,7 @@ Two parts, each a table and a plot in ``benchmarks/results/decisions/``:
   policies update: ``frozen`` never, ``retrain`` from scratch on everything known,
   ``continual`` warm-started on what came back since plus a 25 % replay of older accounts.
   Per month: AUPRC, the review share that intercepts 80 % of the month's fraud, and the rules of
-  ``configs/rules/card-rules.yaml`` on the same rows; per policy, the training compute.
+  ``rules/card-rules.yaml`` on the same rows; per policy, the training compute.
 
 Cost matrix (one currency): a missed fraud costs 200, a review 5, a wrongly blocked customer 50.
 """
@@ -83,7 +83,7 @@ def part_otc(args: argparse.Namespace, home: Path) -> dict:
     val = loaded.solution.decision_frame(loaded.cfg, loaded.model, data, split="val")
     test = loaded.solution.decision_frame(loaded.cfg, loaded.model, data, split="test")
     accounts = account_table(load_bitcoin_otc(root))
-    rules = RuleSet.load(ROOT / "configs/rules/otc-rules.yaml")
+    rules = RuleSet.load(ROOT / "rules/otc-rules.yaml")
     rows = accounts.reindex(test["id"].astype(str)).fillna(0).reset_index(drop=True)
     acted = apply_rules(rows, rules)
     y, s = test["label"].to_numpy(), test["score"].to_numpy()
@@ -132,7 +132,7 @@ def part_stream(args: argparse.Namespace, home: Path, work: Path) -> dict:
         home=home,
         progress=lambda line: print(line, flush=True),
     )
-    rules = apply_rules(table, RuleSet.load(ROOT / "configs/rules/card-rules.yaml"))
+    rules = apply_rules(table, RuleSet.load(ROOT / "rules/card-rules.yaml"))
     months = []
     for row in result.rows:
         index, scores = result.scores[(row["policy"], row["period"])]
@@ -340,7 +340,7 @@ def markdown(result: dict) -> str:
         lines += [f"## Bitcoin-OTC ({o['test_accounts']} test accounts, {o['test_fraudulent']} "
                   f"fraudulent; model {o['version']})", ""]  # fmt: skip
         lines += md_table(
-            ["", "rules (configs/rules/otc-rules.yaml)", "model"],
+            ["", "rules (rules/otc-rules.yaml)", "model"],
             [
                 ["interception (flagged fraud / all fraud)", number_cell(c["rules_interception"]),
                  number_cell(c["model_interception_at_rules_review_share"])
@@ -460,7 +460,7 @@ def markdown(result: dict) -> str:
             lines += ["", f"Approving everything would cost {nothing:.3f} per transaction.",
                       "", "![expected costs](costs.png)"]  # fmt: skip
         r = months[months["policy"] == "frozen"]
-        lines += ["", "The rules of `configs/rules/card-rules.yaml` on the same rows, mean over "
+        lines += ["", "The rules of `rules/card-rules.yaml` on the same rows, mean over "
                   "months and seeds: interception "
                   f"{r['vs_rules_rules_interception'].mean():.3f} at a review share of "
                   f"{r['vs_rules_rules_review_share'].mean():.3f}; the models reach the rules' "
