@@ -526,7 +526,7 @@ def timm_image_encoder(
     return ImageEncoder(trunk, channels, dim, grid=grid)
 
 
-ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder")
+ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder", group="abyssal.encoders")
 """Encoder classes and factories by ``modality/kind``; each takes ``dim`` among its arguments."""
 for _name, _obj, _summary in (
     ("text/hf", TextEncoder, "a loaded Hugging Face text encoder, projected to dim"),

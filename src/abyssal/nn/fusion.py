@@ -382,7 +382,7 @@ class LateFusion(MultimodalFusion):
         return FusionOutput(fused, embedding, share.squeeze(-1))
 
 
-FUSIONS: Registry[type[MultimodalFusion]] = Registry("fusion")
+FUSIONS: Registry[type[MultimodalFusion]] = Registry("fusion", group="abyssal.fusions")
 FUSIONS.add("cross_attention", CrossAttentionFusion, summary="MulT-style cross-modal attention")
 FUSIONS.add("early", EarlyFusion, summary="one transformer over all tokens, tagged by modality")
 FUSIONS.add("concat", ConcatFusion, summary="per-modality means and presence flags into an MLP")

@@ -195,7 +195,7 @@ class Variant:
     load: VariantLoader
 
 
-VARIANTS: Registry[Variant] = Registry("optimization method")
+VARIANTS: Registry[Variant] = Registry("optimization method", group="abyssal.optimizations")
 """Every runtime variant by method name."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abyssal.contracts.solution import Solution
 from abyssal.core.registry import Registry
 
-SOLUTIONS: Registry[type[Solution]] = Registry("solution")
+SOLUTIONS: Registry[type[Solution]] = Registry("solution", group="abyssal.solutions")
 
 SOLUTIONS.add_lazy(
     "fraud",

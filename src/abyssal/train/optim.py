@@ -34,12 +34,12 @@ from abyssal.core.registry import Registry
 OptimizerFactory = Callable[[list[dict[str, Any]], TrainConfig], torch.optim.Optimizer]
 ScheduleShape = Callable[[float], float]
 
-OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer", group="abyssal.optimizers")
 OPTIMIZERS.add("adamw", lambda g, c: torch.optim.AdamW(g, lr=c.lr, betas=tuple(c.betas)))
 OPTIMIZERS.add("adam", lambda g, c: torch.optim.Adam(g, lr=c.lr, betas=tuple(c.betas)))
 OPTIMIZERS.add("sgd", lambda g, c: torch.optim.SGD(g, lr=c.lr, momentum=c.momentum))
 
-SCHEDULES: Registry[ScheduleShape] = Registry("learning-rate schedule")
+SCHEDULES: Registry[ScheduleShape] = Registry("learning-rate schedule", group="abyssal.schedules")
 SCHEDULES.add("constant", lambda progress: 1.0)
 SCHEDULES.add("cosine", lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)))
 SCHEDULES.add("linear", lambda progress: 1.0 - progress)

@@ -324,7 +324,9 @@ def gather_outputs(
     return {k: np.concatenate([p[k] for p in parts if p is not None]) for k in sorted(keys)}
 
 
-STRATEGIES: Registry[Callable[[TrainConfig], Strategy]] = Registry("strategy")
+STRATEGIES: Registry[Callable[[TrainConfig], Strategy]] = Registry(
+    "strategy", group="abyssal.strategies"
+)
 STRATEGIES.add("local", LocalStrategy)
 
 
