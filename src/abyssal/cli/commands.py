@@ -53,16 +53,47 @@ def register_all(sub: argparse._SubParsersAction) -> None:
 
 
 def _solutions(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("solutions", help="list the registered solutions")
+    p = sub.add_parser(
+        "solutions", help="list the registered solutions (abyssal's and installed plugins')"
+    )
+    p.add_argument("--check", action="store_true", help="also import each one and show any error")
     p.set_defaults(handler=cmd_solutions)
 
 
 def cmd_solutions(args: argparse.Namespace) -> int:
+    from abyssal.core.errors import AbyssalError
     from abyssal.solutions import SOLUTIONS
 
-    rows = [[n, SOLUTIONS.summary(n)] for n in SOLUTIONS]
-    print(table(["solution", "what it does"], rows))
+    def origin(name: str) -> str:
+        plugin = SOLUTIONS.origin(name)
+        return "abyssal" if plugin is None else f"{plugin.package} {plugin.version}"
+
+    def status(name: str) -> str:
+        try:
+            SOLUTIONS.get(name)
+        except AbyssalError as e:
+            return f"error: {e}"
+        return "ok"
+
+    heads = ["solution", "from", "what it does", *(["import"] if args.check else [])]
+    rows = [[n, origin(n), SOLUTIONS.summary(n), *([status(n)] if args.check else [])]
+            for n in SOLUTIONS]  # fmt: skip
+    print(table(heads, rows))
+    for name, who in SOLUTIONS.conflicts().items():
+        print(f"solution '{name}' is claimed by {who}: unusable until one is removed")
     return 0
+
+
+def _registries() -> list[Any]:
+    """Every registry plugins may extend (importing them imports torch)."""
+    from abyssal.nn.encoders import ENCODERS
+    from abyssal.nn.fusion import FUSIONS
+    from abyssal.nn.variants import VARIANTS
+    from abyssal.solutions import SOLUTIONS
+    from abyssal.train.optim import OPTIMIZERS, SCHEDULES
+    from abyssal.train.strategy import STRATEGIES
+
+    return [SOLUTIONS, STRATEGIES, OPTIMIZERS, SCHEDULES, ENCODERS, FUSIONS, VARIANTS]
 
 
 def _config(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +118,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _version(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("version", help="print the abyssal, torch and Python versions")
+    p = sub.add_parser(
+        "version", help="print the abyssal, torch and Python versions and installed plugins"
+    )
     p.set_defaults(handler=cmd_version)
 
 
@@ -99,6 +132,14 @@ def cmd_version(args: argparse.Namespace) -> int:
     print(f"abyssal {__version__}")
     print(f"torch {torch.__version__} (CUDA available: {torch.cuda.is_available()})")
     print(f"python {platform.python_version()} on {platform.platform()}")
+    rows = [[p.group, p.name, p.package, p.version] for r in _registries() for p in r.plugins()]
+    if rows:
+        print(table(["plugin group", "name", "package", "version"], rows))
+    else:
+        print("plugins: none installed")
+    for registry in _registries():
+        for name, who in registry.conflicts().items():
+            print(f"{registry.kind} '{name}' is claimed by {who}: unusable until one is removed")
     return 0
 
 

@@ -407,6 +407,7 @@ def _register(
             "data": getattr(data, "description", ""),
             **({"paths_as_typed": dest.typed_paths} if dest.typed_paths else {}),
             **({"parent": cfg.train.init_from} if cfg.train.init_from else {}),
+            **_plugin_lineage(solution.name),
             **(dict(stored.lineage) if stored is not None else {}),
         },
         run_id=run.id,
@@ -414,6 +415,17 @@ def _register(
     if dest.alias is not None:
         dest.store.set_alias(version.name, dest.alias, version.version)
     return version
+
+
+def _plugin_lineage(solution_name: str) -> dict[str, Any]:
+    """``{"plugin": {"package", "version"}}`` when the solution comes from an installed
+    plugin package, else nothing (abyssal's own code is in the code lineage)."""
+    from abyssal.solutions import SOLUTIONS
+
+    plugin = SOLUTIONS.origin(solution_name)
+    if plugin is None:
+        return {}
+    return {"plugin": {"package": plugin.package, "version": plugin.version}}
 
 
 def _final_metrics(solution: Any, cfg: Any, data: Any, fit: FitResult) -> dict[str, float]:
