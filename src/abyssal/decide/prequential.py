@@ -350,11 +350,24 @@ def _continual_rows(
     old = np.flatnonzero((status >= 0) & (before >= 0))
     if replay == 0 or len(old) == 0:
         return new
-    if replay_by is None:
-        kept = rng.choice(old, size=round(replay * len(old)), replace=False)
-    else:
-        groups = s.table[replay_by].to_numpy()[old]
-        unique = np.unique(groups)
-        chosen = rng.choice(unique, size=round(replay * len(unique)), replace=False)
-        kept = old[np.isin(groups, chosen)]
+    groups = None if replay_by is None else s.table[replay_by].to_numpy()[old]
+    kept = old[replay_sample(len(old), replay, rng, groups)]
     return np.sort(np.concatenate([new, kept]))
+
+
+def replay_sample(
+    n: int, share: float, rng: np.random.Generator, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Positions (in ``range(n)``) of a replay sample: a ``share`` of the rows, or with
+    ``groups`` (one value per row) every row of a ``share`` of the groups (an account's
+    history stays whole). What continual updates train on beside the new rows.
+
+    Example:
+        >>> replay_sample(6, 1 / 3, np.random.default_rng(0), np.array(list("aabbcc"))).size
+        2
+    """
+    if groups is None:
+        return np.sort(rng.choice(n, size=round(share * n), replace=False))
+    unique = np.unique(groups)
+    chosen = rng.choice(unique, size=round(share * len(unique)), replace=False)
+    return np.flatnonzero(np.isin(groups, chosen))

@@ -39,6 +39,7 @@ from abyssal.core.errors import AbyssalError, ConfigError, DataError
 from abyssal.core.home import abyssal_home, using_home
 from abyssal.core.store import ModelStore
 from abyssal.data.tables import read_table, write_table
+from abyssal.decide.prequential import replay_sample
 from abyssal.pipeline.dag import StepResult
 from abyssal.pipeline.run import run_pipeline
 from abyssal.pipeline.spec import PipelineConfig
@@ -76,13 +77,10 @@ def _replay(
 ) -> pd.DataFrame:
     if share == 0 or old.empty:
         return old.iloc[:0]
-    if by is None:
-        return old.sample(n=round(share * len(old)), random_state=rng.integers(2**31))
-    if by not in old.columns:
+    if by is not None and by not in old.columns:
         raise DataError(f"replay_by: the production version's table has no column '{by}'")
-    groups = old[by].unique()
-    chosen = rng.choice(groups, size=round(share * len(groups)), replace=False)
-    return old[old[by].isin(chosen)]
+    groups = None if by is None else old[by].to_numpy()
+    return old.iloc[replay_sample(len(old), share, rng, groups)]
 
 
 def _with_feedback(
