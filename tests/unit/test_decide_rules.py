@@ -112,3 +112,23 @@ def test_rules_without_windowed_features_need_no_time_column() -> None:
         {"name": "new, rated badly", "when": "ratings_in < 5 and negative_in >= 1",
          "action": "review"}]})  # fmt: skip
     assert apply_rules(accounts, rules)["action"].tolist() == ["approve", "review", "block"]
+
+
+def test_a_decided_prediction_file_keeps_its_cells_as_they_were(tmp_path: Path) -> None:
+    """``decide_file`` rewrites a CSV with the decision columns added and every other cell as
+    written (ids with leading zeros stay ids)."""
+    from types import SimpleNamespace
+
+    from abyssal.decide.frames import decide_file
+    from abyssal.decide.points import OperatingPoint
+
+    path = tmp_path / "scores.csv"
+    path.write_text("id,p_yes,note\n007,0.9,\n010,0.2,kept\n")
+    solution = SimpleNamespace(decision_score=lambda _l: lambda r: float(r["p_yes"]))
+    loaded = SimpleNamespace(solution=solution, version=SimpleNamespace(ref="m:1", name="m"))
+    point = OperatingPoint("p", "review_budget", 0.5, None, {}, {})
+    decide_file(loaded, path, point)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "id,p_yes,note,decision,decision_score,decision_point,decision_reason"
+    assert lines[1].startswith("007,0.9,,review,0.9,p,")
+    assert lines[2].startswith("010,0.2,kept,approve")

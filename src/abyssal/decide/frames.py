@@ -73,10 +73,9 @@ def decide_rows(loaded: Any, frame: pd.DataFrame, point: Any) -> pd.DataFrame:
 def decide_file(loaded: Any, path: str | Path, point: Any) -> pd.DataFrame:
     """Add the decisions to a prediction file (CSV or Parquet) in place, atomically; returns
     the decided frame."""
-    from abyssal.data.tables import write_table
+    from abyssal.data.tables import read_table, write_table
 
-    path = Path(path)
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    frame = read_table(path)  # CSV cells as text: ids keep their leading zeros when rewritten
     decided = decide_rows(loaded, frame, point)
     write_table(decided, path)
     return decided
