@@ -326,17 +326,18 @@ class TabularSolution(Solution):
     def score_table(self, loaded: Any, table: pd.DataFrame) -> np.ndarray:
         """Binary classification: the second class's probability for every row of ``table``
         (rows parsed as the service parses them; other columns, the target included, unused)."""
-        score_of = self.decision_score(loaded)
-        if score_of is None or len(self.predictor(loaded).preprocessor.target.classes) != 2:
+        predictor = self.predictor(loaded)
+        target = predictor.preprocessor.target
+        if target.task != "classification" or len(target.classes) != 2:
             raise DataError(
                 f"{loaded.version.ref}: score_table scores binary classifiers; this model "
                 "predicts a number or more than two classes"
             )
-        predictor = self.predictor(loaded)
+        key = f"p_{target.classes[1]}"
         rows = [predictor.parse(r) for r in table.to_dict("records")]
         scores: list[float] = []
         for start in range(0, len(rows), 1024):
-            scores += [score_of(r) for r in predictor.predict(rows[start : start + 1024])]
+            scores += [float(r[key]) for r in predictor.predict(rows[start : start + 1024])]
         return np.asarray(scores, dtype=np.float64)
 
     def predictor(self, loaded: Any) -> TabularPredictor:
