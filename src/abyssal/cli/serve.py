@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from abyssal.serve.cache import FeatureCache
     from abyssal.serve.monitor import MonitorSettings
 
 
@@ -59,11 +60,18 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "0: no cache",
     )
     p.add_argument("--cache-ttl-s", type=float, default=3600.0, help="a cached vector's life")
-    p.add_argument(
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--cache",
+        metavar="URL",
+        help="keep feature vectors in the backend the URL's scheme names: memory:// (the "
+        "default), redis://host:6379/0, or one an installed plugin adds (abyssal.caches)",
+    )
+    where.add_argument(
         "--redis",
         metavar="URL",
         help="keep feature vectors in this Redis server instead (redis://host:6379/0), shared "
-        "by every replica pointed at it",
+        "by every replica pointed at it (as --cache with a redis:// URL)",
     )
     p.add_argument(
         "--state-dir",
@@ -191,7 +199,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from abyssal.serve.app import ServeSettings, create_app
     from abyssal.serve.auth import KeyRing
     from abyssal.serve.batcher import BatchPolicy
-    from abyssal.serve.cache import MemoryFeatureCache, RedisFeatureCache
     from abyssal.serve.models import AliasFollower, load_served
 
     uvicorn = require("uvicorn", extra="serve", purpose="abyssal serve")
@@ -202,11 +209,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_s,
     )
     keys = KeyRing.from_file(args.keys) if args.keys else None
-    cache = None
-    if args.redis:
-        cache = RedisFeatureCache.from_url(args.redis, ttl_s=args.cache_ttl_s)
-    elif args.cache_entries > 0:
-        cache = MemoryFeatureCache(args.cache_entries, ttl_s=args.cache_ttl_s)
+    cache = feature_cache(args)
     settings = ServeSettings(
         policy,
         max_body_bytes=args.max_body_bytes,
@@ -241,6 +244,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # our JSON line per request names what uvicorn's access line would, and more
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
+
+
+def feature_cache(args: argparse.Namespace) -> FeatureCache | None:
+    """The feature cache ``serve``'s arguments ask for: ``--cache URL`` (the backend its scheme
+    names), ``--redis URL``, else one in memory unless ``--cache-entries`` is 0."""
+    from abyssal.serve.cache import open_cache
+
+    entries, ttl_s = args.cache_entries, args.cache_ttl_s
+    if getattr(args, "cache", None):
+        return open_cache(args.cache, entries=entries, ttl_s=ttl_s)
+    if args.redis:
+        return open_cache(args.redis, entries=entries, ttl_s=ttl_s, backend="redis")
+    if entries > 0:
+        return open_cache("memory://", entries=entries, ttl_s=ttl_s)
+    return None
 
 
 def _json_logs() -> None:

@@ -1,4 +1,5 @@
-"""Validated reading of the tables users bring: CSV, gzipped CSV and Parquet.
+"""Validated reading of the tables users bring: CSV, gzipped CSV, Parquet, and any format an
+installed package adds to :data:`READERS` (the ``abyssal.readers`` entry-point group).
 
 Reading and checking are two steps. :func:`read_table` turns a file into a frame (CSV cells are read
 as text, so that ids keep their leading zeros and a bad value is reported as written). Then
@@ -13,6 +14,16 @@ file whose header is one column holding ``;``, tab or ``|`` is refused as separa
 character, and a header that names a column twice is refused, naming it. Timestamps must fall
 between 1677-09-21 and 2262-04-11 (the range of nanosecond date-times).
 
+A plugin reader is named by the file suffix it reads, without the leading dot, and is a callable
+``(path: pathlib.Path) -> pandas.DataFrame``::
+
+    [project.entry-points."abyssal.readers"]
+    feather = "acme_formats:read_feather"
+    "fw.txt" = "acme_formats:read_bank_export"
+
+:func:`read_table` uses it for a file whose suffix is not a built-in one (the longest matching
+suffix wins, case-insensitive), then checks its frame as it checks the built-in formats.
+
 Example:
     >>> specs = [ColumnSpec("user_id", "id"), ColumnSpec("amount", "number")]
     >>> frame = pd.DataFrame({"user_id": ["a", "b"], "amount": ["1.5", "2"]})
@@ -25,7 +36,7 @@ from __future__ import annotations
 import difflib
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn, get_args
@@ -34,10 +45,12 @@ import numpy as np
 import pandas as pd
 
 from abyssal.core.atomic import atomic_path
-from abyssal.core.errors import DataError
+from abyssal.core.errors import DataError, RegistryError
 from abyssal.core.optional import require
+from abyssal.core.registry import Registry
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+"""The suffixes abyssal reads and writes itself (readers from plugins add more to read)."""
 ColumnKind = Literal["id", "timestamp", "number", "label"]
 PathLike = str | os.PathLike[str]
 
@@ -86,17 +99,30 @@ class ColumnSpec:
             )
 
 
-def table_format(path: PathLike) -> Literal["csv", "parquet"]:
-    """The format of a table file, from its suffix.
+TableReader = Callable[[Path], pd.DataFrame]
+
+READERS: Registry[TableReader] = Registry("table reader", group="abyssal.readers")
+"""Table readers by file suffix. An entry's name is the suffix without its leading dot (``psv``,
+``xlsx``, ``fw.txt``); its object is a callable ``(path: pathlib.Path) -> pandas.DataFrame``.
+Plugins add entries through the ``abyssal.readers`` entry-point group; abyssal's own (``csv``,
+``csv.gz``, ``parquet``, ``pq``) are listed too, and a plugin claiming one of them is a conflict.
+"""
+
+
+def table_format(path: PathLike) -> str:
+    """The format of a table file, from its suffix (nothing is imported or read).
 
     Args:
         path: the file name or path.
 
     Returns:
-        ``"csv"`` for ``.csv`` / ``.csv.gz``, ``"parquet"`` for ``.parquet`` / ``.pq``.
+        ``"csv"`` for ``.csv`` / ``.csv.gz``, ``"parquet"`` for ``.parquet`` / ``.pq``; for any
+        other suffix a plugin reader of :data:`READERS` reads, that reader's name (the longest
+        matching suffix without its dot, e.g. ``"psv"``).
 
     Raises:
-        DataError: any other suffix; the message lists the accepted ones.
+        DataError: a suffix no reader reads; the message lists the built-in suffixes and those
+            of the installed readers.
 
     Example:
         >>> table_format("tx.csv.gz")
@@ -107,18 +133,50 @@ def table_format(path: PathLike) -> Literal["csv", "parquet"]:
         return "csv"
     if name.endswith((".parquet", ".pq")):
         return "parquet"
-    raise DataError(f"unsupported file type; expected one of {', '.join(SUFFIXES)}", path=path)
+    matches = [r for r in _plugin_readers() if name.endswith("." + r.lower().lstrip("."))]
+    if matches:
+        return max(matches, key=lambda r: len(r.lstrip(".")))
+    raise DataError(f"unsupported file type; expected {_expected_suffixes()}", path=path)
+
+
+def table_suffixes() -> tuple[str, ...]:
+    """Every suffix :func:`read_table` reads: :data:`SUFFIXES`, then the installed readers'.
+
+    Example:
+        >>> table_suffixes()[:4]
+        ('.csv', '.csv.gz', '.parquet', '.pq')
+    """
+    return SUFFIXES + tuple("." + r.lstrip(".") for r in _plugin_readers())
+
+
+def _plugin_readers() -> list[str]:
+    """The names of the readers that are not built in, those two packages claim included (reading
+    such a file then says so)."""
+    builtin = {s.lstrip(".") for s in SUFFIXES}
+    return sorted({*READERS.names(), *READERS.conflicts()} - builtin)
+
+
+def _expected_suffixes() -> str:
+    text = "one of " + ", ".join(SUFFIXES)
+    extra = []
+    for reader in _plugin_readers():
+        plugin = READERS.origin(reader)
+        extra.append("." + reader.lstrip(".") + (f" ({plugin.package})" if plugin else ""))
+    return text + (f"; or, from installed readers, {', '.join(extra)}" if extra else "")
 
 
 def read_table(path: PathLike, *, names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read a CSV (optionally gzipped) or Parquet table that has at least one data row.
+    """Read a CSV (optionally gzipped), Parquet or plugin-read table that has at least one data
+    row.
 
     CSV cells are read as text (only empty cells are missing), header names are stripped of
-    surrounding spaces; Parquet columns keep their types.
+    surrounding spaces; Parquet columns keep their types. A file whose suffix is not a built-in
+    one is read by the plugin reader of :data:`READERS` named by its longest matching suffix;
+    its frame gets the same checks (rows, unique and stripped headers, a fresh index).
 
     Args:
-        path: a ``.csv``, ``.csv.gz``, ``.parquet`` or ``.pq`` file.
-        names: column names for a CSV file *without* a header row.
+        path: a ``.csv``, ``.csv.gz``, ``.parquet`` or ``.pq`` file, or one a reader reads.
+        names: column names for a CSV file *without* a header row (CSV only).
 
     Returns:
         The table as read, with a fresh 0-based index.
@@ -126,7 +184,9 @@ def read_table(path: PathLike, *, names: Sequence[str] | None = None) -> pd.Data
     Raises:
         DataError: unknown suffix, missing file, an empty or header-only file ("no rows"), a
             header that names a column twice, a CSV file separated by ``;``, tab or ``|``
-            instead of commas, or a file that cannot be parsed (with the reader's reason).
+            instead of commas, or a file that cannot be parsed (with the reader's reason); for a
+            plugin reader, also a plugin that fails to load, raises, or returns something other
+            than a DataFrame (naming its package and version).
 
     Example:
         >>> frame = read_table("transactions.csv")  # doctest: +SKIP
@@ -142,13 +202,42 @@ def read_table(path: PathLike, *, names: Sequence[str] | None = None) -> pd.Data
         if names is None:
             _check_separator(frame, path)
             _check_unique_headers(_csv_header(path), path)
-    else:
+    elif fmt == "parquet":
         frame = _read_parquet(path)
+    else:
+        if names is not None:
+            raise DataError("column names can be given for a CSV file only", path=path)
+        frame = _read_with_plugin(path, fmt)
     if len(frame) == 0:
         raise DataError("no rows: the table has a header but no data", path=path)
     frame.columns = [str(c).strip() for c in frame.columns]
     _check_unique_headers(list(frame.columns), path)
     return frame.reset_index(drop=True)
+
+
+def _read_with_plugin(path: Path, reader: str) -> pd.DataFrame:
+    """``path`` read by the reader named ``reader``; every failure names the file and the
+    reader's package."""
+    try:
+        read = READERS.get(reader)
+    except RegistryError as exc:  # a plugin that fails to import, or a name claimed twice
+        raise DataError(f"cannot read it: {exc}", path=path) from exc
+    plugin = READERS.origin(reader)
+    who = f"the table reader '{reader}'" + (
+        f" from the plugin package {plugin.package} {plugin.version}" if plugin else ""
+    )
+    try:
+        frame = read(path)
+    except DataError as exc:
+        raise DataError(f"{who} failed: {exc.reason}", path=path, row=exc.row,
+                        column=exc.column) from exc  # fmt: skip
+    except Exception as exc:  # a plugin's bug or its library's error: named, not a traceback
+        raise DataError(f"{who} failed: {type(exc).__name__}: {exc}", path=path) from exc
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(
+            f"{who} returned {type(frame).__name__}; expected a pandas DataFrame", path=path
+        )
+    return frame
 
 
 def _check_separator(frame: pd.DataFrame, path: Path) -> None:
@@ -228,6 +317,12 @@ def write_table(frame: pd.DataFrame, path: PathLike) -> Path:
     """
     path = Path(path)
     fmt = table_format(path)
+    if fmt not in ("csv", "parquet"):
+        raise DataError(
+            f"cannot write a '{fmt}' table (readers from plugins only read); expected one of "
+            f"{', '.join(SUFFIXES)}",
+            path=path,
+        )
     if fmt == "parquet":
         require("pyarrow", extra="parquet", purpose="Parquet files")
     with atomic_path(path) as tmp:
@@ -518,15 +613,23 @@ _CONVERTERS = {
     "label": _to_label,
 }
 
+READERS.add("csv", lambda path: _read_csv(path, None), summary="comma-separated values")
+READERS.add("csv.gz", lambda path: _read_csv(path, None), summary="gzipped CSV")
+READERS.add("parquet", _read_parquet, summary="Apache Parquet (pip install 'abyssal[parquet]')")
+READERS.add("pq", _read_parquet, summary="Apache Parquet (pip install 'abyssal[parquet]')")
+
 __all__ = [
+    "READERS",
     "SUFFIXES",
     "ColumnKind",
     "ColumnSpec",
+    "TableReader",
     "check_unique",
     "first_row",
     "match_columns",
     "read_table",
     "table_format",
+    "table_suffixes",
     "validate_columns",
     "write_table",
 ]

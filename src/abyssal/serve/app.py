@@ -58,6 +58,7 @@ from abyssal.core.optional import require
 from abyssal.serve.auth import AuthError, KeyRing
 from abyssal.serve.batcher import BatchPolicy, DynamicBatcher, QueueFull, RequestTimeout
 from abyssal.serve.bodies import form_request, json_requests, json_response
+from abyssal.serve.cache import FeatureCache
 from abyssal.serve.feedback import store_feedback
 from abyssal.serve.journal import Journal
 from abyssal.serve.monitor import (
@@ -97,8 +98,9 @@ class ServeSettings:
         keys: the API keys predictions need (``None``: no key needed).
         allow_paths: let JSON requests name files on the server's disk (trusted clients
             only); otherwise files come as uploads (``multipart/form-data``).
-        cache: a feature cache (:mod:`abyssal.serve.cache`) handed to every predictor that can
-            use one (``use_cache``); its counts are in ``/metrics``.
+        cache: a feature cache (:class:`abyssal.serve.cache.FeatureCache`, e.g. from
+            :func:`~abyssal.serve.cache.open_cache`) handed to every predictor that can use one
+            (``use_cache``); its counts are in ``/metrics``.
         monitor: watch each model's inputs, outputs, latency and errors, and raise alerts
             (:mod:`abyssal.serve.monitor`); ``None``: no monitor.
         reference: version ref -> ``(table, where it came from)``, the input reference of a
@@ -109,7 +111,7 @@ class ServeSettings:
     max_body_bytes: int = 8 << 20
     keys: KeyRing | None = None
     allow_paths: bool = False
-    cache: Any = None
+    cache: FeatureCache | None = None
     monitor: MonitorSettings | None = None
     reference: Callable[[str], tuple[Any, str | None]] | None = None
 
@@ -201,7 +203,7 @@ class _Metrics:
             registry=self.registry,
         )  # fmt: skip
 
-    def cache_counts(self, cache: Any) -> None:
+    def cache_counts(self, cache: FeatureCache) -> None:
         stats = cache.stats
         for what, value in (
             ("hits", stats.hits),

@@ -16,6 +16,11 @@ the version is part of the key, so a newly served version never reads its predec
 Both count hits, misses, evictions and expiries (:class:`CacheStats`); the service reports the
 hit rate.
 
+Other backends come from plugins: :data:`CACHES` holds a factory per URL scheme (the
+``abyssal.caches`` entry-point group), and :func:`open_cache` opens the backend a URL names
+(``memory://``, ``redis://host:6379/0``, ``acme-kv://...``); ``abyssal serve --cache URL`` uses
+it. A backend is anything with the methods of :class:`FeatureCache`.
+
 Example:
     >>> cache = MemoryFeatureCache(max_entries=2)
     >>> key = content_digest("a cough for three days")
@@ -34,14 +39,24 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from abyssal.core.digest import content_digest
-from abyssal.core.errors import ConfigError
+from abyssal.core.errors import AbyssalError, ConfigError, RegistryError
+from abyssal.core.registry import Registry
 
-__all__ = ["CacheStats", "MemoryFeatureCache", "RedisFeatureCache", "content_digest"]
+__all__ = [
+    "CACHES",
+    "CacheFactory",
+    "CacheStats",
+    "FeatureCache",
+    "MemoryFeatureCache",
+    "RedisFeatureCache",
+    "content_digest",
+    "open_cache",
+]
 
 
 @dataclass
@@ -58,6 +73,36 @@ class CacheStats:
     def hit_rate(self) -> float:
         asked = self.hits + self.misses
         return self.hits / asked if asked else 0.0
+
+
+class FeatureCache(Protocol):
+    """What a feature-cache backend implements: what serving (:mod:`abyssal.serve.app`) and the
+    predictors (:mod:`abyssal.nn.features`) call. Calls come from several threads at once (the
+    batcher's workers and the HTTP loop's). A backend may also define ``__len__`` (the entries
+    it holds, reported in ``/metrics``).
+
+    Attributes:
+        stats: the counts since the cache was made; ``/metrics`` reports its ``hits``,
+            ``misses``, ``hit_rate`` and ``evictions``.
+    """
+
+    stats: CacheStats
+
+    def get(self, version: str, digest: str, count_miss: bool = True) -> np.ndarray | None:
+        """The vector stored for ``(version, digest)``, or ``None``: a miss, counted in
+        ``stats.misses`` unless ``count_miss`` is false (a first look whose misses are looked
+        up again); a hit is counted in ``stats.hits``."""
+        ...
+
+    def put(self, version: str, digest: str, value: np.ndarray) -> None:
+        """Store ``value`` (an array, any dtype and shape) for ``(version, digest)``; what
+        :meth:`get` returns for it must not change when the caller changes ``value``."""
+        ...
+
+    def invalidate(self, version: str | None = None) -> int:
+        """Drop every entry of ``version`` (a model version no longer served; ``None``: all
+        entries); how many were dropped."""
+        ...
 
 
 class MemoryFeatureCache:
@@ -208,3 +253,114 @@ class RedisFeatureCache:
             self.client.delete(*keys)
         self.stats.invalidated += len(keys)
         return len(keys)
+
+
+class CacheFactory(Protocol):
+    """What an entry of :data:`CACHES` is: ``(url, *, entries, ttl_s) -> FeatureCache``."""
+
+    def __call__(self, url: str | None, *, entries: int, ttl_s: float | None) -> FeatureCache: ...
+
+
+CACHES: Registry[CacheFactory] = Registry("feature-cache backend", group="abyssal.caches")
+"""Feature-cache backends by URL scheme. An entry's name is the scheme (``memory``, ``redis``,
+``acme-kv``); its object is a factory ``(url: str | None, *, entries: int, ttl_s: float | None)
+-> FeatureCache``: ``url`` is the whole URL (``None`` when only the name was given),
+``entries`` the most entries to keep (``--cache-entries``; a backend bounded otherwise may
+ignore it), ``ttl_s`` a vector's life in seconds (``None``: no expiry). Plugins add entries
+through the ``abyssal.caches`` entry-point group."""
+
+
+def _memory(url: str | None, *, entries: int, ttl_s: float | None) -> FeatureCache:
+    return MemoryFeatureCache(entries, ttl_s=ttl_s)
+
+
+def _redis(url: str | None, *, entries: int, ttl_s: float | None) -> FeatureCache:
+    return RedisFeatureCache.from_url(url or "redis://localhost:6379/0", ttl_s=ttl_s)
+
+
+CACHES.add("memory", _memory, summary="in this process: LRU with a byte bound and a time to live")
+CACHES.add("redis", _redis, summary="a Redis server replicas share (redis://host:6379/0)")
+CACHES.add("rediss", _redis, summary="a Redis server over TLS (rediss://host:6380/0)")
+
+
+def open_cache(
+    url: str, *, entries: int = 10_000, ttl_s: float | None = 3600.0, backend: str | None = None
+) -> FeatureCache:
+    """The feature cache ``url`` names: the backend of :data:`CACHES` its scheme names
+    (``memory://``, ``redis://host:6379/0``, a plugin's ``acme-kv://...``; a bare name such as
+    ``memory`` opens that backend without a URL).
+
+    Args:
+        url: the cache's URL, or a backend's name.
+        entries: the most entries to keep (backends with their own bound may ignore it).
+        ttl_s: a vector's life in seconds (``None``: no expiry).
+        backend: the backend to use whatever the scheme (``--redis URL`` is ``redis``'s).
+
+    Returns:
+        The cache, checked to have ``get``, ``put``, ``invalidate`` and ``stats``.
+
+    Raises:
+        ConfigError: an unknown scheme (the backends are listed), or a backend that fails to
+            open the cache or returns something that is not a cache (a plugin's package named).
+        RegistryError: a plugin backend that fails to load, or a scheme two packages claim.
+
+    Example:
+        >>> open_cache("memory://", entries=100).max_entries
+        100
+    """
+    shown = _redacted(url)
+    if backend is None:
+        backend, rest = url.split("://", 1) if "://" in url else (url, None)
+        backend = backend.lower()
+        target: str | None = url if rest is not None else None
+    else:
+        target = url
+    if backend not in CACHES and backend not in CACHES.conflicts():
+        raise ConfigError(
+            f"feature cache {shown!r}: no backend for '{backend}'; choose one of: "
+            f"{_backends()} (the URL's scheme names it: memory://, redis://host:6379/0)"
+        )
+    try:
+        factory = CACHES.get(backend)
+    except RegistryError as exc:
+        raise RegistryError(f"feature cache {shown!r}: {exc}") from exc
+    plugin = CACHES.origin(backend)
+    who = f"backend '{backend}'" + (
+        f" from the plugin package {plugin.package} {plugin.version}" if plugin else ""
+    )
+    try:
+        cache = factory(target, entries=entries, ttl_s=ttl_s)
+    except AbyssalError as exc:
+        if plugin is None:
+            raise
+        raise ConfigError(f"feature cache {shown!r}: the {who} failed: {exc}") from exc
+    except Exception as exc:
+        raise ConfigError(
+            f"feature cache {shown!r}: the {who} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    missing = [m for m in ("get", "put", "invalidate", "stats") if not hasattr(cache, m)]
+    if missing:
+        raise ConfigError(
+            f"feature cache {shown!r}: the {who} returned {type(cache).__name__}, which has no "
+            f"{', '.join(missing)} (see abyssal.serve.cache.FeatureCache)"
+        )
+    return cache
+
+
+def _backends() -> str:
+    names = []
+    for name in CACHES.names():
+        plugin = CACHES.origin(name)
+        names.append(name if plugin is None else f"{name} ({plugin.package} {plugin.version})")
+    return ", ".join(names)
+
+
+def _redacted(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages)."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    credentials, at, host = netloc.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"

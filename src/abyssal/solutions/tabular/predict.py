@@ -157,10 +157,13 @@ def _header(path: str | Path) -> list[str]:
     from abyssal.data.tables import read_table, table_format
 
     try:
-        if table_format(path) == "csv":
+        fmt = table_format(path)
+        if fmt == "csv":
             return [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
-        parquet = require("pyarrow.parquet", extra="parquet", purpose="Parquet files")
-        return [str(c).strip() for c in parquet.read_schema(path).names]
+        if fmt == "parquet":
+            parquet = require("pyarrow.parquet", extra="parquet", purpose="Parquet files")
+            return [str(c).strip() for c in parquet.read_schema(path).names]
+        return list(read_table(path).columns)  # a plugin reader's format: read it whole
     except (ValueError, OSError, UnicodeDecodeError):
         return list(read_table(path).columns)  # which explains what is wrong with the file
 
