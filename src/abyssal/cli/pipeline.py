@@ -141,8 +141,13 @@ def cmd_pipeline_show(args: argparse.Namespace) -> int:
 
 
 def _details(name: str, outputs: dict) -> list[str]:
-    """The facts a person looks for in a step's outputs."""
-    kind = name.split("-")[0]
+    """The facts a person looks for in a step's outputs (an added step's: its plain values)."""
+    from abyssal.pipeline.report import BUILTIN_KINDS, step_kind
+
+    kind = step_kind(name)
+    if kind not in BUILTIN_KINDS:
+        plain = [f"{k}={v}" for k, v in outputs.items() if isinstance(v, str | int | float | bool)]
+        return ["  ".join(plain[:6])] if plain else []
     if kind == "validate" and outputs.get("checked"):
         drift = outputs.get("drifted")
         line = f"{outputs['rows']} rows, {outputs['errors']} errors, {outputs['warnings']} warnings"

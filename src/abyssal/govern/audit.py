@@ -12,7 +12,10 @@
   with the solution's own explanations;
 - **privacy**: PII found in the training table (:mod:`abyssal.data.pii`; kinds, columns and
   row numbers, never the values), the text solution's masking setting, and the DP-SGD
-  guarantee (epsilon, delta) when the version was trained with it.
+  guarantee (epsilon, delta) when the version was trained with it;
+- **added checks** (:data:`AUDIT_CHECKS`), the policy's ``checks``: each installed package's
+  check (entry-point group ``abyssal.audit_checks``) gets an :class:`AuditContext` and returns
+  its section of the card (``card["checks"][name]``) and its checks.
 
 Each policy rule becomes a check; the audit passes when every check passes. The record
 (``audit.json``), its HTML report and PDF, and one PNG per PDF page
@@ -32,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +44,7 @@ from typing import Any
 from abyssal.core.atomic import write_text_atomic
 from abyssal.core.errors import AbyssalError, DataError
 from abyssal.core.home import abyssal_home, using_home
+from abyssal.core.registry import Registry
 from abyssal.govern.policy import AuditPolicy
 
 GAPS = (
@@ -61,6 +65,59 @@ class Check:
     name: str
     passed: bool
     detail: str
+
+
+@dataclass
+class AuditContext:
+    """What an added audit check (:data:`AUDIT_CHECKS`) sees.
+
+    Attributes:
+        name: the check's name (its key in the policy's ``checks``).
+        options: its options from the policy (``{}`` when none).
+        ref: the version audited (``name:N``).
+        version: its store record (``metrics``, ``config``, ``lineage``, ``artifacts``).
+        solution: its solution (``held_out``, ``explain``, ``model_inputs``, ``predictor``).
+        cfg: the solution's config the version was trained with.
+        model: the loaded network, on ``device``, in eval mode.
+        loaded: the whole loaded version (:class:`abyssal.solutions.loading.LoadedModel`).
+        data: ``solution.prepare(cfg)``: the prepared data, splits included.
+        policy: the whole policy.
+        folder: a folder of its own for files it writes (``checks/NAME`` in the audit's
+            folder); a PNG it names in its section's ``images`` list is shown in the report.
+        home: the abyssal home of the audit (``None``: ``$ABYSSAL_HOME``).
+        device: where the model runs.
+    """
+
+    name: str
+    options: dict[str, Any]
+    ref: str
+    version: Any
+    solution: Any
+    cfg: Any
+    model: Any
+    loaded: Any
+    data: Any
+    policy: AuditPolicy
+    folder: Path
+    home: str | Path | None = None
+    device: str | None = "cpu"
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def held_out(self) -> Any:
+        """The held-out predictions (``Solution.held_out``: ``id, label, score`` or ``label,
+        prediction, probability``), computed once for every check of the audit."""
+        if "held_out" not in self._cache:
+            self._cache["held_out"] = self.solution.held_out(self.cfg, self.model, self.data)
+        return self._cache["held_out"]
+
+
+AuditCheck = Callable[[AuditContext], "tuple[dict[str, Any], list[Check]]"]
+"""``(context) -> (section, checks)``: the model card's section (plain JSON data) and the
+checks (:class:`Check`), each of which must pass for the audit to pass."""
+
+AUDIT_CHECKS: Registry[AuditCheck] = Registry("audit check", group="abyssal.audit_checks")
+"""Audit checks a policy's ``checks`` may name: none built in, those installed packages declare
+in the entry-point group ``abyssal.audit_checks``."""
 
 
 @dataclass
@@ -124,10 +181,16 @@ def audit_version(
 
     Raises:
         StoreError: an unknown version.
-        AbyssalError: the policy asks for something the solution cannot give (named).
+        AbyssalError: the policy asks for something the solution cannot give (named), or an
+            added check raised or returned something else than ``(section, checks)`` (naming
+            the check and its plugin package); no audit is written then.
+        RegistryError: an added check that fails to import (naming its package), before
+            anything runs.
     """
     from abyssal.solutions.loading import load_model
 
+    # the added checks' plugins are imported first: one that fails to load stops the audit here
+    added = [(n, AUDIT_CHECKS.get(n), dict(o or {})) for n, o in policy.checks.items()]
     started = time.perf_counter()
     with using_home(home):
         loaded = load_model(ref, device=device)
@@ -152,6 +215,14 @@ def audit_version(
     checks += explain_checks
     card["privacy"], privacy_checks = _privacy(policy, version, cfg)
     checks += privacy_checks
+    cache: dict[str, Any] = {}
+    for name, check, options in added:
+        context = AuditContext(name, options, version.ref, version, solution, cfg, loaded.model,
+                               loaded, data, policy, folder / "checks" / name, home, device,
+                               cache)  # fmt: skip
+        section, found = _added_check(name, check, context)
+        card.setdefault("checks", {})[name] = section
+        checks += found
     result = AuditResult(
         version.ref, policy.name, all(c.passed for c in checks), checks, card, folder
     )
@@ -161,6 +232,11 @@ def audit_version(
         "seconds": round(time.perf_counter() - started, 2),
         "passed": result.passed,
     }
+    plugins = {n: AUDIT_CHECKS.origin(n) for n, _, _ in added}
+    if any(plugins.values()):
+        card["audit"]["plugins"] = {
+            n: {"package": p.package, "version": p.version} for n, p in plugins.items() if p
+        }
     record = folder / "audit.json"
     write_text_atomic(record, json.dumps(result.to_dict(), indent=1, default=str) + "\n")
     result.files.append(record)
@@ -201,6 +277,51 @@ def _new_folder(ref: str, home: str | Path | None) -> Path:
 
 
 # -- sections ---------------------------------------------------------------------------------
+
+
+def _added_check(
+    name: str, check: AuditCheck, context: AuditContext
+) -> tuple[dict[str, Any], list[Check]]:
+    """Run an added check: its section as plain JSON data and its checks, each named
+    ``NAME: ...``; anything it raises or returns wrong is an error naming it and its package."""
+    plugin = AUDIT_CHECKS.origin(name)
+    who = f"audit check {name!r}" + (
+        f" (plugin package {plugin.package} {plugin.version})" if plugin else ""
+    )
+    context.folder.mkdir(parents=True, exist_ok=True)
+    try:
+        got = check(context)
+    except Exception as e:
+        raise AbyssalError(
+            f"{who} raised {type(e).__name__}: {e}; the audit of {context.ref} did not finish"
+        ) from e
+    if not isinstance(got, tuple | list) or len(got) != 2:
+        raise AbyssalError(f"{who} returned {type(got).__name__}, not (section, checks)")
+    section, found = got
+    section = {} if section is None else section
+    if not isinstance(section, Mapping):
+        raise AbyssalError(f"{who}: its section is {type(section).__name__}, not a mapping")
+    try:
+        plain = json.loads(json.dumps(dict(section), default=_plain_value))
+    except (TypeError, ValueError) as e:
+        raise AbyssalError(f"{who}: its section is not plain JSON data ({e})") from e
+    if not isinstance(found, list | tuple) or not all(isinstance(c, Check) for c in found):
+        raise AbyssalError(f"{who}: its checks must be a list of abyssal.govern.audit.Check")
+    named = [
+        Check(c.name if c.name.startswith(f"{name}:") else f"{name}: {c.name}",
+              bool(c.passed), str(c.detail))
+        for c in found
+    ]  # fmt: skip
+    return plain, named
+
+
+def _plain_value(value: Any) -> Any:
+    """Paths and numpy values as JSON; anything else is refused."""
+    if isinstance(value, Path):
+        return str(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
 def _lineage(version: Any) -> list[str]:

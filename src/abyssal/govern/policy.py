@@ -19,6 +19,8 @@ Example (``policies/fraud.yaml``)::
       pii: forbid                     # PII in the training data fails the audit
     explain:
       items: 5
+    checks:                           # from installed packages (entry points abyssal.audit_checks)
+      backtest: {window_days: 90}     # name: options ({} for none)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from abyssal.core.config import field, load_config
 from abyssal.core.errors import ConfigError
@@ -152,6 +154,31 @@ class AuditPolicy:
     fairness: FairnessPolicy = field(default_factory=FairnessPolicy, help="group fairness")
     privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy, help="PII and DP")
     explain: ExplainPolicy = field(default_factory=ExplainPolicy, help="explanations")
+    checks: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        help="audit checks installed packages add (entry-point group abyssal.audit_checks): "
+        "check name -> its options ({} for none), run in this order after the built-in sections",
+    )
+
+    def __post_init__(self) -> None:
+        from abyssal.govern.audit import AUDIT_CHECKS
+
+        for name, options in list(self.checks.items()):
+            if name not in AUDIT_CHECKS:
+                claimed = AUDIT_CHECKS.conflicts().get(name)
+                if claimed is not None:
+                    raise ConfigError(
+                        f"checks: audit check {name!r} is claimed by {claimed}: uninstall one, or "
+                        "rename its entry point"
+                    )
+                choices = ", ".join(AUDIT_CHECKS.names()) or "none is installed"
+                raise ConfigError(f"checks: unknown audit check {name!r}; choose from: {choices}")
+            if options is None:
+                self.checks[name] = {}
+            elif not isinstance(options, dict):
+                raise ConfigError(
+                    f"checks.{name}: expected a mapping of options ({{}} for none), got {options!r}"
+                )
 
 
 def load_policy(path: str | Path | None, overrides: list[str] | None = None) -> AuditPolicy:

@@ -5,7 +5,9 @@ Both show the same sections in the same order: the verdict and each check, the m
 lineage, training), its intended use, the test metrics with their intervals, the fairness table
 per group with the gaps and the mitigation, the explanations (global importance as bars, the top
 attributions of each explained prediction, the solution's own explanations and images), and
-privacy (PII found in the training data, masking, the DP guarantee). The PDF is drawn with
+privacy (PII found in the training data, masking, the DP guarantee), then one section per
+check a plugin added (``card["checks"]``, shown generically: values as lines, lists of records as
+tables, the PNGs named in its ``images``). The PDF is drawn with
 matplotlib (no browser needed), so the tests and CI can render and read it.
 
 Example:
@@ -231,6 +233,44 @@ def _explain_parts(explained: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _short(value: Any, limit: int = 300) -> str:
+    """A value of an added section on one line: numbers as :func:`_num`, lists joined,
+    mappings as ``key: value`` pairs."""
+    if isinstance(value, Mapping):
+        text = "; ".join(f"{k}: {_short(v, limit)}" for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        text = ", ".join(_short(v, limit) for v in value)
+    else:
+        text = _num(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _added_parts(section: Any) -> list[tuple[str, Any]]:
+    """An added check's section as ``("line", text)``, ``("table", (headers, rows))`` and
+    ``("images", paths)`` parts, for HTML and PDF alike."""
+    if not isinstance(section, Mapping):
+        return [("line", _short(section))]
+    parts: list[tuple[str, Any]] = []
+    for key, value in section.items():
+        if key == "images" and isinstance(value, list):
+            paths = [Path(str(v)) for v in value]
+            parts.append(("images", [p for p in paths if p.suffix == ".png" and p.is_file()][:6]))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            headers = list(dict.fromkeys(str(k) for v in value for k in v))
+            rows = [[_short(v.get(h), 60) for h in headers] for v in value[:50]]
+            more = f" (the first 50 of {len(value)})" if len(value) > 50 else ""
+            parts += [("line", f"{key}{more}:"), ("table", (headers, rows))]
+        else:
+            parts.append(("line", f"{key}: {_short(value)}"))
+    return parts or [("line", "(nothing recorded)")]
+
+
+def _added_title(name: str, card: Mapping[str, Any]) -> str:
+    plugin = ((card.get("audit") or {}).get("plugins") or {}).get(name)
+    source = f" (from {plugin.get('package')} {plugin.get('version')})" if plugin else ""
+    return f"Check: {name}{source}"
+
+
 # -- HTML -------------------------------------------------------------------------------------
 
 CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:980px;margin:24px auto;padding:0 16px;
@@ -309,6 +349,17 @@ def write_html(result: Any, path: Path) -> Path:
         parts.append(f"<img alt='{e(image.name)}' src='data:image/png;base64,{data}'>")
     parts.append("<h2>Privacy</h2>")
     parts += [f"<p>{e(line)}</p>" for line in _privacy_lines(card.get("privacy", {}))]
+    for name, section in (card.get("checks") or {}).items():
+        parts.append(f"<h2>{e(_added_title(name, card))}</h2>")
+        for kind, part in _added_parts(section):
+            if kind == "line":
+                parts.append(f"<p>{e(part)}</p>")
+            elif kind == "table":
+                parts.append(_html_table(*part))
+            else:
+                for image in part:
+                    data = base64.b64encode(image.read_bytes()).decode()
+                    parts.append(f"<img alt='{e(image.name)}' src='data:image/png;base64,{data}'>")
     write_text_atomic(path, "\n".join(parts) + "\n")
     return path
 
@@ -484,6 +535,15 @@ def write_pdf(result: Any, path: Path, *, pages: Path | None = None) -> list[Pat
     p.heading("Privacy")
     for line in _privacy_lines(card.get("privacy", {})):
         p.text(line)
+    for name, section in (card.get("checks") or {}).items():
+        p.heading(_added_title(name, card))
+        for kind, part in _added_parts(section):
+            if kind == "line":
+                p.text(part)
+            elif kind == "table":
+                p.table(*part)
+            elif part:
+                p.images(part)
     written = []
     with atomic_path(path) as temporary, PdfPages(temporary) as pdf:
         for figure in p.figures:

@@ -4,7 +4,8 @@
 ``steps/``, validation's ``checks.json`` and ``drift.json``, each gate's ``gate.json``, the
 production version's ``perf/<ref>.json``) and writes ``report.html`` beside them: the outcome,
 each attempt's steps, the data checks and drift, each trained version's test metrics next to
-production's, the gate's rules and the performance test. Inline CSS and hand-written SVG
+production's, the gate's rules, what the steps added by plugins recorded (their outputs, or the
+report of one that refused), and the performance test. Inline CSS and hand-written SVG
 (escaped with :func:`xml.sax.saxutils.escape`): no JavaScript, no external file, no matplotlib.
 Pieces a run did not reach (validation stopped it, a step failed) are left out with a note, and
 a value that is missing or not a number shows as ``-``.
@@ -202,11 +203,22 @@ def _finished(root: Path, summary: Mapping[str, Any]) -> str | None:
     return max(times, default="") or None
 
 
+BUILTIN_KINDS = ("validate", "train", "perf", "gate", "deploy")
+"""The built-in steps; any other step was added to the pipeline (a plugin's)."""
+
+
+def step_kind(name: str) -> str:
+    """The step a recorded name is of: ``gate-1`` -> ``gate``, ``backtest-0`` -> ``backtest``,
+    ``validate`` -> ``validate``."""
+    base, _, suffix = name.rpartition("-")
+    return base if base and suffix.isdigit() else name
+
+
 def _attempt(root: Path, k: int, attempt: Mapping[str, Any]) -> Attempt:
     steps = [_step(root, s) for s in _dicts(attempt.get("steps"))]
     out = Attempt(k, str(attempt.get("status") or "unknown"), steps)
     for step in steps:
-        kind, outputs = step["name"].split("-")[0], step["outputs"]
+        kind, outputs = step_kind(step["name"]), step["outputs"]
         if kind == "train" and outputs:
             out.train = outputs
         elif kind == "perf" and outputs:
@@ -428,6 +440,7 @@ def render_report(state: str | Path) -> str:
         *_validation_section(run),
         *_metrics_section(run),
         *_gate_section(run),
+        *_added_section(run),
         *_perf_section(run),
     ]
     return "\n".join([
@@ -606,6 +619,40 @@ def _gate_section(run: PipelineRecord) -> list[str]:
     if not gated:
         out.append('<p class="muted">No gate checked a version in this run.</p>')
     return out
+
+
+def _added_section(run: PipelineRecord) -> list[str]:
+    """What the steps a pipeline added (plugins) recorded: the outputs of each that passed, the
+    report of each that refused the version (a failed one's traceback is in the steps)."""
+    added = [(a, s) for a in run.attempts for s in a.steps
+             if step_kind(s["name"]) not in BUILTIN_KINDS]  # fmt: skip
+    if not added:
+        return []
+    out = ["<h2>Added steps</h2>"]
+    for a, s in added:
+        shown = s["outputs"] if s["status"] in ("done", "skipped") else s["report"]
+        if s["status"] == "failed":
+            shown = {}
+        out.append(f"<h3>{esc(s['name'])} (attempt {a.index}) {_badge(s['status'])}</h3>")
+        if s["reason"]:
+            out.append(f'<p class="reason">{esc(s["reason"])}</p>')
+        rows = [[esc(k), _cell(v)] for k, v in shown.items()]
+        if rows:
+            out.append(_table(["", "recorded"], rows, set()))
+        elif s["status"] in ("done", "skipped"):
+            out.append('<p class="muted">No outputs recorded.</p>')
+    return out
+
+
+def _cell(value: Any) -> str:
+    """A recorded value, escaped: a number as :func:`num`, text as it is, anything else as
+    JSON (cut at 400 characters)."""
+    if finite(value) is not None or value is None:
+        return num(value)
+    if isinstance(value, str | bool):
+        return esc(value)
+    text = json.dumps(value, default=str)
+    return esc(text if len(text) <= 400 else text[:399] + "…")
 
 
 def _perf_section(run: PipelineRecord) -> list[str]:

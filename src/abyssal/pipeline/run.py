@@ -1,11 +1,13 @@
 """Run a pipeline file: validate -> train -> performance test -> gate -> deploy, and on a
 refusal, retrain with the next attempt's overrides.
 
-Attempt k is the chain ``validate, train-k, perf-k, gate-k, deploy``. They share one state
-folder, so a rerun skips what finished unchanged (validation runs once for all attempts), and
-a run stopped by a crash resumes where it stopped. The run ends at the first attempt whose gate
-passes (deployed), when validation stops it, when a step fails, or when every attempt was
-refused; ``summary.json`` in the state folder says which and why, and ``report.html``
+Attempt k is the chain ``validate, train-k, perf-k, gate-k, deploy`` (the pipeline's ``steps``:
+steps from plugins run where the list puts them, named ``NAME`` or ``NAME-k``). They share one
+state folder, so a rerun skips what finished unchanged (validation runs once for all attempts),
+and a run stopped by a crash resumes where it stopped. The run ends at the first attempt that
+reaches ``deploy`` (deployed), when validation (or any step listed before ``train``) stops it,
+when a step fails, or when every attempt was refused (the gate, or any step listed after
+``train``, stopped it); ``summary.json`` in the state folder says which and why, and ``report.html``
 (:mod:`abyssal.pipeline.report`) shows it with charts. Each run is also a run record in the store
 (``abyssal runs list`` shows it, kind ``pipeline``): its log has one line per step, its metrics
 the deployed version's, its output the version deployed, and its status ``completed`` whatever
@@ -32,9 +34,9 @@ from abyssal.core.atomic import write_text_atomic
 from abyssal.core.home import abyssal_home
 from abyssal.core.runs import Run
 from abyssal.pipeline.dag import Pipeline, PipelineResult, StepResult
-from abyssal.pipeline.report import write_report
+from abyssal.pipeline.report import step_kind, write_report
 from abyssal.pipeline.spec import PipelineConfig
-from abyssal.pipeline.steps import deploy_step, gate_step, perf_step, train_step, validate_step
+from abyssal.pipeline.steps import STEPS, StepFactory, build_steps
 
 
 @dataclass
@@ -42,8 +44,9 @@ class PipelineRun:
     """How a pipeline run ended.
 
     Attributes:
-        status: ``deployed``, ``stopped`` (validation refused the data), ``refused`` (every
-            attempt failed the gate), or ``failed`` (a step raised an error).
+        status: ``deployed``, ``stopped`` (validation, or another step listed before
+            ``train``, refused the data), ``refused`` (the gate, or another step listed after
+            ``train``, refused every attempt's version), or ``failed`` (a step raised an error).
         attempts: each attempt's result, in order.
         deployed: the version the alias now points at, when deployed.
         reason: one line on why it ended.
@@ -99,7 +102,13 @@ def run_pipeline(
     progress: Callable[[int, int, StepResult], None] | None = None,
 ) -> PipelineRun:
     """Run ``cfg`` (see the module's docstring); its records go to ``state`` (default
-    :func:`state_folder`)."""
+    :func:`state_folder`).
+
+    Raises:
+        RegistryError: a step from a plugin that fails to import, naming its package (before
+            anything runs).
+    """
+    factories = [(name, STEPS.get(name)) for name in cfg.steps]  # plugins imported here
     folder = Path(state) if state is not None else state_folder(cfg, home)
     record = Run.create("pipeline", cfg.solution, _plain_config(cfg), root=home)
     record.log(f"pipeline {cfg.name}: records in {folder}")
@@ -112,7 +121,7 @@ def run_pipeline(
             progress(k, n, result)
 
     try:
-        out = _attempts(cfg, folder, home, logged, record.id)
+        out = _attempts(cfg, folder, home, logged, record.id, factories)
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
         record.set_status("interrupted" if interrupted else "failed", f"{type(e).__name__}: {e}")
@@ -135,17 +144,12 @@ def _attempts(
     home: str | Path | None,
     progress: Callable[[int, int, StepResult], None],
     run_id: str,
+    factories: list[tuple[str, StepFactory]],
 ) -> PipelineRun:
     out = PipelineRun("refused", state=folder, run_id=run_id)
     started = time.time()
     for attempt in range(1 + len(cfg.retrain.attempts)):
-        steps = [
-            validate_step(cfg, home),
-            train_step(cfg, attempt, home),
-            perf_step(cfg, attempt, home),
-            gate_step(cfg, attempt, home),
-            deploy_step(cfg, attempt, home),
-        ]
+        steps = build_steps(cfg, attempt, home, factories)
         result = Pipeline(steps).run(folder, progress=progress)
         out.attempts.append(result)
         if result.status == "done":
@@ -156,10 +160,13 @@ def _attempts(
         if result.status == "failed":
             out.status, out.reason = "failed", f"{ended.name} failed: {ended.reason}"
             break
-        if ended.name == "validate":
-            out.status, out.reason = "stopped", f"validation stopped the run: {ended.reason}"
+        names = [s.name for s in result.steps]
+        if names.index(ended.name) < names.index(f"train-{attempt}"):  # the data was refused
+            what = "validation" if ended.name == "validate" else ended.name
+            out.status, out.reason = "stopped", f"{what} stopped the run: {ended.reason}"
             break
-        out.reason = f"every attempt was refused; the last: {ended.reason}"
+        by = "" if step_kind(ended.name) == "gate" else f" by {ended.name}"
+        out.reason = f"every attempt was refused; the last{by}: {ended.reason}"
     seconds = time.time() - started
     record = {**out.to_dict(), "pipeline": cfg.name, "run": run_id, "started": started,
               "seconds": seconds}  # fmt: skip

@@ -19,6 +19,14 @@ Example (``pipelines/fraud.yaml``)::
         - {metric: p99_ms, max: 250}
     retrain:
       attempts: [[train.epochs=120], [train.lr=0.001, train.epochs=120]]
+
+``steps`` lists the steps in the order they run (default: the five built-ins); installed
+packages add their own (entry-point group ``abyssal.pipeline_steps``), given settings in
+``step_options``::
+
+    steps: [validate, train, perf, gate, backtest, deploy]
+    step_options:
+      backtest: {window_days: 90}
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from abyssal.core.config import field, load_config
 from abyssal.core.errors import ConfigError
@@ -164,6 +172,18 @@ class DeployConfig:
     alias: str = field("production", help="the alias a passing version gets")
 
 
+DEFAULT_STEPS = ("validate", "train", "perf", "gate", "deploy")
+"""The built-in steps, in order: a pipeline's ``steps`` by default."""
+
+STEP_ORDER = (
+    ("validate", "train", "validation checks the data before anything trains"),
+    ("train", "perf", "the performance test times the trained version"),
+    ("train", "gate", "the gate judges the trained version"),
+    ("perf", "gate", "the gate reads the performance test's figures"),
+)
+"""``(before, after, why)``: the order the built-in steps need when both are listed."""
+
+
 @dataclass
 class PipelineConfig:
     """A pipeline: validate -> train -> performance test -> gate -> deploy, or retrain."""
@@ -178,6 +198,16 @@ class PipelineConfig:
     perf: PerfConfig = field(default_factory=PerfConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    steps: list[str] = field(
+        default_factory=lambda: list(DEFAULT_STEPS),
+        help="the steps in the order they run: the built-ins (validate, train, perf, gate, "
+        "deploy) and steps installed packages add (entry-point group abyssal.pipeline_steps); "
+        "train and deploy are required, deploy last",
+    )
+    step_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        help="settings of added steps, by step name (each step reads its own)",
+    )
 
     def __post_init__(self) -> None:
         if not self.solution:
@@ -186,6 +216,57 @@ class PipelineConfig:
             bad = [o for o in attempt if "=" not in o]
             if bad:
                 raise ConfigError(f"retrain.attempts: {bad} are not key=value overrides")
+        check_steps(self.steps)
+        for name, options in list(self.step_options.items()):
+            if name not in self.steps:
+                raise ConfigError(
+                    f"step_options: {name!r} is not one of the steps ({', '.join(self.steps)})"
+                )
+            if options is None:
+                self.step_options[name] = {}
+            elif not isinstance(options, dict):
+                raise ConfigError(f"step_options.{name}: expected a mapping, got {options!r}")
+
+
+def check_steps(steps: list[str]) -> None:
+    """Refuse a ``steps`` list that cannot run: an unknown name (the choices are listed,
+    plugins included), a name listed twice, no ``train`` or ``deploy``, ``deploy`` not last, or
+    built-in steps out of the order they need (:data:`STEP_ORDER`). Nothing is imported: a
+    plugin is checked by name here and imported when the pipeline runs.
+
+    Raises:
+        ConfigError: naming what is wrong.
+    """
+    from abyssal.pipeline.steps import STEPS
+
+    listed = ", ".join(map(str, steps))
+    seen: set[str] = set()
+    for name in steps:
+        if name in seen:
+            raise ConfigError(f"steps: {name!r} is listed twice ({listed})")
+        seen.add(name)
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+            raise ConfigError(f"steps: {name!r} is not a step name (letters, digits, '-', '_')")
+        if name in STEPS:
+            continue
+        claimed = STEPS.conflicts().get(name)
+        if claimed is not None:
+            raise ConfigError(
+                f"steps: pipeline step {name!r} is claimed by {claimed}: uninstall one, or "
+                "rename its entry point"
+            )
+        raise ConfigError(
+            f"steps: unknown pipeline step {name!r}; choose from: {', '.join(STEPS.names())}"
+        )
+    for required in ("train", "deploy"):
+        if required not in seen:
+            raise ConfigError(f"steps: {required!r} is required ({listed})")
+    if steps[-1] != "deploy":
+        raise ConfigError(f"steps: 'deploy' comes last ({listed})")
+    at = {name: k for k, name in enumerate(steps)}
+    for before, after, why in STEP_ORDER:
+        if before in at and after in at and at[before] > at[after]:
+            raise ConfigError(f"steps: {before!r} comes before {after!r}: {why} ({listed})")
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

@@ -4,12 +4,22 @@ Each function here builds one :class:`~abyssal.pipeline.dag.Step` of a :class:`P
 :func:`~abyssal.pipeline.run.run_pipeline` chains them and retries a refused version with the
 next retraining attempt. Validation and the gate end a run on purpose
 (:class:`~abyssal.pipeline.dag.StepStopped`), with a report naming what failed.
+
+:data:`STEPS` holds the step factories by the names a pipeline's ``steps`` list uses: the five
+built in here, and those installed packages declare in the entry-point group
+``abyssal.pipeline_steps`` (a bank's model-risk sign-off, a factory's golden-sample check). A
+factory is called as ``factory(cfg, attempt, home)`` and returns a :class:`Step` named ``NAME``
+(once for every attempt, like ``validate``) or ``NAME-ATTEMPT`` (once per trained candidate,
+like ``gate-0``). It reads the built-in steps' outputs by their step names (``train-0``'s
+``ref`` and ``metrics``, ``perf-0``, ``gate-0``) through ``needs``; it refuses the candidate by
+raising :class:`~abyssal.pipeline.dag.StepStopped`, as the gate does.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +27,7 @@ from typing import Any
 from abyssal.core.config import load_config, resolve_paths
 from abyssal.core.errors import AbyssalError, ConfigError, DataError, StoreError
 from abyssal.core.home import using_home
+from abyssal.core.registry import Registry
 from abyssal.core.store import ModelStore
 from abyssal.data.checks import TableSchema, check_table, infer_schema
 from abyssal.data.drift import embedding_drift, table_drift
@@ -26,6 +37,15 @@ from abyssal.pipeline.spec import GateRule, PipelineConfig
 
 PERF_METRICS = ("p50_ms", "p99_ms", "throughput", "size_mb", "cost_per_1000")
 """What the performance test measures (gate rules may name them)."""
+
+StepFactory = Callable[[PipelineConfig, int, "str | Path | None"], Step]
+"""``(cfg, attempt, home) -> Step``: builds one step of attempt ``attempt`` (0 first)."""
+
+STEPS: Registry[StepFactory] = Registry("pipeline step", group="abyssal.pipeline_steps")
+"""The steps a pipeline's ``steps`` list may name: the built-ins and installed plugins."""
+
+BUILTIN_STEPS = ("validate", "train", "perf", "gate", "deploy")
+"""The built-in steps, in their order (the default ``steps``)."""
 
 
 def training_config(cfg: PipelineConfig, attempt: list[str]) -> Any:
@@ -59,10 +79,11 @@ def production(store: ModelStore, cfg: PipelineConfig) -> Any:
 # -- validate --------------------------------------------------------------------------------
 
 
-def validate_step(cfg: PipelineConfig, home: str | Path | None) -> Step:
+def validate_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Step:
     """Check the training table (:func:`abyssal.data.checks.check_table`) against what the
     pipeline asks and, when a production version exists, against the table it was trained on
-    (schema and drift)."""
+    (schema and drift). One step for every attempt (``attempt`` is not used): the data does not
+    change between them."""
     train_cfg = training_config(cfg, [])
     table = _dotted(train_cfg, cfg.validate.table)
 
@@ -262,7 +283,8 @@ def train_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> St
     table = _dotted(training_config(cfg, extra), cfg.validate.table)
     files = tuple(str(f) for f in (cfg.config, table) if f and Path(str(f)).exists())
     # after validation, but defined by the config and the data alone (not by what it compared)
-    return Step(f"train-{attempt}", run, after=("validate",), inputs=inputs, files=files)
+    after = ("validate",) if "validate" in cfg.steps else ()
+    return Step(f"train-{attempt}", run, after=after, inputs=inputs, files=files)
 
 
 def perf_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Step:
@@ -313,11 +335,13 @@ def performance(ref: str, cfg: PipelineConfig, home: str | Path | None) -> dict[
 def gate_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Step:
     """Every rule of ``gate.rules`` on the trained version's metrics and its performance, and
     against the production version's metrics; a failed rule stops the run (and leads to the
-    next retraining attempt)."""
+    next retraining attempt). Without a ``perf`` step, a rule on a performance figure fails
+    (not measured)."""
     train, perf = f"train-{attempt}", f"perf-{attempt}"
+    timed = "perf" in cfg.steps
 
     def run(ctx: StepContext) -> dict[str, Any]:
-        measured = {**ctx.outputs[train]["metrics"], **ctx.outputs[perf]}
+        measured = {**ctx.outputs[train]["metrics"], **(ctx.outputs[perf] if timed else {})}
         with using_home(home):
             current = production(ModelStore(), cfg)
         baseline = {} if current is None else {
@@ -345,7 +369,8 @@ def gate_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Ste
         "production": _production_ref(cfg, home),
     }
     files = (cfg.gate.audit,) if cfg.gate.audit and Path(cfg.gate.audit).is_file() else ()
-    return Step(f"gate-{attempt}", run, needs=(train, perf), inputs=inputs, files=files)
+    needs = (train, perf) if timed else (train,)
+    return Step(f"gate-{attempt}", run, needs=needs, inputs=inputs, files=files)
 
 
 def _audit_check(ref: str, policy_file: str, home: str | Path | None) -> dict[str, Any]:
@@ -404,23 +429,28 @@ def judge(rule: GateRule, measured: dict[str, float], baseline: dict[str, float]
 
 
 def deploy_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) -> Step:
-    """Point the deploy alias at the version that passed (services following it swap)."""
-    gate, perf = f"gate-{attempt}", f"perf-{attempt}"
+    """Point the deploy alias at the version that passed (services following it swap): the
+    gate's, or the trained one in a pipeline without a gate. It runs last, after every other
+    step of the attempt: any of them refusing the version keeps it from here."""
+    source = f"gate-{attempt}" if "gate" in cfg.steps else f"train-{attempt}"
+    perf = f"perf-{attempt}" if "perf" in cfg.steps else None
 
     def run(ctx: StepContext) -> dict[str, Any]:
-        ref = ctx.outputs[gate]["ref"]
+        ref = ctx.outputs[source]["ref"]
         with using_home(home):
             store = ModelStore()
             before = production(store, cfg)
             version = store.resolve(ref)
             store.set_alias(cfg.model, cfg.deploy.alias, version.version)
-        folder = ctx.folder.parent.parent / "perf"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{ref.replace(':', '@')}.json").write_text(json.dumps(ctx.outputs[perf]))
+        if perf is not None:
+            folder = ctx.folder.parent.parent / "perf"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{ref.replace(':', '@')}.json").write_text(json.dumps(ctx.outputs[perf]))
         return {"ref": ref, "alias": cfg.deploy.alias,
                 "previous": None if before is None else before.ref}  # fmt: skip
 
-    return Step("deploy", run, needs=(gate, perf), inputs={"alias": cfg.deploy.alias})
+    needs = (source, perf) if perf is not None else (source,)
+    return Step("deploy", run, needs=needs, inputs={"alias": cfg.deploy.alias})
 
 
 def _number(value: Any) -> bool:
@@ -432,3 +462,69 @@ def _plain(section: Any) -> Any:
     from abyssal.core.config import config_to_dict
 
     return config_to_dict(section)
+
+
+STEPS.add(
+    "validate",
+    validate_step,
+    summary="check the training table: schema, missing values, drift, personal data",
+)
+STEPS.add("train", train_step, summary="train a version with the attempt's overrides")
+STEPS.add("perf", perf_step, summary="latency, throughput, size and cost at the serving batch")
+STEPS.add("gate", gate_step, summary="the gate's rules (and audit) on the trained version")
+STEPS.add("deploy", deploy_step, summary="point the deploy alias at the version that passed")
+
+
+def build_steps(
+    cfg: PipelineConfig,
+    attempt: int,
+    home: str | Path | None,
+    factories: list[tuple[str, StepFactory]] | None = None,
+) -> list[Step]:
+    """The steps of attempt ``attempt``, in the order of ``cfg.steps``: each runs after the one
+    listed before it, so ``deploy`` (last) runs only when every other step passed.
+
+    Args:
+        factories: ``(name, factory)`` for each of ``cfg.steps`` (default: looked up in
+            :data:`STEPS`, importing plugins).
+
+    Raises:
+        RegistryError: a plugin step that fails to import (naming its package).
+        ConfigError: a factory that returns something else than a :class:`Step`, a step named
+            neither ``NAME`` nor ``NAME-ATTEMPT``, or one reading a step listed after it.
+        AbyssalError: a plugin's factory raised (naming the step and its package).
+    """
+    if factories is None:
+        factories = [(name, STEPS.get(name)) for name in cfg.steps]
+    out: list[Step] = []
+    for name, factory in factories:
+        plugin = STEPS.origin(name)
+        who = f"pipeline step {name!r}" + (
+            f" (plugin package {plugin.package} {plugin.version})" if plugin else ""
+        )
+        try:
+            step = factory(cfg, attempt, home)
+        except AbyssalError:
+            raise
+        except Exception as e:
+            if plugin is None:
+                raise
+            raise AbyssalError(f"{who} could not be built: {type(e).__name__}: {e}") from e
+        if not isinstance(step, Step):
+            raise ConfigError(f"{who} built {type(step).__name__}, not a pipeline Step")
+        if step.name not in (name, f"{name}-{attempt}"):
+            raise ConfigError(
+                f"{who} built a step named {step.name!r}; name it {name!r} (once for every "
+                f"attempt) or {f'{name}-{attempt}'!r} (once per attempt)"
+            )
+        known = {s.name for s in out}
+        later = [n for n in (*step.needs, *step.after) if n not in known]
+        if later:
+            raise ConfigError(
+                f"{who} reads {later}, which are not listed before it in steps "
+                f"({', '.join(cfg.steps)}) for attempt {attempt}"
+            )
+        if out and out[-1].name not in step.after:
+            step = replace(step, after=(*step.after, out[-1].name))
+        out.append(step)
+    return out
