@@ -234,9 +234,10 @@ def fuzz_client(tabular_model: tuple[Path, Path], fraud_model: tuple[Path, Path]
     from fastapi.testclient import TestClient
 
     from abyssal.core.store import ModelStore
+    from abyssal.nn.backbones import make_backbone
     from abyssal.serve.app import ServedModel, ServeSettings, create_app
     from abyssal.serve.models import load_served
-    from abyssal.solutions.defect.model import DefectNet, make_backbone
+    from abyssal.solutions.defect.model import DefectNet
     from abyssal.solutions.defect.predict import DefectPredictor
 
     served = load_served(["tabular:1"], store=ModelStore(tabular_model[0]))

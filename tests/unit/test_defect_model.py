@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from abyssal.core.errors import ConfigError
+from abyssal.nn.backbones import make_backbone
 from abyssal.nn.metrics import classification_metrics, knn_accuracy
 from abyssal.solutions.defect.augment import DRAWS, augment, augment_draws
 from abyssal.solutions.defect.model import (
     DefectNet,
     class_means,
     load_backbone_weights,
-    make_backbone,
     prototype_logits,
     read_weights_file,
 )

@@ -33,7 +33,8 @@ def test_missing_vectors_are_computed_once_per_distinct_input_and_kept() -> None
 
 
 def test_the_defect_predictor_scores_the_same_through_the_cache() -> None:
-    from abyssal.solutions.defect.model import DefectNet, make_backbone
+    from abyssal.nn.backbones import make_backbone
+    from abyssal.solutions.defect.model import DefectNet
     from abyssal.solutions.defect.predict import DefectPredictor, ImageItem
 
     torch.manual_seed(0)

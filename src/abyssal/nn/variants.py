@@ -19,6 +19,15 @@ variant and that otherwise behaves as the eager model (``.parameters()``, ``.eva
 | ``int8-weight`` | CPU, CUDA | ``embeddings`` | one ``.safetensors`` |
 | ``placement`` | CPU, CUDA | ``assignment``, ``io_device`` | none |
 
+Plugins (entry-point group ``abyssal.optimizations``): an installed package adds a method by
+declaring a :class:`Variant` object, e.g. ``bf16-weights = "acme_quant:BF16_WEIGHTS"`` under
+``[project.entry-points."abyssal.optimizations"]``. The entry's name is the method's name (give
+the Variant the same ``name``). Its ``load(model, recipe, files, ctx)`` runs the child version;
+its optional ``build(method, ctx)`` makes the candidate that ``abyssal optimize --methods NAME``
+measures (see :mod:`abyssal.optimize.candidates` for the contract; without ``build`` the method
+is built from its ``recipe`` alone, with no files). The plugin is imported only when the method is
+used; an import that fails names the package.
+
 Example:
     >>> ctx = LoadContext(torch.device("cpu"))
     >>> fast = load_variant(model, "compile", {"mode": "default"}, {}, ctx)  # doctest: +SKIP
@@ -34,7 +43,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +83,7 @@ __all__ = [
     "DynamicAxesRunner",
     "LoadContext",
     "LowPrecisionRunner",
+    "MethodBuilder",
     "OnnxRunner",
     "OptimizedModel",
     "Variant",
@@ -86,6 +96,7 @@ __all__ = [
     "input_position",
     "int8_weight_state",
     "load_variant",
+    "plugin_checked",
     "quantize_linear_dynamic",
     "quantize_per_channel",
     "quantize_weights_int8",
@@ -176,23 +187,42 @@ class LoadContext:
 
 
 VariantLoader = Callable[[nn.Module, dict, Mapping[str, Path], LoadContext], nn.Module]
+MethodBuilder = Callable[[Any, Any], Any]
+"""``build(method, ctx) -> Candidate``, with ``Method``, ``BuildContext`` and ``Candidate`` of
+:mod:`abyssal.optimize.candidates` (a layer above this one, so not named in the type): how
+``abyssal optimize`` makes a plugin method's candidate."""
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One runtime variant: its name, the device types it runs on and its loader.
+    """One runtime variant: its name, the device types it runs on, its loader and, for a plugin
+    method, how ``abyssal optimize`` builds it.
 
     Args:
-        name: the method name stored with a version.
-        targets: device types it runs on (``("cuda",)``, ``("cpu", "cuda")``).
+        name: the method name stored with a version (a plugin: its entry point's name).
+        targets: device types it runs on (``("cuda",)``, ``("cpu", "cuda")``); for a plugin
+            method also the ``--target`` values it is offered for.
         summary: one line for listings.
-        load: ``load(model, recipe, files, ctx)`` -> the model to run (an :class:`OptimizedModel`).
+        load: ``load(model, recipe, files, ctx)`` -> the model to run (an :class:`OptimizedModel`;
+            a plain module is wrapped in one). ``model`` is the eager model with the parent's
+            weights on ``ctx.device``; ``files`` maps the version's own artifact names to paths.
+        build: plugin methods only: ``build(method, ctx)`` -> a
+            :class:`~abyssal.optimize.candidates.Candidate`, called by ``abyssal optimize``;
+            ``None``: built from ``recipe`` alone (no files). abyssal's own variants leave it
+            ``None`` (their builders live in :mod:`abyssal.optimize.candidates`).
+        recipe: the JSON recipe ``build`` starts from (``method.recipe``), stored with the child.
+
+    Example:
+        >>> Variant("bf16-weights", ("cpu",), "weights rounded through bfloat16", load,
+        ...         build=build)  # doctest: +SKIP
     """
 
     name: str
     targets: tuple[str, ...]
     summary: str
     load: VariantLoader
+    build: MethodBuilder | None = None
+    recipe: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 VARIANTS: Registry[Variant] = Registry("optimization method", group="abyssal.optimizations")
@@ -238,13 +268,40 @@ def load_variant(
         raise VariantError(
             f"unknown optimization method '{method}'; valid: {', '.join(VARIANTS.names())}"
         )
-    variant = VARIANTS.get(method)
+    variant = plugin_checked(method, VARIANTS.get(method))
     _check_device(variant, torch.device(ctx.device))
-    loaded = variant.load(model, dict(recipe), {k: Path(v) for k, v in files.items()}, ctx)
+    paths = {k: Path(v) for k, v in files.items()}
+    origin = VARIANTS.origin(method)
+    if origin is None:
+        loaded = variant.load(model, dict(recipe), paths, ctx)
+    else:  # a plugin's failure names its package
+        try:
+            loaded = variant.load(model, dict(recipe), paths, ctx)
+        except Exception as exc:
+            raise VariantError(
+                f"optimization method '{method}' from the plugin package {origin.package} "
+                f"{origin.version} failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
     if not isinstance(loaded, OptimizedModel):
         loaded = OptimizedModel(model, loaded)
     loaded.method, loaded.recipe = method, dict(recipe)
     return loaded.train(model.training)
+
+
+def plugin_checked(name: str, variant: Any) -> Variant:
+    """``variant`` if it is a :class:`Variant`; else an error naming the plugin that gave it.
+
+    Raises:
+        VariantError: the entry is not a Variant (named with its package and version).
+    """
+    if isinstance(variant, Variant):
+        return variant
+    origin = VARIANTS.origin(name)
+    where = f" from the plugin package {origin.package} {origin.version}" if origin else ""
+    raise VariantError(
+        f"optimization method '{name}'{where} is a {type(variant).__name__}, not an "
+        "abyssal.nn.variants.Variant"
+    )
 
 
 def _check_device(variant: Variant, device: torch.device) -> None:

@@ -8,7 +8,14 @@ Example:
 """
 
 from abyssal.optimize.api import CandidateResult, OptimizeReport, optimize_subject, optimize_version
-from abyssal.optimize.candidates import GROUPS, METHODS, OptimizeError, resolve_methods
+from abyssal.optimize.candidates import (
+    GROUPS,
+    METHODS,
+    OptimizeError,
+    method_rows,
+    plugin_methods,
+    resolve_methods,
+)
 from abyssal.optimize.measure import Timing, measure
 from abyssal.optimize.subject import Subject, subject_from_version, synthetic_inputs
 
@@ -21,8 +28,10 @@ __all__ = [
     "Subject",
     "Timing",
     "measure",
+    "method_rows",
     "optimize_subject",
     "optimize_version",
+    "plugin_methods",
     "resolve_methods",
     "subject_from_version",
     "synthetic_inputs",

@@ -33,11 +33,11 @@ from abyssal.core.display import fmt, table
 from abyssal.core.errors import AbyssalError
 from abyssal.core.logs import quiet_loggers
 from abyssal.optimize.candidates import (
-    METHODS,
     BuildContext,
     Candidate,
     build_candidate,
     check_target,
+    method_summary,
     parameter_bytes,
     resolve_methods,
 )
@@ -288,7 +288,7 @@ def optimize_subject(
     reference = [output_tensors(subject.model(*inputs_for(sizes[-1])(seed))) for seed in (101, 102)]
     ctx = BuildContext(subject, device, workdir, load_context, assignment)
     for i, method in enumerate(chosen, 1):
-        say(f"[{i}/{len(chosen)}] {method}: {METHODS[method].summary}")
+        say(f"[{i}/{len(chosen)}] {method}: {method_summary(method)}")
         result = _try_candidate(
             method, ctx, report, reference, inputs_for(sizes[-1]), timings, min_gain
         )
@@ -532,6 +532,9 @@ def _register(store: Any, loaded: Any, report: OptimizeReport, result: Candidate
         "measurements": measurements,
         "note": result.note,
     }
+    plugin = _plugin_of(result.method)
+    if plugin is not None:
+        config["optimization"]["plugin"] = plugin
     metrics = dict(result.metrics)
     for size, t in result.timings.items():
         metrics[f"p50_ms@{size}"] = t.p50_ms
@@ -552,6 +555,14 @@ def _register(store: Any, loaded: Any, report: OptimizeReport, result: Candidate
         metrics=metrics,
         lineage=lineage,
     )
+
+
+def _plugin_of(method: str) -> dict[str, str] | None:
+    """``{"package", "version"}`` of the plugin that provides ``method``; ``None`` for abyssal's."""
+    from abyssal.nn.variants import VARIANTS
+
+    origin = VARIANTS.origin(method)
+    return None if origin is None else {"package": origin.package, "version": origin.version}
 
 
 def _device_name(target: str) -> str:

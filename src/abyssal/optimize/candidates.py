@@ -21,6 +21,28 @@ int8-dynamic                  cpu     PyTorch dynamic INT8 for ``nn.Linear``
 int8-weight                   cpu     weight-only INT8 (dequantized in the forward)
 placement                     cuda    the placement plan: each operator on its best device
 ============================  ======  ==================================================
+
+Plugin methods (entry-point group ``abyssal.optimizations``): every
+:class:`~abyssal.nn.variants.Variant` an installed package declares under a name that is not one
+of the methods above is a method too. It is offered for the targets in its ``targets``, runs when
+named in ``--methods`` and with the default (every method for the target), and is measured and
+judged beside the others; a winner is registered as a child version whose ``method`` (and
+variant) is the entry's name, and which loads through the plugin's ``load``. Its candidate is
+made by ``variant.build(method, ctx)``, where ``method`` is a :class:`Method` (``name`` and
+``variant``: the entry's name; ``targets``, ``summary``, ``recipe``: the Variant's) and ``ctx``
+a :class:`BuildContext`. ``build`` must:
+
+- write its files under ``ctx.workdir`` (a fresh copy of the parent is ``ctx.fresh_model()``);
+- load the candidate back from those files with ``ctx.load(method.variant, recipe, files)``
+  (``files``: artifact name -> path), so what is measured is what a later ``predict`` runs;
+- return ``Candidate(method.name, module, method.variant, recipe, artifacts, size_bytes)``, with
+  ``artifacts`` the files as :class:`~abyssal.core.artifacts.ArtifactSource` and ``recipe``
+  JSON-serialisable (it is stored with the child and handed to ``load``).
+
+A Variant without ``build`` is built from its ``recipe`` alone (no files), as ``compile`` is. A
+plugin that fails to import, or whose ``build`` raises or returns something else, fails that
+candidate only, with a reason that names the plugin's package and version (a method named
+explicitly that cannot be imported is refused before anything is loaded).
 """
 
 from __future__ import annotations
@@ -105,32 +127,109 @@ GROUPS: dict[str, tuple[str, ...]] = {
 TARGETS = ("cpu", "cuda")
 
 
-def resolve_methods(names: list[str] | None, target: str) -> list[str]:
-    """The methods to try for ``target``: the given names (groups expanded), or all of them.
+def plugin_methods() -> dict[str, str]:
+    """The methods installed packages add, name -> ``"package version"`` (nothing imported).
+
+    A plugin entry named like one of :data:`METHODS` is left out (abyssal's method is used).
+    """
+    from abyssal.nn.variants import VARIANTS
+
+    return {p.name: f"{p.package} {p.version}" for p in VARIANTS.plugins() if p.name not in METHODS}
+
+
+def plugin_method(name: str) -> Method:
+    """The :class:`Method` of the plugin method ``name`` (its plugin imported).
 
     Raises:
-        OptimizeError: an unknown target or method (the valid ones are listed), or a method
-            that does not apply to the target (its targets are named).
+        OptimizeError: the plugin failed to import, is claimed twice, or is not a ``Variant``;
+            the message names its package.
+    """
+    from abyssal.nn.variants import VARIANTS, plugin_checked
+
+    try:
+        variant = plugin_checked(name, VARIANTS.get(name))
+    except AbyssalError as exc:
+        raise OptimizeError(str(exc)) from exc
+    return Method(name, name, tuple(variant.targets), variant.summary, dict(variant.recipe))
+
+
+def method_summary(name: str) -> str:
+    """One line about a method; a plugin's names its package (a broken plugin: its metadata's
+    summary, without importing it)."""
+    if name in METHODS:
+        return METHODS[name].summary
+    from abyssal.nn.variants import VARIANTS
+
+    package = plugin_methods().get(name, "an unknown package")
+    try:
+        summary = plugin_method(name).summary
+    except OptimizeError:
+        summary = VARIANTS.summary(name) if name in VARIANTS else ""
+    return f"{summary} (plugin: {package})".lstrip()
+
+
+def method_rows() -> list[list[str]]:
+    """``[name, targets, summary]`` of every method, plugin method and group, for listings (a
+    plugin that fails to import is listed with its error)."""
+    rows = [[n, "/".join(m.targets), m.summary] for n, m in METHODS.items()]
+    for name, package in plugin_methods().items():
+        try:
+            method = plugin_method(name)
+        except OptimizeError as exc:
+            rows.append([name, "?", f"error: {exc}"])
+            continue
+        rows.append([name, "/".join(method.targets), f"{method.summary} (plugin: {package})"])
+    rows += [[n, "group", ", ".join(members)] for n, members in GROUPS.items()]
+    return rows
+
+
+def resolve_methods(names: list[str] | None, target: str) -> list[str]:
+    """The methods to try for ``target``: the given names (groups expanded), or all of them
+    (plugin methods included; one that fails to import is kept, to be reported as failed).
+
+    Raises:
+        OptimizeError: an unknown target or method (the valid ones, plugins included, are
+            listed), a method that does not apply to the target (its targets are named), or a
+            plugin method named explicitly whose package fails to import (named).
     """
     if target not in TARGETS:
         raise OptimizeError(f"unknown target '{target}'; valid targets: {', '.join(TARGETS)}")
+    plugins = plugin_methods()
     if not names:
-        return [n for n, m in METHODS.items() if target in m.targets]
-    chosen: list[str] = []
+        chosen = [n for n, m in METHODS.items() if target in m.targets]
+        for name in plugins:
+            try:
+                applies = target in plugin_method(name).targets
+            except OptimizeError:
+                applies = True  # tried, so that the report shows why it failed
+            if applies:
+                chosen.append(name)
+        return chosen
+    chosen = []
     for name in names:
         if name in GROUPS:
             chosen += [n for n in GROUPS[name] if target in METHODS[n].targets]
-        elif name in METHODS:
-            if target not in METHODS[name].targets:
-                raise OptimizeError(
-                    f"method '{name}' applies to target {'/'.join(METHODS[name].targets)}, "
-                    f"not {target}"
-                )
-            chosen.append(name)
+            continue
+        if name in METHODS:
+            targets = METHODS[name].targets
+        elif name in plugins or _claimed(name):
+            targets = plugin_method(name).targets
         else:
-            valid = ", ".join([*METHODS, *GROUPS])
-            raise OptimizeError(f"unknown method '{name}'; valid methods: {valid}")
+            listed = [*METHODS, *GROUPS, *(f"{n} (plugin: {p})" for n, p in plugins.items())]
+            raise OptimizeError(f"unknown method '{name}'; valid methods: {', '.join(listed)}")
+        if target not in targets:
+            raise OptimizeError(
+                f"method '{name}' applies to target {'/'.join(targets)}, not {target}"
+            )
+        chosen.append(name)
     return list(dict.fromkeys(chosen))
+
+
+def _claimed(name: str) -> bool:
+    """``name`` is an optimization entry point two packages claim (an error when used)."""
+    from abyssal.nn.variants import VARIANTS
+
+    return name in VARIANTS.conflicts()
 
 
 def check_target(target: str) -> torch.device:
@@ -175,14 +274,35 @@ class Candidate:
 
 @dataclass
 class BuildContext:
-    """What every builder gets."""
+    """What every builder gets.
+
+    Args:
+        subject: the parent model (``subject.model``, on ``device``; do not change it) and how
+            to make its inputs (``subject.make_inputs(batch, seed)``, ``calibration_inputs()``).
+        device: where the candidate runs (the ``--target``).
+        workdir: where to write the candidate's files.
+        load_context: the :class:`~abyssal.nn.variants.LoadContext` loaders get.
+        assignment: the placement plan (node -> device), when one was made.
+        exports: what builders share (the FP32 ONNX export, made once).
+    """
 
     subject: Subject
     device: torch.device
     workdir: Path
     load_context: Any
     assignment: dict[str, str] | None = None
-    exports: dict[str, Any] = field(default_factory=dict)  # the FP32 ONNX export, made once
+    exports: dict[str, Any] = field(default_factory=dict)
+
+    def fresh_model(self) -> nn.Module:
+        """A copy of the parent model on ``device``, in eval mode, to change freely."""
+        return copy.deepcopy(self.subject.model).to(self.device).eval()
+
+    def load(self, variant: str, recipe: dict[str, Any], files: dict[str, Path]) -> nn.Module:
+        """The candidate loaded back from its files by ``variant``'s loader, exactly as a
+        registered child version is loaded (on a fresh copy of the parent)."""
+        from abyssal.nn.variants import load_variant
+
+        return load_variant(self.fresh_model(), variant, recipe, files, self.load_context)
 
 
 def parameter_bytes(model: nn.Module) -> int:
@@ -197,19 +317,37 @@ def build_candidate(method: str, ctx: BuildContext) -> Candidate:
     Raises:
         AbyssalError (or a subclass): the method failed; the message names the step.
     """
-    spec = METHODS[method]
-    builder = _BUILDERS.get(spec.variant, _recipe_only)
-    return builder(spec, ctx)
+    if method in METHODS:
+        spec = METHODS[method]
+        builder = _BUILDERS.get(spec.variant, _recipe_only)
+        return builder(spec, ctx)
+    return _build_plugin(method, ctx)
 
 
-def _fresh(ctx: BuildContext) -> nn.Module:
-    return copy.deepcopy(ctx.subject.model).to(ctx.device).eval()
+def _build_plugin(name: str, ctx: BuildContext) -> Candidate:
+    """A plugin method's candidate; any failure names the plugin's package."""
+    from abyssal.nn.variants import VARIANTS, plugin_checked
+
+    spec = plugin_method(name)
+    variant = plugin_checked(name, VARIANTS.get(name))
+    origin = VARIANTS.origin(name)
+    who = f"{origin.package} {origin.version}" if origin else "an unknown package"
+    try:
+        cand = (variant.build or _recipe_only)(spec, ctx)
+    except Exception as exc:
+        raise OptimizeError(
+            f"plugin method '{name}' from {who} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(cand, Candidate):
+        raise OptimizeError(
+            f"plugin method '{name}' from {who}: build returned a {type(cand).__name__}, "
+            "not a Candidate"
+        )
+    return cand
 
 
 def _load(ctx: BuildContext, variant: str, recipe: dict, files: dict[str, Path]) -> nn.Module:
-    from abyssal.nn.variants import load_variant
-
-    return load_variant(_fresh(ctx), variant, recipe, files, ctx.load_context)
+    return ctx.load(variant, recipe, files)
 
 
 def _recipe_only(spec: Method, ctx: BuildContext) -> Candidate:

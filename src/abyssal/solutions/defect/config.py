@@ -84,7 +84,8 @@ class DefectModelConfig:
     backbone: str = field(
         "resnet50",
         help="a torchvision classification model by name (resnet18, resnet50, efficientnet_b0, "
-        "...), or timm:NAME for a timm model (needs timm)",
+        "...), timm:NAME for a timm model (needs timm), or a backbone a plugin package adds "
+        "(entry-point group abyssal.backbones)",
     )
     pretrained: str = field(
         "none",

@@ -10,18 +10,21 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from abyssal.core.errors import DataError
+from abyssal.core.errors import AbyssalError, DataError
 from abyssal.nn.gradcam import GradCAM, heat_in_boxes
 from abyssal.nn.metrics import classification_metrics, knn_accuracy, prefixed
 from abyssal.solutions.defect.config import DefectConfig
 from abyssal.solutions.defect.data import DefectData
 from abyssal.solutions.defect.model import DefectNet, class_means, prototype_logits
+
+log = logging.getLogger(__name__)
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -112,12 +115,15 @@ def heat_in_box_share(
     net = getattr(model, "module", model)
     if len(rows) == 0 or not isinstance(net, DefectNet) or torch.is_inference_mode_enabled():
         return {}
-    cam = GradCAM(net, last_conv_stage(net, data.size))
     even = torch.ones(data.size, data.size)
     shares, areas = [], []
     for i in range(0, len(rows), batch_size):
         part = rows[i : i + batch_size]
-        maps, _ = cam(pixels(data, part, _device(model)))
+        try:
+            maps, _ = gradcam_maps(net, pixels(data, part, _device(model)), data.size)
+        except CamLayerError as exc:  # e.g. a plugin backbone: score the rest, say why not this
+            log.warning("heat_in_box left out: %s", exc)
+            return {}
         for r, heat in zip(part, maps.cpu(), strict=True):
             boxes = [_xyxy(b) for b in data.boxes[r]]
             shares.append(heat_in_boxes(heat, boxes))
@@ -129,10 +135,19 @@ def heat_in_box_share(
 
 
 def last_conv_stage(net: torch.nn.Module, size: int = 224) -> torch.nn.Module:
-    """The module Grad-CAM reads: a ResNet's ``layer4``, or ``layer3`` for images under 128
-    pixels (``layer4`` would leave fewer than 4x4 cells); else the backbone's last module that
-    holds a convolution."""
+    """The module Grad-CAM reads: the one the backbone's ``cam_layer()`` returns (a plugin
+    backbone may name its last feature map so); a ResNet's ``layer4``, or ``layer3`` for images
+    under 128 pixels (``layer4`` would leave fewer than 4x4 cells); else the backbone's last
+    module that holds a convolution."""
     backbone = net.backbone if isinstance(net, DefectNet) else net
+    chooser = getattr(backbone, "cam_layer", None)
+    if callable(chooser):
+        layer = chooser()
+        if not isinstance(layer, torch.nn.Module):
+            raise CamLayerError(
+                f"the backbone's cam_layer() returned a {type(layer).__name__}, not a module"
+            )
+        return layer
     if hasattr(backbone, "layer4"):
         return backbone.layer4 if size >= 128 else backbone.layer3
     last = None
@@ -140,8 +155,43 @@ def last_conv_stage(net: torch.nn.Module, size: int = 224) -> torch.nn.Module:
         if any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
             last = module
     if last is None:
-        raise ValueError("the backbone has no convolution for Grad-CAM")
+        raise CamLayerError(
+            "the backbone has no convolution for Grad-CAM; give it a cam_layer() method "
+            "returning its last feature-map module"
+        )
     return last
+
+
+class CamLayerError(AbyssalError, ValueError):
+    """The backbone has no layer Grad-CAM can read: none named, no convolution, or one whose
+    output is not a feature map (B, K, h, w)."""
+
+
+def gradcam_maps(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    size: int,
+    classes: torch.Tensor | Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM maps of ``x`` ((B, S, S) in [0, 1]) and the classes explained, read at
+    :func:`last_conv_stage`.
+
+    Raises:
+        CamLayerError: that layer's output is not a feature map (a plugin backbone that pools
+            inside its last child): the message says how a backbone names the right layer.
+    """
+    layer = last_conv_stage(net, size)
+    try:
+        return GradCAM(net, layer)(x, classes)
+    except ValueError as exc:
+        if "GradCAM layer output must be" not in str(exc):
+            raise
+        backbone = net.backbone if isinstance(net, DefectNet) else net
+        raise CamLayerError(
+            f"Grad-CAM cannot explain the backbone {type(backbone).__name__}: the layer it reads "
+            f"({type(layer).__name__}) {str(exc).removeprefix('GradCAM layer output ')}; give "
+            "the backbone a cam_layer() method returning its last feature-map module"
+        ) from exc
 
 
 def _xyxy(box: Any) -> tuple[float, float, float, float]:

@@ -1,9 +1,17 @@
-"""The defect classifier: a torchvision (or timm) backbone, its starting weights, and heads.
+"""The defect classifier: a torchvision, timm or plugin backbone, its starting weights, and heads.
 
 :class:`DefectNet` takes images as float tensors in ``[0, 1]`` and normalises them itself, so the
 exported, compiled or quantized model needs nothing but the pixels. Its parameter names are
 ``backbone.*`` (the feature extractor, pooled to one vector per image) and ``head.*`` (the
 classifier), which ``train.lr_multipliers`` and ``train.delayed`` address for staged fine-tuning.
+
+``model.backbone`` names the feature extractor
+(:func:`abyssal.nn.backbones.make_backbone`): one of :data:`abyssal.nn.backbones.BACKBONES`
+(abyssal's torchvision names and those plugins add), any other torchvision classification
+model, or ``timm:NAME``.
+
+Backbone plugins (entry-point group ``abyssal.backbones``) are described in
+:mod:`abyssal.nn.backbones`.
 
 Example:
     >>> net = build_backbone_net("resnet18", classes=6, channels=1)  # doctest: +SKIP
@@ -20,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from abyssal.core.errors import ConfigError, MissingDependencyError
+from abyssal.core.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,80 +95,6 @@ class DefectNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embed(x)))
-
-
-def make_backbone(name: str, channels: int) -> tuple[nn.Module, int]:
-    """A feature extractor by name, without weights, and its output width.
-
-    ``timm:NAME`` builds a timm model with ``num_classes=0`` (pooled features). Other names are
-    torchvision classification models; their final classifier is replaced by the identity.
-
-    Raises:
-        ConfigError: an unknown name (the message lists some torchvision names).
-        MissingDependencyError: ``timm:`` without timm installed.
-    """
-    if name.startswith("timm:"):
-        try:
-            import timm
-        except ImportError:
-            raise MissingDependencyError(
-                f"model.backbone={name} needs timm: pip install 'abyssal[timm]'"
-            ) from None
-        net = timm.create_model(name[5:], pretrained=False, num_classes=0, in_chans=channels)
-        return net, int(net.num_features)
-    from torchvision import models
-
-    if name not in models.list_models(module=models):
-        some = ", ".join(n for n in models.list_models(module=models) if n[:3] in ("res", "eff"))
-        raise ConfigError(f"unknown model.backbone '{name}'; torchvision has e.g. {some}")
-    net = models.get_model(name, weights=None)
-    features = _drop_classifier(net, name)
-    if channels != 3:
-        _adapt_first_conv(net, channels)
-    return net, features
-
-
-def _drop_classifier(net: nn.Module, name: str) -> int:
-    """Replace the last linear layer (``fc`` or ``classifier``'s last) by the identity."""
-    if isinstance(getattr(net, "fc", None), nn.Linear):
-        features = net.fc.in_features
-        net.fc = nn.Identity()
-        return features
-    classifier = getattr(net, "classifier", None)
-    if isinstance(classifier, nn.Sequential) and isinstance(classifier[-1], nn.Linear):
-        features = classifier[-1].in_features
-        classifier[-1] = nn.Identity()
-        return features
-    if isinstance(getattr(net, "heads", None), nn.Sequential):  # vision transformers
-        features = net.heads[-1].in_features
-        net.heads = nn.Identity()
-        return features
-    raise ConfigError(f"model.backbone '{name}': no fc or classifier layer to replace")
-
-
-def _first_conv(net: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
-    for name, module in net.named_modules():
-        if isinstance(module, nn.Conv2d):
-            parent_name, _, leaf = name.rpartition(".")
-            return net.get_submodule(parent_name) if parent_name else net, leaf, module
-    raise ConfigError("the backbone has no Conv2d to take grey images")
-
-
-def _adapt_first_conv(net: nn.Module, channels: int) -> None:
-    """Give the first convolution ``channels`` inputs; its weights are the RGB weights summed
-    (timm's ``adapt_input_conv``), so ImageNet weights loaded later still apply."""
-    parent, leaf, conv = _first_conv(net)
-    new = nn.Conv2d(
-        channels,
-        conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        conv.groups,
-        conv.bias is not None,
-    )
-    setattr(parent, leaf, new)
 
 
 def adapt_state_dict(

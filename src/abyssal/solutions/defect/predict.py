@@ -385,13 +385,12 @@ class _Stream:
 
 def write_heatmaps(predictor: DefectPredictor, items: Sequence[ImageItem], folder: Path) -> None:
     """Grad-CAM of each item's predicted class, as ``<folder>/<image name>.png``."""
-    from abyssal.nn.gradcam import GradCAM
-    from abyssal.solutions.defect.evaluation import last_conv_stage
+    from abyssal.solutions.defect.evaluation import gradcam_maps
     from abyssal.solutions.defect.explain import render_explanation
 
     net = getattr(predictor.model, "base", predictor.model)  # an optimized variant's eager model
     x = torch.from_numpy(np.stack([i.pixels for i in items])).to(predictor.device).float() / 255
-    maps, classes = GradCAM(net, last_conv_stage(net, x.shape[-1]))(x)
+    maps, classes = gradcam_maps(net, x, x.shape[-1])
     for item, heat, c in zip(items, maps.cpu().numpy(), classes.tolist(), strict=True):
         name = Path(item.name).with_suffix("").as_posix().strip("/").replace("/", "__")
         title = f"{Path(item.name).name}: {predictor.classes[c]}"

@@ -1,9 +1,10 @@
 """The defect-inspection solution: classify surface defects in images of parts.
 
-A torchvision (or timm) backbone, ResNet-50 by default, fine-tuned with cross-entropy or focal
-loss, from no weights, ImageNet weights, a weights file, or another version's backbone (SimCLR
-pretraining with ``objective=simclr``, or supervised training on another image set). Few-shot
-and imbalanced variants subset the training split; Grad-CAM explains predictions.
+A torchvision, timm or plugin (``abyssal.backbones``) backbone, ResNet-50 by default, fine-tuned
+with cross-entropy or focal loss, from no weights, ImageNet weights, a weights file, or another
+version's backbone (SimCLR pretraining with ``objective=simclr``, or supervised training on
+another image set). Few-shot and imbalanced variants subset the training split; Grad-CAM
+explains predictions.
 
 Example:
     >>> from abyssal.train.api import train
@@ -23,6 +24,7 @@ import torch
 
 from abyssal.contracts.solution import MetricLayout, Solution, held_out_frame
 from abyssal.core.errors import ConfigError, DataError
+from abyssal.nn.backbones import is_plugin_backbone, make_backbone
 from abyssal.solutions.defect.config import DefectConfig
 from abyssal.solutions.defect.data import DefectData, prepare_defect_data
 from abyssal.solutions.defect.evaluation import evaluate_defect, prototype_baseline
@@ -30,7 +32,6 @@ from abyssal.solutions.defect.model import (
     DefectNet,
     imagenet_weights,
     load_backbone_weights,
-    make_backbone,
     read_weights_file,
 )
 from abyssal.solutions.defect.sample import DefectSampleConfig, generate_sample
@@ -60,8 +61,10 @@ def pretrained_state(cfg: DefectConfig) -> dict[str, torch.Tensor] | None:
     if source == "none":
         return None
     if source == "imagenet":
-        if cfg.model.backbone.startswith("timm:"):
-            raise ConfigError("model.pretrained=imagenet: for timm backbones pass a weights file")
+        if cfg.model.backbone.startswith("timm:") or is_plugin_backbone(cfg.model.backbone):
+            raise ConfigError(
+                "model.pretrained=imagenet: for timm and plugin backbones pass a weights file"
+            )
         return imagenet_weights(cfg.model.backbone)
     if Path(source).suffix in (".pt", ".pth", ".bin", ".safetensors") or Path(source).is_file():
         return read_weights_file(source)
@@ -266,8 +269,8 @@ class DefectSolution(Solution):
             safe_name,
         )
         from abyssal.core.errors import AbyssalError
-        from abyssal.nn.gradcam import GradCAM, heat_in_boxes
-        from abyssal.solutions.defect.evaluation import for_model, last_conv_stage, pixels
+        from abyssal.nn.gradcam import heat_in_boxes
+        from abyssal.solutions.defect.evaluation import for_model, gradcam_maps, pixels
         from abyssal.solutions.defect.explain import render_explanation
 
         net = eager_network(model, DefectNet, "defect")
@@ -288,7 +291,7 @@ class DefectSolution(Solution):
                 x = pixels(data, rows, next(net.parameters()).device)  # (B, C, S, S) in [0, 1]
                 with torch.no_grad():
                     probs = torch.softmax(net(x).float(), dim=1).cpu()
-                maps, chosen = GradCAM(net, last_conv_stage(net, data.size))(x)
+                maps, chosen = gradcam_maps(net, x, data.size)
                 for k, r in enumerate(rows.tolist()):
                     heat, c = maps[k].cpu().numpy(), int(chosen[k])
                     record, label = data.records[r], data.classes[int(data.labels[r])]
