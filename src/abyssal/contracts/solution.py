@@ -309,11 +309,20 @@ class Solution(ABC):
         fairness table and its mitigation work on it."""
         raise self._lacks("held_out", "held-out predictions for an audit")
 
-    def explain(self, cfg: Any, model: torch.nn.Module, data: PreparedData, n: int) -> Any:
+    def explain(
+        self,
+        cfg: Any,
+        model: torch.nn.Module,
+        data: PreparedData,
+        n: int,
+        *,
+        out: Path | None = None,
+    ) -> Any:
         """Explanations of ``n`` held-out predictions and of the model as a whole, as an
         :class:`abyssal.contracts.explain.Explanations`: per-prediction attributions (integrated
         gradients, Grad-CAM, attention) and a global permutation importance, plus the
-        solution's own explanations (rings, attributes, heat maps)."""
+        solution's own explanations (rings, attributes, heat maps); pictures go to the folder
+        ``out`` (a new temporary folder when ``None``)."""
         raise self._lacks("explain", "explanations for an audit")
 
     def decision_score(self, loaded: Any) -> Any:
