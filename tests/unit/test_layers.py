@@ -26,6 +26,7 @@ RANK = {
     "deploy": 7,
     "decide": 5,
     "ui": 8,
+    "scaffold": 8,
     "cli": 9,
 }
 """Layer of each top-level package, bottom (0) to top; a module imports only its layer or lower."""

@@ -6,6 +6,7 @@ faked as ``*.dist-info`` folders on ``sys.path``, which is what an installed pac
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -169,3 +170,42 @@ def test_a_plugin_solution_trains_evaluates_and_predicts_and_its_package_is_in_t
     assert main(["predict", "acme_tab", "--model", "acme_tab:latest", "--input",
                  str(tmp_path / "demo" / "new_rows.csv"), "--out", str(out)]) == 0  # fmt: skip
     assert out.is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Claims", "lowercase letters"),
+        ("9lives", "starting with a letter"),
+        ("fraud", "solution 'fraud' exists already (abyssal)"),
+    ],
+)
+def test_new_solution_refuses_a_bad_or_taken_name_and_writes_nothing(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    from abyssal.core.errors import ConfigError
+    from abyssal.scaffold import new_solution
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        new_solution(name, tmp_path / "pkg")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_solution_refuses_a_folder_with_files_and_fills_an_empty_one(tmp_path: Path) -> None:
+    from abyssal.core.errors import ConfigError
+    from abyssal.scaffold import new_solution
+
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is not an empty folder"):
+        new_solution("claims", tmp_path / "busy")
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    files = new_solution("steel_coils", tmp_path / "empty")
+    assert all(f.is_file() for f in files)
+    text = (tmp_path / "empty" / "src" / "abyssal_steel_coils" / "solution.py").read_text()
+    assert "class SteelCoilsSolution(Solution):" in text and '"steel_coils"' in text
+    assert "__NAME__" not in text and "__CLASS__" not in text
+    project = (tmp_path / "empty" / "pyproject.toml").read_text()
+    assert 'steel_coils = "abyssal_steel_coils.solution:SteelCoilsSolution"' in project
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "empty"]  # no staging left

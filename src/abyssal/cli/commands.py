@@ -18,12 +18,14 @@ def register_all(sub: argparse._SubParsersAction) -> None:
     from abyssal.cli.feedback import add_feedback
     from abyssal.cli.finetune import add_finetune, add_merge
     from abyssal.cli.govern import add_audit
+    from abyssal.cli.new import add_new
     from abyssal.cli.pipeline import add_pipeline
     from abyssal.cli.serve import add_alert_rules, add_keys, add_serve
     from abyssal.cli.ui import add_ui
 
     for add in (
         _solutions,
+        add_new,
         _config,
         _generate,
         _train,
@@ -81,19 +83,30 @@ def cmd_solutions(args: argparse.Namespace) -> int:
     print(table(heads, rows))
     for name, who in SOLUTIONS.conflicts().items():
         print(f"solution '{name}' is claimed by {who}: unusable until one is removed")
+    if not args.check and any(SOLUTIONS.origin(n) for n in SOLUTIONS):
+        print("plugins are listed from their metadata, not imported: `abyssal solutions --check` "
+              "imports each one and shows its error, if any")  # fmt: skip
     return 0
 
 
 def _registries() -> list[Any]:
     """Every registry plugins may extend (importing them imports torch)."""
+    from abyssal.data.tables import READERS
+    from abyssal.govern.audit import AUDIT_CHECKS
+    from abyssal.nn.backbones import BACKBONES
     from abyssal.nn.encoders import ENCODERS
     from abyssal.nn.fusion import FUSIONS
     from abyssal.nn.variants import VARIANTS
+    from abyssal.pipeline.steps import STEPS
+    from abyssal.serve.cache import CACHES
     from abyssal.solutions import SOLUTIONS
     from abyssal.train.optim import OPTIMIZERS, SCHEDULES
     from abyssal.train.strategy import STRATEGIES
 
-    return [SOLUTIONS, STRATEGIES, OPTIMIZERS, SCHEDULES, ENCODERS, FUSIONS, VARIANTS]
+    return [
+        SOLUTIONS, STRATEGIES, OPTIMIZERS, SCHEDULES, ENCODERS, BACKBONES, FUSIONS, VARIANTS,
+        READERS, CACHES, STEPS, AUDIT_CHECKS,
+    ]  # fmt: skip
 
 
 def _config(sub: argparse._SubParsersAction) -> None:
@@ -441,12 +454,10 @@ def _optimize(sub: argparse._SubParsersAction) -> None:
 def cmd_optimize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from abyssal.optimize import GROUPS, METHODS, optimize_version
+    from abyssal.optimize import method_rows, optimize_version
 
     if args.methods == "help":
-        rows = [[n, "/".join(m.targets), m.summary] for n, m in METHODS.items()]
-        rows += [[n, "group", ", ".join(members)] for n, members in GROUPS.items()]
-        print(table(["method", "target", "what it does"], rows))
+        print(table(["method", "target", "what it does"], method_rows()))
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     report = optimize_version(
