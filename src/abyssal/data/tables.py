@@ -139,6 +139,21 @@ def table_format(path: PathLike) -> str:
     raise DataError(f"unsupported file type; expected {_expected_suffixes()}", path=path)
 
 
+def is_table(path: PathLike) -> bool:
+    """Whether :func:`read_table` reads files named like ``path`` (plugin readers included);
+    nothing is read.
+
+    Example:
+        >>> is_table("scores.parquet"), is_table("scan.nii.gz")
+        (True, False)
+    """
+    try:
+        table_format(path)
+    except DataError:
+        return False
+    return True
+
+
 def table_suffixes() -> tuple[str, ...]:
     """Every suffix :func:`read_table` reads: :data:`SUFFIXES`, then the installed readers'.
 

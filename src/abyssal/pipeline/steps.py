@@ -31,7 +31,7 @@ from abyssal.core.registry import Registry
 from abyssal.core.store import ModelStore
 from abyssal.data.checks import TableSchema, check_table, infer_schema
 from abyssal.data.drift import embedding_drift, table_drift
-from abyssal.data.tables import read_table, table_format, trained_table
+from abyssal.data.tables import is_table, read_table, trained_table
 from abyssal.pipeline.dag import Step, StepContext, StepStopped
 from abyssal.pipeline.spec import GateRule, PipelineConfig
 
@@ -94,7 +94,7 @@ def validate_step(cfg: PipelineConfig, attempt: int, home: str | Path | None) ->
         out: dict[str, Any] = {"table": str(table), "checked": False, "why": "not a table file"}
         problems: list[str] = []
         payload: dict[str, Any] = {}
-        if source is not None and source.is_file() and _is_table(source):
+        if source is not None and source.is_file() and is_table(source):
             out, problems, payload = check(ctx, source, current)
         if cfg.validate.embedding and current is not None and source and source.exists():
             embedded = _embedding_drift(cfg, current, source, ctx.folder, home)
@@ -176,14 +176,6 @@ def _pii(frame: Any, folder: Path) -> list[str]:
         + ", ".join(str(r) for r in c["examples"][:3])
         for c in scan["columns"]
     ]
-
-
-def _is_table(path: Path) -> bool:
-    try:
-        table_format(path)
-    except DataError:
-        return False
-    return True
 
 
 def _embedding_drift(

@@ -28,6 +28,7 @@ import torch
 from abyssal.core.atomic import write_bytes_atomic
 from abyssal.core.display import table
 from abyssal.core.errors import DataError
+from abyssal.data.tables import is_table
 from abyssal.solutions.nodule.data import cube_at
 from abyssal.solutions.nodule.evaluation import auroc, sigmoid
 from abyssal.solutions.nodule.volumes import (
@@ -263,7 +264,7 @@ def _volume_jobs(path: Path, predictor: NodulePredictor) -> list[tuple[str, Load
         if not files:
             raise DataError(f"no volumes ({', '.join(SUFFIXES)}) in the folder", path=path)
         return [(volume_stem(f), job(f, volume_stem(f))) for f in files]
-    if not _is_volume(path) and _is_table(path):
+    if not _is_volume(path) and is_table(path):
         records = read_records(path, labels_required=False).records
         return [(r.nodule_id, job(r.path, r.nodule_id, r.spacing, r.label)) for r in records]
     if not path.exists():
@@ -273,17 +274,6 @@ def _volume_jobs(path: Path, predictor: NodulePredictor) -> list[tuple[str, Load
 
 def _is_volume(path: Path) -> bool:
     return path.name.lower().endswith(SUFFIXES)
-
-
-def _is_table(path: Path) -> bool:
-    """A table file :func:`~abyssal.data.tables.read_table` reads (plugin readers included)."""
-    from abyssal.data.tables import table_format
-
-    try:
-        table_format(path)
-    except DataError:
-        return False
-    return True
 
 
 def predict_volumes(
