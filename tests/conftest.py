@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,17 @@ def fraud_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     finally:
         mp.undo()
     return home, sample
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on ``sys.path`` for fake plugin packages (:mod:`tests.plugin_fakes`) and their
+    ``acme_*`` modules, which are forgotten afterwards."""
+    import sys
+
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    yield root
+    for name in [m for m in sys.modules if m.startswith("acme_")]:
+        del sys.modules[name]

@@ -17,13 +17,12 @@ import torch
 
 from abyssal.cli.main import main
 from abyssal.core.errors import ConfigError, RegistryError
-from abyssal.core.registry import Registry
 from abyssal.core.store import ModelStore
 from abyssal.nn.backbones import BACKBONES, make_backbone
 from abyssal.nn.variants import VARIANTS
 from abyssal.optimize import OptimizeError, method_rows, optimize_version, resolve_methods
 from abyssal.solutions.defect.model import DefectNet
-from tests.unit.test_plugins import fake_package
+from tests.plugin_fakes import fake_package, rediscover
 
 OPTIMIZATIONS, BACKBONE_GROUP = "abyssal.optimizations", "abyssal.backbones"
 QUICK = {"batch_sizes": (1, 4), "reps": 5, "warmup": 1, "analyse_graph": False}
@@ -106,25 +105,6 @@ def not_a_pair(channels):
 """
 
 
-def _reset(registry: Registry) -> Iterator[None]:
-    """Rediscover ``registry``'s plugins for one test; restore it afterwards."""
-    saved = (dict(registry._lazy), dict(registry._summaries), dict(registry._entries))
-    registry._plugins, registry._conflicts = None, {}
-    yield
-    registry._lazy, registry._summaries, registry._entries = saved
-    registry._plugins, registry._conflicts = None, {}
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    yield root
-    for name in [m for m in sys.modules if m.startswith("acme_")]:
-        del sys.modules[name]
-
-
 @pytest.fixture
 def quant(site: Path) -> Iterator[Path]:
     """acme-quant 1.0 adds bf16-weights-cpu and broken-quant; acme-gone 0.2 fails to import."""
@@ -133,7 +113,8 @@ def quant(site: Path) -> Iterator[Path]:
     entries = {"bf16-weights-cpu": "acme_quant:BF16_WEIGHTS", "broken-quant": "acme_quant:BROKEN"}
     fake_package(site, "acme-quant", "1.0", entries, group=OPTIMIZATIONS)
     fake_package(site, "acme-gone", "0.2", {"gone": "acme_gone:X"}, group=OPTIMIZATIONS)
-    yield from _reset(VARIANTS)
+    with rediscover(VARIANTS):
+        yield site
 
 
 @pytest.fixture
@@ -144,7 +125,8 @@ def vision(site: Path) -> Iterator[Path]:
                "not-a-pair": "acme_vision:not_a_pair"}  # fmt: skip
     fake_package(site, "acme-vision", "2.1", entries, group=BACKBONE_GROUP)
     fake_package(site, "acme-blind", "0.1", {"blind": "acme_blind:f"}, group=BACKBONE_GROUP)
-    yield from _reset(BACKBONES)
+    with rediscover(BACKBONES):
+        yield site
 
 
 @pytest.fixture

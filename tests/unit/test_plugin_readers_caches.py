@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import textwrap
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pandas as pd
 import pytest
 
 from abyssal.core.errors import ConfigError, DataError, RegistryError
-from abyssal.core.registry import Registry
 from abyssal.data.tables import (
     READERS,
     read_table,
@@ -27,7 +25,7 @@ from abyssal.data.tables import (
     write_table,
 )
 from abyssal.serve.cache import CACHES, MemoryFeatureCache, open_cache
-from tests.unit.test_plugins import fake_package
+from tests.plugin_fakes import fake_package, rediscover
 
 READER_MODULE = """
 import pandas as pd
@@ -87,28 +85,6 @@ def refuse(url, *, entries, ttl_s):
 def not_a_cache(url, *, entries, ttl_s):
     return 42
 """
-
-
-@contextmanager
-def rediscover(registry: Registry[Any]) -> Iterator[None]:
-    """Let a module-level registry find the plugins of this test; restore it afterwards."""
-    saved = (dict(registry._lazy), dict(registry._summaries), dict(registry._entries))
-    registry._plugins, registry._conflicts = None, {}
-    try:
-        yield
-    finally:
-        registry._lazy, registry._summaries, registry._entries = saved
-        registry._plugins, registry._conflicts = None, {}
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    yield root
-    for name in [m for m in sys.modules if m.startswith("acme_")]:
-        del sys.modules[name]
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ version deploy, or refuses it and the alias stays; a step that raises fails the 
 ``steps`` lists are refused when the pipeline loads; an added audit check puts its section in
 the model card and its checks in the verdict; unknown names are refused at load, and a plugin
 that fails to import is named with its package before anything runs. Packages are faked as
-``*.dist-info`` folders on ``sys.path`` (:func:`tests.unit.test_plugins.fake_package`), the
+``*.dist-info`` folders on ``sys.path`` (:func:`tests.plugin_fakes.fake_package`), the
 models are the tabular quickstart's, trained for 2 epochs."""
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import pytest
 import yaml
 
 from abyssal.core.errors import AbyssalError, ConfigError, RegistryError
-from abyssal.core.registry import Registry
 from tests.conftest import TABULAR_CONFIG
-from tests.unit.test_plugins import fake_package
+from tests.plugin_fakes import fake_package, rediscover
 
 STEP_GROUP, CHECK_GROUP = "abyssal.pipeline_steps", "abyssal.audit_checks"
 
@@ -88,17 +87,6 @@ def crashing(ctx):
 '''
 
 
-def _fresh(registry: Registry) -> tuple[Any, ...]:
-    saved = (dict(registry._lazy), dict(registry._summaries), dict(registry._entries))
-    registry._plugins, registry._conflicts = None, {}
-    return saved
-
-
-def _restore(registry: Registry, saved: tuple[Any, ...]) -> None:
-    registry._lazy, registry._summaries, registry._entries = saved
-    registry._plugins, registry._conflicts = None, {}
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Four fake plugin packages on ``sys.path``, the real registries rediscovering them."""
@@ -121,10 +109,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                  group=CHECK_GROUP)  # fmt: skip
     mp = pytest.MonkeyPatch()
     mp.syspath_prepend(str(root))
-    saved = {r: _fresh(r) for r in (STEPS, AUDIT_CHECKS)}
-    yield root
-    for registry, state in saved.items():
-        _restore(registry, state)
+    with rediscover(STEPS, AUDIT_CHECKS):
+        yield root
     mp.undo()
     for name in [m for m in sys.modules if m.startswith("acme_")]:
         del sys.modules[name]

@@ -16,29 +16,7 @@ import pytest
 
 from abyssal.core.errors import RegistryError
 from abyssal.core.registry import Registry
-
-GROUP = "abyssal.test_things"
-
-
-def fake_package(root: Path, name: str, version: str, entries: dict[str, str],
-                 group: str = GROUP, summary: str = "") -> None:  # fmt: skip
-    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: {summary}\n"
-    )
-    lines = "\n".join(f"{k} = {v}" for k, v in entries.items())
-    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}\n")
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    yield root
-    for name in [m for m in sys.modules if m.startswith("acme_")]:
-        del sys.modules[name]
+from tests.plugin_fakes import GROUP, fake_package, rediscover
 
 
 def test_plugins_are_listed_without_being_imported_and_load_on_use(site: Path) -> None:
@@ -107,11 +85,8 @@ def solutions(site: Path) -> Iterator[Path]:
     """The real solution registry, rediscovering plugins on ``site``; restored afterwards."""
     from abyssal.solutions import SOLUTIONS
 
-    saved = (dict(SOLUTIONS._lazy), dict(SOLUTIONS._summaries), dict(SOLUTIONS._entries))
-    SOLUTIONS._plugins, SOLUTIONS._conflicts = None, {}
-    yield site
-    SOLUTIONS._lazy, SOLUTIONS._summaries, SOLUTIONS._entries = saved
-    SOLUTIONS._plugins, SOLUTIONS._conflicts = None, {}
+    with rediscover(SOLUTIONS):
+        yield site
 
 
 def test_the_cli_lists_plugins_and_their_errors(
