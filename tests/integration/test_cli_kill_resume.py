@@ -52,6 +52,7 @@ def _wait_for_epoch(home: Path, epoch: int, proc: subprocess.Popen, timeout: flo
     pytest.fail("no checkpoint appeared")
 
 
+@pytest.mark.slow  # about 25-40 s on 2 cores: run with -m slow
 def test_killed_training_resumes_to_the_same_result(tmp_path: Path) -> None:
     straight = tmp_path / "straight"
     done = _cli(straight, "train", "fraud", *ARGS)

@@ -14,6 +14,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from abyssal.cli.main import main
 from abyssal.core.errors import StoreError
 from abyssal.core.runs import Run, list_runs
@@ -77,6 +79,7 @@ def _runs_table(capsys) -> dict[str, str]:
     return {line.split()[0]: line.split()[2] for line in lines}
 
 
+@pytest.mark.slow  # about 25-40 s on 2 cores: run with -m slow
 def test_second_resume_refused_then_killed_run_resumes_to_one_version(abyssal_home, capsys):
     first = _cli(abyssal_home, "train", "tabular", *SLOW)
     try:

@@ -113,6 +113,7 @@ async def open_loop(url: str, body: Any, rate: float, seconds: float) -> tuple[l
         return statuses, time.perf_counter() - start
 
 
+@pytest.mark.slow  # about 25-40 s on 2 cores: run with -m slow
 def test_twice_saturation_gets_every_request_an_answer_and_memory_stays_flat(
     fraud_model: tuple[Path, Path], tmp_path: Path
 ) -> None:

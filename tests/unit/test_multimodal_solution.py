@@ -117,6 +117,7 @@ def test_requests_are_answered_with_shares_and_leave_one_out_deltas(
     assert any(line.startswith("accuracy against the given labels") for line in report.summary)
 
 
+@pytest.mark.slow  # about 25-40 s on 2 cores: run with -m slow
 def test_an_onnx_variant_scores_evaluates_and_predicts_as_the_model(
     sample: Path, home: Path, outcome
 ) -> None:
