@@ -114,3 +114,39 @@ def test_classification_loss_flattens_tokens(bench):
     logits = torch.zeros(2, 3, 4)
     targets = torch.zeros(2, 3, dtype=torch.long)
     assert np.isclose(bench.classification_loss(logits, targets).item(), math.log(4))
+
+
+@pytest.fixture(scope="module")
+def reshard():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import reshard
+
+        yield reshard
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+RESHARD = {"items": 64, "batch": 8, "seq_len": 8, "vocab": 32, "dim": 16, "layers": 2,
+           "heads": 2}  # fmt: skip
+
+
+def test_the_reshard_task_trains_the_same_items_per_step_on_any_world_size(reshard):
+    """What makes a resume on another number of ranks exact: step k takes the same items
+    whether 8 ranks or 2 share them."""
+    steps: dict[int, list[set[tuple[int, ...]]]] = {}
+    for world in (8, 2, 1):
+        task = reshard.ReshardTask(RESHARD, world)
+        assert isinstance(task, TrainTask)
+        per_rank = [task.train_batches(1, Shard(r, world)) for r in range(world)]
+        assert {len(b) for b in per_rank} == {64 // 8}  # every rank: one batch per step
+        steps[world] = [
+            {tuple(row.tolist()) for rank in per_rank for row in rank[k].tokens}
+            for k in range(64 // 8)
+        ]
+    assert steps[8] == steps[2] == steps[1]
+    seqs = reshard.counting(np.random.default_rng(0), 5, 6, 32)
+    strides = (seqs[:, 1:] - seqs[:, :-1]) % 32  # each sequence counts by one stride, 1 to 4
+    assert all(len(set(row.tolist())) == 1 and 1 <= row[0] <= 4 for row in strides)
+    with pytest.raises(SystemExit, match="does not divide"):
+        reshard.ReshardTask(RESHARD, 3)
