@@ -184,3 +184,29 @@ def test_new_solution_refuses_a_folder_with_files_and_fills_an_empty_one(tmp_pat
     project = (tmp_path / "empty" / "pyproject.toml").read_text()
     assert 'steel_coils = "abyssal_steel_coils.solution:SteelCoilsSolution"' in project
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "empty"]  # no staging left
+
+
+def test_a_plugin_entry_that_is_no_solution_or_has_another_name_is_refused(
+    solutions: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from abyssal.cli.main import main
+    from abyssal.solutions import get_solution
+
+    (solutions / "acme_mixed.py").write_text(textwrap.dedent("""
+        from abyssal.solutions.tabular.solution import TabularSolution
+
+        class Renamed(TabularSolution):
+            name = "renamed"
+
+        NOT_A_CLASS = 42
+    """))  # fmt: skip
+    fake_package(solutions, "acme-mixed", "0.2", {"claims": "acme_mixed:Renamed",
+                 "numbers": "acme_mixed:NOT_A_CLASS"}, group="abyssal.solutions")  # fmt: skip
+    with pytest.raises(RegistryError, match=r"'claims' from the plugin package acme-mixed 0\.2 "
+                       r"is Renamed, whose name is 'renamed'"):  # fmt: skip
+        get_solution("claims")
+    with pytest.raises(RegistryError, match="is 42, not a subclass of"):
+        get_solution("numbers")
+    assert main(["solutions", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "whose name is 'renamed'" in out and "not a subclass" in out

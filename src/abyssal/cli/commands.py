@@ -64,7 +64,7 @@ def _solutions(sub: argparse._SubParsersAction) -> None:
 
 def cmd_solutions(args: argparse.Namespace) -> int:
     from abyssal.core.errors import AbyssalError
-    from abyssal.solutions import SOLUTIONS
+    from abyssal.solutions import SOLUTIONS, solution_class
 
     def origin(name: str) -> str:
         plugin = SOLUTIONS.origin(name)
@@ -72,7 +72,7 @@ def cmd_solutions(args: argparse.Namespace) -> int:
 
     def status(name: str) -> str:
         try:
-            SOLUTIONS.get(name)
+            solution_class(name)
         except AbyssalError as e:
             return f"error: {e}"
         return "ok"

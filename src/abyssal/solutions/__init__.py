@@ -7,6 +7,7 @@ optional libraries are missing stays listed; using it names the extra to install
 from __future__ import annotations
 
 from abyssal.contracts.solution import Solution
+from abyssal.core.errors import RegistryError
 from abyssal.core.registry import Registry
 
 SOLUTIONS: Registry[type[Solution]] = Registry("solution", group="abyssal.solutions")
@@ -51,9 +52,35 @@ SOLUTIONS.add_lazy(
 )
 
 
+def solution_class(name: str) -> type[Solution]:
+    """The class registered as ``name``, checked: a :class:`Solution` subclass whose ``name`` is
+    ``name`` (the name its versions are stored under and loaded by).
+
+    Raises:
+        RegistryError: an unknown name (the choices are listed), a plugin that fails to load, or
+            an entry that is not a Solution subclass or is registered under another name than
+            its own (the plugin's package is named).
+    """
+    cls = SOLUTIONS.get(name)
+    plugin = SOLUTIONS.origin(name)
+    where = f" from the plugin package {plugin.package} {plugin.version}" if plugin else ""
+    if not (isinstance(cls, type) and issubclass(cls, Solution)):
+        raise RegistryError(
+            f"solution '{name}'{where} is {cls!r}, not a subclass of "
+            "abyssal.contracts.solution.Solution"
+        )
+    own = getattr(cls, "name", None)
+    if own != name:
+        raise RegistryError(
+            f"solution '{name}'{where} is {cls.__name__}, whose name is {own!r}: the entry "
+            f"point's name and {cls.__name__}.name must be the same"
+        )
+    return cls
+
+
 def get_solution(name: str) -> Solution:
-    """An instance of the solution registered as ``name`` (unknown names list the choices)."""
-    return SOLUTIONS.get(name)()
+    """An instance of the solution registered as ``name`` (:func:`solution_class`'s checks)."""
+    return solution_class(name)()
 
 
-__all__ = ["SOLUTIONS", "Solution", "get_solution"]
+__all__ = ["SOLUTIONS", "Solution", "get_solution", "solution_class"]
