@@ -53,8 +53,8 @@ SOLUTIONS.add_lazy(
 
 
 def solution_class(name: str) -> type[Solution]:
-    """The class registered as ``name``, checked: a :class:`Solution` subclass whose ``name`` is
-    ``name`` (the name its versions are stored under and loaded by).
+    """The class registered as ``name``, checked: its ``name`` is ``name`` (the name its
+    versions are stored under and loaded by), and a plugin's is a :class:`Solution` subclass.
 
     Raises:
         RegistryError: an unknown name (the choices are listed), a plugin that fails to load, or
@@ -64,7 +64,7 @@ def solution_class(name: str) -> type[Solution]:
     cls = SOLUTIONS.get(name)
     plugin = SOLUTIONS.origin(name)
     where = f" from the plugin package {plugin.package} {plugin.version}" if plugin else ""
-    if not (isinstance(cls, type) and issubclass(cls, Solution)):
+    if plugin is not None and not (isinstance(cls, type) and issubclass(cls, Solution)):
         raise RegistryError(
             f"solution '{name}'{where} is {cls!r}, not a subclass of "
             "abyssal.contracts.solution.Solution"
