@@ -3,6 +3,7 @@ package: its modules are loaded from their files)."""
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 from pathlib import Path
@@ -16,15 +17,18 @@ from abyssal.contracts.task import Shard, TrainTask
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def bench():
+def _benchmark_module(name: str):
+    """Import ``benchmarks/<name>.py`` (with its sibling modules) for a module's tests."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        import distributed_models
-
-        yield distributed_models
+        yield importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    yield from _benchmark_module("distributed_models")
 
 
 TINY_LM = {"batch": 2, "vocab": 32, "dim": 16, "layers": 2, "heads": 2, "seq_len": 8}
@@ -118,13 +122,7 @@ def test_classification_loss_flattens_tokens(bench):
 
 @pytest.fixture(scope="module")
 def reshard():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import reshard
-
-        yield reshard
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from _benchmark_module("reshard")
 
 
 RESHARD = {"items": 64, "batch": 8, "seq_len": 8, "vocab": 32, "dim": 16, "layers": 2,
