@@ -71,14 +71,16 @@ VARIANTS = {
     "no_rating": (["model.fusion=true", "model.knowledge=true", "model.rating_head=false"], True),
 }
 LABELS = {
-    "full": "full model (Genesis + fusion + knowledge decoder with rating head + mask head, "
-    "8-view TTA)",
+    "full": "full model (Genesis + fusion + knowledge decoder with rating head + mask head and "
+    "its measured size, 8-view TTA)",
     "no_ssl": "without self-supervised pretraining",
     "no_seg": "without the mask head (segmentation and mask-guided pooling)",
     "no_fusion": "without multi-scale fusion",
     "no_kg": "without knowledge-guided decoder (attribute, rating and diameter heads)",
     "no_rating": "without the malignancy-rating target (other attributes kept)",
     "full_1view": "full model scored without test-time augmentation (same weights)",
+    "full_platt": "full model calibrated without the mask-measured size (Platt scaling alone, "
+    "same weights)",
     "resnet18": "3-D ResNet-18 (torchvision r3d_18, single view, no mask head)",
     "ensemble": "post hoc: mean logit of the trained rows above",
 }
@@ -100,9 +102,14 @@ NOTES = [
     "covers 0 are not distinguishable from the run-to-run noise of one seed per fold.",
     "- Diameter and spiculation errors are of the attribute heads' predictions on the test "
     "fold (the knowledge-guided variants only).",
-    "- Every trained model's malignancy logit is calibrated after training by Platt scaling on "
-    "its validation fold (a monotone map: it leaves each fold's AUROC as it is, and puts the "
-    "five folds' scores on one scale before they are pooled).",
+    "- Every trained model's malignancy logit is calibrated after training on its validation "
+    "fold: by Platt scaling (a monotone map: it leaves each fold's AUROC as it is, and puts the "
+    "five folds' scores on one scale before they are pooled), and, for models with the mask "
+    "head, by a logistic regression on the logit and the nodule's size as the predicted mask "
+    "measures it (equivalent diameters of its volume and of its largest axial section). The "
+    "full_platt row is the full model's same weights with Platt scaling alone.",
+    "- Mask Dice: the predicted mask (one view, probability at least one half) against the "
+    "readers' majority (agreement at least one half) on the test fold, mean over nodules.",
     "- Times: per nodule = read a 64 x 64 x 8 .npz, resample to the cube, predict, at batch 1; "
     "whole scan = read a 300 x 512 x 512 NIfTI (gzip), crop 30 candidates and predict them in "
     "batches. A fresh network of the full model's shape (mask head, 8-view test-time "
@@ -218,6 +225,8 @@ def test_scores(ref: str, home: Path, args: argparse.Namespace) -> dict[str, Any
     from abyssal.solutions.loading import load_model
     from abyssal.solutions.nodule.data import prepare_nodule_data
     from abyssal.solutions.nodule.evaluation import (
+        fit_platt,
+        raw_scores,
         score_cubes,
         sensitivity_threshold,
         sigmoid,
@@ -236,8 +245,30 @@ def test_scores(ref: str, home: Path, args: argparse.Namespace) -> dict[str, Any
         "scores": [float(s) for s in sigmoid(out[:, 0])],
     }
     net = loaded.model
+    val = data.rows("val", labelled=True)
+    if hasattr(net, "raw_outputs"):  # what calibration saw, for post-hoc study of the scores
+        raw: dict[str, Any] = {"attributes": list(net.nodule_spec.get("attributes", []))}
+        for split, chosen in (("val", val), ("test", rows)):
+            logits, sizes = raw_scores(net, data.cubes[chosen], 128)
+            raw[split] = {
+                "ids": [data.records[i].nodule_id for i in chosen],
+                "labels": data.labels[chosen].tolist(),
+                "logits": logits.astype(float).round(5).tolist(),
+                "sizes": None if sizes is None else sizes.astype(float).round(5).tolist(),
+                "attributes": (
+                    score_cubes(net, data.cubes[chosen], 128)[:, 1:].astype(float).round(4).tolist()
+                ),
+            }
+        scores["raw"] = raw
+        if net.size_weights.abs().sum() > 0:  # the same weights, calibrated by Platt alone
+            a, b = fit_platt(np.array(raw["val"]["logits"]), data.labels[val])
+            platt_val = sigmoid(a * np.array(raw["val"]["logits"]) + b)
+            scores["platt"] = {
+                "scores": [float(v) for v in sigmoid(a * np.array(raw["test"]["logits"]) + b)],
+                "threshold_youden": youden_threshold(data.labels[val], platt_val),
+                "threshold_sens95": sensitivity_threshold(data.labels[val], platt_val),
+            }
     if getattr(net, "tta", 1) > 1:
-        val = data.rows("val", labelled=True)
         with net.single_view():
             single = sigmoid(score_cubes(net, data.cubes[rows], 128)[:, 0])
             single_val = sigmoid(score_cubes(net, data.cubes[val], 128)[:, 0])
@@ -386,11 +417,12 @@ def ensemble_run(fold: dict, members: list[str] | None = None) -> dict | None:
     return {**runs[0], "scores": (1 / (1 + np.exp(-mean))).tolist(), "metrics": metrics}
 
 
-def single_view_run(run: dict | None) -> dict | None:
-    """A run's single-view scores and operating points, shaped like the run."""
-    if not run or "single_view" not in run:
+def single_view_run(run: dict | None, key: str = "single_view") -> dict | None:
+    """A run's other scores of the same weights (``single_view``: one view; ``platt``: Platt
+    scaling alone) and their operating points, shaped like the run."""
+    if not run or key not in run:
         return None
-    view = run["single_view"]
+    view = run[key]
     metrics = {k: view[k] for k in ("threshold_youden", "threshold_sens95")}
     return {**run, "scores": view["scores"], "metrics": metrics}
 
@@ -404,8 +436,9 @@ def pooled(
     ids, patients, labels, scores, calls_j, calls_95, per_fold = [], [], [], [], [], [], []
     for f in folds:
         run = ensemble_run(f, members) if variant == "ensemble" else f.get("runs", {}).get(variant)
-        if variant == "full_1view":
-            run = single_view_run(f.get("runs", {}).get("full"))
+        if variant in ("full_1view", "full_platt"):
+            key = "single_view" if variant == "full_1view" else "platt"
+            run = single_view_run(f.get("runs", {}).get("full"), key)
         if not run or "scores" not in run:
             continue
         m = run["metrics"]
@@ -478,7 +511,7 @@ def summarise(result: dict) -> None:
     """Pool each variant, bootstrap, and fill ``result['summary']`` and ``['targets']``."""
     summary, arrays = {}, {}
     ran = [n for f in result["folds"] for n in f.get("runs", {}) if n not in VARIANTS]
-    for variant in [*VARIANTS, *dict.fromkeys(ran), "full_1view", "ensemble"]:
+    for variant in [*VARIANTS, *dict.fromkeys(ran), "full_1view", "full_platt", "ensemble"]:
         p = pooled(result["folds"], variant, result.get("ensemble_of"))
         if p is not None:
             arrays[variant] = p.pop("_arrays")
@@ -553,13 +586,13 @@ def markdown(result: dict) -> str:
             fold_rows.append([
                 str(f["fold"]), name, _f(m.get("test_auroc")), _f(m.get("val_auroc")),
                 _f(m.get("test_diameter_mae_mm"), 2), _f(m.get("test_spiculation_mae"), 2),
-                _f(m.get("test_malignancy_rating_mae"), 2),
+                _f(m.get("test_malignancy_rating_mae"), 2), _f(m.get("test_mask_dice"), 3),
                 str(m.get("best_epoch", "-")), str(run.get("seconds", run.get("error", "-"))),
                 _f(g.get("metrics", {}).get("test_restoration_mse"), 5),
             ])  # fmt: skip
     lines += md_table(
         ["fold", "variant", "test AUROC", "val AUROC", "diameter MAE mm", "spiculation MAE",
-         "rating MAE", "best epoch", "seconds", "Genesis test MSE"], fold_rows,
+         "rating MAE", "mask Dice", "best epoch", "seconds", "Genesis test MSE"], fold_rows,
     )  # fmt: skip
     timing = result.get("timing", {})
     if timing:

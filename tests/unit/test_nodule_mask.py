@@ -17,10 +17,12 @@ from abyssal.contracts.task import Shard
 from abyssal.core.errors import ConfigError, DataError
 from abyssal.solutions.nodule.config import NoduleConfig, NoduleDataConfig, NoduleModelConfig
 from abyssal.solutions.nodule.data import NoduleData, prepare_nodule_data
-from abyssal.solutions.nodule.evaluation import calibrate, fit_platt, sigmoid
+from abyssal.solutions.nodule.evaluation import calibrate, fit_logistic, fit_platt, sigmoid
 from abyssal.solutions.nodule.model import (
     SYMMETRIES,
     NoduleNet,
+    build_nodule_model,
+    mask_sizes,
     pool_levels,
     symmetric_views,
 )
@@ -94,16 +96,33 @@ def test_the_mask_head_needs_our_network_and_tta_a_group_size() -> None:
 # -- the mask head ------------------------------------------------------------------------------
 
 
-def test_the_mask_head_predicts_at_half_resolution_and_widens_the_pooled_features() -> None:
+def test_the_mask_head_predicts_at_the_cubes_resolution_and_widens_the_pooled_features() -> None:
     plain, masked = NoduleNet(4, 2), NoduleNet(4, 2, segment=True)
     x = cubes()
     feats, none = plain.embed(x)
     assert none is None and feats.shape == (2, 384)
     feats, logits = masked.embed(x)
-    assert feats.shape == (2, 384 + 192) and logits.shape == (2, 1, 8, 8, 8)
+    assert feats.shape == (2, 384 + 192) and logits.shape == (2, 1, 16, 16, 16)
     out, mask_logits = masked(x, with_mask=True)
-    assert out.shape == (2, 3) and mask_logits.shape == (2, 1, 8, 8, 8)
+    assert out.shape == (2, 3) and mask_logits.shape == (2, 1, 16, 16, 16)
     assert masked(x).shape == (2, 3)
+
+
+def test_a_version_with_a_half_resolution_mask_head_loads_and_predicts_as_saved() -> None:
+    """Versions whose spec has no mask_grid were trained with the mask at S/2."""
+    torch.manual_seed(0)
+    old = NoduleNet(4, 2, segment=True, mask_grid="half").eval()
+    cfg = NoduleModelConfig(width=4, segment=True)
+    spec = {"attributes": ["a", "b"], "attribute_scale": []}
+    loaded = build_nodule_model(cfg, spec)
+    loaded.load_state_dict(old.state_dict())
+    loaded.eval()
+    x = cubes()
+    _, logits = loaded.embed(x)
+    assert logits is not None and logits.shape == (2, 1, 8, 8, 8)
+    torch.testing.assert_close(loaded(x), old(x))
+    new = build_nodule_model(cfg, {**spec, "mask_grid": "full"})
+    assert new.embed(x)[1].shape == (2, 1, 16, 16, 16)
 
 
 def test_mask_guided_pooling_is_the_mask_weighted_mean_of_each_level() -> None:
@@ -283,3 +302,66 @@ def test_calibration_is_fitted_once_stored_and_old_weights_still_load() -> None:
     moved = NoduleNet(4, 0)
     moved.load_state_dict(net.state_dict())
     assert moved.calibration.tolist() == net.calibration.tolist()
+
+
+def ball_logits(size: int, radius: float, centre: float | None = None) -> torch.Tensor:
+    """Mask logits (1, 1, s, s, s) of a sharp ball: +20 inside, -20 outside."""
+    c = (size - 1) / 2 if centre is None else centre
+    z, y, x = torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * 3, indexing="ij")
+    inside = (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2 <= radius**2
+    return torch.where(inside, 20.0, -20.0).view(1, 1, size, size, size)
+
+
+def test_mask_sizes_measure_a_ball_and_an_empty_mask() -> None:
+    sizes = mask_sizes(torch.cat([ball_logits(24, 6.0), ball_logits(24, 3.0)])).exp()
+    assert sizes.shape == (2, 2)
+    assert sizes[0].tolist() == pytest.approx([12.0, 12.0], rel=0.06)  # diameter 2 r
+    assert sizes[1].tolist() == pytest.approx([6.0, 6.0], rel=0.12)
+    empty = mask_sizes(torch.full((1, 1, 8, 8, 8), -30.0)).exp()
+    assert empty[0].tolist() == pytest.approx([0.5, 0.5])  # floored, finite
+
+
+def test_logistic_fit_recovers_weights_of_extra_columns() -> None:
+    rng = np.random.default_rng(0)
+    x, size = rng.normal(0, 2, 20000), rng.normal(0, 1, (20000, 2))
+    y = (rng.random(20000) < sigmoid(0.7 * x + 1.5 * size[:, 0] - 0.5)).astype(int)
+    a, b, c = fit_logistic(x, size, y)
+    assert a == pytest.approx(0.7, abs=0.05) and b == pytest.approx(-0.5, abs=0.08)
+    assert c[0] == pytest.approx(1.5, abs=0.1) and abs(c[1]) < 0.1
+    assert fit_logistic(-x, size, y)[0] == 1.0  # the logit's ranking must not flip
+    a, b, c = fit_logistic(x, size, np.ones_like(y))
+    assert (a, b, c.tolist()) == (1.0, 0.0, [0.0, 0.0])
+
+
+def test_size_calibration_weighs_the_measured_size_only_with_trained_masks() -> None:
+    torch.manual_seed(0)
+    data = tiny_split_data()
+    x = torch.from_numpy(data.cubes[:4]).unsqueeze(1).float() / 255
+    net = NoduleNet(4, 0, segment=True).eval()
+    logit, _, sizes, _ = net.raw_outputs(x)
+    calibrate(net, data, 8)  # no masks: Platt alone
+    assert net.size_weights.tolist() == [0.0, 0.0]
+    data.masks = np.zeros_like(data.cubes)
+    data.has_mask = np.ones(len(data.labels), dtype=bool)
+    net = NoduleNet(4, 0, segment=True).eval()
+    val = data.rows("val")
+    with torch.no_grad():  # the head's threshold at the voxels' median: masks of many sizes
+        cube_val = torch.from_numpy(data.cubes[val]).unsqueeze(1).float() / 255
+        net.mask_head[-1].bias -= net.embed(cube_val)[1].median()
+    with torch.no_grad():  # labels that the raw logit ranks, so its fitted scale is positive
+        raw_val, *_ = net.raw_outputs(torch.from_numpy(data.cubes[val]).unsqueeze(1).float() / 255)
+    data.labels[val] = (raw_val >= raw_val.median()).long().numpy()
+    data.labels[val[0]] = 1 - data.labels[val[0]]  # not separable
+    logit, _, sizes, _ = net.raw_outputs(x)
+    a, b = calibrate(net, data, 8)
+    assert sizes is not None and net.size_weights.abs().sum() > 0
+    now = net(x)[:, 0]
+    torch.testing.assert_close(now, logit * a + b + sizes @ net.size_weights)
+    old = {k: v for k, v in net.state_dict().items() if k != "size_weights"}
+    fresh = NoduleNet(4, 0, segment=True)
+    fresh.load_state_dict(old)  # a version saved before size weights existed
+    assert fresh.size_weights.tolist() == [0.0, 0.0]
+    with torch.no_grad():
+        viewed = NoduleNet(4, 0, segment=True, tta=4).eval()
+        _, _, view_sizes, _ = viewed.raw_outputs(x, 4)
+    assert view_sizes is not None and view_sizes.shape == (4, 2)

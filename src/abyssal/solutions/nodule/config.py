@@ -143,6 +143,12 @@ class NoduleModelConfig:
         help="after training, fit the malignancy logit's scale and offset on the validation "
         "split (Platt scaling) so probabilities are calibrated; the ranking is unchanged",
     )
+    calibrate_size: bool = field(
+        True,
+        help="with calibrate and a mask head trained on masks: the calibration also weighs the "
+        "nodule's size as the predicted mask measures it (log equivalent and largest axial "
+        "diameter), weights fitted on the validation split with the scale and offset",
+    )
     pretrained: str = field(
         "none",
         help="starting weights: none, a model version ref (e.g. nodule-genesis:1: its encoder "

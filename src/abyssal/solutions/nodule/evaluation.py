@@ -83,10 +83,8 @@ def fit_platt(
     logits: np.ndarray, labels: np.ndarray, *, ridge: float = 1e-2
 ) -> tuple[float, float]:
     """Scale ``a`` and offset ``b`` so that ``sigmoid(a * logit + b)`` fits the labels (Platt
-    scaling): Newton's method with a backtracking line search on the log loss of the
-    standardised logits, with a small ridge (so overconfident or separable logits cannot send
-    the scale to infinity); ``(1, 0)`` without both classes or when the fitted scale is not
-    positive (the ranking must not flip).
+    scaling, :func:`fit_logistic` with the logit alone); ``(1, 0)`` without both classes or when
+    the fitted scale is not positive (the ranking must not flip).
 
     Example:
         >>> logits = np.array([-4.0, -2.0, 0.0, 2.0, 4.0, 6.0])
@@ -94,23 +92,45 @@ def fit_platt(
         >>> 0 < a < 1
         True
     """
-    x = np.asarray(logits, dtype=np.float64).reshape(-1)
+    a, b, _ = fit_logistic(logits, None, labels, ridge=ridge)
+    return a, b
+
+
+def fit_logistic(
+    logits: np.ndarray, extra: np.ndarray | None, labels: np.ndarray, *, ridge: float = 1e-2
+) -> tuple[float, float, np.ndarray]:
+    """``(a, b, c)`` so that ``sigmoid(a * logit + b + extra @ c)`` fits the labels: a logistic
+    regression on the logit and the ``extra`` columns (N, K), by Newton's method with a
+    backtracking line search on the log loss of standardised columns and a small ridge on
+    every weight but the offset (so overconfident or separable inputs cannot send a weight to
+    infinity). Without both classes, with non-finite inputs, or when the logit's fitted weight
+    is not positive (its ranking must not flip), the identity ``(1, 0, zeros)``."""
+    x = np.asarray(logits, dtype=np.float64).reshape(-1, 1)
+    k = 0 if extra is None else np.asarray(extra).reshape(len(x), -1).shape[1]
+    if k:
+        x = np.concatenate([x, np.asarray(extra, dtype=np.float64).reshape(len(x), k)], axis=1)
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    identity = (1.0, 0.0, np.zeros(k))
     if len(np.unique(y)) < 2 or not np.isfinite(x).all():
-        return 1.0, 0.0
-    center, spread = float(x.mean()), float(x.std()) or 1.0
-    design = np.stack([(x - center) / spread, np.ones_like(x)], axis=1)
+        return identity
+    center = x.mean(axis=0)
+    spread = np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)
+    design = np.concatenate([(x - center) / spread, np.ones((len(x), 1))], axis=1)
+    penalty = np.array([ridge] * (k + 1) + [1e-9])
 
     def loss(w: np.ndarray) -> float:
         z = design @ w
-        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * ridge * w[0] ** 2)
+        shrink = 0.5 * np.sum(penalty[:-1] * w[:-1] ** 2)
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + shrink)
 
-    w = np.array([spread, center])  # the identity map, a = 1, b = 0
+    # start from the identity map on the logit (a = 1, b = 0) and zero extra weights
+    w = np.zeros(k + 2)
+    w[0], w[-1] = spread[0], center[0]
     current = loss(w)
     for _ in range(100):
         p = sigmoid(design @ w)
-        grad = design.T @ (p - y) + ridge * np.array([w[0], 0.0])
-        hess = (design * (p * (1 - p))[:, None]).T @ design + np.diag([ridge, 1e-9])
+        grad = design.T @ (p - y) + penalty * np.append(w[:-1], 0.0)
+        hess = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty)
         step = np.linalg.solve(hess, grad)
         t = 1.0
         while t > 1e-6 and loss(w - t * step) > current:
@@ -119,14 +139,22 @@ def fit_platt(
         current = loss(w)
         if previous - current < 1e-10 * max(1.0, abs(current)):
             break
-    a, b = float(w[0] / spread), float(w[1] - w[0] * center / spread)
-    return (a, b) if a > 0 and np.isfinite([a, b]).all() else (1.0, 0.0)
+    weights = w[:-1] / spread
+    a, c = float(weights[0]), weights[1:]
+    b = float(w[-1] - np.sum(weights * center))
+    if not (a > 0 and np.isfinite(weights).all() and np.isfinite(b)):
+        return identity
+    return a, b, c
 
 
-def calibrate(model: torch.nn.Module, data: NoduleData, batch_size: int) -> tuple[float, float]:
-    """Fit the model's malignancy calibration (:func:`fit_platt`) on the validation split's
-    labelled nodules and store it in the model; a model already calibrated keeps its own.
-    Returns the (scale, offset) in use."""
+def calibrate(
+    model: torch.nn.Module, data: NoduleData, batch_size: int, *, size: bool = True
+) -> tuple[float, float]:
+    """Fit the model's malignancy calibration on the validation split's labelled nodules and
+    store it in the model: Platt scaling (:func:`fit_platt`), or, with ``size`` and a mask head
+    trained on masks, a logistic regression on the logit and the mask-measured sizes
+    (:func:`fit_logistic`, weights in ``size_weights``). A model already calibrated keeps its
+    own. Returns the (scale, offset) in use."""
     net = getattr(model, "module", model)
     calibration = getattr(net, "calibration", None)
     if calibration is None:
@@ -134,15 +162,38 @@ def calibrate(model: torch.nn.Module, data: NoduleData, batch_size: int) -> tupl
     if calibration[2] > 0:
         return float(calibration[0]), float(calibration[1])
     rows = data.rows("val", labelled=True)
-    was_training = model.training
-    model.eval()
-    try:
-        logits = score_cubes(model, data.cubes[rows], batch_size)[:, 0]
-    finally:
-        model.train(was_training)
-    a, b = fit_platt(logits, data.labels[rows])
+    with_sizes = bool(size and getattr(net, "segment", False) and data.has_mask is not None)
+    with_sizes = with_sizes and bool(data.has_mask[data.rows("train")].any())
+    logits, sizes = raw_scores(net, data.cubes[rows], batch_size)
+    a, b, c = fit_logistic(logits, sizes if with_sizes else None, data.labels[rows])
     calibration.copy_(torch.tensor([a, b, 1.0], device=calibration.device))
+    if with_sizes:
+        net.size_weights.copy_(torch.tensor(c, dtype=torch.float32))
     return a, b
+
+
+@torch.no_grad()
+def raw_scores(
+    net: torch.nn.Module, cubes: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Uncalibrated malignancy logits (N,) of uint8 cubes over the model's test-time views, and
+    the mask-measured sizes (N, 2) or ``None`` without a mask head
+    (:meth:`NoduleNet.raw_outputs`)."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    logits, sizes = [], []
+    try:
+        for i in range(0, len(cubes), batch_size):
+            x = torch.from_numpy(cubes[i : i + batch_size]).to(device).unsqueeze(1).float() / 255.0
+            logit, _, size, _ = net.raw_outputs(x, net.tta)
+            logits.append(logit.float().cpu())
+            if size is not None:
+                sizes.append(size.float().cpu())
+    finally:
+        net.train(was_training)
+    out = torch.cat(logits).numpy() if logits else np.zeros(0, dtype=np.float32)
+    return out, (torch.cat(sizes).numpy() if sizes else None)
 
 
 def operating_metrics(
@@ -183,10 +234,42 @@ def evaluate_nodule(model: torch.nn.Module, data: NoduleData, batch_size: int) -
             metrics[f"{split}_nodules"] = int(known.sum())
             truth = data.attribute_values(rows, names)
             metrics.update(_attribute_errors(out[:, 1:], truth, names, split))
+            dice = mask_dice(model, data, rows, batch_size)
+            if dice is not None:
+                metrics[f"{split}_mask_dice"] = dice
     finally:
         model.train(was_training)
     metrics.update(operating_metrics(pairs["val"], pairs["test"]))
     return metrics
+
+
+@torch.no_grad()
+def mask_dice(
+    model: torch.nn.Module, data: NoduleData, rows: np.ndarray, batch_size: int
+) -> float | None:
+    """Mean Dice of the predicted mask (probability at least one half, one view) against the
+    readers' majority (agreement at least one half, averaged to the mask's grid) over ``rows``
+    that have a mask; ``None`` without a mask head or masks."""
+    net = getattr(model, "module", model)
+    if not getattr(net, "segment", False) or data.masks is None or data.has_mask is None:
+        return None
+    rows = np.asarray(rows)[data.has_mask[np.asarray(rows)]]
+    if not len(rows):
+        return None
+    device = next(net.parameters()).device
+    scores = []
+    for i in range(0, len(rows), batch_size):
+        part = rows[i : i + batch_size]
+        x = torch.from_numpy(data.cubes[part]).to(device).unsqueeze(1).float() / 255.0
+        _, logits = net(x, with_mask=True)
+        target = torch.from_numpy(data.masks[part]).to(device).unsqueeze(1).float() / 255.0
+        if target.shape[2:] != logits.shape[2:]:
+            target = torch.nn.functional.adaptive_avg_pool3d(target, logits.shape[2:])
+        p, t = (logits >= 0).flatten(1).float(), (target >= 0.5).flatten(1).float()
+        both = (p + t).sum(1)
+        dice = torch.where(both > 0, 2 * (p * t).sum(1) / both.clamp_min(1), 1.0)
+        scores.append(dice.cpu())
+    return float(torch.cat(scores).mean())
 
 
 def _attribute_errors(

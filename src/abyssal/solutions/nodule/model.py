@@ -13,14 +13,21 @@ merged top-down (coarse upsampled and added to fine) and smoothed; each level is
 max) and the pooled vectors concatenated, so a 4 mm nodule is still several voxels wide on the
 finest level while a 30 mm one fills the coarsest.
 
-Segmentation (``segment=True``): a small head on the finest fused level (S/2 voxels a side)
-predicts the nodule's mask (trained on the readers' masks at that resolution), and each level is
-also pooled with that mask as weights, so the heads read the nodule's own features beside the
-whole cube's. Test-time
+Segmentation (``segment=True``): a small decoder predicts the nodule's mask at the cube's own
+resolution (the finest fused level, S/2 voxels a side, upsampled and joined with the full-size
+stem, U-Net style; trained on the readers' masks), and each level is also pooled with that mask
+as weights, so the heads read the nodule's own features beside the whole cube's. Versions whose
+spec has no ``mask_grid`` predicted the mask at S/2 from the fused level alone
+(``mask_grid="half"``) and load as they were. Test-time
 augmentation (``tta``) averages the outputs over the cube's symmetries in eval mode (views of a
 small batch in one pass). The
 malignancy logit passes, in eval mode, through a scale and offset (``calibration``, identity
-until :func:`calibrate` fits them on validation nodules: Platt scaling).
+until :func:`calibrate` fits them on validation nodules: Platt scaling). With the mask head, the
+calibration can also weigh the nodule's size as the predicted mask measures it
+(:func:`mask_sizes`: the log equivalent diameters of the mask's volume and of its largest axial
+section, the way a radiologist measures a nodule), with weights fitted beside the scale
+(``size_weights``, zero until fitted): size is the strongest single sign of malignancy in LIDC,
+and a measured size is a second opinion on the one the network's features carry.
 
 Example:
     >>> net = NoduleNet(width=8, attributes=2)
@@ -167,6 +174,27 @@ VIEW_CUBES = 64
 """Test-time views of a small batch run together up to this many cubes per pass."""
 
 
+def mask_sizes(mask_logits: torch.Tensor) -> torch.Tensor:
+    """The size of each predicted mask (B, 1, s, s, s), in voxels of the mask's grid: (B, 2) the
+    log equivalent diameter of its volume (the sphere of as many voxels) and the log equivalent
+    diameter of its largest axial section (the circle of the largest slice's voxels), counting
+    the voxels the head calls nodule (probability at least one half: summed probabilities would
+    count the faint background of the whole cube), each at least half a voxel (an empty mask is
+    tiny, not undefined).
+
+    Example:
+        >>> big = torch.full((1, 1, 8, 8, 8), 10.0)
+        >>> mask_sizes(big).exp().round()
+        tensor([[10.,  9.]])
+    """
+    inside = (mask_logits.float() >= 0).float().flatten(1, 2)  # (B, s, s, s): slices first
+    volume = inside.sum(dim=(1, 2, 3))
+    section = inside.sum(dim=(2, 3)).amax(dim=1)
+    eq = (volume * (6.0 / torch.pi)).clamp_min(0.125).pow(1.0 / 3.0)
+    axial = (section * (4.0 / torch.pi)).clamp_min(0.25).sqrt()
+    return torch.stack([eq.log(), axial.log()], dim=1)
+
+
 def symmetric_views(x: torch.Tensor, index: int) -> torch.Tensor:
     """Symmetry ``index`` of :data:`SYMMETRIES` applied to ``x`` (B, C, D, H, W) with H == W."""
     dims, transpose = SYMMETRIES[index]
@@ -234,7 +262,10 @@ class NoduleNet(nn.Module):
         arch: ``fusion`` (ours) or ``resnet18`` (torchvision's r3d_18, one input channel).
         restore: build the Models Genesis decoder; ``forward`` returns the restored cube.
         segment: a mask head and mask-guided pooling (``arch=fusion``);
-            ``forward(x, with_mask=True)`` also returns the mask logits (B, 1, S/2, S/2, S/2).
+            ``forward(x, with_mask=True)`` also returns the mask logits (B, 1, S, S, S), or
+            (B, 1, S/2, S/2, S/2) with ``mask_grid="half"``.
+        mask_grid: ``full`` (the cube's grid, from the fused level and the stem) or ``half``
+            (the fused level's grid alone: versions saved before the full grid).
         tta: in eval mode, average the outputs over the first ``tta`` of :data:`SYMMETRIES`
             (one forward pass per view).
     """
@@ -252,11 +283,13 @@ class NoduleNet(nn.Module):
         restore: bool = False,
         segment: bool = False,
         tta: int = 1,
+        mask_grid: str = "full",
     ) -> None:
         super().__init__()
         self.arch, self.restore = arch, restore
         self.segment = segment and arch != "resnet18" and not restore
         self.tta = tta
+        self.mask_grid = mask_grid
         self.knowledge = knowledge and attributes > 0
         self.attributes = attributes if self.knowledge else 0
         if arch == "resnet18":
@@ -269,10 +302,14 @@ class NoduleNet(nn.Module):
             self.decoder = _decoder(self.encoder.fused + width, width)
             return
         if self.segment:
-            self.mask_head = _decoder(self.encoder.fused, width)
+            joined = self.encoder.fused + (width if mask_grid == "full" else 0)
+            self.mask_head = _decoder(joined, width)
             features += self.encoder.fused * len(self.encoder.lateral)
         # Platt scaling of the malignancy logit: (scale, offset, fitted)
         self.register_buffer("calibration", torch.tensor([1.0, 0.0, 0.0]))
+        # weights of the mask-measured sizes (log equivalent, log axial diameter) in the
+        # calibrated logit: zero unless fitted with the calibration (segment only)
+        self.register_buffer("size_weights", torch.zeros(2))
         self.drop = nn.Dropout(dropout)
         a = self.attributes
         if scale is None:
@@ -301,19 +338,26 @@ class NoduleNet(nn.Module):
         """(B, features) pooled image features and, with ``segment``, the mask logits."""
         if self.arch == "resnet18":
             return self.encoder(x), None
-        levels, _ = self.encoder(x)
+        levels, stem = self.encoder(x)
         if not self.segment:
             return pool_levels(levels), None
-        mask_logits = self.mask_head(levels[0])
+        if self.mask_grid == "full":
+            mask_logits = self._decode(levels, stem, self.mask_head)
+        else:
+            mask_logits = self.mask_head(levels[0])
         return pool_levels(levels, torch.sigmoid(mask_logits)), mask_logits
 
-    def _decode(self, levels: list[torch.Tensor], stem: torch.Tensor) -> torch.Tensor:
+    def _decode(
+        self, levels: list[torch.Tensor], stem: torch.Tensor, head: nn.Module | None = None
+    ) -> torch.Tensor:
+        """``head`` (default: the restoration decoder) on the finest level upsampled to the
+        stem's size and joined with the stem."""
         up = F.interpolate(levels[0], size=stem.shape[2:], mode="trilinear", align_corners=False)
-        return self.decoder(torch.cat([up, stem], dim=1))
+        return (head or self.decoder)(torch.cat([up, stem], dim=1))
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B,) malignancy logits (uncalibrated), (B, A) standardised attributes and the mask
-        logits (B, 1, S/2, S/2, S/2) or ``None``."""
+        logits (B, 1, S, S, S) (S/2 with ``mask_grid="half"``) or ``None``."""
         feats, mask_logits = self.embed(x)
         feats = self.drop(feats)
         if self.attribute_head is None:
@@ -330,35 +374,52 @@ class NoduleNet(nn.Module):
             levels, stem = self.encoder(x)
             return torch.sigmoid(self._decode(levels, stem))
         views = 1 if self.training or with_mask else self.tta
-        if views > 1:
-            logit, z = self._mean_over_views(x, views)
-            mask_logits = None
-        else:
-            logit, z, mask_logits = self.heads(x)
+        logit, z, sizes, mask_logits = self.raw_outputs(x, views)
         if not self.training:  # calibration maps the trained logit; training sees it raw
             logit = logit * self.calibration[0] + self.calibration[1]
+            if sizes is not None:
+                logit = logit + sizes @ self.size_weights
         out = torch.cat([logit.unsqueeze(1), self.scale.restore(z)], dim=1)
         return (out, mask_logits) if with_mask else out
 
-    def _mean_over_views(self, x: torch.Tensor, views: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mean logit and attributes over the first ``views`` symmetries, as many views
-        per pass as keep it within :data:`VIEW_CUBES` cubes (a small batch: all in one pass; a
-        large one: a view at a time). In a graph being captured, a view at a time."""
+    def raw_outputs(
+        self, x: torch.Tensor, views: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Uncalibrated (B,) logits, (B, A) standardised attributes, (B, 2) mask-measured sizes
+        (:func:`mask_sizes`; ``None`` without the mask head), each the mean over ``views``
+        symmetries, and the mask logits (one view only, else ``None``)."""
+        if views > 1:
+            logit, z, sizes = self._mean_over_views(x, views)
+            return logit, z, sizes, None
+        logit, z, mask_logits = self.heads(x)
+        sizes = None if mask_logits is None else mask_sizes(mask_logits)
+        return logit, z, sizes, mask_logits
+
+    def _mean_over_views(
+        self, x: torch.Tensor, views: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The mean logit, attributes and mask sizes over the first ``views`` symmetries, as
+        many views per pass as keep it within :data:`VIEW_CUBES` cubes (a small batch: all in
+        one pass; a large one: a view at a time). In a graph being captured, a view at a
+        time."""
         b = x.shape[0]
         eager = not (torch.jit.is_tracing() or torch.compiler.is_compiling())
         group = max(1, VIEW_CUBES // max(1, b)) if eager else 1
-        logit_sum: torch.Tensor | None = None
-        z_sum: torch.Tensor | None = None
+        sums: list[torch.Tensor | None] = [None, None, None]
         for start in range(0, views, group):
             chosen = range(start, min(views, start + group))
             stacked = torch.cat([symmetric_views(x, i) for i in chosen])
-            logit, z, _ = self.heads(stacked)  # (k B,), (k B, A)
-            logit = logit.reshape(len(chosen), -1).sum(0)
-            z = z.reshape(len(chosen), b, z.shape[-1]).sum(0)
-            logit_sum = logit if logit_sum is None else logit_sum + logit
-            z_sum = z if z_sum is None else z_sum + z
+            logit, z, mask_logits = self.heads(stacked)  # (k B,), (k B, A), (k B, 1, ...)
+            sizes = None if mask_logits is None else mask_sizes(mask_logits)
+            parts = [logit.unsqueeze(1), z, sizes]
+            for j, part in enumerate(parts):
+                if part is not None:
+                    part = part.reshape(len(chosen), b, part.shape[-1]).sum(0)
+                    sums[j] = part if sums[j] is None else sums[j] + part
+        logit_sum, z_sum, size_sum = sums
         assert logit_sum is not None and z_sum is not None
-        return logit_sum / views, z_sum / views
+        sizes = None if size_sum is None else size_sum / views
+        return logit_sum[:, 0] / views, z_sum / views, sizes
 
     @contextmanager
     def single_view(self) -> Iterator[None]:
@@ -370,9 +431,10 @@ class NoduleNet(nn.Module):
             self.tta = tta
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
-        # versions saved before calibration existed load as uncalibrated
-        if not self.restore and prefix + "calibration" not in state_dict:
-            state_dict[prefix + "calibration"] = self.calibration.detach().clone()
+        # versions saved before calibration (or size weights) existed load without them
+        for name in ("calibration", "size_weights"):
+            if not self.restore and prefix + name not in state_dict:
+                state_dict[prefix + name] = getattr(self, name).detach().clone()
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
@@ -425,6 +487,7 @@ def build_nodule_model(model_cfg: Any, spec: Mapping[str, Any]) -> NoduleNet:
         restore=restore,
         segment=getattr(model_cfg, "segment", False),
         tta=getattr(model_cfg, "tta", 1),
+        mask_grid=spec.get("mask_grid", "half"),
     )
     net.nodule_spec = dict(spec)  # plain data beside the weights
     return net

@@ -113,6 +113,7 @@ class NoduleSolution(Solution):
             "hu_window": list(cfg.data.hu_window),
             "attributes": list(names),
             "attribute_scale": [list(v) for v in attribute_scale(values, names)] if names else [],
+            "mask_grid": "full",
         }
 
     def build_model(self, cfg: NoduleConfig, spec: dict[str, Any]) -> torch.nn.Module:
@@ -128,7 +129,7 @@ class NoduleSolution(Solution):
         if spec["cube"] != data.cube:
             raise DataError(f"the model takes {spec['cube']}-voxel cubes; data.cube={data.cube}")
         if cfg.model.calibrate:  # once, after training: stored with the weights
-            calibrate(model, data, cfg.data.eval_batch_size)
+            calibrate(model, data, cfg.data.eval_batch_size, size=cfg.model.calibrate_size)
         return evaluate_nodule(model, data, cfg.data.eval_batch_size)
 
     def monitor(self, cfg: NoduleConfig, data: NoduleData) -> tuple[str, Literal["max", "min"]]:
