@@ -71,8 +71,8 @@ VARIANTS = {
     "no_rating": (["model.fusion=true", "model.knowledge=true", "model.rating_head=false"], True),
 }
 LABELS = {
-    "full": "full model (Genesis + fusion + knowledge decoder with rating head + mask head and "
-    "its measured size, 8-view TTA)",
+    "full": "full model (Genesis + fusion + knowledge decoder with rating head + mask head, "
+    "turns and shifts in training, 8-view TTA)",
     "no_ssl": "without self-supervised pretraining",
     "no_seg": "without the mask head (segmentation and mask-guided pooling)",
     "no_fusion": "without multi-scale fusion",
@@ -102,12 +102,11 @@ NOTES = [
     "covers 0 are not distinguishable from the run-to-run noise of one seed per fold.",
     "- Diameter and spiculation errors are of the attribute heads' predictions on the test "
     "fold (the knowledge-guided variants only).",
-    "- Every trained model's malignancy logit is calibrated after training on its validation "
-    "fold: by Platt scaling (a monotone map: it leaves each fold's AUROC as it is, and puts the "
-    "five folds' scores on one scale before they are pooled), and, for models with the mask "
-    "head, by a logistic regression on the logit and the nodule's size as the predicted mask "
-    "measures it (equivalent diameters of its volume and of its largest axial section). The "
-    "full_platt row is the full model's same weights with Platt scaling alone.",
+    "- Every trained model's malignancy logit is calibrated after training by Platt scaling on "
+    "its validation fold (a monotone map: it leaves each fold's AUROC as it is, and puts the "
+    "five folds' scores on one scale before they are pooled). With model.calibrate_size the "
+    "calibration also weighs the size the predicted mask measures; a full_platt row then shows "
+    "the same weights with Platt scaling alone.",
     "- Mask Dice: the predicted mask (one view, probability at least one half) against the "
     "readers' majority (agreement at least one half) on the test fold, mean over nodules.",
     "- Times: per nodule = read a 64 x 64 x 8 .npz, resample to the cube, predict, at batch 1; "

@@ -31,7 +31,14 @@ from abyssal.solutions.nodule.model import (
     load_encoder,
 )
 from abyssal.solutions.nodule.solution import NoduleSolution
-from abyssal.solutions.nodule.task import ClassifyTask, CubeBatch, GenesisTask, augment, nodule_loss
+from abyssal.solutions.nodule.task import (
+    ClassifyTask,
+    CubeBatch,
+    GenesisTask,
+    augment,
+    augment_draws,
+    nodule_loss,
+)
 
 
 def cubes(b: int = 2, seed: int = 0) -> torch.Tensor:
@@ -229,6 +236,37 @@ def test_augment_is_the_identity_without_draws_and_flips_where_drawn() -> None:
     assert torch.equal(out[1], torch.flip(x[1], dims=(2,)))  # y
     assert torch.equal(out[2], torch.flip(x[2], dims=(1, 3)))  # z and x
     assert torch.equal(out[3], x[3].transpose(2, 3))  # y <-> x
+
+
+def test_a_quarter_turn_and_a_shift_move_the_voxels_where_they_should() -> None:
+    x = torch.zeros(1, 2, 3, 8, 8)
+    x[0, :, :, 1, 5] = 1.0  # a line along z at y=1, x=5 (both channels)
+    flips = torch.zeros(1, 4)
+    same = augment(x, torch.cat([flips, torch.zeros(1, 3)], dim=1))
+    torch.testing.assert_close(same, x)  # angle 0, no shift: the identity
+    quarter = augment(x, torch.cat([flips, torch.tensor([[math.pi / 2, 0.0, 0.0]])], dim=1))
+    expected = torch.rot90(x, k=1, dims=(3, 4))  # a turn in the (y, x) plane
+    expected_other = torch.rot90(x, k=-1, dims=(3, 4))
+    assert torch.allclose(quarter, expected, atol=1e-5) or torch.allclose(
+        quarter, expected_other, atol=1e-5
+    )
+    shifted = augment(x, torch.cat([flips, torch.tensor([[0.0, 0.0, 0.25]])], dim=1))
+    # +0.25 normalised = one voxel of eight: the sample comes from x + 1, so the line moves to 4
+    assert shifted[0, 0, 0, 1, 4] == pytest.approx(1.0) and shifted[0, 0, 0, 1, 5] == 0.0
+    torch.testing.assert_close(shifted[0, 0], shifted[0, 1])  # masks move with the image
+
+
+def test_augment_draws_follow_the_data_settings() -> None:
+    g = torch.Generator().manual_seed(0)
+    assert augment_draws(5, NoduleDataConfig(augment=False), g).shape == (5, 0)
+    flips_only = augment_draws(5, NoduleDataConfig(rotate=False, shift_mm=0.0), g)
+    assert flips_only.shape == (5, 4) and set(flips_only.unique().tolist()) <= {0.0, 1.0}
+    draws = augment_draws(2000, NoduleDataConfig(cube=32, voxel_mm=1.25, shift_mm=2.0), g)
+    assert draws.shape == (2000, 7)
+    assert draws[:, 4].min() >= 0 and draws[:, 4].max() < 2 * math.pi
+    assert draws[:, 5:].abs().max() <= 2.0 / 20.0  # 2 mm of a 20 mm half-cube
+    with pytest.raises(ConfigError, match=r"data\.shift_mm"):
+        NoduleDataConfig(cube=16, voxel_mm=1.0, shift_mm=8.0)
 
 
 def test_batch_voxels_scale_to_zero_one() -> None:

@@ -82,13 +82,29 @@ class NoduleDataConfig:
     )
     batch_size: int = field(32, help="cubes per training batch (per process)")
     eval_batch_size: int = field(64, help="cubes per evaluation batch")
-    augment: bool = field(True, help="random flips, 90-degree turns and shifts in training")
+    augment: bool = field(
+        True, help="random flips and 90-degree in-plane turns of the cubes in training"
+    )
+    rotate: bool = field(
+        True,
+        help="with augment: also turn each training cube about the slice axis by a random angle "
+        "(any angle, resampled trilinearly; masks alike)",
+    )
+    shift_mm: float = field(
+        2.0, help="with augment: shift each training cube in-plane by up to this many mm"
+    )
 
     def __post_init__(self) -> None:
         if self.cube < 8:
             raise ConfigError(f"data.cube must be >= 8 voxels, got {self.cube}")
         if self.voxel_mm <= 0:
             raise ConfigError(f"data.voxel_mm must be > 0, got {self.voxel_mm}")
+        half = self.cube * self.voxel_mm / 2
+        if not 0 <= self.shift_mm < half:
+            raise ConfigError(
+                f"data.shift_mm must be >= 0 and under half the cube ({half:g} mm), "
+                f"got {self.shift_mm}"
+            )
         if len(self.hu_window) != 2 or not self.hu_window[0] < self.hu_window[1]:
             raise ConfigError(f"data.hu_window must be [low, high], got {self.hu_window}")
         if not 0 < self.val_frac < 1 or not 0 < self.test_frac < 1:
@@ -144,7 +160,7 @@ class NoduleModelConfig:
         "split (Platt scaling) so probabilities are calibrated; the ranking is unchanged",
     )
     calibrate_size: bool = field(
-        True,
+        False,
         help="with calibrate and a mask head trained on masks: the calibration also weighs the "
         "nodule's size as the predicted mask measures it (log equivalent and largest axial "
         "diameter), weights fitted on the validation split with the scale and offset",

@@ -253,6 +253,10 @@ def mask_dice(
     net = getattr(model, "module", model)
     if not getattr(net, "segment", False) or data.masks is None or data.has_mask is None:
         return None
+    from abyssal.solutions.nodule.model import NoduleNet
+
+    if not isinstance(net, NoduleNet):
+        return None  # an optimized variant (an exported graph) answers without the mask
     rows = np.asarray(rows)[data.has_mask[np.asarray(rows)]]
     if not len(rows):
         return None

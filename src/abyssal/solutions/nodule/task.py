@@ -4,7 +4,9 @@ restoration pretraining.
 Batches hold uint8 cubes and the random draws of their augmentation (made on the CPU from
 ``(train.seed, epoch, batch)``), so a resumed run sees the same batches; the device turns them
 into floats, augments them (flips on three axes and in-plane transposition: the 16 symmetries
-that keep the slice axis) and, for Models Genesis, corrupts them.
+that keep the slice axis; with ``data.rotate`` and ``data.shift_mm`` also a turn by any angle
+about the slice axis and an in-plane shift, so the network cannot lean on the grid's
+orientation) and, for Models Genesis, corrupts them.
 
 Loss of the classifier: binary cross-entropy of the malignancy logit over the labelled nodules
 (malignant ones weighted by ``loss.positive_weight``), plus ``loss.attribute_weight`` times the
@@ -21,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +34,7 @@ from torch.nn import functional as F
 
 from abyssal.contracts.task import LazyBatches, Shard, cut_batches
 from abyssal.core.devices import derive_seed
-from abyssal.solutions.nodule.config import NoduleConfig
+from abyssal.solutions.nodule.config import NoduleConfig, NoduleDataConfig
 from abyssal.solutions.nodule.data import NoduleData
 
 AUGMENT_DRAWS = 4
@@ -97,18 +100,55 @@ class CubeBatch:
 
 
 def augment(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-    """Flip each cube along z, y, x and transpose y/x where its draws say so (all channels
-    alike).
+    """Flip each cube along z, y, x and transpose y/x where its draws say so, then, with more
+    than :data:`AUGMENT_DRAWS` columns, turn it about the slice axis and shift it in-plane (all
+    channels alike).
 
     Shapes:
-        x: (B, C, D, H, W) with H == W; draws: (B, 4) 0/1; output like x.
+        x: (B, C, D, H, W) with H == W; draws: (B, 4) 0/1, or (B, 7) with the angle in radians
+        and the y and x shifts in normalised coordinates (a cube spans -1 to 1); output like x.
     """
     out = x
     for column, dim in ((0, 2), (1, 3), (2, 4)):
         pick = draws[:, column].bool().view(-1, 1, 1, 1, 1)
         out = torch.where(pick, out.flip(dim), out)
     pick = draws[:, 3].bool().view(-1, 1, 1, 1, 1)
-    return torch.where(pick, out.transpose(3, 4), out)
+    out = torch.where(pick, out.transpose(3, 4), out)
+    if draws.shape[1] <= AUGMENT_DRAWS:
+        return out
+    return turn_and_shift(out, draws[:, AUGMENT_DRAWS].float(), draws[:, 5:7].float())
+
+
+def turn_and_shift(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Each cube of ``x`` (B, C, D, H, W, H == W) turned by ``angle`` (B,) radians about the
+    slice axis and shifted by ``shift`` (B, 2) (y, x in normalised coordinates), resampled
+    trilinearly; what comes from outside the cube takes the nearest edge value."""
+    b = x.shape[0]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(b, 3, 4, device=x.device, dtype=torch.float32)
+    # grid coordinates are (x, y, z): the turn is in the (x, y) plane, z is kept
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 3] = cos, -sin, shift[:, 1]
+    theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 3] = sin, cos, shift[:, 0]
+    theta[:, 2, 2] = 1.0
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(
+        x.float(), grid.to(x.device), mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return out.to(x.dtype)
+
+
+def augment_draws(n: int, cfg: NoduleDataConfig, generator: torch.Generator) -> torch.Tensor:
+    """(n, 4) flip draws, or (n, 7) with an angle and in-plane shifts when ``data.rotate`` or
+    ``data.shift_mm``; (n, 0) without ``data.augment``."""
+    if not cfg.augment:
+        return torch.zeros(n, 0)
+    flips = torch.randint(0, 2, (n, AUGMENT_DRAWS), generator=generator).float()
+    if not cfg.rotate and cfg.shift_mm == 0:
+        return flips
+    angle = torch.rand(n, 1, generator=generator) * (2 * math.pi if cfg.rotate else 0.0)
+    reach = cfg.shift_mm / (cfg.cube * cfg.voxel_mm / 2)  # mm to normalised coordinates
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * reach
+    return torch.cat([flips, angle, shift], dim=1)
 
 
 class _CubeTask:
@@ -142,8 +182,7 @@ class _CubeTask:
 
         def make(i: int, rows: np.ndarray) -> CubeBatch:
             g = torch.Generator().manual_seed(derive_seed(seed, i))
-            width = AUGMENT_DRAWS if self.cfg.data.augment else 0
-            draws = torch.randint(0, 2, (len(rows), width), generator=g)
+            draws = augment_draws(len(rows), self.cfg.data, g)
             return self.batch_of(rows, draws, derive_seed(seed, i, 1))
 
         return LazyBatches(make, parts)
