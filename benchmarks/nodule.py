@@ -72,7 +72,7 @@ VARIANTS = {
 }
 LABELS = {
     "full": "full model (Genesis + fusion + knowledge decoder with rating head + mask head, "
-    "turns and shifts in training, 8-view TTA)",
+    "8-view TTA)",
     "no_ssl": "without self-supervised pretraining",
     "no_seg": "without the mask head (segmentation and mask-guided pooling)",
     "no_fusion": "without multi-scale fusion",

@@ -261,7 +261,10 @@ def test_augment_draws_follow_the_data_settings() -> None:
     assert augment_draws(5, NoduleDataConfig(augment=False), g).shape == (5, 0)
     flips_only = augment_draws(5, NoduleDataConfig(rotate=False, shift_mm=0.0), g)
     assert flips_only.shape == (5, 4) and set(flips_only.unique().tolist()) <= {0.0, 1.0}
-    draws = augment_draws(2000, NoduleDataConfig(cube=32, voxel_mm=1.25, shift_mm=2.0), g)
+    draws = augment_draws(
+        2000, NoduleDataConfig(cube=32, voxel_mm=1.25, rotate=True, shift_mm=2.0), g
+    )
+    assert augment_draws(5, NoduleDataConfig(), g).shape == (5, 4)  # default: flips only
     assert draws.shape == (2000, 7)
     assert draws[:, 4].min() >= 0 and draws[:, 4].max() < 2 * math.pi
     assert draws[:, 5:].abs().max() <= 2.0 / 20.0  # 2 mm of a 20 mm half-cube

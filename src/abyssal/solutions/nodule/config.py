@@ -86,12 +86,13 @@ class NoduleDataConfig:
         True, help="random flips and 90-degree in-plane turns of the cubes in training"
     )
     rotate: bool = field(
-        True,
+        False,
         help="with augment: also turn each training cube about the slice axis by a random angle "
-        "(any angle, resampled trilinearly; masks alike)",
+        "(any angle, resampled trilinearly; masks alike). Off by default: on LIDC it did not "
+        "help (benchmarks/results/nodule_probe_rotation.md)",
     )
     shift_mm: float = field(
-        2.0, help="with augment: shift each training cube in-plane by up to this many mm"
+        0.0, help="with augment: shift each training cube in-plane by up to this many mm"
     )
 
     def __post_init__(self) -> None:

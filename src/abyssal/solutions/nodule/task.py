@@ -5,8 +5,7 @@ Batches hold uint8 cubes and the random draws of their augmentation (made on the
 ``(train.seed, epoch, batch)``), so a resumed run sees the same batches; the device turns them
 into floats, augments them (flips on three axes and in-plane transposition: the 16 symmetries
 that keep the slice axis; with ``data.rotate`` and ``data.shift_mm`` also a turn by any angle
-about the slice axis and an in-plane shift, so the network cannot lean on the grid's
-orientation) and, for Models Genesis, corrupts them.
+about the slice axis and an in-plane shift) and, for Models Genesis, corrupts them.
 
 Loss of the classifier: binary cross-entropy of the malignancy logit over the labelled nodules
 (malignant ones weighted by ``loss.positive_weight``), plus ``loss.attribute_weight`` times the
