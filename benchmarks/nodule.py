@@ -7,8 +7,8 @@ Genesis pretraining on that fold's training split (labels unused; the test fold 
 then each variant (``--variants``):
 
 - ``full``: ``configs/nodule/lidc.yaml`` as it is: fusion, knowledge-guided decoder, mask head
-  with mask-guided pooling, 8-view test-time augmentation, from the Genesis encoder (and its
-  restoration decoder for the mask head);
+  with mask-guided pooling, 8-view test-time augmentation, from the Genesis encoder (its stem,
+  stages and fusion layers; the heads start fresh);
 - ``no_ssl``: the same from no weights;
 - ``no_seg``: no mask head (no segmentation loss, no mask-guided pooling);
 - ``no_fusion``: stage 4 alone (its stem and stages from the Genesis encoder);
