@@ -202,6 +202,27 @@ def batch_of(labels: list[int], attributes: list[list[float]], draws: int = 0) -
     )
 
 
+def test_reader_scores_are_the_soft_target_where_known_rated_3_nodules_included() -> None:
+    model = SimpleNamespace(scale=AttributeScale([], [], []))
+    batch = batch_of([1, 0, -1, -1], [[], [], [], []])
+    batch.shares = torch.tensor([0.75, math.nan, 0.5, math.nan])
+    out = torch.tensor([[0.0], [0.0], [2.0], [9.0]], requires_grad=True)
+    loss = nodule_loss(model, out, batch, positive_weight=2.0, attribute_weight=0.0)
+
+    def bce(logit: float, target: float, pos: float = 2.0) -> float:
+        p = 1 / (1 + math.exp(-logit))
+        return -(pos * target * math.log(p) + (1 - target) * math.log(1 - p))
+
+    # rows 0 (share), 1 (label: no share) and 2 (rated 3, share); row 3 has neither
+    expected = (bce(0.0, 0.75) + bce(0.0, 0.0) + bce(2.0, 0.5)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert out.grad[3, 0] == 0 and out.grad[2, 0] != 0
+    batch.shares = None  # hard labels: as before
+    hard = nodule_loss(model, out.detach(), batch, 2.0, 0.0).item()
+    assert hard == pytest.approx((bce(0.0, 1.0) + bce(0.0, 0.0)) / 2, rel=1e-6)
+
+
 def test_nodule_loss_skips_unlabelled_rows_and_missing_attributes() -> None:
     model = SimpleNamespace(scale=AttributeScale([0.0], [1.0], [False]))
     batch = batch_of([1, 0, -1], [[3.0], [math.nan], [7.0]])
@@ -319,6 +340,24 @@ def test_the_classify_task_balances_classes_and_trains_attributes_on_unlabelled_
     assert len(torch.cat([b.labels for b in blind.train_batches(0, Shard())])) == 9
     out = task.validation_step(model.eval(), next(iter(task.val_batches(Shard()))))
     assert out["probability"].shape == (6,) and out["probability"].min() >= 0
+
+
+def test_with_reader_scores_batches_carry_shares_and_rated_3_nodules_train() -> None:
+    cfg, data = tiny_config(knowledge=False), tiny_data()
+    data.shares = np.linspace(0, 1, len(data.labels)).astype(np.float32)
+    spec = NoduleSolution().model_spec(cfg, data)
+    plain = ClassifyTask(cfg, data, spec)
+    assert all(b.shares is None for b in plain.train_batches(0, Shard()))
+    cfg.loss.reader_scores = True
+    task = ClassifyTask(cfg, data, spec)
+    batches = list(task.train_batches(0, Shard()))
+    labels = torch.cat([b.labels for b in batches])
+    assert len(labels) == 12 and (labels == -1).sum() == 3  # rated-3 rows join the malignancy loss
+    rows = np.sort(data.rows("train"))
+    shares = torch.cat([b.shares for b in batches]).sort().values.numpy()
+    np.testing.assert_allclose(shares, np.sort(data.shares[rows]))
+    model = task.build_model()
+    assert torch.isfinite(task.training_loss(model, batches[0]))
 
 
 def test_the_genesis_task_restores_every_training_cube() -> None:

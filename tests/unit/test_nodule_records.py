@@ -61,6 +61,16 @@ def test_a_good_table_gives_labels_attributes_folds_and_spacing(tmp_path: Path) 
     assert "malignancy" in table.label_source
 
 
+def test_reader_scores_give_the_share_of_malignant_calls(tmp_path: Path) -> None:
+    text = (
+        'nodule_id,malignancy,malignancy_scores\na,4,4 5 3 2\nb,2,"1,2"\nc,3,3;3;4\nd,5,\ne,1,  \n'
+    )
+    shares = [r.share for r in read_records(write(tmp_path, text)).records]
+    assert shares[:3] == [0.625, 0.0, pytest.approx(2 / 3)]
+    assert math.isnan(shares[3]) and math.isnan(shares[4])  # empty cells: unknown
+    assert all(math.isnan(r.share) for r in read_records(write(tmp_path, GOOD)).records)
+
+
 def test_a_rating_column_of_its_own_is_the_rating_target_beside_a_label(tmp_path: Path) -> None:
     text = "nodule_id,label,malignancy_rating\na,benign,2\nb,malignant,4.5\nc,,3\n"
     table = read_records(write(tmp_path, text))
@@ -135,6 +145,18 @@ def test_a_table_to_predict_needs_no_labels(tmp_path: Path) -> None:
         ),
         ("nodule_id,label\na,benign\nb,maybe\n", 2, "label", "'maybe' is not benign, malignant"),
         ("nodule_id,malignancy\na,2\n,4\n", 2, None, "empty nodule id"),
+        (
+            "nodule_id,malignancy,malignancy_scores\na,2,2 1\nb,4,4 five\n",
+            2,
+            "malignancy_scores",
+            "'4 five' is not a list of ratings 1-5",
+        ),
+        (
+            "nodule_id,malignancy,malignancy_scores\na,2,2 0\n",
+            1,
+            "malignancy_scores",
+            r"must be in \[1, 5\]",
+        ),
     ],
 )
 def test_table_errors_name_the_file_row_and_column(

@@ -201,6 +201,12 @@ class NoduleLossConfig:
         True,
         help="also train the attribute heads on nodules with no malignancy label (rated 3)",
     )
+    reader_scores: bool = field(
+        False,
+        help="train the malignancy head on the readers' share of malignant calls (the table's "
+        "malignancy_scores: a rating above 3 counts 1, a 3 one half) instead of the median's "
+        "label, rated-3 nodules included; evaluation stays on the labels",
+    )
     segment_weight: float = field(
         1.0,
         help="model.segment: weight of the mask loss (cross-entropy plus soft Dice against the "

@@ -131,6 +131,7 @@ class NoduleData:
         masks: (N, S, S, S) uint8 nodule masks (agreement times 255) when they were asked for
             and some volume has one, else ``None``.
         has_mask: (N,) bool, which nodules have a mask (all False without masks).
+        shares: (N,) float32 readers' share of malignant calls (NaN where the table has none).
         fingerprint, description: for the version's lineage.
     """
 
@@ -143,6 +144,7 @@ class NoduleData:
     bad: list[tuple[str, str]] = field(default_factory=list)
     masks: np.ndarray | None = None
     has_mask: np.ndarray | None = None
+    shares: np.ndarray | None = None
     fingerprint: str = ""
     description: str = ""
     classes: tuple[str, ...] = CLASSES
@@ -154,6 +156,8 @@ class NoduleData:
     def __post_init__(self) -> None:
         if self.has_mask is None:
             self.has_mask = np.zeros(len(self.labels), dtype=bool)
+        if self.shares is None:
+            self.shares = np.array([r.share for r in self.records], dtype=np.float32)
 
     def rows(self, split: str, *, labelled: bool = False) -> np.ndarray:
         rows = self.splits[split]

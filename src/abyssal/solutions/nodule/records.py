@@ -11,6 +11,9 @@ Columns (names ignore case; only ``nodule_id`` and a label are required):
   ``margin``, ``lobulation``, ``spiculation``, ``texture`` (LIDC scales) and ``diameter_mm``: the
   knowledge-guided decoder's targets; empty cells are missing values. The ``malignancy``
   rating (or a ``malignancy_rating`` column) is one more target, ``malignancy_rating``.
+- optional ``malignancy_scores``: each reader's malignancy rating (1-5), separated by spaces,
+  commas or semicolons (``"4 5 3"``); gives the readers' share of malignant calls (a rating
+  above 3 counts 1, a 3 one half), the soft target of ``loss.reader_scores``.
 - optional ``patient_id`` (splits never put one patient in two splits), ``fold`` (0, 1, ...:
   the split), ``slice_thickness_mm`` and ``pixel_spacing_mm`` (the volume's spacing, overriding
   the file's).
@@ -23,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +78,7 @@ class NoduleRecord:
         attributes: the ratings and diameter, in ``Table.attributes`` order, NaN where missing.
         spacing: (z, y, x) mm from the table, or ``None`` (the file's own).
         row: 1-based data row in the table.
+        share: the readers' share of malignant calls from ``malignancy_scores`` (NaN without).
     """
 
     nodule_id: str
@@ -84,6 +89,7 @@ class NoduleRecord:
     attributes: tuple[float, ...]
     spacing: tuple[float, float, float] | None
     row: int
+    share: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,7 @@ def read_records(
     )
     folds = _folds(frame, columns, table_path)
     spacing = _spacing(frame, columns, table_path)
+    shares = _reader_shares(frame, columns, table_path)
     patients = (
         frame[columns["patient_id"]].fillna("").astype(str).str.strip()
         if "patient_id" in columns
@@ -169,6 +176,7 @@ def read_records(
             attributes=tuple(float(v) for v in values[i]),
             spacing=None if spacing is None or np.isnan(spacing[i]).any() else tuple(spacing[i]),
             row=i + 1,
+            share=float(shares[i]),
         )
         for i in range(len(frame))
     ]
@@ -280,6 +288,43 @@ def _numbers(frame: pd.DataFrame, header: str, table: Path, name: str) -> np.nda
             column=header,
         )
     return values
+
+
+def _reader_shares(frame: pd.DataFrame, columns: dict[str, str], table: Path) -> np.ndarray:
+    """Per row, the share of readers whose malignancy rating (``malignancy_scores``) is above 3
+    (a 3 counts half); NaN without the column or for an empty cell.
+
+    Example:
+        >>> _reader_shares(pd.DataFrame({"malignancy_scores": ["4 5 3 2", ""]}),
+        ...                {"malignancy_scores": "malignancy_scores"}, Path("t.csv")).tolist()
+        [0.625, nan]
+    """
+    out = np.full(len(frame), np.nan)
+    header = columns.get("malignancy_scores")
+    if header is None:
+        return out
+    for i, cell in enumerate(frame[header].fillna("").astype(str)):
+        tokens = [t for t in re.split(r"[\s,;]+", cell.strip()) if t]
+        if not tokens:
+            continue
+        try:
+            scores = np.array([float(t) for t in tokens])
+        except ValueError:
+            raise DataError(
+                f"{cell.strip()!r} is not a list of ratings 1-5 (e.g. '4 5 3')",
+                path=table,
+                row=i + 1,
+                column=header,
+            ) from None
+        if not (np.isfinite(scores).all() and ((scores >= 1) & (scores <= 5)).all()):
+            raise DataError(
+                f"{cell.strip()!r}: every reader's malignancy rating must be in [1, 5]",
+                path=table,
+                row=i + 1,
+                column=header,
+            )
+        out[i] = float(np.mean(np.where(scores > 3, 1.0, np.where(scores < 3, 0.0, 0.5))))
+    return out
 
 
 def _folds(frame: pd.DataFrame, columns: dict[str, str], table: Path) -> np.ndarray:

@@ -55,6 +55,8 @@ class CubeBatch:
             the model's work.
         masks: (B, S, S, S) uint8 nodule masks (agreement times 255) or ``None``.
         has_mask: (B,) bool, which cubes have a mask, or ``None``.
+        shares: (B,) float32 readers' share of malignant calls (NaN where unknown), or
+            ``None`` (hard labels).
     """
 
     cubes: torch.Tensor
@@ -65,6 +67,7 @@ class CubeBatch:
     plans: list[Any] | None = None
     masks: torch.Tensor | None = None
     has_mask: torch.Tensor | None = None
+    shares: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> CubeBatch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -77,6 +80,7 @@ class CubeBatch:
             plans=self.plans,
             masks=move(self.masks),
             has_mask=move(self.has_mask),
+            shares=move(self.shares),
         )
 
     def __len__(self) -> int:
@@ -198,6 +202,7 @@ class _CubeTask:
         rows = np.asarray(rows, dtype=np.int64)
         d = self.data
         with_masks = d.masks is not None and self.cfg.model.segment
+        soft = getattr(self.cfg.loss, "reader_scores", False) and d.shares is not None
         return CubeBatch(
             torch.from_numpy(d.cubes[rows]),
             torch.from_numpy(d.labels[rows]),
@@ -206,6 +211,7 @@ class _CubeTask:
             seed,
             masks=torch.from_numpy(d.masks[rows]) if with_masks else None,
             has_mask=torch.from_numpy(d.has_mask[rows]) if with_masks else None,
+            shares=torch.from_numpy(d.shares[rows]) if soft else None,
         )
 
     def move_batch(self, batch: CubeBatch, device: torch.device | str) -> CubeBatch:
@@ -227,7 +233,7 @@ class ClassifyTask(_CubeTask):
 
     def _pool(self) -> np.ndarray:
         unlabelled_help = self.uses_attributes or self.uses_masks
-        if unlabelled_help and self.cfg.loss.unlabelled_attributes:
+        if self.cfg.loss.reader_scores or (unlabelled_help and self.cfg.loss.unlabelled_attributes):
             return self.data.rows("train")
         return self.data.rows("train", labelled=True)
 
@@ -268,16 +274,27 @@ def nodule_loss(
     attribute_weight: float,
 ) -> torch.Tensor:
     """Weighted BCE over the labelled rows plus the attribute MSE over the known attributes.
+    With ``batch.shares`` (``loss.reader_scores``) the BCE's target is the readers' share of
+    malignant calls wherever it is known (rated-3 nodules too), the label elsewhere; the
+    malignant part weighs ``positive_weight``.
 
     Shapes:
         out: (B, 1 + A) the model's output; returns a scalar.
     """
     labelled = batch.labels >= 0
     logit = out[:, 0]
-    weight = torch.where(batch.labels == 1, positive_weight, 1.0)
-    bce = F.binary_cross_entropy_with_logits(
-        logit, batch.labels.clamp_min(0).float(), weight=weight, reduction="none"
-    )
+    if batch.shares is None:
+        weight = torch.where(batch.labels == 1, positive_weight, 1.0)
+        bce = F.binary_cross_entropy_with_logits(
+            logit, batch.labels.clamp_min(0).float(), weight=weight, reduction="none"
+        )
+    else:
+        known = ~torch.isnan(batch.shares)
+        target = torch.where(known, batch.shares, batch.labels.clamp_min(0).float())
+        labelled = labelled | known
+        bce = F.binary_cross_entropy_with_logits(
+            logit, target, pos_weight=logit.new_tensor(positive_weight), reduction="none"
+        )
     loss = (bce * labelled).sum() / labelled.sum().clamp_min(1)
     if out.shape[1] > 1 and attribute_weight > 0:
         scale = getattr(model, "module", model).scale
