@@ -199,10 +199,25 @@ def run_fold(args: argparse.Namespace, fold: int, home: Path, record: dict, save
             "ref": out.version.ref,
             "seconds": round(time.perf_counter() - started, 1),
             "metrics": _plain(out.metrics),
+            "curve": learning_curve(out.fit.history if out.fit else []),
             **scores,
         }
         log(f"fold {fold} {variant}: test AUROC {out.metrics.get('test_auroc'):.4f}")
         saved()
+
+
+def learning_curve(history: list[dict[str, Any]]) -> list[list[float]]:
+    """``[epoch, train_loss, val_auroc]`` per evaluation (early stopping's view of the run).
+
+    Example:
+        >>> learning_curve([{"epoch": 0, "train_loss": 0.71234, "val_auroc": 0.8}, {"epoch": 1}])
+        [[0, 0.7123, 0.8]]
+    """
+    return [
+        [row["epoch"], round(float(row.get("train_loss", float("nan"))), 4), row["val_auroc"]]
+        for row in history
+        if "val_auroc" in row and "epoch" in row
+    ]
 
 
 def wait_for(path: Path, seconds: float) -> None:

@@ -130,3 +130,15 @@ def test_quick_arguments_and_overrides(bench):
     assert "data.test_fold=3" in overrides and overrides[-1] == "data.voxel_mm=2"
     with pytest.raises(SystemExit):
         bench.parse_args(["--variants", "full,nonsense"])
+
+
+def test_the_learning_curve_keeps_the_evaluations_early_stopping_saw(bench):
+    history = [
+        {"epoch": 0, "step": 10, "train_loss": 0.912345, "val_auroc": 0.81},
+        {"epoch": 0, "step": 12, "train_loss": 0.9},  # a step row without an evaluation
+        {"epoch": 1, "step": 20, "val_auroc": 0.86},
+    ]
+    curve = bench.learning_curve(history)
+    assert curve[0] == [0, 0.9123, 0.81]
+    assert curve[1][0] == 1 and np.isnan(curve[1][1]) and curve[1][2] == 0.86
+    assert bench.learning_curve([]) == []
