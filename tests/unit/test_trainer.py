@@ -11,10 +11,13 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 from abyssal.contracts.task import Shard, TrainTask
-from abyssal.contracts.train_config import TrainConfig
+from abyssal.contracts.train_config import PrivacyConfig, TrainConfig
 from abyssal.core.devices import autocast_dtype, derive_seed, resolve_device, seed_everything
 from abyssal.core.errors import AbyssalError, ConfigError, RegistryError
 from abyssal.core.runs import Run
@@ -469,3 +472,61 @@ def test_prefetching_stops_at_max_steps_and_raises_a_building_error_where_it_is_
 
     with pytest.raises(ValueError, match="row 17"):
         _fit(Broken(), epochs=1, prefetch_batches=2)
+
+
+# -- the weights' moving average ----------------------------------------------------------------
+
+
+def test_the_moving_average_is_what_validation_sees_and_what_is_kept():
+    """With train.ema_decay the kept model is the average of the weights after each step."""
+    decay, seen = 0.8, []
+
+    def after_step(optimizer, args, kwargs):
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        seen.append({id(p): p.detach().clone() for p in params})
+
+    handle = register_optimizer_step_post_hook(after_step)
+    try:
+        result, run = _fit(ToyTask(dropout=0.0), epochs=4, ema_decay=decay)
+    finally:
+        handle.remove()
+    averages = [seen[0]]  # the first step copies, then the average moves
+    for step in seen[1:]:
+        averages.append({k: averages[-1][k] * decay + p * (1 - decay) for k, p in step.items()})
+    assert result.best_step is not None
+    # one process: the kept model is the trained module itself, with the best weights loaded
+    named = dict(result.model.named_parameters())
+    for param in named.values():
+        torch.testing.assert_close(param.detach(), averages[result.best_step - 1][id(param)])
+    last = read_checkpoint(run.checkpoint_dir, "last")
+    trained, averaged = last.model_state(), last.averaged_state()
+    assert averaged is not None and int(averaged["n_averaged"]) == len(seen)
+    weight = id(named["0.weight"])
+    torch.testing.assert_close(trained["0.weight"], seen[-1][weight])  # the trained weights
+    torch.testing.assert_close(averaged["module.0.weight"], averages[-1][weight])  # the average
+    assert not torch.equal(trained["0.weight"], averaged["module.0.weight"])
+
+
+def test_a_run_with_a_moving_average_resumes_as_if_uninterrupted():
+    straight, _ = _fit(ToyTask(), epochs=6, ema_decay=0.9)
+    _, run = _fit(ToyTask(), epochs=3, ema_decay=0.9)
+    resumed, _ = _fit(ToyTask(), epochs=6, ema_decay=0.9, resume=True, run=Run.open(run.id))
+    assert _same_weights(resumed.model, straight.model)
+    assert _no_time(resumed.history) == _no_time(straight.history)
+    plain, _ = _fit(ToyTask(), epochs=6)
+    assert not _same_weights(plain.model, straight.model)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"ema_decay": 1.0}, r"train\.ema_decay must be in \[0, 1\)"),
+        ({"ema_decay": -0.1}, r"train\.ema_decay must be in \[0, 1\)"),
+        ({"ema_decay": 0.9, "strategy": "fsdp"}, "local or ddp, not fsdp"),
+        ({"ema_decay": 0.9, "strategy": "parameter_server"}, "not parameter_server"),
+        ({"ema_decay": 0.9, "privacy": PrivacyConfig(enabled=True)}, "not supported with"),
+    ],
+)
+def test_bad_moving_average_settings_are_named(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        _cfg(**settings)

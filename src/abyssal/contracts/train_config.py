@@ -256,6 +256,12 @@ class TrainConfig:
         "model trains (for tasks that make batches on the fly, e.g. sampled graphs); 0: build "
         "each when it is due",
     )
+    ema_decay: float = field(
+        0.0,
+        help="keep an exponential moving average of the weights (e.g. 0.99 per optimizer step): "
+        "validation, early stopping, the best checkpoint and the model version use the "
+        "averaged weights; 0: off. With strategy local or ddp",
+    )
     deterministic: bool = field(
         True,
         help="deterministic kernels (torch.use_deterministic_algorithms), so that a run repeats "
@@ -291,6 +297,18 @@ class TrainConfig:
             raise ConfigError(f"train.prefetch_batches must be >= 0, got {self.prefetch_batches}")
         if self.timeout_s <= 0:
             raise ConfigError(f"train.timeout_s must be > 0, got {self.timeout_s}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.ema_decay and self.strategy not in ("local", "ddp"):
+            raise ConfigError(
+                f"train.ema_decay works with strategy local or ddp, not {self.strategy} (its "
+                "weights are sharded or live on a server)"
+            )
+        if self.ema_decay and self.privacy.enabled:
+            raise ConfigError(
+                "train.ema_decay is not supported with train.privacy yet (the private model's "
+                "per-example gradient wrapper is not averaged); set one of them"
+            )
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
             raise ConfigError(
                 f"train.clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}"

@@ -133,6 +133,11 @@ class Checkpoint:
         """The model's ``state_dict`` (CPU tensors)."""
         return {k[6:]: v for k, v in self.tensors.items() if k.startswith("model.")}
 
+    def averaged_state(self) -> dict[str, torch.Tensor] | None:
+        """The moving average's ``state_dict`` (``train.ema_decay``), or ``None`` without."""
+        state = {k[9:]: v for k, v in self.tensors.items() if k.startswith("averaged.")}
+        return state or None
+
     def optimizer_state(self) -> dict[str, Any] | None:
         """The optimizer's ``state_dict`` (state keyed by parameter index), or ``None`` for a
         weights-only checkpoint."""
@@ -162,6 +167,7 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler | None = None,
     rng: bool | Sequence[RngState] = True,
     sharded: tuple[str, dict[str, str]] | None = None,
+    averaged: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (tensors first, the JSON that names them last).
 
@@ -178,6 +184,8 @@ def save_checkpoint(
         sharded: the folder (and its files' sha256) that
             :func:`abyssal.train.sharded.write_sharded` wrote with the model and optimizer
             state; ``model`` and ``optimizer`` are then empty.
+        averaged: the ``state_dict`` of the weights' moving average (``train.ema_decay``),
+            kept beside the trained weights so that a resumed run goes on averaging.
 
     Returns:
         The path of the JSON sidecar.
@@ -192,6 +200,7 @@ def save_checkpoint(
     _remove_stale_temps(directory, name)
     weights = model.state_dict() if isinstance(model, nn.Module) else model
     tensors = {f"model.{k}": v for k, v in weights.items()}
+    tensors.update({f"averaged.{k}": v for k, v in (averaged or {}).items()})
     meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "name": name}
     meta["saved"] = utc_now("milliseconds")
     meta["state"] = dataclasses.asdict(state)

@@ -114,6 +114,7 @@ class _Session:
     local_items: int | None = 0  # items this process trained on in the epoch (None: unknown)
     topology_offset: int | None = None  # items of the resumed epoch done under another topology
     trimmed: bool = False  # already said that ranks trim epochs to a common batch count
+    ema: Any = None  # train.ema_decay: the weights' moving average (torch AveragedModel)
 
 
 class Trainer:
@@ -231,6 +232,7 @@ class Trainer:
         dtype = autocast_dtype("fp32" if self.privacy else cfg.precision, device)
         total = self._total_steps()
         model = self.strategy.setup(self.build_model(), device)
+        ema = self._averaged(model) if cfg.ema_decay else None  # copied before compiling
         if cfg.compile:
             model.compile()  # in place: parameter names and checkpoints stay as they are
         optimizer = build_optimizer(self.strategy.unwrap(model), cfg)
@@ -238,6 +240,7 @@ class Trainer:
             optimizer = private_optimizer(optimizer, self.privacy)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         s = _Session(model, optimizer, scaler, device, dtype, total)
+        s.ema = ema
         if resume:
             self._resume(s)
         elif checkpoint_exists(self.run.checkpoint_dir, "last"):
@@ -255,6 +258,17 @@ class Trainer:
             f"({self.mode}), {trained:,} trainable parameters, {total or 'unknown'} steps"
         )
         return s
+
+    def _averaged(self, model: nn.Module) -> nn.Module:
+        """A moving average of ``model``'s weights and buffers (``train.ema_decay`` per step;
+        the first step copies them)."""
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        return AveragedModel(
+            self.strategy.unwrap(model),
+            multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay),
+            use_buffers=True,
+        )
 
     def _make_private(self, device: torch.device) -> None:
         """DP-SGD: check the task and settings, plan the noise, wrap the strategy."""
@@ -318,6 +332,10 @@ class Trainer:
         if ckpt.note:
             self._log(ckpt.note)
         self._load_states(s, ckpt)
+        if s.ema is not None:  # a checkpoint without an average starts one at the next step
+            averaged = ckpt.averaged_state()
+            if averaged is not None:
+                s.ema.load_state_dict(averaged)
         if s.scaler.is_enabled() and ckpt.meta.get("scaler"):
             s.scaler.load_state_dict(ckpt.meta["scaler"])
         s.state = st = ckpt.state
@@ -519,6 +537,8 @@ class Trainer:
         )
         set_learning_rate(s.optimizer, factor, epoch=epoch, delay_epochs=cfg.delay_epochs)
         self.strategy.step(s.model, s.optimizer, s.scaler, cfg.clip_grad_norm)
+        if s.ema is not None:
+            s.ema.update_parameters(self.strategy.unwrap(s.model))
         st.global_step += 1
         if self.on_step is not None:
             self.on_step(st)
@@ -565,7 +585,8 @@ class Trainer:
         s.bar.set_postfix(shown, refresh=False)
 
     def _validate(self, s: _Session) -> dict[str, float]:
-        raw = validate_task(self.task, s.model, self.strategy, s.device, s.dtype)
+        model = s.model if s.ema is None else s.ema.module  # the average: what will be kept
+        raw = validate_task(self.task, model, self.strategy, s.device, s.dtype)
         return self._check_metrics(raw)
 
     def _check_metrics(self, raw: Mapping[str, Any]) -> dict[str, float]:
@@ -606,7 +627,7 @@ class Trainer:
         st, strategy = s.state, self.strategy
         last_due = st.evaluations % self.cfg.checkpoint_every == 0 or self._finished(s)
         folder = self.run.checkpoint_dir
-        weights = optimizer = rngs = best_shards = last_shards = None
+        weights = optimizer = rngs = best_shards = last_shards = averaged = None
         if strategy.sharded_checkpoints:  # every process writes its shards
             weights, optimizer = {}, None
             if improved:
@@ -618,6 +639,14 @@ class Trainer:
             weights = strategy.model_state(s.model)
             if last_due:
                 optimizer = strategy.optimizer_state(s.model, s.optimizer)
+            if s.ema is not None:  # best: the average; last: the trained weights and the average
+                averaged = {k: v.detach().cpu() for k, v in s.ema.state_dict().items()}
+        best_weights = weights
+        if averaged is not None:
+            prefix = "module."
+            best_weights = {
+                k[len(prefix) :]: v for k, v in averaged.items() if k.startswith(prefix)
+            }
         if last_due:
             rngs = strategy.all_gather(capture_rng(all_devices=strategy.world_size == 1))
             items = strategy.all_gather(s.local_items)
@@ -628,7 +657,7 @@ class Trainer:
             self.run.log(_describe(row, self.metric, st))
             if improved:
                 save_checkpoint(
-                    folder, "best", model=weights, state=st, rng=False, sharded=best_shards
+                    folder, "best", model=best_weights, state=st, rng=False, sharded=best_shards
                 )
             if last_due:
                 save_checkpoint(
@@ -640,6 +669,7 @@ class Trainer:
                     scaler=s.scaler,
                     rng=rngs,
                     sharded=last_shards,
+                    averaged=averaged,
                 )
         strategy.barrier()
 
@@ -688,8 +718,12 @@ class Trainer:
             model = self.strategy.unwrap(s.model)
             if has_best:
                 model.load_state_dict(read_checkpoint(folder, "best").model_state())
+            elif s.ema is not None:
+                model.load_state_dict(s.ema.module.state_dict())
             return model
         last = None if has_best else self.strategy.model_state(s.model)  # a collective
+        if last is not None and s.ema is not None:
+            last = {k: v.detach().cpu() for k, v in s.ema.module.state_dict().items()}
         if not self.strategy.is_main:
             return self.strategy.unwrap(s.model)
         if has_best:
