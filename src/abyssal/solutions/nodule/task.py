@@ -202,7 +202,7 @@ class _CubeTask:
         rows = np.asarray(rows, dtype=np.int64)
         d = self.data
         with_masks = d.masks is not None and self.cfg.model.segment
-        soft = getattr(self.cfg.loss, "reader_scores", False) and d.shares is not None
+        soft = self.cfg.loss.reader_scores and d.shares is not None
         return CubeBatch(
             torch.from_numpy(d.cubes[rows]),
             torch.from_numpy(d.labels[rows]),
