@@ -673,7 +673,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--home", help="abyssal home for the runs (default: a temporary folder)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nodule_lidc"))
-    p.add_argument("--merge", nargs="*", default=[], help="result files to combine")
+    p.add_argument(
+        "--merge",
+        nargs="*",
+        default=[],
+        metavar="FILE[#TAG]",
+        help="result files to combine; FILE#TAG names its runs VARIANT_TAG (e.g. another seed)",
+    )
     p.add_argument(
         "--ensemble-of", help="--merge: the variants the post-hoc ensemble averages (default all)"
     )
@@ -707,11 +713,13 @@ def merge(args: argparse.Namespace) -> dict:
         result["ensemble_of"] = args.ensemble_of.split(",")
         LABELS["ensemble"] = f"post hoc: mean logit of {', '.join(result['ensemble_of'])}"
     by_fold: dict[int, dict] = {}
-    for file in args.merge:
+    for given in args.merge:
+        file, _, tag = given.partition("#")  # FILE#TAG: its runs become VARIANT_TAG
         part = json.loads(Path(file).read_text())
         for fold in part.get("folds", []):  # one entry per fold, its runs from every file
             entry = by_fold.setdefault(fold["fold"], {"fold": fold["fold"], "runs": {}})
-            entry["runs"].update(fold.get("runs", {}))
+            runs = fold.get("runs", {})
+            entry["runs"].update({f"{k}_{tag}" if tag else k: v for k, v in runs.items()})
             if "seconds" in fold.get("genesis", {}) or "genesis" not in entry:
                 entry["genesis"] = fold.get("genesis", {})
         result["timing"].update(part.get("timing", {}))

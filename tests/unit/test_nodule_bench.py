@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -142,3 +143,17 @@ def test_the_learning_curve_keeps_the_evaluations_early_stopping_saw(bench):
     assert curve[0] == [0, 0.9123, 0.81]
     assert curve[1][0] == 1 and np.isnan(curve[1][1]) and curve[1][2] == 0.86
     assert bench.learning_curve([]) == []
+
+
+def test_merge_tags_the_runs_of_a_file_so_seeds_of_one_variant_sit_side_by_side(bench, tmp_path):
+    env = {"date": "d", "machine": {}, "versions": {}, "git_commit": "abc"}
+    for name, seed in (("s0.json", 0), ("s1.json", 1)):
+        part = {"folds": _folds(seed), "timing": {}, "environment": env, "command": name}
+        (tmp_path / name).write_text(json.dumps(part, default=int))
+    args = bench.parse_args(["--merge", str(tmp_path / "s0.json"), f"{tmp_path / 's1.json'}#seed1"])
+    result = bench.merge(args)
+    assert set(result["folds"][0]["runs"]) == {"full", "no_ssl", "full_seed1", "no_ssl_seed1"}
+    assert (
+        result["folds"][1]["runs"]["full_seed1"]["scores"] == _folds(1)[1]["runs"]["full"]["scores"]
+    )
+    assert [s["command"] for s in result["sources"]] == ["s0.json", "s1.json"]
