@@ -16,7 +16,11 @@ then each variant (``--variants``):
 - ``resnet18``: torchvision's r3d_18 (one input channel), no pretraining, no attributes, no
   mask head, single view;
 - ``full_1view`` (no training): the full model's weights scored on one view, with operating
-  points chosen on the validation fold's single-view scores.
+  points chosen on the validation fold's single-view scores;
+- ``full_raw`` (no training, a diagnostic): the full model's test logits before Platt scaling,
+  pooled as they are. Each fold's AUROC is the same as ``full``'s; the pooled AUROC differs by
+  how the five models' scales line up with and without the calibration fitted on each
+  validation fold.
 
 Every run goes through ``abyssal.train.api.train("nodule", ...)``; each registered model then
 scores its test fold. Pooled over the five folds: AUROC with a 95 % interval (bootstrap over
@@ -81,6 +85,8 @@ LABELS = {
     "full_1view": "full model scored without test-time augmentation (same weights)",
     "full_platt": "full model calibrated without the mask-measured size (Platt scaling alone, "
     "same weights)",
+    "full_raw": "full model's uncalibrated logits pooled (same weights; diagnostic: each "
+    "fold's AUROC is unchanged, only the folds' scales differ)",
     "resnet18": "3-D ResNet-18 (torchvision r3d_18, single view, no mask head)",
     "ensemble": "post hoc: mean logit of the trained rows above",
 }
@@ -104,7 +110,9 @@ NOTES = [
     "fold (the knowledge-guided variants only).",
     "- Every trained model's malignancy logit is calibrated after training by Platt scaling on "
     "its validation fold (a monotone map: it leaves each fold's AUROC as it is, and puts the "
-    "five folds' scores on one scale before they are pooled). With model.calibrate_size the "
+    "five folds' scores on one scale before they are pooled; the full_raw row pools the same "
+    "weights' logits before it, to show what the calibration's own noise costs the pooled "
+    "figure). With model.calibrate_size the "
     "calibration also weighs the size the predicted mask measures; a full_platt row then shows "
     "the same weights with Platt scaling alone.",
     "- Mask Dice: the predicted mask (one view, probability at least one half) against the "
@@ -441,6 +449,24 @@ def single_view_run(run: dict | None, key: str = "single_view") -> dict | None:
     return {**run, "scores": view["scores"], "metrics": metrics}
 
 
+def raw_logit_run(run: dict | None) -> dict | None:
+    """A run's uncalibrated test logits as scores (the same weights before Platt scaling), its
+    operating points chosen on its uncalibrated validation logits, shaped like the run."""
+    from abyssal.solutions.nodule.evaluation import sensitivity_threshold, youden_threshold
+
+    raw = (run or {}).get("raw") or {}
+    if "test" not in raw or "val" not in raw or raw["test"].get("ids") != run.get("ids"):
+        return None
+    val = 1 / (1 + np.exp(-np.asarray(raw["val"]["logits"], dtype=np.float64)))
+    labels = np.asarray(raw["val"]["labels"])
+    metrics = {
+        "threshold_youden": youden_threshold(labels, val),
+        "threshold_sens95": sensitivity_threshold(labels, val),
+    }
+    test = 1 / (1 + np.exp(-np.asarray(raw["test"]["logits"], dtype=np.float64)))
+    return {**run, "scores": test.tolist(), "metrics": metrics}
+
+
 def pooled(
     folds: list[dict], variant: str, members: list[str] | None = None
 ) -> dict[str, Any] | None:
@@ -453,6 +479,8 @@ def pooled(
         if variant in ("full_1view", "full_platt"):
             key = "single_view" if variant == "full_1view" else "platt"
             run = single_view_run(f.get("runs", {}).get("full"), key)
+        if variant.endswith("_raw"):  # full_raw, and --raw-of rows
+            run = raw_logit_run(f.get("runs", {}).get(variant.removesuffix("_raw")))
         if not run or "scores" not in run:
             continue
         m = run["metrics"]
@@ -525,7 +553,14 @@ def summarise(result: dict) -> None:
     """Pool each variant, bootstrap, and fill ``result['summary']`` and ``['targets']``."""
     summary, arrays = {}, {}
     ran = [n for f in result["folds"] for n in f.get("runs", {}) if n not in VARIANTS]
-    for variant in [*VARIANTS, *dict.fromkeys(ran), "full_1view", "full_platt", "ensemble"]:
+    for variant in [
+        *VARIANTS,
+        *dict.fromkeys(ran),
+        "full_1view",
+        "full_platt",
+        *(f"{v}_raw" for v in result.get("raw_of", ["full"])),
+        "ensemble",
+    ]:
         p = pooled(result["folds"], variant, result.get("ensemble_of"))
         if p is not None:
             arrays[variant] = p.pop("_arrays")
@@ -683,6 +718,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--ensemble-of", help="--merge: the variants the post-hoc ensemble averages (default all)"
     )
+    p.add_argument(
+        "--raw-of",
+        help="--merge: the variants whose uncalibrated logits are also pooled as VARIANT_raw "
+        "rows (default full)",
+    )
     p.add_argument("--note", action="append", default=[], help="--merge: a note to add")
     p.add_argument("--commit", help="the git commit measured (where git is not available)")
     p.add_argument("--quick", action="store_true", help="tiny network and cubes, 2 epochs")
@@ -709,6 +749,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def merge(args: argparse.Namespace) -> dict:
     result: dict[str, Any] = {"folds": [], "timing": {}, "sources": [],
                               "notes": [*NOTES, *(f"- {n}" for n in args.note)]}  # fmt: skip
+    if args.raw_of:
+        result["raw_of"] = args.raw_of.split(",")
+        for name in result["raw_of"]:
+            LABELS.setdefault(f"{name}_raw", f"{name}: uncalibrated logits pooled (diagnostic)")
     if args.ensemble_of:
         result["ensemble_of"] = args.ensemble_of.split(",")
         LABELS["ensemble"] = f"post hoc: mean logit of {', '.join(result['ensemble_of'])}"

@@ -157,3 +157,61 @@ def test_merge_tags_the_runs_of_a_file_so_seeds_of_one_variant_sit_side_by_side(
         result["folds"][1]["runs"]["full_seed1"]["scores"] == _folds(1)[1]["runs"]["full"]["scores"]
     )
     assert [s["command"] for s in result["sources"]] == ["s0.json", "s1.json"]
+
+
+def test_the_raw_logit_row_pools_the_logits_before_calibration(bench):
+    folds = _folds()
+    rng = np.random.default_rng(3)
+    for k, f in enumerate(folds):
+        run = f["runs"]["full"]
+        logits = np.log(
+            np.clip(run["scores"], 1e-3, 1 - 1e-3) / (1 - np.clip(run["scores"], 1e-3, 1 - 1e-3))
+        )
+        val = rng.normal(size=20)
+        run["raw"] = {
+            "test": {
+                "ids": run["ids"],
+                "labels": run["labels"],
+                "logits": (logits * (k + 1)).tolist(),
+            },
+            "val": {"labels": (val > 0).astype(int).tolist(), "logits": val.tolist()},
+        }
+    raw = bench.pooled(folds, "full_raw")
+    full = bench.pooled(folds, "full")
+    assert raw["fold_aurocs"] == pytest.approx(full["fold_aurocs"])  # the same ranking per fold
+    scaled = np.concatenate([np.asarray(f["runs"]["full"]["raw"]["test"]["logits"]) for f in folds])
+    assert raw["auroc"] == pytest.approx(auroc(raw["_arrays"][2], scaled))
+    # operating points from the uncalibrated validation logits
+    from abyssal.solutions.nodule.evaluation import youden_threshold
+
+    run = bench.raw_logit_run(folds[0]["runs"]["full"])
+    val = folds[0]["runs"]["full"]["raw"]["val"]
+    expected = youden_threshold(np.array(val["labels"]), 1 / (1 + np.exp(-np.array(val["logits"]))))
+    assert run["metrics"]["threshold_youden"] == pytest.approx(expected)
+    folds[0]["runs"]["full"]["raw"]["test"]["ids"] = ["other"]  # not the run's nodules
+    assert bench.pooled(folds, "full_raw")["folds"] == 1
+    del folds[1]["runs"]["full"]["raw"]
+    assert bench.pooled(folds, "full_raw") is None
+    assert bench.pooled(folds, "no_ssl_raw") is None  # no raw logits stored
+
+
+def test_merge_pools_the_raw_logits_of_the_variants_named(bench, tmp_path):
+    env = {"date": "d", "machine": {}, "versions": {}, "git_commit": "abc"}
+    folds = _folds()
+    for f in folds:
+        run = f["runs"]["no_ssl"]
+        run["raw"] = {
+            "test": {"ids": run["ids"], "labels": run["labels"], "logits": run["scores"]},
+            "val": {"labels": [0, 1], "logits": [-1.0, 1.0]},
+        }
+    part = {"folds": folds, "timing": {}, "environment": env, "command": "x"}
+    (tmp_path / "a.json").write_text(json.dumps(part, default=int))
+    result = bench.merge(
+        bench.parse_args(["--merge", str(tmp_path / "a.json"), "--raw-of", "no_ssl"])
+    )
+    bench.summarise(result)
+    assert "no_ssl_raw" in result["summary"] and "full_raw" not in result["summary"]
+    # logits equal to the scores: the same pooled AUROC
+    assert result["summary"]["no_ssl_raw"]["auroc"] == pytest.approx(
+        result["summary"]["no_ssl"]["auroc"]
+    )
