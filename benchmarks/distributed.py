@@ -350,17 +350,26 @@ def _rate(row: dict) -> str:
     return f"{row['items_per_s']:,.0f} img/s" if row["items_per_s"] else "-"
 
 
-def targets(rows: list[dict], gpus: int) -> list[dict]:
-    """The issue's targets, each with what was measured and whether it was met."""
+# scaling efficiency of the trainer's ResNet-50 under ddp, per number of GPUs
+SCALING_TARGETS = {2: 0.95, 4: 0.95, 8: 0.92}
+
+
+def targets(rows: list[dict], gpus: int, cuda: bool = True) -> list[dict]:
+    """The issue's targets, each with what was measured and whether it was met. Without
+    ``cuda`` the processes share the CPU's cores: the figures show the code path and no target
+    is judged (``met`` None)."""
     out = []
     ok = [r for r in rows if r["kind"] == "throughput" and r["status"] == "ok"]
     for mode in ("eager", "compiled"):
-        for n in (2, 4):
+        for n, goal in SCALING_TARGETS.items():
             hit = [r for r in ok if r["mode"] == mode and r["n"] == n and r["strategy"] == "ddp"]
             hit = [r for r in hit if r["runner"] == "trainer" and r["model"] == "resnet50"]
-            measured = f"{hit[0]['scaling_efficiency']:.3f}" if hit else f"not run ({gpus} GPU)"
-            met = bool(hit) and (hit[0]["scaling_efficiency"] or 0) >= 0.95
-            name = f"ResNet-50 trainer ddp {mode}: scaling efficiency >= 0.95 on {n} GPUs"
+            if not hit and n > gpus and n > 4:
+                continue  # the 8-GPU target appears where a run could reach it
+            reason = f"not run (--gpus {gpus})" if n > gpus else "not run"
+            measured = f"{hit[0]['scaling_efficiency']:.3f}" if hit else reason
+            met = bool(hit) and (hit[0]["scaling_efficiency"] or 0) >= goal
+            name = f"ResNet-50 trainer ddp {mode}: scaling efficiency >= {goal} on {n} GPUs"
             out.append({"target": name, "measured": measured, "met": met if hit else None})
     for r in ok:
         if r["runner"] == "trainer" and r["strategy"] == "ddp" and r["vs_plain"]:
@@ -382,6 +391,10 @@ def targets(rows: list[dict], gpus: int) -> list[dict]:
             }
         )
     out += _memory_targets(rows)
+    if not cuda:
+        for t in out:
+            t["measured"] += " (CPU processes: the code path, not a target's measure)"
+            t["met"] = None
     return out
 
 
@@ -577,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     def save(rows: list[dict]) -> None:
-        result.update(rows=rows, targets=targets(rows, args.gpus))
+        result.update(rows=rows, targets=targets(rows, args.gpus, cuda))
         _write(result, out)
 
     started = time.perf_counter()
