@@ -112,8 +112,8 @@ NOTES = [
     "its validation fold (a monotone map: it leaves each fold's AUROC as it is, and puts the "
     "five folds' scores on one scale before they are pooled; the full_raw row pools the same "
     "weights' logits before it, to show what the calibration's own noise costs the pooled "
-    "figure). With model.calibrate_size the "
-    "calibration also weighs the size the predicted mask measures; a full_platt row then shows "
+    "figure). With model.calibrate_size the calibration also weighs the size the predicted "
+    "mask measures; a full_platt row then shows "
     "the same weights with Platt scaling alone.",
     "- Mask Dice: the predicted mask (one view, probability at least one half) against the "
     "readers' majority (agreement at least one half) on the test fold, mean over nodules.",
@@ -452,19 +452,21 @@ def single_view_run(run: dict | None, key: str = "single_view") -> dict | None:
 def raw_logit_run(run: dict | None) -> dict | None:
     """A run's uncalibrated test logits as scores (the same weights before Platt scaling), its
     operating points chosen on its uncalibrated validation logits, shaped like the run."""
-    from abyssal.solutions.nodule.evaluation import sensitivity_threshold, youden_threshold
+    from abyssal.solutions.nodule.evaluation import (
+        sensitivity_threshold,
+        sigmoid,
+        youden_threshold,
+    )
 
     raw = (run or {}).get("raw") or {}
     if "test" not in raw or "val" not in raw or raw["test"].get("ids") != run.get("ids"):
         return None
-    val = 1 / (1 + np.exp(-np.asarray(raw["val"]["logits"], dtype=np.float64)))
-    labels = np.asarray(raw["val"]["labels"])
+    val, labels = sigmoid(raw["val"]["logits"]), np.asarray(raw["val"]["labels"])
     metrics = {
         "threshold_youden": youden_threshold(labels, val),
         "threshold_sens95": sensitivity_threshold(labels, val),
     }
-    test = 1 / (1 + np.exp(-np.asarray(raw["test"]["logits"], dtype=np.float64)))
-    return {**run, "scores": test.tolist(), "metrics": metrics}
+    return {**run, "scores": sigmoid(raw["test"]["logits"]).tolist(), "metrics": metrics}
 
 
 def pooled(
