@@ -639,7 +639,7 @@ def markdown(result: dict) -> str:
                 _f(m.get("test_diameter_mae_mm"), 2), _f(m.get("test_spiculation_mae"), 2),
                 _f(m.get("test_malignancy_rating_mae"), 2), _f(m.get("test_mask_dice"), 3),
                 str(m.get("best_epoch", "-")), str(run.get("seconds", run.get("error", "-"))),
-                _f(g.get("metrics", {}).get("test_restoration_mse"), 5),
+                _f(run.get("genesis", g).get("metrics", {}).get("test_restoration_mse"), 5),
             ])  # fmt: skip
     lines += md_table(
         ["fold", "variant", "test AUROC", "val AUROC", "diameter MAE mm", "spiculation MAE",
@@ -765,6 +765,8 @@ def merge(args: argparse.Namespace) -> dict:
         for fold in part.get("folds", []):  # one entry per fold, its runs from every file
             entry = by_fold.setdefault(fold["fold"], {"fold": fold["fold"], "runs": {}})
             runs = fold.get("runs", {})
+            if fold.get("genesis"):  # each run keeps its own file's Genesis (seeds, widths)
+                runs = {k: {"genesis": fold["genesis"], **v} for k, v in runs.items()}
             entry["runs"].update({f"{k}_{tag}" if tag else k: v for k, v in runs.items()})
             if "seconds" in fold.get("genesis", {}) or "genesis" not in entry:
                 entry["genesis"] = fold.get("genesis", {})

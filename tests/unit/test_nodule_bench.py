@@ -159,6 +159,22 @@ def test_merge_tags_the_runs_of_a_file_so_seeds_of_one_variant_sit_side_by_side(
     assert [s["command"] for s in result["sources"]] == ["s0.json", "s1.json"]
 
 
+def test_merged_runs_keep_the_genesis_of_their_own_file(bench, tmp_path):
+    machine = {"cpu": "cpu", "cores": 2}
+    env = {"date": "d", "machine": machine, "versions": {}, "git_commit": "abc"}
+    for name, mse in (("w16.json", 0.0111), ("w32.json", 0.0072)):
+        folds = _folds()
+        for f in folds:
+            f["genesis"] = {"seconds": 1.0, "metrics": {"test_restoration_mse": mse}}
+        part = {"folds": folds, "timing": {}, "environment": env, "command": name}
+        (tmp_path / name).write_text(json.dumps(part, default=int))
+    args = bench.parse_args(["--merge", str(tmp_path / "w16.json"), f"{tmp_path / 'w32.json'}#w32"])
+    result = bench.merge(args)
+    bench.summarise(result)
+    rows = [r for r in bench.markdown(result).splitlines() if r.startswith("| 0 | full")]
+    assert [r.rstrip(" |").rsplit("| ", 1)[1] for r in rows] == ["0.01110", "0.00720"]
+
+
 def test_the_raw_logit_row_pools_the_logits_before_calibration(bench):
     folds = _folds()
     rng = np.random.default_rng(3)
