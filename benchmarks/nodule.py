@@ -714,8 +714,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--merge",
         nargs="*",
         default=[],
-        metavar="FILE[#TAG]",
-        help="result files to combine; FILE#TAG names its runs VARIANT_TAG (e.g. another seed)",
+        metavar="FILE[@RUNS][#TAG]",
+        help="result files to combine; FILE#TAG names its runs VARIANT_TAG (e.g. another seed); "
+        "FILE@A,B=C takes only runs A and B, B renamed C",
     )
     p.add_argument(
         "--ensemble-of", help="--merge: the variants the post-hoc ensemble averages (default all)"
@@ -761,10 +762,14 @@ def merge(args: argparse.Namespace) -> dict:
     by_fold: dict[int, dict] = {}
     for given in args.merge:
         file, _, tag = given.partition("#")  # FILE#TAG: its runs become VARIANT_TAG
+        file, _, pick = file.partition("@")  # FILE@A,B=C: runs A and B only, B renamed C
+        chosen = dict(item.partition("=")[::2] for item in pick.split(",")) if pick else None
         part = json.loads(Path(file).read_text())
         for fold in part.get("folds", []):  # one entry per fold, its runs from every file
             entry = by_fold.setdefault(fold["fold"], {"fold": fold["fold"], "runs": {}})
             runs = fold.get("runs", {})
+            if chosen is not None:
+                runs = {chosen[k] or k: v for k, v in runs.items() if k in chosen}
             if fold.get("genesis"):  # each run keeps its own file's Genesis (seeds, widths)
                 runs = {k: {"genesis": fold["genesis"], **v} for k, v in runs.items()}
             entry["runs"].update({f"{k}_{tag}" if tag else k: v for k, v in runs.items()})

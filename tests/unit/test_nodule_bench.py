@@ -159,6 +159,19 @@ def test_merge_tags_the_runs_of_a_file_so_seeds_of_one_variant_sit_side_by_side(
     assert [s["command"] for s in result["sources"]] == ["s0.json", "s1.json"]
 
 
+def test_merge_can_take_some_runs_of_a_file_under_new_names(bench, tmp_path):
+    env = {"date": "d", "machine": {}, "versions": {}, "git_commit": "abc"}
+    for name, seed in (("a.json", 0), ("b.json", 1)):
+        part = {"folds": _folds(seed), "timing": {}, "environment": env, "command": name}
+        (tmp_path / name).write_text(json.dumps(part, default=int))
+    given = [f"{tmp_path / 'a.json'}@no_ssl=full", f"{tmp_path / 'b.json'}@full#seed1"]
+    result = bench.merge(bench.parse_args(["--merge", *given]))
+    runs = result["folds"][1]["runs"]
+    assert set(runs) == {"full", "full_seed1"}
+    assert runs["full"]["scores"] == _folds(0)[1]["runs"]["no_ssl"]["scores"]
+    assert runs["full_seed1"]["scores"] == _folds(1)[1]["runs"]["full"]["scores"]
+
+
 def test_merged_runs_keep_the_genesis_of_their_own_file(bench, tmp_path):
     machine = {"cpu": "cpu", "cores": 2}
     env = {"date": "d", "machine": machine, "versions": {}, "git_commit": "abc"}
