@@ -560,7 +560,7 @@ def summarise(result: dict) -> None:
         *dict.fromkeys(ran),
         "full_1view",
         "full_platt",
-        *(f"{v}_raw" for v in result.get("raw_of", ["full"])),
+        *(f"{v}_raw" for v in dict.fromkeys(["full", *result.get("raw_of", [])])),
         "ensemble",
     ]:
         p = pooled(result["folds"], variant, result.get("ensemble_of"))

@@ -228,18 +228,19 @@ def test_merge_pools_the_raw_logits_of_the_variants_named(bench, tmp_path):
     env = {"date": "d", "machine": {}, "versions": {}, "git_commit": "abc"}
     folds = _folds()
     for f in folds:
-        run = f["runs"]["no_ssl"]
-        run["raw"] = {
-            "test": {"ids": run["ids"], "labels": run["labels"], "logits": run["scores"]},
-            "val": {"labels": [0, 1], "logits": [-1.0, 1.0]},
-        }
+        for run in f["runs"].values():
+            run["raw"] = {
+                "test": {"ids": run["ids"], "labels": run["labels"], "logits": run["scores"]},
+                "val": {"labels": [0, 1], "logits": [-1.0, 1.0]},
+            }
     part = {"folds": folds, "timing": {}, "environment": env, "command": "x"}
     (tmp_path / "a.json").write_text(json.dumps(part, default=int))
     result = bench.merge(
         bench.parse_args(["--merge", str(tmp_path / "a.json"), "--raw-of", "no_ssl"])
     )
     bench.summarise(result)
-    assert "no_ssl_raw" in result["summary"] and "full_raw" not in result["summary"]
+    assert {"no_ssl_raw", "full_raw"} <= set(result["summary"])  # full's always, beside those named
+    assert "no_kg_raw" not in result["summary"]
     # logits equal to the scores: the same pooled AUROC
     assert result["summary"]["no_ssl_raw"]["auroc"] == pytest.approx(
         result["summary"]["no_ssl"]["auroc"]
