@@ -88,7 +88,7 @@ LABELS = {
     "full_raw": "full model's uncalibrated logits pooled (same weights; diagnostic: each "
     "fold's AUROC is unchanged, only the folds' scales differ)",
     "resnet18": "3-D ResNet-18 (torchvision r3d_18, single view, no mask head)",
-    "ensemble": "post hoc: mean logit of the trained rows above",
+    "ensemble": "post hoc: mean logit of the trained rows above that ran on every fold",
 }
 RESAMPLES = 1000
 TARGET_AUROC = 0.92
@@ -475,6 +475,11 @@ def pooled(
     """Out-of-fold predictions of ``variant`` pooled over the folds that ran it."""
     from abyssal.solutions.nodule.evaluation import auroc, rates
 
+    if variant == "ensemble" and not members:  # the rows that scored every fold, the same models
+        sets = [{n for n, r in f.get("runs", {}).items() if "scores" in r} for f in folds]
+        members = sorted(set.intersection(*sets)) if sets else []
+        if not members:
+            return None
     ids, patients, labels, scores, calls_j, calls_95, per_fold = [], [], [], [], [], [], []
     for f in folds:
         run = ensemble_run(f, members) if variant == "ensemble" else f.get("runs", {}).get(variant)

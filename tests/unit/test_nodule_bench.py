@@ -159,6 +159,21 @@ def test_merge_tags_the_runs_of_a_file_so_seeds_of_one_variant_sit_side_by_side(
     assert [s["command"] for s in result["sources"]] == ["s0.json", "s1.json"]
 
 
+def test_the_default_ensemble_takes_only_the_rows_that_ran_on_every_fold(bench):
+    folds = _folds()
+    extra = folds[1]["runs"]["full"]
+    folds[1]["runs"]["partial"] = {**extra, "scores": [1.0 - v for v in extra["scores"]]}
+    out = bench.pooled(folds, "ensemble")
+    both = [bench.ensemble_run(f, ["full", "no_ssl"]) for f in folds]
+    expected = auroc(
+        np.concatenate([r["labels"] for r in both]), np.concatenate([r["scores"] for r in both])
+    )
+    assert out["folds"] == 2 and out["auroc"] == pytest.approx(expected)
+    for f in folds:  # no row on every fold: no ensemble
+        f["runs"] = {f"only{f['fold']}": f["runs"]["full"]}
+    assert bench.pooled(folds, "ensemble") is None
+
+
 def test_merge_can_take_some_runs_of_a_file_under_new_names(bench, tmp_path):
     env = {"date": "d", "machine": {}, "versions": {}, "git_commit": "abc"}
     for name, seed in (("a.json", 0), ("b.json", 1)):
