@@ -515,7 +515,9 @@ def patient_bootstrap(
     arrays: dict[str, tuple], reference: str, resamples: int = RESAMPLES, seed: int = 0
 ) -> dict[str, dict[str, float]]:
     """95 % intervals of each variant's AUROC and of its difference from ``reference``, from one
-    set of patient resamples (paired: the same patients for every variant)."""
+    set of patient resamples (paired: the same patients for every variant). A variant scored on
+    only some of the reference's nodules (a run cut short) is compared with the reference on
+    those nodules alone; one scored on others gets no difference."""
     from abyssal.solutions.nodule.evaluation import auroc
 
     patients = sorted({p for a in arrays.values() for p in a[1]})
@@ -528,32 +530,37 @@ def patient_bootstrap(
         order = np.argsort(ids)
         keyed[name] = (ids[order], np.array([index[p] for p in pats[order]]), y[order], s[order])
     values: dict[str, list[float]] = {n: [] for n in arrays}
-    deltas: dict[str, list[float]] = {n: [] for n in arrays if n != reference}
+    ref = keyed.get(reference)
+    shared = {}  # variant -> the reference's nodules it was scored on
+    for name, (ids, *_) in keyed.items():
+        if ref is not None and name != reference and np.isin(ids, ref[0]).all():
+            shared[name] = np.isin(ref[0], ids)
+    deltas: dict[str, list[float]] = {n: [] for n in shared}
     for weight in draws:
         got = {}
         for name, (_, owner, y, s) in keyed.items():
             w = weight[owner]
             got[name] = auroc(np.repeat(y, w), np.repeat(s, w))
             values[name].append(got[name])
-        for name in deltas:
-            if reference in got and _same(keyed[name][0], keyed.get(reference, ([],))[0]):
-                deltas[name].append(got[reference] - got[name])
+        for name, on in shared.items():
+            w = weight[ref[1][on]]
+            base = auroc(np.repeat(ref[2][on], w), np.repeat(ref[3][on], w))
+            deltas[name].append(base - got[name])
     out = {}
     for name in arrays:
         v = np.array(values[name])
         v = v[~np.isnan(v)]
         out[name] = {"auroc_low": float(np.percentile(v, 2.5)),
                      "auroc_high": float(np.percentile(v, 97.5))}  # fmt: skip
+        if name in shared:
+            on, (_, _, y, s) = shared[name], keyed[name]
+            out[name]["delta_auroc"] = auroc(ref[2][on], ref[3][on]) - auroc(y, s)
         if deltas.get(name):
             d = np.array(deltas[name])
             d = d[~np.isnan(d)]
             out[name].update(delta_low=float(np.percentile(d, 2.5)),
                              delta_high=float(np.percentile(d, 97.5)))  # fmt: skip
     return out
-
-
-def _same(a: np.ndarray, b: Any) -> bool:
-    return len(a) == len(b) and bool(np.all(a == b))
 
 
 def summarise(result: dict) -> None:
@@ -576,8 +583,6 @@ def summarise(result: dict) -> None:
         intervals = patient_bootstrap(arrays, "full")
         for name, cis in intervals.items():
             summary[name].update(cis)
-            if name != "full" and "full" in summary:
-                summary[name]["delta_auroc"] = summary["full"]["auroc"] - summary[name]["auroc"]
     result["summary"] = summary
     full = summary.get("full")
     result["targets"] = [

@@ -159,6 +159,22 @@ def test_merge_tags_the_runs_of_a_file_so_seeds_of_one_variant_sit_side_by_side(
     assert [s["command"] for s in result["sources"]] == ["s0.json", "s1.json"]
 
 
+def test_a_run_cut_short_is_compared_with_full_on_its_own_folds_only(bench):
+    folds = _folds()
+    folds[1]["runs"]["short"] = dict(folds[1]["runs"]["no_ssl"])  # fold 1 only
+    folds[0]["runs"]["elsewhere"] = {**folds[0]["runs"]["no_ssl"], "ids": ["z"] * 40}
+    arrays = {n: bench.pooled(folds, n).pop("_arrays") for n in ("full", "short", "elsewhere")}
+    out = bench.patient_bootstrap(arrays, "full", resamples=100)
+    fold1 = folds[1]["runs"]
+    expected = auroc(fold1["full"]["labels"], fold1["full"]["scores"]) - auroc(
+        fold1["no_ssl"]["labels"], fold1["no_ssl"]["scores"]
+    )
+    assert out["short"]["delta_auroc"] == pytest.approx(expected)
+    assert out["short"]["delta_low"] <= expected <= out["short"]["delta_high"]
+    assert "delta_auroc" not in out["elsewhere"]  # other nodules: no paired difference
+    assert out["full"].keys() == {"auroc_low", "auroc_high"}
+
+
 def test_the_default_ensemble_takes_only_the_rows_that_ran_on_every_fold(bench):
     folds = _folds()
     extra = folds[1]["runs"]["full"]
