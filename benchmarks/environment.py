@@ -29,11 +29,14 @@ def provenance(result: dict) -> str:
     )
 
 
-def write_result(result: dict, out: str | Path, markdown: Callable[[dict], str]) -> None:
-    """Write ``<out>.json`` (everything) and ``<out>.md`` (the report), and print the report."""
+def write_result(
+    result: dict, out: str | Path, markdown: Callable[[dict], str], *, indent: int | None = 2
+) -> None:
+    """Write ``<out>.json`` (everything; ``indent=None``: on one line, for results that hold
+    per-case arrays) and ``<out>.md`` (the report), and print the report."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    out.with_suffix(".json").write_text(json.dumps(result, indent=indent))
     text = markdown(result)
     out.with_suffix(".md").write_text(text)
     print(text)

@@ -310,7 +310,7 @@ def _plain(metrics: dict) -> dict:
 def save(args: argparse.Namespace, record: dict) -> None:
     out = Path(args.out).with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
+    out.write_text(json.dumps(record))
 
 
 # ---------------------------------------------------------------- timing
@@ -798,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         result = merge(args)
         summarise(result)
-        write_result(result, args.out, markdown)
+        write_result(result, args.out, markdown, indent=None)
         return 0
     torch.backends.cudnn.benchmark = True  # fixed cube sizes: let cuDNN pick its fastest kernels
     env = environment(PACKAGES)
@@ -823,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
         if "timing" in parts:
             part_timing(args, record)
     summarise(record)
-    write_result(record, args.out, markdown)
+    write_result(record, args.out, markdown, indent=None)
     return 0
 
 
