@@ -220,6 +220,27 @@ def test_splits_follow_the_fold_column(tmp_path: Path) -> None:
         prepare_nodule_data(small(tmp_path, test_fold=7), progress=False)
 
 
+def test_val_from_patients_draws_validation_from_every_fold_but_the_test_fold(
+    tmp_path: Path,
+) -> None:
+    path = nodule_set(tmp_path, patients=24)  # folds 0-2, eight patients each
+    cfg = small(path, val_from="patients", val_frac=0.25, split_seed=3)
+    data = prepare_nodule_data(cfg, progress=False)
+    test, val, train = (patients_of(data, s) for s in ("test", "val", "train"))
+    assert test == {f"p{p}" for p in range(0, 24, 3)}  # the test fold as before
+    assert len(val) == 4 and not val & train and not (val | train) & test  # 25 % of 16 patients
+    assert val | train == {f"p{p}" for p in range(24)} - test
+    assert {data.records[i].fold for i in data.splits["val"]} == {1, 2}  # both other folds
+    again = prepare_nodule_data(cfg, progress=False)
+    assert patients_of(again, "val") == val  # seeded
+    other = prepare_nodule_data(small(path, val_from="patients", split_seed=4), progress=False)
+    assert patients_of(other, "val") != val
+    with pytest.raises(ConfigError, match=r"val_fold=1 and data\.val_from=patients"):
+        small(path, val_from="patients", val_fold=1)
+    with pytest.raises(ConfigError, match="test_fold=7"):
+        prepare_nodule_data(small(path, val_from="patients", test_fold=7), progress=False)
+
+
 def test_a_patient_in_two_folds_is_refused(tmp_path: Path) -> None:
     path = nodule_set(tmp_path, extra="stray,p0,5,9,1\n")
     np.save(tmp_path / "volumes" / "stray.npy", np.zeros((6, 10, 10), np.uint8))

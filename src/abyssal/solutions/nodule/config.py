@@ -74,7 +74,15 @@ class NoduleDataConfig:
     val_fold: int | None = field(
         None, help="with a fold column: the validation fold (null: the fold after test_fold)"
     )
-    val_frac: float = field(0.15, help="without folds: share of patients for validation")
+    val_from: Literal["fold", "patients"] = field(
+        "fold",
+        help="with a fold column: validate on a whole fold (data.val_fold), or on data.val_frac "
+        "of the other folds' patients drawn with data.split_seed (patients), so that every fold "
+        "but the test fold trains",
+    )
+    val_frac: float = field(
+        0.15, help="share of patients for validation (without folds, or with val_from=patients)"
+    )
     test_frac: float = field(0.15, help="without folds: share of patients for testing")
     split_seed: int = field(0, help="seed of the patient split when there is no fold column")
     skip_bad: bool = field(
@@ -115,6 +123,11 @@ class NoduleDataConfig:
         for name in ("batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.val_from == "patients" and self.val_fold is not None:
+            raise ConfigError(
+                f"data.val_fold={self.val_fold} and data.val_from=patients both choose the "
+                "validation split; set one"
+            )
         if self.test_fold is not None and self.test_fold == self.val_fold:
             raise ConfigError(f"data.val_fold and data.test_fold are both {self.test_fold}")
 

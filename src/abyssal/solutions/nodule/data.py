@@ -3,7 +3,8 @@
 Every volume becomes a ``cube``-voxel cube at ``voxel_mm`` around its centre (per-nodule crops
 are centred on their nodule), its intensities mapped to [0, 1] (:func:`unit_intensity`) and kept
 as uint8. Splits follow the table's ``fold`` column when it has one (``data.test_fold``,
-``data.val_fold``), else a seeded split of patients: no patient is ever in two splits. Nodules
+``data.val_fold``; with ``data.val_from=patients`` validation is a seeded share of the other
+folds' patients), else a seeded split of patients: no patient is ever in two splits. Nodules
 without a malignancy label stay in their split: self-supervised pretraining uses them all, and
 the attribute heads learn from those of the training split.
 
@@ -293,6 +294,28 @@ def _split(
     records: list[NoduleRecord], table: Table, cfg: NoduleDataConfig
 ) -> dict[str, np.ndarray]:
     folds = np.array([r.fold for r in records])
+    if table.has_folds and cfg.test_fold is not None and cfg.val_from == "patients":
+        _chosen_folds(records, cfg)
+        rest = np.flatnonzero(folds != cfg.test_fold)
+        patients = sorted({records[i].patient for i in rest})
+        drawn = stratified_split(
+            len(patients),
+            None,
+            val_frac=cfg.val_frac,
+            test_frac=0,
+            seed=cfg.split_seed,
+            where=str(table.path),
+            unit="patients",
+        )
+        chosen = {patients[i] for i in drawn["val"]}
+        in_val = np.array([records[i].patient in chosen for i in rest], dtype=bool)
+        splits = {
+            "train": rest[~in_val],
+            "val": rest[in_val],
+            "test": np.flatnonzero(folds == cfg.test_fold),
+        }
+        _check_patients(records, splits, table)  # a patient in the test fold and another
+        return splits
     if table.has_folds and cfg.test_fold is not None:
         val_fold = _chosen_folds(records, cfg)
         splits = {
@@ -317,16 +340,16 @@ def _split(
     return {s: np.flatnonzero(np.isin(owner, by_patient[s])) for s in SPLITS}
 
 
-def _chosen_folds(records: list[NoduleRecord], cfg: NoduleDataConfig) -> int:
-    """The validation fold (``data.val_fold``, or the fold after the test fold); ConfigError if
-    either is not a fold of the table."""
+def _chosen_folds(records: list[NoduleRecord], cfg: NoduleDataConfig) -> int | None:
+    """The validation fold (``data.val_fold``, or the fold after the test fold; ``None`` with
+    ``data.val_from=patients``); ConfigError if either is not a fold of the table."""
     known = sorted({r.fold for r in records})
     val_fold = cfg.val_fold
-    if val_fold is None:
+    if val_fold is None and cfg.val_from == "fold":
         at = known.index(cfg.test_fold) if cfg.test_fold in known else -1
         val_fold = known[(at + 1) % len(known)] if at >= 0 else -2
     for name, fold in (("test_fold", cfg.test_fold), ("val_fold", val_fold)):
-        if fold not in known:
+        if fold is not None and fold not in known:
             raise ConfigError(f"data.{name}={fold} is not a fold of the table ({known})")
     return val_fold
 
