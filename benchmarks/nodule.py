@@ -613,7 +613,9 @@ def markdown(result: dict) -> str:
         "Data: `lidc_nodules` (2,059 nodules, 689 patients); benign = median malignancy < 3, "
         "malignant > 3, rated-3 nodules unlabelled (they train the attribute heads and the "
         "self-supervised stage). Folds: the data's five folds by patient; test fold k, "
-        "validation fold k+1, training the other three. Pooled out-of-fold predictions; "
+        "validation fold k+1, training the other three (a command with "
+        "`--set data.val_from=patients` validates on a share of the other four folds' patients "
+        "instead, and trains on the rest). Pooled out-of-fold predictions; "
         f"intervals: 95 % bootstrap over patients ({RESAMPLES} resamples, paired across "
         "variants). Operating points are chosen on each fold's validation fold.",
         "",
