@@ -731,7 +731,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "FILE@A,B=C takes only runs A and B, B renamed C",
     )
     p.add_argument(
-        "--ensemble-of", help="--merge: the variants the post-hoc ensemble averages (default all)"
+        "--ensemble-of",
+        help="--merge: the variants the post-hoc ensemble averages (default: every row that ran "
+        "on all folds)",
     )
     p.add_argument(
         "--raw-of",

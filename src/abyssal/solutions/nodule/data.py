@@ -314,7 +314,7 @@ def _split(
             "val": rest[in_val],
             "test": np.flatnonzero(folds == cfg.test_fold),
         }
-        _check_patients(records, splits, table)  # a patient in the test fold and another
+        _check_patients(records, splits, table)  # one patient's nodules in two folds: refused
         return splits
     if table.has_folds and cfg.test_fold is not None:
         val_fold = _chosen_folds(records, cfg)
