@@ -531,10 +531,11 @@ def patient_bootstrap(
         keyed[name] = (ids[order], np.array([index[p] for p in pats[order]]), y[order], s[order])
     values: dict[str, list[float]] = {n: [] for n in arrays}
     ref = keyed.get(reference)
-    shared = {}  # variant -> the reference's nodules it was scored on
+    shared = {}  # variant -> the reference's nodules it was scored on (None: all of them)
     for name, (ids, *_) in keyed.items():
         if ref is not None and name != reference and np.isin(ids, ref[0]).all():
-            shared[name] = np.isin(ref[0], ids)
+            on = np.isin(ref[0], ids)
+            shared[name] = None if on.all() else on
     deltas: dict[str, list[float]] = {n: [] for n in shared}
     for weight in draws:
         got = {}
@@ -543,8 +544,10 @@ def patient_bootstrap(
             got[name] = auroc(np.repeat(y, w), np.repeat(s, w))
             values[name].append(got[name])
         for name, on in shared.items():
-            w = weight[ref[1][on]]
-            base = auroc(np.repeat(ref[2][on], w), np.repeat(ref[3][on], w))
+            base = got[reference]
+            if on is not None:  # a run cut short: the reference on its nodules alone
+                w = weight[ref[1][on]]
+                base = auroc(np.repeat(ref[2][on], w), np.repeat(ref[3][on], w))
             deltas[name].append(base - got[name])
     out = {}
     for name in arrays:
@@ -553,7 +556,8 @@ def patient_bootstrap(
         out[name] = {"auroc_low": float(np.percentile(v, 2.5)),
                      "auroc_high": float(np.percentile(v, 97.5))}  # fmt: skip
         if name in shared:
-            on, (_, _, y, s) = shared[name], keyed[name]
+            on = slice(None) if shared[name] is None else shared[name]
+            _, _, y, s = keyed[name]
             out[name]["delta_auroc"] = auroc(ref[2][on], ref[3][on]) - auroc(y, s)
         if deltas.get(name):
             d = np.array(deltas[name])
@@ -737,8 +741,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--raw-of",
-        help="--merge: the variants whose uncalibrated logits are also pooled as VARIANT_raw "
-        "rows (default full)",
+        help="--merge: more variants whose uncalibrated logits are also pooled as VARIANT_raw "
+        "rows (full_raw is always there)",
     )
     p.add_argument("--note", action="append", default=[], help="--merge: a note to add")
     p.add_argument("--commit", help="the git commit measured (where git is not available)")
