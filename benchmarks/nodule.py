@@ -783,6 +783,12 @@ def merge(args: argparse.Namespace) -> dict:
         file, _, pick = file.partition("@")  # FILE@A,B=C: runs A and B only, B renamed C
         chosen = dict(item.partition("=")[::2] for item in pick.split(",")) if pick else None
         part = json.loads(Path(file).read_text())
+        found = {n for fold in part.get("folds", []) for n in fold.get("runs", {})}
+        if chosen is not None and set(chosen) - found:
+            raise SystemExit(
+                f"--merge {given}: no run {sorted(set(chosen) - found)} in {file} "
+                f"(it has {sorted(found)})"
+            )
         for fold in part.get("folds", []):  # one entry per fold, its runs from every file
             entry = by_fold.setdefault(fold["fold"], {"fold": fold["fold"], "runs": {}})
             runs = fold.get("runs", {})

@@ -201,6 +201,8 @@ def test_merge_can_take_some_runs_of_a_file_under_new_names(bench, tmp_path):
     assert set(runs) == {"full", "full_seed1"}
     assert runs["full"]["scores"] == _folds(0)[1]["runs"]["no_ssl"]["scores"]
     assert runs["full_seed1"]["scores"] == _folds(1)[1]["runs"]["full"]["scores"]
+    with pytest.raises(SystemExit, match=r"no run \['nope'\] in .*a\.json \(it has \['full'"):
+        bench.merge(bench.parse_args(["--merge", f"{tmp_path / 'a.json'}@full,nope"]))
 
 
 def test_merged_runs_keep_the_genesis_of_their_own_file(bench, tmp_path):
