@@ -1,10 +1,13 @@
 """LIDC-IDRI nodule malignancy: five-fold cross-validation by patient of the full model, its
 ablations and a plain 3-D ResNet-18, with patient-level bootstrap intervals; and timing.
 
-Protocol: the table's ``fold`` column (five folds by patient). For test fold k the next fold
-validates (early stopping, operating points) and the other three train. Per fold, one Models
-Genesis pretraining on that fold's training split (labels unused; the test fold never seen),
-then each variant (``--variants``):
+Protocol: the table's ``fold`` column (five folds by patient). For test fold k, 15 % of the
+other four folds' patients (drawn with ``data.split_seed``) validate (early stopping,
+calibration, operating points) and the rest train: ``data.val_from: patients`` in
+``configs/nodule/lidc.yaml`` and ``genesis.yaml`` (``--set data.val_from=fold``: fold k+1
+validates and the other three train, the protocol before it). Per fold, one Models Genesis
+pretraining on that fold's training split (labels unused; the test fold never seen), then each
+variant (``--variants``):
 
 - ``full``: ``configs/nodule/lidc.yaml`` as it is: fusion, knowledge-guided decoder, mask head
   with mask-guided pooling, 8-view test-time augmentation, from the Genesis encoder (its stem,
@@ -16,16 +19,16 @@ then each variant (``--variants``):
 - ``resnet18``: torchvision's r3d_18 (one input channel), no pretraining, no attributes, no
   mask head, single view;
 - ``full_1view`` (no training): the full model's weights scored on one view, with operating
-  points chosen on the validation fold's single-view scores;
+  points chosen on the validation split's single-view scores;
 - ``full_raw`` (no training, a diagnostic): the full model's test logits before Platt scaling,
   pooled as they are. Each fold's AUROC is the same as ``full``'s; the pooled AUROC differs by
   how the five models' scales line up with and without the calibration fitted on each
-  validation fold.
+  validation split.
 
 Every run goes through ``abyssal.train.api.train("nodule", ...)``; each registered model then
 scores its test fold. Pooled over the five folds: AUROC with a 95 % interval (bootstrap over
 patients, 1,000 resamples), sensitivity and specificity with each fold's thresholds chosen on its
-validation fold (Youden's J; 95 % sensitivity), and per variant the paired AUROC difference from
+validation split (Youden's J; 95 % sensitivity), and per variant the paired AUROC difference from
 ``full`` (same resamples). Runs of one process append to ``--out`` as they finish; ``--merge``
 combines the files of several processes (e.g. one per fold on one GPU).
 
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -102,14 +106,14 @@ NOTES = [
     "this task, out of reach of any model we know of: the labels are the median of up to four "
     "radiologists' malignancy impressions (not pathology), the readers themselves disagree, and "
     "nodules rated 3 (the hardest) are left out of the task. At 95 % sensitivity (threshold "
-    "chosen on each validation fold) the specificity above is what this data supports.",
+    "chosen on each validation split) the specificity above is what this data supports.",
     "- The rows differ only in the named component; every run uses the same folds, epochs "
     "(early stopping on validation AUROC), optimiser and seed. Differences whose interval "
     "covers 0 are not distinguishable from the run-to-run noise of one seed per fold.",
     "- Diameter and spiculation errors are of the attribute heads' predictions on the test "
     "fold (the knowledge-guided variants only).",
     "- Every trained model's malignancy logit is calibrated after training by Platt scaling on "
-    "its validation fold (a monotone map: it leaves each fold's AUROC as it is, and puts the "
+    "its validation split (a monotone map: it leaves each fold's AUROC as it is, and puts the "
     "five folds' scores on one scale before they are pooled; the full_raw row pools the same "
     "weights' logits before it, to show what the calibration's own noise costs the pooled "
     "figure). With model.calibrate_size the calibration also weighs the size the predicted "
@@ -143,6 +147,16 @@ def common(args: argparse.Namespace, fold: int) -> list[str]:
     if args.quick:
         out += ["data.cube=16", "data.voxel_mm=2.5", "model.width=4", "data.batch_size=8"]
     return out + args.set
+
+
+def validation_split(args: argparse.Namespace) -> dict[str, Any]:
+    """``data.val_from`` and ``data.val_frac`` of the runs ``args`` makes: ``lidc.yaml`` with
+    the command's overrides (the report's data line names the split)."""
+    from abyssal.core.config import load_config
+    from abyssal.solutions.nodule.config import NoduleConfig
+
+    data = load_config(NoduleConfig, CONFIGS / "lidc.yaml", common(args, 0)).data
+    return {"val_from": data.val_from, "val_frac": data.val_frac}
 
 
 def run_fold(args: argparse.Namespace, fold: int, home: Path, record: dict, saved: Any) -> None:
@@ -242,7 +256,7 @@ def wait_for(path: Path, seconds: float) -> None:
 def test_scores(ref: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The registered model's probabilities for its test fold's labelled nodules; with test-time
     augmentation, also its single-view probabilities and their operating points (chosen on the
-    validation fold's single-view probabilities)."""
+    validation split's single-view probabilities)."""
     from abyssal.core.home import using_home
     from abyssal.solutions.loading import load_model
     from abyssal.solutions.nodule.data import prepare_nodule_data
@@ -599,12 +613,73 @@ def summarise(result: dict) -> None:
             None if full is None or full["folds"] < 5 else full["auroc"] >= TARGET_AUROC,
         )
     ]
+    seeds = {n: s for n, s in summary.items() if re.fullmatch(r"full(_s\d+)?", n)}
+    if len(seeds) > 1:  # the full model run with several seeds (merged as FILE#sN)
+        whole = all(s["folds"] == 5 for s in seeds.values())
+        mean = float(np.mean([s["auroc"] for s in seeds.values()]))
+        each = " / ".join(f"{s['auroc']:.4f}" for s in seeds.values())
+        result["targets"].append(
+            _target(
+                f"full model AUROC >= {TARGET_AUROC}, mean over seeds ({', '.join(seeds)})",
+                f"{mean:.4f} ({each})",
+                mean >= TARGET_AUROC if whole else None,
+            )
+        )
+
+
+def row_label(name: str) -> str:
+    """A result row's label: :data:`LABELS`, or for a run merged as ``FILE#sN`` (``full_s1``)
+    its variant's name with the seed."""
+    seeded = re.fullmatch(r"(\w+?)_s(\d+)", name)
+    if name not in LABELS and seeded and seeded.group(1) in VARIANTS:
+        return f"{seeded.group(1)}, seed {seeded.group(2)}"
+    return LABELS.get(name, name)
+
+
+def source_split(source: dict) -> tuple[str, float] | None:
+    """``(data.val_from, data.val_frac)`` of one process's cross-validation runs, or ``None``
+    for a timing-only process. Files from before the split was recorded: read from the command
+    (``data.val_from=fold`` was the default then)."""
+    if source.get("split"):
+        return source["split"]["val_from"], source["split"]["val_frac"]
+    parts = re.search(r"--parts (\S+)", source["command"])
+    if parts and "cv" not in parts.group(1).split(","):
+        return None
+    return ("patients" if "data.val_from=patients" in source["command"] else "fold"), 0.15
+
+
+def splits_text(sources: list[dict]) -> str:
+    """How the runs of ``sources`` split each test fold's other folds into training and
+    validation, for the report's data line."""
+
+    def text(split: tuple[str, float]) -> str:
+        if split[0] == "fold":
+            return "test fold k, validation fold k+1, training the other three"
+        return (
+            f"for test fold k, {split[1] * 100:g} % of the other four folds' patients (drawn with "
+            "data.split_seed) validate and the rest train (`data.val_from: patients`)"
+        )
+
+    found: dict[tuple[str, float], int] = {}
+    for source in sources:
+        split = source_split(source)
+        if split is not None:
+            found[tuple(split)] = found.get(tuple(split), 0) + 1
+    if len(found) <= 1:
+        return text(next(iter(found), ("patients", 0.15)))
+    return "the processes' splits differ: " + "; ".join(
+        f"{text(split)} ({n} processes)" for split, n in found.items()
+    )
 
 
 def markdown(result: dict) -> str:
     lines = ["# Lung-nodule malignancy on LIDC-IDRI: five-fold cross-validation", ""]
     sources = result.get("sources") or [
-        {"environment": result["environment"], "command": result["command"]}
+        {
+            "environment": result["environment"],
+            "command": result["command"],
+            "split": result.get("split"),
+        }
     ]
     machines: dict[str, tuple[dict, list[str]]] = {}
     for source in sources:  # one line per machine and set of versions, with its commands
@@ -616,12 +691,10 @@ def markdown(result: dict) -> str:
     lines += [
         "Data: `lidc_nodules` (2,059 nodules, 689 patients); benign = median malignancy < 3, "
         "malignant > 3, rated-3 nodules unlabelled (they train the attribute heads and the "
-        "self-supervised stage). Folds: the data's five folds by patient; test fold k, "
-        "validation fold k+1, training the other three (a command with "
-        "`--set data.val_from=patients` validates on a share of the other four folds' patients "
-        "instead, and trains on the rest). Pooled out-of-fold predictions; "
+        f"self-supervised stage). Folds: the data's five folds by patient; {splits_text(sources)}. "
+        "Pooled out-of-fold predictions; "
         f"intervals: 95 % bootstrap over patients ({RESAMPLES} resamples, paired across "
-        "variants). Operating points are chosen on each fold's validation fold.",
+        "variants). Operating points are chosen on each fold's validation split.",
         "",
         "## Results",
         "",
@@ -634,7 +707,7 @@ def markdown(result: dict) -> str:
             if "delta_low" in s:
                 delta += f" [{s['delta_low']:+.3f}, {s['delta_high']:+.3f}]"
         rows.append([
-            LABELS.get(name, name), str(s["folds"]), f"{s['auroc']:.4f}",
+            row_label(name), str(s["folds"]), f"{s['auroc']:.4f}",
             f"[{s['auroc_low']:.3f}, {s['auroc_high']:.3f}]", delta,
             f"{_f(s['sensitivity_youden'], 3)} / {_f(s['specificity_youden'], 3)}",
             f"{_f(s['sensitivity_sens95'], 3)} / {_f(s['specificity_sens95'], 3)}",
@@ -801,7 +874,11 @@ def merge(args: argparse.Namespace) -> dict:
                 entry["genesis"] = fold.get("genesis", {})
         result["timing"].update(part.get("timing", {}))
         result["sources"] += part.get("sources") or [
-            {"environment": part["environment"], "command": part["command"]}
+            {
+                "environment": part["environment"],
+                "command": part["command"],
+                **({"split": part["split"]} if part.get("split") else {}),
+            }
         ]
     result["folds"] = [by_fold[k] for k in sorted(by_fold)]
     return result
@@ -827,6 +904,8 @@ def main(argv: list[str] | None = None) -> int:
         "timing": {},
     }
     parts = args.parts.split(",")
+    if "cv" in parts:
+        record["split"] = validation_split(args)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(args.home or tmp)
         if "cv" in parts:

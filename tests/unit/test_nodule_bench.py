@@ -36,10 +36,10 @@ def _run(ids, patients, labels, scores, youden=0.5, sens95=0.3):
     }
 
 
-def _folds(seed: int = 0, n: int = 40):
+def _folds(seed: int = 0, n: int = 40, count: int = 2):
     rng = np.random.default_rng(seed)
     folds = []
-    for k in range(2):
+    for k in range(count):
         ids = [f"n{k}_{i}" for i in range(n)]
         patients = [f"p{k}_{i // 2}" for i in range(n)]  # two nodules per patient
         labels = (np.arange(n) % 3 == 0).astype(int)
@@ -278,3 +278,38 @@ def test_merge_pools_the_raw_logits_of_the_variants_named(bench, tmp_path):
     assert result["summary"]["no_ssl_raw"]["auroc"] == pytest.approx(
         result["summary"]["no_ssl"]["auroc"]
     )
+
+
+def test_the_report_names_the_validation_split_each_process_used(bench):
+    lidc = bench.validation_split(bench.parse_args([]))  # configs/nodule/lidc.yaml as it is
+    assert lidc == {"val_from": "patients", "val_frac": 0.15}
+    by_fold = bench.validation_split(bench.parse_args(["--set", "data.val_from=fold"]))
+    assert by_fold["val_from"] == "fold"
+    recorded = {"command": "x", "split": {"val_from": "patients", "val_frac": 0.2}}
+    assert bench.source_split(recorded) == ("patients", 0.2)
+    old = {"command": "python benchmarks/nodule.py --folds 0"}  # before the split was recorded
+    assert bench.source_split(old) == ("fold", 0.15)
+    timing = {"command": "python benchmarks/nodule.py --parts timing --device cpu"}
+    assert bench.source_split(timing) is None
+    text = bench.splits_text([recorded, timing])
+    assert "20 % of the other four folds' patients" in text and "differ" not in text
+    mixed = bench.splits_text([recorded, old, old])
+    assert "differ" in mixed and "validation fold k+1" in mixed and "(2 processes)" in mixed
+
+
+def test_seeds_of_the_full_model_get_a_target_row_of_their_mean(bench):
+    folds = _folds(0, count=5)
+    for fold, other in zip(folds, _folds(1, count=5), strict=True):
+        fold["runs"]["full_s1"] = other["runs"]["full"]
+    result = {"folds": folds, "timing": {}}
+    bench.summarise(result)
+    _, seeds = result["targets"]
+    full, s1 = result["summary"]["full"]["auroc"], result["summary"]["full_s1"]["auroc"]
+    assert seeds["target"].endswith("mean over seeds (full, full_s1)")
+    assert seeds["measured"] == f"{(full + s1) / 2:.4f} ({full:.4f} / {s1:.4f})"
+    assert seeds["status"] == ("met" if (full + s1) / 2 >= bench.TARGET_AUROC else "not met")
+    assert bench.row_label("full_s1") == "full, seed 1"
+    assert bench.row_label("no_ssl") == bench.LABELS["no_ssl"]
+    short = {"folds": _folds(0), "timing": {}}  # one seed only: no mean row
+    bench.summarise(short)
+    assert len(short["targets"]) == 1
